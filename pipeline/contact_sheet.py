@@ -1,0 +1,148 @@
+"""Contact sheets: a PNG a person can read at a glance to see what a store holds.
+
+Each sample is a row of four tiles: the aligned face with its 68 landmarks, the landmark heatmap,
+the saliency map and the landmark mask (each map overlaid on the face), captioned with index,
+label, split and status. Samples that are not usable show their source image (when the dataset
+root recorded in the store is readable here) and the message saying why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.datasets import get_dataset
+from pipeline.errors import StoreError
+from pipeline.stages.decode import decode_image, to_rgb
+from pipeline.store import ATTRS_KEY, USABLE_STATUSES, Status, open_store
+
+TILE = 112
+CAPTION = 30
+COLUMNS = 3  # samples per sheet row
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def select_samples(
+    status: np.ndarray, split: np.ndarray, split_names: list[str], *, split_name: str | None,
+    statuses: tuple[str, ...], count: int,
+) -> np.ndarray:
+    """Indices of up to ``count`` samples matching the filters, spread evenly over the store."""
+    keep = status != Status.PENDING
+    if split_name is not None:
+        if split_name not in split_names:
+            raise StoreError(f"no split {split_name!r} in this store; it has: {', '.join(split_names)}")
+        keep &= split == split_names.index(split_name)
+    if statuses:
+        known = {code.label: code for code in Status}
+        unknown = [s for s in statuses if s not in known]
+        if unknown:
+            raise StoreError(f"unknown status {unknown[0]!r}; choose from {', '.join(known)}")
+        keep &= np.isin(status, [int(known[s]) for s in statuses])
+    candidates = np.flatnonzero(keep)
+    if len(candidates) <= count:
+        return candidates
+    return candidates[np.linspace(0, len(candidates) - 1, count).round().astype(int)]
+
+
+def _face_tile(image_chw: np.ndarray) -> np.ndarray:
+    rgb = to_rgb(image_chw[0] if image_chw.shape[0] == 1 else image_chw.transpose(1, 2, 0))
+    return cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (TILE, TILE), interpolation=cv2.INTER_LINEAR)
+
+
+def _overlay(face_bgr: np.ndarray, guidance: np.ndarray) -> np.ndarray:
+    heat = cv2.applyColorMap(cv2.resize(guidance, (TILE, TILE), interpolation=cv2.INTER_LINEAR), cv2.COLORMAP_JET)
+    return cv2.addWeighted(face_bgr, 0.45, heat, 0.55, 0.0)
+
+
+def _fit(image_bgr: np.ndarray, width: int, height: int) -> np.ndarray:
+    h, w = image_bgr.shape[:2]
+    scale = min(width / w, height / h)
+    resized = cv2.resize(image_bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    canvas = np.full((height, width, 3), 40, np.uint8)
+    y, x = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
+    canvas[y : y + resized.shape[0], x : x + resized.shape[1]] = resized
+    return canvas
+
+
+def _wrap(text: str, width_chars: int) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if len(line) + len(word) + 1 > width_chars and line:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + [line] if line else lines
+
+
+def _sample_cell(group, provenance: dict, index: int) -> np.ndarray:
+    size = group["image"].shape[-1]
+    status = Status(int(group["status"][index]))
+    label = int(group["label"][index])
+    label_name = provenance["label_names"][label] if label >= 0 else "?"
+    split_name = provenance["splits"][int(group["split"][index])]
+    cell = np.full((TILE + CAPTION, 4 * TILE, 3), 255, np.uint8)
+    if status in USABLE_STATUSES:
+        face = _face_tile(group["image"][index])
+        marked = face.copy()
+        for x, y in group["landmarks"][index] * (TILE / size):
+            cv2.circle(marked, (int(x), int(y)), 1, (0, 255, 0), -1, cv2.LINE_AA)
+        tiles = [marked] + [_overlay(face, group[name][index][0]) for name in ("heatmap", "saliency", "mask")]
+        cell[:TILE] = np.hstack(tiles)
+    else:
+        source = _source_image(provenance, str(group["source"][index]))
+        if source is not None:
+            cell[:TILE, :TILE] = _fit(source, TILE, TILE)
+        for row, text in enumerate(_wrap(str(group["message"][index]), 44)[:5]):
+            cv2.putText(cell, text, (TILE + 6, 18 + 18 * row), _FONT, 0.4, (0, 0, 160), 1, cv2.LINE_AA)
+    caption = f"#{index} {label_name} [{split_name}] {status.label}"
+    color = (0, 110, 0) if status in USABLE_STATUSES else (0, 0, 170)
+    cv2.putText(cell, caption, (4, TILE + 20), _FONT, 0.45, color, 1, cv2.LINE_AA)
+    return cell
+
+
+def _source_image(provenance: dict, source: str) -> np.ndarray | None:
+    """The source image as BGR, or None when it cannot be read here."""
+    try:
+        adapter = get_dataset(provenance["dataset"])
+        root = provenance.get("root")
+        raw = adapter.read(Path(root) if root else None, source)
+        pixels = raw if isinstance(raw, np.ndarray) else decode_image(raw, max_pixels=provenance["config"]["decode"]["max_pixels"])
+        return cv2.cvtColor(to_rgb(pixels), cv2.COLOR_RGB2BGR)
+    except Exception:  # noqa: BLE001 - a missing or broken source is shown as text only
+        return None
+
+
+def render_contact_sheet(path: str | Path, indices: np.ndarray) -> np.ndarray:
+    """``(rows * (TILE + CAPTION), COLUMNS * 4 * TILE, 3) uint8 BGR`` sheet of the given samples."""
+    group = open_store(path)
+    provenance = group.attrs[ATTRS_KEY]
+    cells = [_sample_cell(group, provenance, int(i)) for i in indices]
+    blank = np.full((TILE + CAPTION, 4 * TILE, 3), 255, np.uint8)
+    cells += [blank] * (-len(cells) % COLUMNS)
+    rows = [np.hstack(cells[i : i + COLUMNS]) for i in range(0, len(cells), COLUMNS)]
+    sheet = np.vstack(rows)
+    separators = sheet.copy()
+    separators[:, 4 * TILE :: 4 * TILE] = 0  # thin black line between samples
+    return separators
+
+
+def write_contact_sheet(
+    path: str | Path, out: str | Path, *, split: str | None = None, statuses: tuple[str, ...] = (), count: int = 24
+) -> int:
+    """Select samples, render the sheet and write it as PNG to ``out``; returns how many were shown."""
+    group = open_store(path)
+    provenance = group.attrs[ATTRS_KEY]
+    indices = select_samples(
+        group["status"][:], group["split"][:], list(provenance["splits"]),
+        split_name=split, statuses=tuple(statuses), count=count,
+    )  # fmt: skip
+    if len(indices) == 0:
+        raise StoreError(f"no samples in {path} match the filters (split={split}, status={list(statuses) or 'any'})")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), render_contact_sheet(path, indices)):
+        raise StoreError(f"cannot write {out}")
+    return len(indices)

@@ -1,0 +1,67 @@
+"""The Manifest: a dataset's rows in a stable order, before any image is read."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Manifest:
+    """N rows describing a dataset, as a dataset adapter scanned them.
+
+    Attributes:
+        dataset: adapter name (``folder``, ``sample``, ...).
+        label_names: class names; ``label`` indexes into them.
+        splits: split names; ``split`` indexes into them.
+        source: ``(N,)`` str, path relative to the dataset root, or a row id.
+        label: ``(N,) int16``, -1 when unknown.
+        split: ``(N,) uint8``.
+        valence, arousal: ``(N,) float32`` with NaN where absent, or None.
+        votes: ``(N, L) float32`` per-class vote distribution, or None; ``vote_names`` names L.
+        prior_box: ``(N, 4) float32`` (left, top, right, bottom) source pixels with NaN rows where
+            absent, or None.
+    """
+
+    dataset: str
+    label_names: tuple[str, ...]
+    splits: tuple[str, ...]
+    source: tuple[str, ...]
+    label: np.ndarray
+    split: np.ndarray
+    valence: np.ndarray | None = None
+    arousal: np.ndarray | None = None
+    votes: np.ndarray | None = None
+    vote_names: tuple[str, ...] = ()
+    prior_box: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.source)
+        object.__setattr__(self, "label", np.asarray(self.label, dtype=np.int16))
+        object.__setattr__(self, "split", np.asarray(self.split, dtype=np.uint8))
+        columns = {"label": self.label, "split": self.split}
+        for name in ("valence", "arousal", "votes", "prior_box"):
+            value = getattr(self, name)
+            if value is not None:
+                value = np.asarray(value, dtype=np.float32)
+                object.__setattr__(self, name, value)
+                columns[name] = value
+        for name, column in columns.items():
+            if len(column) != n:
+                raise ValueError(f"manifest column {name} has {len(column)} rows, source has {n}")
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def sha256(self) -> str:
+        """Hash of every row and name (not of the dataset root path, which differs per machine)."""
+        digest = hashlib.sha256()
+        for text in (self.dataset, *self.label_names, "|", *self.splits, "|", *self.vote_names):
+            digest.update(text.encode("utf-8") + b"\0")
+        for source in self.source:
+            digest.update(source.encode("utf-8") + b"\0")
+        for column in (self.label, self.split, self.valence, self.arousal, self.votes, self.prior_box):
+            digest.update(b"-" if column is None else np.ascontiguousarray(column).tobytes())
+        return digest.hexdigest()

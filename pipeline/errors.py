@@ -1,0 +1,34 @@
+"""The project's error classes.
+
+Every error the project raises on purpose derives from :class:`FerStoreError`, and also from the
+builtin exception a caller would expect (``ValueError``, ``FileNotFoundError``, ...), so that both
+``except FerStoreError`` and ``except ValueError`` work. Messages say what to change.
+"""
+
+
+class FerStoreError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class ConfigError(FerStoreError, ValueError):
+    """A configuration value is invalid; raised before any work starts."""
+
+
+class DatasetError(FerStoreError, ValueError):
+    """A dataset root or one of its files is missing or malformed."""
+
+
+class ModelFileError(FerStoreError, FileNotFoundError):
+    """A dlib model file cannot be found or read."""
+
+
+class StoreMismatchError(FerStoreError, ValueError):
+    """An existing store was built from other inputs (config or manifest) than this run's."""
+
+
+class StoreError(FerStoreError, ValueError):
+    """A store is missing, incomplete or does not follow the schema."""
+
+
+class UnreadableImageError(FerStoreError, ValueError):
+    """An input file is not an image that can be decoded (status 4 ``unreadable``)."""

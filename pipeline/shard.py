@@ -1,0 +1,213 @@
+"""One shard's work: read -> decode -> detect -> landmarks -> align -> guidance -> write.
+
+:func:`process_image` is the per-image chain of stages (no I/O); :func:`process_shard` runs it over
+one shard, records a status and message for every sample (a bad sample never stops the shard),
+writes the shard's region of the store itself and returns a small :class:`ShardSummary`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import store
+from pipeline.config import PreprocessConfig
+from pipeline.datasets import get_dataset
+from pipeline.errors import DatasetError, UnreadableImageError
+from pipeline.models import LoadedModels, ModelFiles, thread_models
+from pipeline.stages.align import aligned_from_src_matrix, apply_affine, warp_to_aligned
+from pipeline.stages.decode import decode_image, to_gray, to_rgb
+from pipeline.stages.detect import clip_box, detect_largest_face, full_frame_box
+from pipeline.stages.heatmaps import render_landmark_heatmap
+from pipeline.stages.landmarks import predict_landmarks
+from pipeline.stages.masks import render_binary_landmark_mask, soften_mask
+from pipeline.stages.saliency import spectral_residual_saliency
+from pipeline.store import Status
+
+STAGES = ("read", "decode", "detect", "landmarks", "align", "heatmap", "saliency", "mask")
+
+
+@dataclass
+class SampleResult:
+    """Everything computed for one sample; array fields are None unless status is usable."""
+
+    status: Status
+    message: str = ""
+    image: np.ndarray | None = None  # (C, S, S) uint8
+    landmarks: np.ndarray | None = None  # (68, 2) float32 aligned pixels
+    landmarks_src: np.ndarray | None = None  # (68, 2) float32 source pixels
+    box_src: np.ndarray | None = None  # (4,) float32 source pixels
+    aligned_from_src: np.ndarray | None = None  # (2, 3) float32
+    heatmap: np.ndarray | None = None  # (1, H, H) uint8
+    saliency: np.ndarray | None = None  # (1, H, H) uint8
+    mask: np.ndarray | None = None  # (1, H, H) uint8
+
+
+class StageTimer:
+    """Accumulates wall time per stage name (seconds)."""
+
+    def __init__(self) -> None:
+        self.seconds: Counter[str] = Counter()
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] += now - self._last
+        self._last = now
+
+
+def process_image(
+    pixels: np.ndarray,
+    prior_box: np.ndarray | None,
+    config: PreprocessConfig,
+    models: LoadedModels,
+    timer: StageTimer | None = None,
+) -> SampleResult:
+    """Run detection, landmarks, alignment and guidance on one decoded image.
+
+    Args:
+        pixels: ``(H, W) uint8`` or ``(H, W, 3) uint8 RGB`` source image.
+        prior_box: ``(4,) float32`` dataset box in source pixels (NaN or None when absent).
+        config: the run's configuration.
+        models: this thread's dlib models.
+        timer: optional per-stage timer.
+
+    Returns:
+        A :class:`SampleResult`; status ``ok``, ``ok_prior`` or ``no_face``.
+    """
+    timer = timer or StageTimer()
+    height, width = pixels.shape[:2]
+    box = detect_largest_face(models.detector, pixels, config.detect.upsample)
+    status = Status.OK
+    if box is None:
+        status = Status.OK_PRIOR
+        if config.detect.prior == "dataset" and prior_box is not None:
+            box = clip_box(np.asarray(prior_box, dtype=np.float32), height, width)
+        elif config.detect.prior == "full-frame":
+            box = full_frame_box(height, width)
+    timer.lap("detect")
+    if box is None:
+        message = "no face found by the detector"
+        if config.detect.prior == "dataset":
+            message += " and the dataset has no usable box for this sample"
+        elif config.detect.prior == "none":
+            message += " (pre-cropped faces: use --prior full-frame)"
+        return SampleResult(Status.NO_FACE, message)
+
+    landmarks_src = predict_landmarks(models.predictor, pixels, box)
+    timer.lap("landmarks")
+
+    size, guidance_size = config.align.size, config.guidance.size
+    aligned_from_src = aligned_from_src_matrix(landmarks_src, size)
+    source = to_rgb(pixels) if config.align.color == "rgb" else to_gray(pixels)
+    aligned = warp_to_aligned(source, aligned_from_src, size)
+    landmarks = apply_affine(aligned_from_src, landmarks_src)
+    image = aligned.transpose(2, 0, 1) if aligned.ndim == 3 else aligned[None]
+    timer.lap("align")
+
+    heatmap = render_landmark_heatmap(landmarks, size, guidance_size, config.guidance.heatmap_sigma)
+    timer.lap("heatmap")
+    saliency = spectral_residual_saliency(aligned, guidance_size)
+    timer.lap("saliency")
+    mask = soften_mask(render_binary_landmark_mask(landmarks, size, guidance_size))
+    timer.lap("mask")
+    return SampleResult(
+        status=status,
+        image=np.ascontiguousarray(image),
+        landmarks=landmarks,
+        landmarks_src=landmarks_src,
+        box_src=box,
+        aligned_from_src=aligned_from_src,
+        heatmap=heatmap[None],
+        saliency=saliency[None],
+        mask=mask[None],
+    )
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything a worker needs for one shard; small and picklable (no models, no pixels)."""
+
+    store_path: str
+    dataset: str
+    root: str | None
+    start: int
+    sources: tuple[str, ...]
+    prior_boxes: np.ndarray | None  # (n, 4) float32 or None
+    config: PreprocessConfig
+    models: ModelFiles
+
+    @property
+    def stop(self) -> int:
+        return self.start + len(self.sources)
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    start: int
+    stop: int
+    counts: dict[str, int]
+    seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _empty_shard_arrays(n: int, config: PreprocessConfig) -> dict[str, np.ndarray]:
+    arrays = {
+        spec.name: np.zeros((n, *spec.sample_shape), dtype=spec.dtype)
+        for spec in store.array_specs(config)
+        if spec.name in store.COMPUTED_ARRAYS and spec.dtype is not str
+    }
+    arrays["message"] = np.array([""] * n, dtype=object)
+    return arrays
+
+
+def process_shard(task: ShardTask) -> ShardSummary:
+    """Compute and write one shard. Runs on a Dask worker (or in process); never raises for a
+    bad sample: unreadable inputs get status ``unreadable``, any other per-sample error ``failed``.
+    """
+    began = time.perf_counter()
+    adapter = get_dataset(task.dataset)
+    models = thread_models(task.models)
+    root = Path(task.root) if task.root is not None else None
+    n = len(task.sources)
+    arrays = _empty_shard_arrays(n, task.config)
+    status = np.zeros(n, dtype=np.uint8)
+    timer = StageTimer()
+    for i, source in enumerate(task.sources):
+        prior = None if task.prior_boxes is None else task.prior_boxes[i]
+        try:
+            try:
+                raw = adapter.read(root, source)
+            except (OSError, RuntimeError, DatasetError) as error:  # RuntimeError: symlink loop
+                raise UnreadableImageError(f"cannot read {source}: {error}") from None
+            timer.lap("read")
+            if isinstance(raw, np.ndarray):
+                pixels = raw
+            else:
+                pixels = decode_image(raw, max_pixels=task.config.decode.max_pixels)
+            timer.lap("decode")
+            result = process_image(pixels, prior, task.config, models, timer)
+        except UnreadableImageError as error:
+            result = SampleResult(Status.UNREADABLE, str(error))
+        except Exception as error:  # noqa: BLE001 - a bad sample never stops the shard
+            result = SampleResult(Status.FAILED, f"{type(error).__name__}: {error}")
+        status[i] = result.status
+        arrays["message"][i] = result.message
+        if result.status in store.USABLE_STATUSES:
+            for name in store.COMPUTED_ARRAYS:
+                if name != "message":
+                    arrays[name][i] = getattr(result, name)
+        timer.lap("other")
+    store.write_shard(task.store_path, task.start, arrays, status)
+    timer.lap("write")
+    return ShardSummary(
+        start=task.start,
+        stop=task.stop,
+        counts=store.status_counts(status),
+        seconds=time.perf_counter() - began,
+        stage_seconds=dict(timer.seconds),
+    )

@@ -1,0 +1,113 @@
+"""Decode image files to pixel arrays.
+
+Pillow reads the header first, so an image over the pixel limit is refused before its pixels are
+decoded. EXIF orientation is applied; 16-bit, palette, CMYK, alpha and grayscale images all come
+out as 8-bit grayscale or RGB. OpenCV is the fallback for files Pillow cannot open.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+from pipeline.errors import UnreadableImageError
+
+# We enforce our own limit from the header; Pillow's decompression-bomb guard would otherwise
+# raise for large but legitimate photos before our check could give a clear message.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
+    """Decode an encoded image file.
+
+    Args:
+        data: the file's bytes (JPEG, PNG, BMP, TIFF, GIF (first frame), WebP, ...).
+        max_pixels: refuse images whose header says width * height exceeds this.
+
+    Returns:
+        ``(H, W) uint8`` for grayscale sources, ``(H, W, 3) uint8`` RGB otherwise, with EXIF
+        orientation applied. 16-bit images are scaled to 8 bits; alpha is composited on black.
+
+    Raises:
+        UnreadableImageError: empty, truncated or non-image data, or too many pixels.
+    """
+    if not data:
+        raise UnreadableImageError("empty file (0 bytes)")
+    try:
+        return _decode_with_pillow(data, max_pixels)
+    except UnreadableImageError:
+        raise
+    except Exception as pillow_error:  # noqa: BLE001 - Pillow raises many types; OpenCV may still read it
+        decoded = _decode_with_opencv(data)
+        if decoded is None:
+            raise UnreadableImageError(f"not a readable image: {pillow_error}") from None
+        _check_pixels(decoded.shape[1], decoded.shape[0], max_pixels)
+        return decoded
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width < 1 or height < 1:
+        raise UnreadableImageError(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise UnreadableImageError(
+            f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{max_pixels:,} (raise --max-pixels to accept it)"
+        )
+
+
+def _decode_with_pillow(data: bytes, max_pixels: int) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        _check_pixels(image.width, image.height, max_pixels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a truncated file must fail, not decode half grey
+            image.load()
+        image = ImageOps.exif_transpose(image)
+        return _to_uint8_array(image)
+
+
+def _to_uint8_array(image: Image.Image) -> np.ndarray:
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        return np.clip(np.round(pixels * (255.0 / top)), 0, 255).astype(np.uint8)
+    if mode in ("L", "1"):
+        return np.asarray(image.convert("L"), dtype=np.uint8)
+    if mode in ("LA", "La"):
+        pixels = np.asarray(image.convert("LA"), dtype=np.float32)
+        return np.round(pixels[..., 0] * pixels[..., 1] / 255.0).astype(np.uint8)
+    if (mode == "P" and "transparency" in image.info) or mode in ("RGBA", "RGBa", "PA"):
+        pixels = np.asarray(image.convert("RGBA"), dtype=np.float32)
+        rgb = pixels[..., :3] * pixels[..., 3:4] / 255.0
+        return np.round(rgb).astype(np.uint8)
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+
+
+def _decode_with_opencv(data: bytes) -> np.ndarray | None:
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if decoded is None:
+        return None
+    if decoded.dtype == np.uint16:
+        decoded = (decoded.astype(np.float32) * (255.0 / 65535.0)).round().astype(np.uint8)
+    elif decoded.dtype != np.uint8:
+        return None
+    if decoded.ndim == 2:
+        return decoded
+    if decoded.shape[2] == 4:
+        decoded = cv2.cvtColor(decoded, cv2.COLOR_BGRA2BGR)
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """``(H, W) or (H, W, 3) uint8 RGB`` -> ``(H, W) uint8`` (ITU-R BT.601 luma)."""
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """``(H, W) or (H, W, 3) uint8`` -> ``(H, W, 3) uint8 RGB`` (gray replicated)."""
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image

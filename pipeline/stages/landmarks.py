@@ -1,0 +1,45 @@
+"""68 facial landmarks with dlib's shape predictor.
+
+Landmarks use the 0-based iBUG 68-point scheme (jaw 0-16, right brow 17-21, left brow 22-26,
+nose bridge 27-30, lower nose 31-35, right eye 36-41, left eye 42-47, outer lips 48-59, inner
+lips 60-67; "right" is the subject's right, on the image's left).
+"""
+
+from __future__ import annotations
+
+import dlib
+import numpy as np
+
+from pipeline.stages.detect import dlib_rect
+
+N_LANDMARKS = 68
+
+# Index ranges of the iBUG 68-point scheme, [start, stop).
+JAW = range(0, 17)
+RIGHT_BROW = range(17, 22)
+LEFT_BROW = range(22, 27)
+NOSE_BRIDGE = range(27, 31)
+LOWER_NOSE = range(31, 36)
+RIGHT_EYE = range(36, 42)
+LEFT_EYE = range(42, 48)
+OUTER_LIPS = range(48, 60)
+INNER_LIPS = range(60, 68)
+
+
+def predict_landmarks(
+    predictor: "dlib.shape_predictor", image: np.ndarray, box: np.ndarray
+) -> np.ndarray:
+    """Place the 68 landmarks inside a face box.
+
+    Args:
+        predictor: ``dlib.shape_predictor`` loaded from the 68-point model.
+        image: ``(H, W) uint8`` or ``(H, W, 3) uint8 RGB`` source image.
+        box: ``(4,) float32`` (left, top, right, bottom) edges in source pixels.
+
+    Returns:
+        ``(68, 2) float32`` (x, y) in source pixels, pixel-corner frame (dlib's integer pixel
+        coordinates + 0.5).
+    """
+    shape = predictor(image, dlib_rect(box))
+    points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+    return points + np.float32(0.5)

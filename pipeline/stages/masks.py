@@ -1,0 +1,74 @@
+"""Landmark masks for guided spatial transformers (Luna-Jimenez et al. 2021)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from pipeline.stages.landmarks import (
+    INNER_LIPS,
+    JAW,
+    LEFT_BROW,
+    LEFT_EYE,
+    LOWER_NOSE,
+    NOSE_BRIDGE,
+    OUTER_LIPS,
+    RIGHT_BROW,
+    RIGHT_EYE,
+)
+
+# Regions filled as the convex hull of their landmarks, each with its own fill call: one call
+# with overlapping polygons (mouth and inner mouth) would cancel the overlap and leave holes.
+FILLED_REGIONS: dict[str, tuple[int, ...]] = {
+    "right_brow": tuple(RIGHT_BROW),
+    "left_brow": tuple(LEFT_BROW),
+    "right_eye": tuple(RIGHT_EYE),
+    "left_eye": tuple(LEFT_EYE),
+    "nose": tuple(NOSE_BRIDGE) + tuple(LOWER_NOSE),
+    "mouth": tuple(OUTER_LIPS),
+    "inner_mouth": tuple(INNER_LIPS),
+}
+SOFT_BACKGROUND = 128
+_SUBPIXEL_BITS = 4
+
+
+def _to_opencv_points(points: np.ndarray) -> np.ndarray:
+    """Corner-frame guidance pixels -> OpenCV's fixed-point, centre-at-integer coordinates."""
+    return np.round((points - 0.5) * (1 << _SUBPIXEL_BITS)).astype(np.int32)
+
+
+def render_binary_landmark_mask(
+    landmarks: np.ndarray, aligned_size: int, guidance_size: int
+) -> np.ndarray:
+    """Filled brows, eyes, nose, mouth and inner mouth plus the jaw line, white on black.
+
+    Args:
+        landmarks: ``(68, 2)`` (x, y) in aligned pixels.
+        aligned_size: S.
+        guidance_size: H; the mask covers the same square as the S x S crop.
+
+    Returns:
+        ``(H, H) uint8`` with values {0, 255}. The jaw is a polyline about H/64 pixels thick
+        (at least 1).
+    """
+    points = np.asarray(landmarks, dtype=np.float64) * (guidance_size / aligned_size)
+    mask = np.zeros((guidance_size, guidance_size), dtype=np.uint8)
+    for indices in FILLED_REGIONS.values():
+        hull = cv2.convexHull(_to_opencv_points(points[list(indices)]))
+        cv2.fillPoly(mask, [hull], 255, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
+    thickness = max(1, round(guidance_size / 64))
+    jaw = _to_opencv_points(points[list(JAW)])
+    cv2.polylines(mask, [jaw], False, 255, thickness, cv2.LINE_8, _SUBPIXEL_BITS)
+    return mask
+
+
+def soften_mask(binary_mask: np.ndarray) -> np.ndarray:
+    """Guided-STN soft mask: mask pixels stay 255, the background becomes 128.
+
+    Args:
+        binary_mask: ``(H, H) uint8`` {0, 255}.
+
+    Returns:
+        ``(H, H) uint8`` {128, 255}.
+    """
+    return np.where(binary_mask > 0, np.uint8(255), np.uint8(SOFT_BACKGROUND)).astype(np.uint8)

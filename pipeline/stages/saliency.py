@@ -1,0 +1,40 @@
+"""Visual saliency maps."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from pipeline.stages.decode import to_gray
+
+
+def spectral_residual_saliency(image: np.ndarray, guidance_size: int) -> np.ndarray:
+    """Spectral-residual saliency (Hou and Zhang, CVPR 2007), OpenCV's implementation.
+
+    Args:
+        image: ``(S, S) uint8`` or ``(S, S, 3) uint8 RGB`` aligned face.
+        guidance_size: H, side of the output map.
+
+    Returns:
+        ``(H, H) uint8``, min-max normalised to 0..255 (all zeros for a constant image).
+        Deterministic: the same image always gives the same map.
+    """
+    # The OpenCV object is cheap to create (tens of microseconds) and cannot be pickled or
+    # shared between threads, so one is made per call.
+    detector = cv2.saliency.StaticSaliencySpectralResidual_create()
+    ok, saliency = detector.computeSaliency(to_gray(image))
+    if not ok:
+        raise RuntimeError("OpenCV spectral-residual saliency failed")
+    saliency = cv2.resize(
+        saliency.astype(np.float32), (guidance_size, guidance_size), interpolation=cv2.INTER_AREA
+    )
+    return normalise_to_uint8(saliency)
+
+
+def normalise_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Min-max normalise a float map to ``uint8`` 0..255; a constant (or non-finite) map gives 0."""
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    if high - low <= 1e-12:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)

@@ -1,0 +1,371 @@
+"""The store schema (v1, Zarr format 3): the only module that knows array names, dtypes and chunks.
+
+Layout: one group; per-sample arrays share the leading ``sample`` dimension of length N.
+Tensor arrays are sharded along ``sample`` by ``shard_size`` with one sample per inner chunk, so a
+whole shard is one file and one sample can still be read alone; 1-D columns have one chunk per
+shard. Every chunk is zstd-compressed and carries a crc32c checksum. Provenance lives in the root
+attributes under :data:`ATTRS_KEY`. Nothing in a store needs pickle to read.
+
+Writers own whole shards: the template is created once (:func:`prepare_store`), then each task
+writes one shard's region of every array (:func:`write_shard`), ``status`` last, and
+:func:`finalize_store` records counts and consolidates metadata.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import os
+import platform
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
+
+from pipeline.config import PreprocessConfig, differing_keys
+from pipeline.datasets.manifest import Manifest
+from pipeline.errors import StoreError, StoreMismatchError
+
+SCHEMA_VERSION = 1
+ATTRS_KEY = "fer_store"
+
+
+class Status(enum.IntEnum):
+    """Per-sample outcome stored in the ``status`` array."""
+
+    PENDING = 0
+    OK = 1  # face found by the detector
+    OK_PRIOR = 2  # aligned from a prior box (dataset box or full frame)
+    NO_FACE = 3
+    UNREADABLE = 4
+    FAILED = 5
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+USABLE_STATUSES = (Status.OK, Status.OK_PRIOR)
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of the schema.
+
+    sample_shape: the shape after the leading sample axis.
+    per_sample_chunks: True for tensors (sharded, one sample per inner chunk), False for 1-D
+        columns (one chunk per shard).
+    channels: names of the channel axis entries, stored as the ``channels`` attribute.
+    """
+
+    name: str
+    dims: tuple[str, ...]
+    dtype: Any
+    sample_shape: tuple[int, ...]
+    fill_value: Any
+    per_sample_chunks: bool
+    channels: tuple[str, ...] | None = None
+
+
+HEATMAP_CHANNELS = ("all_landmarks",)
+SALIENCY_CHANNELS = ("spectral_residual",)
+MASK_CHANNELS = ("soft",)
+
+
+def array_specs(config: PreprocessConfig, n_votes: int = 0) -> tuple[ArraySpec, ...]:
+    """Every array a store built with ``config`` holds (``votes`` only when ``n_votes`` > 0)."""
+    s, h = config.align.size, config.guidance.size
+    c = config.align.channels
+    tensor = dict(per_sample_chunks=True)
+    column = dict(per_sample_chunks=False)
+    specs = [
+        ArraySpec("image", ("sample", "channel", "y", "x"), "uint8", (c, s, s), 0, **tensor),
+        ArraySpec("landmarks", ("sample", "landmark", "xy"), "float32", (68, 2), 0.0, **tensor),
+        ArraySpec("landmarks_src", ("sample", "landmark", "xy"), "float32", (68, 2), 0.0, **tensor),
+        ArraySpec("box_src", ("sample", "edge"), "float32", (4,), 0.0, **column),
+        ArraySpec("aligned_from_src", ("sample", "row", "col"), "float32", (2, 3), 0.0, **column),
+        ArraySpec("heatmap", ("sample", "heatmap_channel", "gy", "gx"), "uint8",
+                  (len(HEATMAP_CHANNELS), h, h), 0, channels=HEATMAP_CHANNELS, **tensor),
+        ArraySpec("saliency", ("sample", "saliency_channel", "gy", "gx"), "uint8",
+                  (len(SALIENCY_CHANNELS), h, h), 0, channels=SALIENCY_CHANNELS, **tensor),
+        ArraySpec("mask", ("sample", "mask_channel", "gy", "gx"), "uint8",
+                  (len(MASK_CHANNELS), h, h), 0, channels=MASK_CHANNELS, **tensor),
+        ArraySpec("label", ("sample",), "int16", (), -1, **column),
+        ArraySpec("valence", ("sample",), "float32", (), float("nan"), **column),
+        ArraySpec("arousal", ("sample",), "float32", (), float("nan"), **column),
+        ArraySpec("split", ("sample",), "uint8", (), 0, **column),
+        ArraySpec("status", ("sample",), "uint8", (), int(Status.PENDING), **column),
+        ArraySpec("source", ("sample",), str, (), "", **column),
+        ArraySpec("message", ("sample",), str, (), "", **column),
+    ]
+    if n_votes:
+        specs.append(ArraySpec("votes", ("sample", "vote_class"), "float32", (n_votes,), 0.0, **column))
+    return tuple(specs)
+
+
+# Arrays a shard task computes (everything else comes from the manifest, status last).
+COMPUTED_ARRAYS = (
+    "image", "landmarks", "landmarks_src", "box_src", "aligned_from_src",
+    "heatmap", "saliency", "mask", "message",
+)  # fmt: skip
+
+
+def _create_array(group: zarr.Group, spec: ArraySpec, n: int, shard_size: int) -> zarr.Array:
+    shape = (n, *spec.sample_shape)
+    shard_len = max(1, min(shard_size, n))
+    compressors = [ZstdCodec(level=3), Crc32cCodec()]
+    if spec.per_sample_chunks:
+        chunks, shards = (1, *spec.sample_shape), (shard_len, *spec.sample_shape)
+    else:
+        chunks, shards = (shard_len, *spec.sample_shape), None
+    attributes = {"channels": list(spec.channels)} if spec.channels else {}
+    return group.create_array(
+        spec.name,
+        shape=shape,
+        dtype=spec.dtype,
+        chunks=chunks,
+        shards=shards,
+        compressors=compressors,
+        fill_value=spec.fill_value,
+        dimension_names=spec.dims,
+        attributes=attributes,
+    )
+
+
+def library_versions() -> dict[str, str]:
+    import cv2
+    import dlib
+
+    from pipeline import __version__
+
+    return {
+        "fer_guidance_store": __version__,
+        "dlib": dlib.__version__,
+        "opencv": cv2.__version__,
+        "zarr": zarr.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def store_exists(path: str | Path) -> bool:
+    return (Path(path) / "zarr.json").is_file()
+
+
+def prepare_store(
+    path: str | Path,
+    manifest: Manifest,
+    config: PreprocessConfig,
+    models: dict[str, dict[str, str]],
+    *,
+    root: str | Path | None = None,
+    overwrite: bool = False,
+) -> bool:
+    """Create the store template, or check that an existing store was made from the same inputs.
+
+    Args:
+        path: local directory of the store.
+        manifest: the dataset's rows.
+        config: this run's configuration.
+        models: ``{"landmarks": {"file": ..., "sha256": ...}}`` of the model files used.
+        root: the dataset root, recorded for people looking at the store (not hashed).
+        overwrite: delete an existing store and start again.
+
+    Returns:
+        True if a new template was written, False if an existing matching store is resumed.
+
+    Raises:
+        StoreMismatchError: the store exists and its config, manifest or models differ; nothing is
+            changed.
+        StoreError: the path exists but is not a store of this schema.
+    """
+    path = Path(path)
+    if path.exists():
+        if not store_exists(path):
+            if not (path.is_dir() and not any(path.iterdir())):
+                raise StoreError(
+                    f"{path} exists and is not a Zarr store; choose another STORE path or delete it"
+                )
+            path.rmdir()
+        elif overwrite:
+            open_store(path)  # refuse to delete a directory that is not a FER store
+            shutil.rmtree(path)
+        else:
+            _check_resumable(path, manifest, config, models)
+            _set_complete(path, False)
+            return False
+    _write_template(path, manifest, config, models, None if root is None else str(root))
+    return True
+
+
+def _check_resumable(path: Path, manifest: Manifest, config: PreprocessConfig, models) -> None:
+    provenance = read_provenance(path)
+    problems = []
+    if provenance["config_sha256"] != config.sha256():
+        diffs = differing_keys(provenance["config"], config.to_dict())
+        problems.append("config differs (store vs this run): " + "; ".join(diffs))
+    if provenance["manifest_sha256"] != manifest.sha256():
+        problems.append(
+            f"dataset manifest differs: the store holds {provenance['counts']['total']} samples of "
+            f"{provenance['dataset']!r}, this run scanned {len(manifest)} samples of "
+            f"{manifest.dataset!r} (different files, labels or splits)"
+        )
+    for role, stored in provenance["models"].items():
+        current = models.get(role, {})
+        if stored.get("sha256") != current.get("sha256"):
+            problems.append(f"{role} model differs: store used {stored}, this run {current}")
+    if problems:
+        raise StoreMismatchError(
+            f"the store at {path} was built from other inputs, so it cannot be resumed:\n  - "
+            + "\n  - ".join(problems)
+            + "\nUse the same options to resume it, another STORE path, or --overwrite to rebuild it."
+        )
+
+
+def _write_template(
+    path: Path, manifest: Manifest, config: PreprocessConfig, models, root: str | None
+) -> None:
+    n = len(manifest)
+    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    n_votes = 0 if manifest.votes is None else manifest.votes.shape[1]
+    arrays = {
+        spec.name: _create_array(group, spec, n, config.shard_size)
+        for spec in array_specs(config, n_votes)
+    }
+    arrays["source"][:] = np.asarray(manifest.source, dtype=object)
+    arrays["label"][:] = manifest.label
+    arrays["split"][:] = manifest.split
+    if manifest.valence is not None:
+        arrays["valence"][:] = manifest.valence
+    if manifest.arousal is not None:
+        arrays["arousal"][:] = manifest.arousal
+    if manifest.votes is not None:
+        arrays["votes"][:] = manifest.votes
+        arrays["votes"].attrs["channels"] = list(manifest.vote_names)
+    group.attrs[ATTRS_KEY] = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": manifest.dataset,
+        "root": root,  # where the sources were read; informational, not part of any hash
+        "label_names": list(manifest.label_names),
+        "splits": list(manifest.splits),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "complete": False,
+        "counts": {"total": n},
+        "config": config.to_dict(),
+        "config_sha256": config.sha256(),
+        "manifest_sha256": manifest.sha256(),
+        "models": models,
+        "versions": library_versions(),
+    }
+
+
+def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
+    """Open a store's root group after checking it is a schema-v1 FER store.
+
+    Args:
+        path: local directory.
+        mode: ``"r"`` (read-only, never writes) or ``"r+"``.
+
+    Raises:
+        StoreError: missing, not a FER store, or of an unknown schema version.
+    """
+    if not store_exists(path):
+        raise StoreError(f"no store at {path} (expected a Zarr v3 group with zarr.json)")
+    group = zarr.open_group(str(path), mode=mode, use_consolidated=False)
+    provenance = group.attrs.get(ATTRS_KEY)
+    if not isinstance(provenance, dict):
+        raise StoreError(f"{path} is a Zarr group but not a FER guidance store (no {ATTRS_KEY!r} attributes)")
+    if provenance.get("schema_version") != SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} has schema version {provenance.get('schema_version')!r}; this version of the "
+            f"software reads version {SCHEMA_VERSION}"
+        )
+    return group
+
+
+def read_provenance(path: str | Path) -> dict[str, Any]:
+    return dict(open_store(path).attrs[ATTRS_KEY])
+
+
+def _set_complete(path: Path, complete: bool) -> None:
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    provenance = dict(group.attrs[ATTRS_KEY])
+    provenance["complete"] = complete
+    group.attrs[ATTRS_KEY] = provenance
+
+
+def shard_bounds(n: int, shard_size: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` of every shard of an ``n``-sample store."""
+    return [(start, min(start + shard_size, n)) for start in range(0, n, shard_size)]
+
+
+def pending_shards(path: str | Path, shard_size: int) -> list[tuple[int, int]]:
+    """Shards with at least one pending sample, or whose ``status`` chunk cannot be read.
+
+    A status chunk left half-written by a killed process fails its checksum and counts as pending,
+    so the shard is computed again.
+    """
+    status = open_store(path)["status"]
+    pending = []
+    for start, stop in shard_bounds(status.shape[0], shard_size):
+        try:
+            values = status[start:stop]
+        except Exception:  # noqa: BLE001 - any decode error means "not finished"
+            pending.append((start, stop))
+            continue
+        if np.any(values == Status.PENDING):
+            pending.append((start, stop))
+    return pending
+
+
+def write_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray], status: np.ndarray) -> None:
+    """Write one shard's region of every computed array, then its ``status``.
+
+    Args:
+        path: local store directory.
+        start: first sample index of the shard.
+        arrays: name -> ``(n, ...)`` values for each name in :data:`COMPUTED_ARRAYS`.
+        status: ``(n,) uint8`` status codes, written last: a shard counts as done only once every
+            other array of it is on disk.
+    """
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    stop = start + len(status)
+    for name in COMPUTED_ARRAYS:
+        values = arrays[name]
+        group[name][start:stop] = np.asarray(values, dtype=object) if name == "message" else values
+    group["status"][start:stop] = status
+
+
+def status_counts(status: np.ndarray) -> dict[str, int]:
+    """``{status label: count}`` for every status code, plus ``total``."""
+    counts = {code.label: int(np.count_nonzero(status == code)) for code in Status}
+    counts["total"] = int(status.size)
+    return counts
+
+
+def finalize_store(path: str | Path) -> dict[str, int]:
+    """Record status counts and ``complete`` (true when nothing is pending), consolidate metadata."""
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    counts = status_counts(group["status"][:])
+    provenance = dict(group.attrs[ATTRS_KEY])
+    provenance["counts"] = counts
+    provenance["complete"] = counts[Status.PENDING.label] == 0
+    group.attrs[ATTRS_KEY] = provenance
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(str(path))
+    return counts
+
+
+def bytes_on_disk(path: str | Path) -> int:
+    """Total size of the files under a local store directory."""
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            total += os.path.getsize(os.path.join(folder, name))
+    return total
