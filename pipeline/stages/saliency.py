@@ -21,8 +21,11 @@ def spectral_residual_saliency(image: np.ndarray, guidance_size: int) -> np.ndar
     """
     # The OpenCV object is cheap to create (tens of microseconds) and cannot be pickled or
     # shared between threads, so one is made per call.
+    gray = to_gray(image)
+    if gray.min() == gray.max():  # no spectrum to speak of; OpenCV returns edge artefacts
+        return np.zeros((guidance_size, guidance_size), dtype=np.uint8)
     detector = cv2.saliency.StaticSaliencySpectralResidual_create()
-    ok, saliency = detector.computeSaliency(to_gray(image))
+    ok, saliency = detector.computeSaliency(gray)
     if not ok:
         raise RuntimeError("OpenCV spectral-residual saliency failed")
     saliency = cv2.resize(

@@ -1,0 +1,59 @@
+"""Shared fixtures: real data from ../shared/data (skipped with a reason where absent)."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+DLIB_FACES = SHARED_DATA / "dlib-faces"
+FER2013_TGZ = SHARED_DATA / "fer2013" / "fer2013-images.tgz"
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real test data not found at {path} (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dlib_faces() -> Path:
+    """The dlib example photos with their 68-point XML references."""
+    return require(DLIB_FACES)
+
+
+def extract_fer2013(destination: Path, per_class: int) -> Path:
+    """Extract the first ``per_class`` images of every (split, class) folder of the FER-2013 image
+    archive, keeping its ``<split>/<class>/<file>.jpg`` layout. Returns the dataset root."""
+    taken: Counter[tuple[str, str]] = Counter()
+    with tarfile.open(require(FER2013_TGZ)) as archive:
+        for member in archive:
+            parts = Path(member.name).parts  # fer2013-images/<split>/<class>/<file>
+            if not member.isfile() or len(parts) != 4:
+                continue
+            key = (parts[1], parts[2])
+            if taken[key] >= per_class:
+                continue
+            taken[key] += 1
+            target = destination / parts[1] / parts[2] / parts[3]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.extractfile(member) as source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out)
+    return destination
+
+
+@pytest.fixture(scope="session")
+def fer2013_small(tmp_path_factory) -> Path:
+    """FER-2013 image folders, 6 images per (split, class): 84 real 48x48 faces."""
+    return extract_fer2013(tmp_path_factory.mktemp("fer2013-small"), per_class=6)
+
+
+@pytest.fixture(scope="session")
+def fer2013_2k(tmp_path_factory) -> Path:
+    """FER-2013 image folders, up to 150 images per (split, class): 2,061 real faces."""
+    return extract_fer2013(tmp_path_factory.mktemp("fer2013-2k"), per_class=150)

@@ -1,0 +1,110 @@
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.errors import UnreadableImageError
+from pipeline.stages.decode import decode_image
+
+LIMIT = 40_000_000
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def gradient_rgb(width=40, height=30) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 6, y * 8, (x + y) * 3], axis=-1).astype(np.uint8)
+
+
+def test_rgb_png_round_trips():
+    pixels = gradient_rgb()
+    out = decode_image(encode(Image.fromarray(pixels), "PNG"), max_pixels=LIMIT)
+    assert out.dtype == np.uint8 and out.shape == (30, 40, 3)
+    np.testing.assert_array_equal(out, pixels)
+
+
+def test_grayscale_stays_single_channel():
+    gray = gradient_rgb()[..., 0]
+    out = decode_image(encode(Image.fromarray(gray), "PNG"), max_pixels=LIMIT)
+    assert out.shape == (30, 40)
+    np.testing.assert_array_equal(out, gray)
+
+
+def test_sixteen_bit_is_scaled_to_eight():
+    values = (np.arange(40 * 30).reshape(30, 40) * 50).astype(np.uint16)
+    out = decode_image(encode(Image.fromarray(values), "PNG"), max_pixels=LIMIT)
+    assert out.dtype == np.uint8 and out.shape == (30, 40)
+    np.testing.assert_array_equal(out, np.round(values / 65535 * 255).astype(np.uint8))
+
+
+def test_rgba_is_composited_on_black():
+    rgba = np.zeros((30, 40, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[:, :20, 3] = 255  # left half opaque, right half transparent
+    out = decode_image(encode(Image.fromarray(rgba, "RGBA"), "PNG"), max_pixels=LIMIT)
+    assert out.shape == (30, 40, 3)
+    assert (out[:, :20] == 200).all() and (out[:, 20:] == 0).all()
+
+
+def test_palette_png_becomes_rgb():
+    image = Image.fromarray(gradient_rgb()).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    out = decode_image(encode(image, "PNG"), max_pixels=LIMIT)
+    assert out.shape == (30, 40, 3)
+
+
+def test_exif_orientation_is_applied():
+    pixels = gradient_rgb(width=40, height=30)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    data = encode(Image.fromarray(pixels), "JPEG", exif=exif.tobytes(), quality=95)
+    out = decode_image(data, max_pixels=LIMIT)
+    assert out.shape == (40, 30, 3)  # width and height swapped
+    expected = np.rot90(pixels, k=-1)
+    assert np.abs(out.astype(int) - expected.astype(int)).mean() < 6
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height but holds almost no pixel data."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+
+
+def test_images_over_the_pixel_limit_are_refused_before_decoding():
+    with pytest.raises(UnreadableImageError, match="20000x20000 = 400,000,000 pixels"):
+        decode_image(png_header_only(20000, 20000), max_pixels=LIMIT)
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file"),
+        (b"this is not an image\n", "not a readable image"),
+        (b"<html><body>404 Not Found</body></html>", "not a readable image"),
+    ],
+)
+def test_non_images_are_unreadable(data, reason):
+    with pytest.raises(UnreadableImageError, match=reason):
+        decode_image(data, max_pixels=LIMIT)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_files_are_unreadable(fmt):
+    data = encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)), fmt)
+    with pytest.raises(UnreadableImageError):
+        decode_image(data[: len(data) // 2], max_pixels=LIMIT)
+
+
+def test_unreadable_error_is_also_a_value_error():
+    with pytest.raises(ValueError):
+        decode_image(b"", max_pixels=LIMIT)

@@ -1,0 +1,184 @@
+"""The whole pipeline on real images: real dlib, real Zarr on disk, real Dask clusters."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline.config import build_config
+from pipeline.errors import DatasetError, ModelFileError, StoreError, StoreMismatchError
+from pipeline.run import SYNCHRONOUS, preprocess
+from pipeline.store import ATTRS_KEY, Status, array_specs, read_provenance
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def run(store, root, config, **kwargs):
+    kwargs.setdefault("scheduler", SYNCHRONOUS)
+    return preprocess(store, "folder", root, config, progress=False, echo=lambda line: None, **kwargs)
+
+
+@pytest.fixture
+def mixed_folder(tmp_path, dlib_faces) -> Path:
+    """Faces, a photo with no face, and broken files, in class folders."""
+    root = tmp_path / "mixed"
+    (root / "faces").mkdir(parents=True)
+    (root / "broken").mkdir()
+    (root / "none").mkdir()
+    for name in ("Tom_Cruise_avp_2014_4.jpg", "2008_001009.jpg"):
+        shutil.copy(dlib_faces / name, root / "faces" / name)
+    good = (dlib_faces / "2008_001322.jpg").read_bytes()
+    (root / "broken" / "empty.jpg").write_bytes(b"")
+    (root / "broken" / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (root / "broken" / "notes.jpg").write_text("not an image\n")
+    (root / "broken" / "error-page.jpg").write_text("<html><body>502 Bad Gateway</body></html>")
+    shutil.copy(dlib_faces / "dogs.jpg", root / "none" / "dogs.jpg")
+    return root
+
+
+def test_bad_inputs_get_statuses_and_messages_and_the_rest_is_written(tmp_path, mixed_folder):
+    config = build_config({"align": {"size": 64}, "shard_size": 4})
+    summary = run(tmp_path / "s.zarr", mixed_folder, config)
+    assert summary.complete and summary.counts["total"] == 7
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    by_source = dict(zip(group["source"][:].tolist(), zip(group["status"][:], group["message"][:])))
+    for name in ("empty.jpg", "truncated.jpg", "notes.jpg", "error-page.jpg"):
+        status, message = by_source[f"broken/{name}"]
+        assert status == Status.UNREADABLE and message, name
+    assert by_source["broken/empty.jpg"][1] == "empty file (0 bytes)"
+    assert by_source["none/dogs.jpg"][0] == Status.NO_FACE
+    assert "no face" in by_source["none/dogs.jpg"][1]
+    for name in ("Tom_Cruise_avp_2014_4.jpg", "2008_001009.jpg"):
+        assert by_source[f"faces/{name}"] == (Status.OK, "")
+    ok = group["status"][:] == Status.OK
+    assert group["image"][:][ok].std(axis=(1, 2, 3)).min() > 10  # real faces were written
+    assert not group["image"][:][~ok].any()  # failed samples hold zeroed guidance
+    assert not group["heatmap"][:][~ok].any()
+
+
+def test_rerun_does_nothing_and_other_inputs_are_refused_without_changes(tmp_path, mixed_folder):
+    store = tmp_path / "s.zarr"
+    config = build_config({"align": {"size": 48}, "shard_size": 4})
+    run(store, mixed_folder, config)
+    before = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file() and "zarr.json" not in p.name}
+    again = run(store, mixed_folder, config)
+    assert again.processed == 0 and again.skipped_shards == 2 and again.complete
+
+    with pytest.raises(StoreMismatchError, match=r"align\.size: 48 != 64"):
+        run(store, mixed_folder, build_config({"align": {"size": 64}, "shard_size": 4}))
+    (mixed_folder / "none" / "extra.jpg").write_bytes(b"")
+    with pytest.raises(StoreMismatchError, match="manifest differs"):
+        run(store, mixed_folder, config)
+    after = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file() and "zarr.json" not in p.name}
+    assert after == before  # no chunk was touched
+    assert read_provenance(store)["complete"] is True
+
+
+def test_wrong_root_missing_model_and_foreign_directory_are_clear_errors(tmp_path, mixed_folder):
+    config = build_config({})
+    with pytest.raises(DatasetError, match="does not exist"):
+        run(tmp_path / "s.zarr", tmp_path / "nowhere", config)
+    with pytest.raises(ModelFileError, match="--landmark-model"):
+        run(tmp_path / "s.zarr", mixed_folder, config, landmark_model=tmp_path / "missing.dat")
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.tex").write_text("precious")
+    with pytest.raises(StoreError, match="not a Zarr store"):
+        run(foreign, mixed_folder, config)
+    with pytest.raises(StoreError):
+        run(foreign, mixed_folder, config, overwrite=True)
+    assert (foreign / "chapter1.tex").read_text() == "precious"
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def expected_tree(root: Path):
+    """(source, class, split) of every file of a <split>/<class>/<file> tree."""
+    return sorted(
+        (p.relative_to(root).as_posix(), p.parent.name, p.parent.parent.name)
+        for p in root.glob("*/*/*")
+    )
+
+
+@pytest.mark.slow
+def test_two_thousand_fer2013_images_through_a_local_cluster(tmp_path, fer2013_2k):
+    config = build_config({"detect": {"prior": "full-frame"}, "align": {"size": 48, "color": "gray"}})
+    summary = run(tmp_path / "fer.zarr", fer2013_2k, config, scheduler=None, workers=2)
+    tree = expected_tree(fer2013_2k)
+    assert len(tree) >= 2000
+    assert summary.complete and summary.processed == len(tree) and not summary.failed_shards
+
+    group = zarr.open_group(str(tmp_path / "fer.zarr"), mode="r")  # consolidated metadata
+    prov = group.attrs[ATTRS_KEY]
+    n = len(tree)
+    for spec in array_specs(config):
+        array = group[spec.name]
+        assert array.shape == (n, *spec.sample_shape), spec.name
+        assert tuple(array.metadata.dimension_names) == spec.dims, spec.name
+        if spec.dtype is not str:
+            assert array.dtype == np.dtype(spec.dtype), spec.name
+    assert group["image"].shape == (n, 1, 48, 48) and group["heatmap"].shape == (n, 1, 48, 48)
+    status = group["status"][:]
+    assert set(np.unique(status)) <= {Status.OK, Status.OK_PRIOR}
+    detected = float(np.mean(status == Status.OK))
+    assert 0.5 < detected < 0.9  # dlib HOG finds about 69% of 48x48 FER faces at upsampling 1
+    assert prov["splits"] == ["train", "test"]
+    assert prov["label_names"] == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    stored = sorted(
+        zip(group["source"][:].tolist(),
+            [prov["label_names"][i] for i in group["label"][:]],
+            [prov["splits"][i] for i in group["split"][:]])
+    )  # fmt: skip
+    assert stored == tree
+    assert prov["counts"]["ok"] + prov["counts"]["ok_prior"] == n
+    assert prov["models"]["landmarks"]["sha256"] and prov["manifest_sha256"] and prov["config_sha256"]
+
+
+def stores_equal(a: Path, b: Path) -> None:
+    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    assert sorted(ga.array_keys()) == sorted(gb.array_keys())
+    for name in ga.array_keys():
+        np.testing.assert_array_equal(ga[name][:], gb[name][:], err_msg=name)
+    pa, pb = dict(ga.attrs[ATTRS_KEY]), dict(gb.attrs[ATTRS_KEY])
+    for key in ("created", "root"):
+        pa.pop(key), pb.pop(key)
+    assert pa == pb
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_same_store(tmp_path, fer2013_2k):
+    options = ["--dataset", "folder", "--root", str(fer2013_2k), "--prior", "full-frame",
+               "--size", "48", "--shard-size", "64", "--no-progress"]  # fmt: skip
+    killed = tmp_path / "killed.zarr"
+    process = subprocess.Popen(
+        [VENV_BIN / "fer-preprocess", killed, *options, "--scheduler", "synchronous"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    total_shards = -(-len(expected_tree(fer2013_2k)) // 64)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = len(list((killed / "status" / "c").glob("*"))) if (killed / "status" / "c").exists() else 0
+        if done >= 3:
+            break
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert 3 <= done < total_shards, "the run should have been killed part-way"
+    assert read_provenance(killed)["complete"] is False
+
+    resumed = subprocess.run(
+        [VENV_BIN / "fer-preprocess", killed, *options, "--workers", "2"], capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+
+    fresh = tmp_path / "fresh.zarr"
+    subprocess.run([VENV_BIN / "fer-preprocess", fresh, *options, "--scheduler", "synchronous"], check=True,
+                   capture_output=True)  # fmt: skip
+    stores_equal(killed, fresh)
