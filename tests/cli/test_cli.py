@@ -1,0 +1,63 @@
+"""The console scripts as a user runs them."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+BIN = Path(sys.executable).parent
+
+
+def cli(*args, check=True):
+    result = subprocess.run([BIN / args[0], *map(str, args[1:])], capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def sample_store(tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("cli") / "sample.zarr"
+    cli("fer-preprocess", store, "--dataset", "sample", "--scheduler", "synchronous", "--no-progress")
+    return store
+
+
+def test_info_describes_counts_arrays_and_provenance(sample_store):
+    out = cli("fer-store", "info", sample_store).stdout
+    assert "dataset   sample   samples 204   complete True" in out
+    for name in ("image", "heatmap", "saliency", "mask", "landmarks", "status", "message"):
+        assert f"\n  {name} " in out
+    assert "shape_predictor_68_face_landmarks.dat" in out and "config_sha256" in out
+
+
+def test_show_writes_a_readable_png_including_failed_samples(sample_store, tmp_path):
+    out = tmp_path / "sheet.png"
+    result = cli("fer-store", "show", sample_store, "--n", "6", "--out", out)
+    assert "6 samples" in result.stdout
+    sheet = np.asarray(Image.open(out))
+    assert sheet.shape == (2 * (112 + 30), 3 * 4 * 112, 3)
+    failed = tmp_path / "failed.png"
+    cli("fer-store", "show", sample_store, "--status", "no_face", "--n", "3", "--out", failed)
+    assert np.asarray(Image.open(failed)).shape == (112 + 30, 3 * 4 * 112, 3)
+
+
+def test_preprocess_errors_name_what_to_change(tmp_path):
+    missing = cli("fer-preprocess", tmp_path / "s.zarr", "--dataset", "folder", "--root", tmp_path / "nope", check=False)
+    assert missing.returncode == 1 and "DATA_ROOT" in missing.stderr and "Traceback" not in missing.stderr
+    bad_size = cli("fer-preprocess", tmp_path / "s.zarr", "--dataset", "sample", "--size", "4", check=False)
+    assert bad_size.returncode == 1 and "aligned size must be between 16 and 1024" in bad_size.stderr
+    no_store = cli("fer-store", "info", tmp_path / "nothing.zarr", check=False)
+    assert no_store.returncode == 1 and "no store at" in no_store.stderr
+
+
+def test_preprocess_reports_a_summary_as_json(tmp_path):
+    import json
+
+    result = cli("fer-preprocess", tmp_path / "s.zarr", "--dataset", "sample", "--scheduler", "synchronous",
+                 "--size", "32", "--no-progress", "--json")  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert summary["complete"] and summary["counts"]["total"] == 204
+    assert summary["counts"]["ok"] > 50 and summary["counts"]["no_face"] > 100
