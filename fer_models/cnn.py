@@ -1,0 +1,35 @@
+"""The small baseline CNN of the guided-STN paper (Luna-Jimenez et al. 2021).
+
+The network the guided-STN paper builds on (after Minaee et al.'s Deep-Emotion): two blocks of
+two 3x3 convolutions with 10 filters and 2x2 max pooling, dropout, a 50-unit fully connected
+layer and the classifier. The paper fed 48x48 grayscale faces; any S and channel count work here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fer_models.registry import register_model
+
+
+@register_model("cnn", requires=("image",))
+class BaselineCNN(nn.Module):
+    """Guided-STN paper's baseline CNN: 4 conv (10 filters), 2 max-pools, FC 50, classifier."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 7, image_size: int = 48, dropout: float = 0.5):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 10, 3), nn.ReLU(),
+            nn.Conv2d(10, 10, 3), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(10, 10, 3), nn.ReLU(),
+            nn.Conv2d(10, 10, 3), nn.BatchNorm2d(10), nn.MaxPool2d(2), nn.ReLU(),
+        )  # fmt: skip
+        side = ((image_size - 4) // 2 - 4) // 2
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Flatten(), nn.Linear(10 * side * side, 50), nn.ReLU(), nn.Linear(50, num_classes)
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``batch["image"]``: ``(B, C, S, S) float32`` in [0, 1] -> ``{"logits": (B, K)}``."""
+        return {"logits": self.classifier(self.features(batch["image"]))}
