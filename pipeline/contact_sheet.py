@@ -124,9 +124,8 @@ def render_contact_sheet(path: str | Path, indices: np.ndarray) -> np.ndarray:
     cells += [blank] * (-len(cells) % COLUMNS)
     rows = [np.hstack(cells[i : i + COLUMNS]) for i in range(0, len(cells), COLUMNS)]
     sheet = np.vstack(rows)
-    separators = sheet.copy()
-    separators[:, 4 * TILE :: 4 * TILE] = 0  # thin black line between samples
-    return separators
+    sheet[:, 4 * TILE :: 4 * TILE] = 0  # thin black line between samples
+    return sheet
 
 
 def write_contact_sheet(

@@ -28,8 +28,6 @@ from pipeline.stages.masks import render_binary_landmark_mask, soften_mask
 from pipeline.stages.saliency import spectral_residual_saliency
 from pipeline.store import Status
 
-STAGES = ("read", "decode", "detect", "landmarks", "align", "heatmap", "saliency", "mask")
-
 
 @dataclass
 class SampleResult:

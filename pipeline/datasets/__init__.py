@@ -21,7 +21,6 @@ from pipeline.errors import DatasetError
 
 class DatasetAdapter(Protocol):
     name: str
-    needs_root: bool
     config_defaults: dict[str, dict[str, Any]]
 
     def scan(self, root: Path | None) -> Manifest: ...

@@ -50,7 +50,6 @@ def resolve_inside(root: Path, source: str) -> Path:
 
 class FolderDataset:
     name = "folder"
-    needs_root = True
     config_defaults: dict[str, dict[str, Any]] = {}
 
     def scan(self, root: Path | None) -> Manifest:

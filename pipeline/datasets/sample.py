@@ -32,7 +32,6 @@ def _lfw_subset() -> np.ndarray:
 
 class SampleDataset:
     name = "sample"
-    needs_root = False
     config_defaults: dict[str, dict[str, Any]] = {"detect": {"upsample": 2}, "align": {"size": 64}}
 
     def scan(self, root: Path | None) -> Manifest:
