@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.store import ATTRS_KEY, Status, open_store
-
-
-def _bytes_under(folder: Path) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
+from pipeline.store import ATTRS_KEY, Status, bytes_on_disk, open_store
 
 
 def _table(rows: list[list[str]]) -> list[str]:
@@ -53,7 +48,7 @@ def describe_store(path: str | Path) -> str:
     lines += ["", "arrays"]
     rows = [["name", "shape", "dtype", "chunk", "shard", "dims", "on disk", "per sample"]]
     for name, array in sorted(group.arrays()):
-        on_disk = _bytes_under(Path(path) / name)
+        on_disk = bytes_on_disk(Path(path) / name)
         rows.append([
             name, str(tuple(array.shape)), str(array.dtype), str(tuple(array.chunks)),
             str(tuple(array.shards)) if array.shards else "-",
