@@ -21,14 +21,11 @@ from pipeline.store import ATTRS_KEY, USABLE_STATUSES, open_store
 class StoreSplit:
     """Usable, labelled samples of one split, in memory.
 
-    image: ``(N, C, S, S) uint8``; label: ``(N,) int64`` indexes ``label_names``; index: the
-    samples' positions in the store.
+    image: ``(N, C, S, S) uint8``; label: ``(N,) int64``, an index into the store's label names.
     """
 
     image: np.ndarray
     label: np.ndarray
-    index: np.ndarray
-    label_names: tuple[str, ...]
 
 
 def read_rows(array, index: np.ndarray, block: int) -> np.ndarray:
@@ -65,8 +62,6 @@ def load_split(store: str | Path, split: str) -> StoreSplit:
     return StoreSplit(
         image=read_rows(group["image"], index, block),
         label=labels[index].astype(np.int64),
-        index=index,
-        label_names=tuple(provenance["label_names"]),
     )
 
 

@@ -20,19 +20,18 @@ class ModelEntry:
     name: str
     build: Callable[..., nn.Module]
     requires: tuple[str, ...]
-    description: str
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, requires: tuple[str, ...] = ("image",), description: str = ""):
+def register_model(name: str, *, requires: tuple[str, ...] = ("image",)):
     """Class or function decorator adding a model constructor under ``name``."""
 
     def decorate(build):
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, build, requires, description or (build.__doc__ or "").strip().splitlines()[0])
+        _REGISTRY[name] = ModelEntry(name, build, requires)
         return build
 
     return decorate

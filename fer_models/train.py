@@ -40,9 +40,8 @@ def evaluate(model, dataset: InMemoryDataset, batch_size: int, num_classes: int,
     model.eval()
     predicted = []
     with torch.no_grad():
-        for start in range(0, len(dataset), batch_size):
-            image = dataset.image[start : start + batch_size].to(device).float().div_(255.0)
-            predicted.append(model({"image": image})["logits"].argmax(1).cpu())
+        for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
+            predicted.append(model({"image": batch["image"].to(device)})["logits"].argmax(1).cpu())
     confusion = confusion_matrix(dataset.label.numpy(), torch.cat(predicted).numpy(), num_classes)
     return {"accuracy": accuracy(confusion), "macro_f1": macro_f1(confusion), "confusion": confusion.tolist()}
 
