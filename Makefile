@@ -5,11 +5,13 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-# make preprocess DATASET=<name> DATA_ROOT=<dir> STORE=<path> [PRIOR=full-frame] [SIZE=48] ...
+# make preprocess DATASET=<name> DATA_ROOT=<dir> [STORE=<path>] [PRIOR=full-frame] [SIZE=48] ...
+# DATASET: affectnet fer2013 ferplus rafdb rafdb-original ckplus folder sample (docs/datasets.md)
 DATASET ?= folder
 DATA_ROOT ?=
 STORE ?= stores/$(DATASET).zarr
 PRIOR ?=
+LANDMARKS ?=
 SIZE ?=
 COLOR ?=
 UPSAMPLE ?=
@@ -37,6 +39,7 @@ demo: install
 preprocess: install
 	$(BIN)/fer-preprocess "$(STORE)" --dataset $(DATASET) \
 		$(if $(DATA_ROOT),--root "$(DATA_ROOT)") $(if $(PRIOR),--prior $(PRIOR)) \
+		$(if $(LANDMARKS),--landmarks $(LANDMARKS)) \
 		$(if $(SIZE),--size $(SIZE)) $(if $(COLOR),--color $(COLOR)) \
 		$(if $(UPSAMPLE),--upsample $(UPSAMPLE)) $(if $(WORKERS),--workers $(WORKERS)) \
 		$(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(PREPROCESS_ARGS)

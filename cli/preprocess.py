@@ -7,7 +7,7 @@ import json
 import click
 
 from cli.errors import user_errors
-from pipeline.config import COLORS, PRIORS, build_config
+from pipeline.config import COLORS, LANDMARK_SOURCES, PRIORS, build_config
 from pipeline.datasets import DATASETS, get_dataset
 from pipeline.run import preprocess
 
@@ -17,6 +17,7 @@ from pipeline.run import preprocess
 @click.option("--dataset", required=True, type=click.Choice(sorted(DATASETS)), help="Dataset layout of --root.")
 @click.option("--root", type=click.Path(), help="Dataset root directory as distributed (not needed for 'sample').")
 @click.option("--prior", type=click.Choice(PRIORS), help="Box used when the detector finds no face. [dataset default, else none]")
+@click.option("--landmarks", type=click.Choice(LANDMARK_SOURCES), help="Landmarks from dlib, or those the dataset provides (affectnet). [dlib]")
 @click.option("--upsample", type=int, help="dlib HOG upsampling steps (1 finds faces of ~40 px). [dataset default, else 1]")
 @click.option("--size", type=int, help="Side S of the aligned face crop in pixels. [dataset default, else 112]")
 @click.option("--color", type=click.Choice(COLORS), help="Aligned image colour. [dataset default, else rgb]")
@@ -30,7 +31,7 @@ from pipeline.run import preprocess
 @click.option("--overwrite", is_flag=True, help="Delete an existing store and build it again.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def main(store, dataset, root, prior, upsample, size, color, guidance_size, heatmap_sigma,
+def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance_size, heatmap_sigma,
          max_pixels, shard_size, landmark_model, scheduler, workers, overwrite, progress, as_json):
     """Detect faces, place 68 landmarks, align and render guidance for every image of a dataset,
     writing the Zarr store STORE. Running it again on the same STORE with the same options does
@@ -38,6 +39,7 @@ def main(store, dataset, root, prior, upsample, size, color, guidance_size, heat
     user = {
         "decode": {"max_pixels": max_pixels},
         "detect": {"prior": prior, "upsample": upsample},
+        "landmarks": {"source": landmarks},
         "align": {"size": size, "color": color},
         "guidance": {"size": guidance_size, "heatmap_sigma": heatmap_sigma},
     }

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from fer_models.data import InMemoryDataset, load_split
+from fer_models.data import InMemoryDataset, SubjectFolds, load_split
 from fer_models.metrics import accuracy, confusion_matrix, macro_f1
 from fer_models.registry import create_model, get_model_entry
 from pipeline.errors import ConfigError
@@ -27,22 +27,44 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     seed: int = 0
-    train_split: str = "train"
+    labels: str | None = None  # a label set of the store; None for its default
+    train_split: str | None = None  # default: "train" if the store has it, else its only split
     eval_split: str | None = None  # default: "val" if the store has it, else "test"
+    folds: int = 0  # > 0: subject-independent folds of the train split, fold `fold` evaluated
+    fold: int = 0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("epochs and batch size must be at least 1 and the learning rate positive")
+        if self.folds and not 0 <= self.fold < self.folds:
+            raise ConfigError(f"--fold must be between 0 and {self.folds - 1} with --folds {self.folds}")
+        if self.folds and self.eval_split:
+            raise ConfigError("--folds evaluates a fold of the train split; leave out --eval-split")
+
+
+def resolve_splits(config: TrainConfig, splits: list[str]) -> tuple[str, str]:
+    """The (train, eval) split names of a run, defaults filled in from the store's splits."""
+    if config.train_split:
+        train_split = config.train_split
+    elif "train" in splits or len(splits) > 1:
+        train_split = "train"
+    else:
+        train_split = splits[0]
+    if config.folds:
+        return train_split, train_split
+    return train_split, config.eval_split or ("val" if "val" in splits else "test")
 
 
 def evaluate(model, dataset: InMemoryDataset, batch_size: int, num_classes: int, device: str) -> dict:
+    """Accuracy, macro-F1 and confusion matrix against the hard labels (the most voted class of a
+    soft target)."""
     model.eval()
     predicted = []
     with torch.no_grad():
         for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
             predicted.append(model({"image": batch["image"].to(device)})["logits"].argmax(1).cpu())
-    confusion = confusion_matrix(dataset.label.numpy(), torch.cat(predicted).numpy(), num_classes)
+    confusion = confusion_matrix(dataset.hard_label.numpy(), torch.cat(predicted).numpy(), num_classes)
     return {"accuracy": accuracy(confusion), "macro_f1": macro_f1(confusion), "confusion": confusion.tolist()}
 
 
@@ -56,16 +78,21 @@ def train(config: TrainConfig, out_dir: str | Path, echo=print) -> dict:
     missing = [name for name in entry.requires if name not in group]
     if missing:
         raise ConfigError(f"model {config.model!r} needs store arrays {missing} that {config.store} lacks")
-    eval_split = config.eval_split or ("val" if "val" in provenance["splits"] else "test")
-    train_data = InMemoryDataset(load_split(config.store, config.train_split))
-    eval_data = InMemoryDataset(load_split(config.store, eval_split))
-    num_classes = len(provenance["label_names"])
+    train_split, eval_split = resolve_splits(config, list(provenance["splits"]))
+    folds = [SubjectFolds(config.folds, config.fold, held_out) for held_out in (False, True)] if config.folds else [None, None]
+    train_split_data = load_split(config.store, train_split, config.labels, folds[0])
+    train_data = InMemoryDataset(train_split_data)
+    eval_data = InMemoryDataset(load_split(config.store, eval_split, config.labels, folds[1]))
+    if config.folds:
+        eval_split = f"fold{config.fold}"
+    class_names = train_split_data.class_names
+    num_classes = len(class_names)
 
     torch.manual_seed(config.seed)
     channels, size = group["image"].shape[1], group["image"].shape[-1]
     model = create_model(config.model, in_channels=channels, num_classes=num_classes, image_size=size).to(config.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    counts = np.bincount(train_data.label.numpy(), minlength=num_classes)
+    counts = np.bincount(train_data.hard_label.numpy(), minlength=num_classes)
     class_weight = torch.tensor(counts.sum() / np.maximum(counts, 1) / num_classes, dtype=torch.float32)
 
     out = Path(out_dir)
@@ -84,7 +111,7 @@ def train(config: TrainConfig, out_dir: str | Path, echo=print) -> dict:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                total_loss += float(loss) * len(batch["label"])
+                total_loss += loss.item() * len(batch["label"])
                 seen += len(batch["label"])
             scores = evaluate(model, eval_data, config.batch_size, num_classes, config.device)
             record = {"epoch": epoch, "train_loss": total_loss / seen, f"{eval_split}_accuracy": scores["accuracy"],
@@ -94,10 +121,10 @@ def train(config: TrainConfig, out_dir: str | Path, echo=print) -> dict:
             echo(json.dumps(record))
     torch.save(
         {"model": model.state_dict(), "config": dataclasses.asdict(config), "store_config_sha256": provenance["config_sha256"],
-         "store_manifest_sha256": provenance["manifest_sha256"], "label_names": provenance["label_names"]},
+         "store_manifest_sha256": provenance["manifest_sha256"], "class_names": list(class_names)},
         out / "last.pt",
     )  # fmt: skip
-    summary = {"model": config.model, "epochs": config.epochs, "train_samples": len(train_data),
+    summary = {"model": config.model, "labels": list(class_names), "epochs": config.epochs, "train_samples": len(train_data),
                "eval_split": eval_split, "eval_samples": len(eval_data), **record, "confusion": scores["confusion"]}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

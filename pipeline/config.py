@@ -18,8 +18,10 @@ from pipeline.errors import ConfigError
 
 Prior = Literal["none", "dataset", "full-frame"]
 Color = Literal["rgb", "gray"]
+LandmarkSource = Literal["dlib", "dataset"]
 PRIORS: tuple[str, ...] = ("none", "dataset", "full-frame")
 COLORS: tuple[str, ...] = ("rgb", "gray")
+LANDMARK_SOURCES: tuple[str, ...] = ("dlib", "dataset")
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,9 @@ class DetectConfig:
     upsample: how many times dlib doubles the image before detecting (0 finds faces of about
         80 px and larger, 1 of about 40 px, 2 of about 20 px; each step costs about 4x time).
     prior: what to use when the detector finds no face: ``none`` (status ``no_face``),
-        ``dataset`` (the box the dataset provides, where it has one) or ``full-frame`` (the whole
-        image, for pre-cropped faces). Samples aligned from a prior get status ``ok_prior``.
+        ``dataset`` (the box the dataset provides, where it has one; it also picks, among several
+        detections, the one overlapping it) or ``full-frame`` (the whole image, for pre-cropped
+        faces). Samples aligned from a prior get status ``ok_prior``.
     """
 
     upsample: int = 1
@@ -56,6 +59,22 @@ class DetectConfig:
             raise ConfigError(f"upsample must be between 0 and 4, got {self.upsample}")
         if self.prior not in PRIORS:
             raise ConfigError(f"prior must be one of {', '.join(PRIORS)}; got {self.prior!r}")
+
+
+@dataclass(frozen=True)
+class LandmarkConfig:
+    """Where the 68 landmarks come from.
+
+    source: ``dlib`` (the 68-point shape predictor, inside the detected or prior box) or
+        ``dataset`` (the landmarks the dataset provides, with its face box and status
+        ``ok_prior``, and no detection; rows without provided landmarks fall back to dlib).
+    """
+
+    source: LandmarkSource = "dlib"
+
+    def __post_init__(self) -> None:
+        if self.source not in LANDMARK_SOURCES:
+            raise ConfigError(f"landmark source must be one of {', '.join(LANDMARK_SOURCES)}; got {self.source!r}")
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,7 @@ class PreprocessConfig:
 
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
+    landmarks: LandmarkConfig = field(default_factory=LandmarkConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     shard_size: int = 256
@@ -129,6 +149,7 @@ class PreprocessConfig:
         return cls(
             decode=DecodeConfig(**data["decode"]),
             detect=DetectConfig(**data["detect"]),
+            landmarks=LandmarkConfig(**data["landmarks"]),
             align=AlignConfig(**data["align"]),
             guidance=GuidanceConfig(**data["guidance"]),
             shard_size=data["shard_size"],

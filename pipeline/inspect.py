@@ -45,6 +45,11 @@ def describe_store(path: str | Path) -> str:
         [[name, str(int((label == c).sum())), str(int(((label == c) & usable).sum()))]
          for name, c in zip(names, codes) if (label == c).any() or c >= 0]
     )
+    lines += ["", "label sets (fer-train --labels NAME; the first is the default)"]
+    lines += _table(
+        [[name, definition["kind"], ", ".join(definition["names"])]
+         for name, definition in prov["label_sets"].items()]
+    )
     lines += ["", "arrays"]
     rows = [["name", "shape", "dtype", "chunk", "shard", "dims", "on disk", "per sample"]]
     for name, array in sorted(group.arrays()):

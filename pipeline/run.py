@@ -85,7 +85,7 @@ def plan_tasks(
     models: ModelFiles,
     shards: list[tuple[int, int]],
 ) -> list[ShardTask]:
-    """One task per shard, carrying that shard's manifest rows (sources and prior boxes)."""
+    """One task per shard, carrying that shard's manifest rows (sources, priors, skipped rows)."""
     return [
         ShardTask(
             store_path=store_path,
@@ -96,6 +96,8 @@ def plan_tasks(
             prior_boxes=None if manifest.prior_box is None else manifest.prior_box[start:stop],
             config=config,
             models=models,
+            prior_landmarks=None if manifest.prior_landmarks is None else manifest.prior_landmarks[start:stop],
+            skip=None if manifest.skip is None else manifest.skip[start:stop],
         )
         for start, stop in shards
     ]
@@ -191,6 +193,10 @@ def preprocess(
     store_path = str(Path(store_path).absolute())
     adapter = get_dataset(dataset)
     manifest = adapter.scan(None if root is None else Path(root))
+    if config.landmarks.source == "dataset" and manifest.prior_landmarks is None:
+        raise ConfigError(
+            f"the {dataset} dataset provides no landmarks; use --landmarks dlib (the default)"
+        )
     models = ModelFiles.locate(landmark_model)
     root = Path(root).resolve() if root is not None else None
     created = store.prepare_store(

@@ -21,7 +21,7 @@ from pipeline.errors import DatasetError, UnreadableImageError
 from pipeline.models import LoadedModels, ModelFiles, thread_models
 from pipeline.stages.align import aligned_from_src_matrix, apply_affine, warp_to_aligned
 from pipeline.stages.decode import decode_image, to_gray, to_rgb
-from pipeline.stages.detect import clip_box, detect_largest_face, full_frame_box
+from pipeline.stages.detect import clip_box, detect_face, full_frame_box
 from pipeline.stages.heatmaps import render_landmark_heatmap
 from pipeline.stages.landmarks import predict_landmarks
 from pipeline.stages.masks import render_binary_landmark_mask, soften_mask
@@ -64,6 +64,7 @@ def process_image(
     config: PreprocessConfig,
     models: LoadedModels,
     timer: StageTimer | None = None,
+    prior_landmarks: np.ndarray | None = None,
 ) -> SampleResult:
     """Run detection, landmarks, alignment and guidance on one decoded image.
 
@@ -73,17 +74,33 @@ def process_image(
         config: the run's configuration.
         models: this thread's dlib models.
         timer: optional per-stage timer.
+        prior_landmarks: ``(68, 2) float32`` dataset landmarks in source pixels (corner frame;
+            NaN or None when absent); used instead of dlib when ``config.landmarks.source`` is
+            ``dataset``.
 
     Returns:
         A :class:`SampleResult`; status ``ok``, ``ok_prior`` or ``no_face``.
     """
     timer = timer or StageTimer()
     height, width = pixels.shape[:2]
-    box = detect_largest_face(models.detector, pixels, config.detect.upsample)
+    if (
+        config.landmarks.source == "dataset"
+        and prior_landmarks is not None
+        and np.isfinite(prior_landmarks).all()
+    ):
+        landmarks_src = np.asarray(prior_landmarks, dtype=np.float32)
+        if prior_box is not None and np.isfinite(prior_box).all():
+            box = np.asarray(prior_box, dtype=np.float32)
+        else:
+            box = np.concatenate([landmarks_src.min(axis=0), landmarks_src.max(axis=0)]).astype(np.float32)
+        return _align_and_render(pixels, box, landmarks_src, Status.OK_PRIOR, config, timer)
+
+    use_dataset_box = config.detect.prior == "dataset" and prior_box is not None and np.isfinite(prior_box).all()
+    box = detect_face(models.detector, pixels, config.detect.upsample, prior_box if use_dataset_box else None)
     status = Status.OK
     if box is None:
         status = Status.OK_PRIOR
-        if config.detect.prior == "dataset" and prior_box is not None:
+        if use_dataset_box:
             box = clip_box(np.asarray(prior_box, dtype=np.float32), height, width)
         elif config.detect.prior == "full-frame":
             box = full_frame_box(height, width)
@@ -98,7 +115,18 @@ def process_image(
 
     landmarks_src = predict_landmarks(models.predictor, pixels, box)
     timer.lap("landmarks")
+    return _align_and_render(pixels, box, landmarks_src, status, config, timer)
 
+
+def _align_and_render(
+    pixels: np.ndarray,
+    box: np.ndarray,
+    landmarks_src: np.ndarray,
+    status: Status,
+    config: PreprocessConfig,
+    timer: StageTimer,
+) -> SampleResult:
+    """Align the face given its 68 source landmarks and render every guidance tensor."""
     size, guidance_size = config.align.size, config.guidance.size
     aligned_from_src = aligned_from_src_matrix(landmarks_src, size)
     source = to_rgb(pixels) if config.align.color == "rgb" else to_gray(pixels)
@@ -138,6 +166,8 @@ class ShardTask:
     prior_boxes: np.ndarray | None  # (n, 4) float32 or None
     config: PreprocessConfig
     models: ModelFiles
+    prior_landmarks: np.ndarray | None = None  # (n, 68, 2) float32 or None
+    skip: tuple[str, ...] | None = None  # per row: why it is not processed, "" if it is
 
     @property
     def stop(self) -> int:
@@ -177,6 +207,10 @@ def process_shard(task: ShardTask) -> ShardSummary:
     timer = StageTimer()
     for i, source in enumerate(task.sources):
         prior = None if task.prior_boxes is None else task.prior_boxes[i]
+        prior_landmarks = None if task.prior_landmarks is None else task.prior_landmarks[i]
+        if task.skip is not None and task.skip[i]:
+            status[i], arrays["message"][i] = Status.FAILED, task.skip[i]
+            continue
         try:
             try:
                 raw = adapter.read(root, source)
@@ -188,7 +222,7 @@ def process_shard(task: ShardTask) -> ShardSummary:
             else:
                 pixels = decode_image(raw, max_pixels=task.config.decode.max_pixels)
             timer.lap("decode")
-            result = process_image(pixels, prior, task.config, models, timer)
+            result = process_image(pixels, prior, task.config, models, timer, prior_landmarks)
         except UnreadableImageError as error:
             result = SampleResult(Status.UNREADABLE, str(error))
         except Exception as error:  # noqa: BLE001 - a bad sample never stops the shard

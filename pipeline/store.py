@@ -28,6 +28,7 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from pipeline.config import PreprocessConfig, differing_keys
+from pipeline.datasets.label_sets import label_sets_to_attrs
 from pipeline.datasets.manifest import Manifest
 from pipeline.errors import StoreError, StoreMismatchError
 
@@ -77,8 +78,9 @@ SALIENCY_CHANNELS = ("spectral_residual",)
 MASK_CHANNELS = ("soft",)
 
 
-def array_specs(config: PreprocessConfig, n_votes: int = 0) -> tuple[ArraySpec, ...]:
-    """Every array a store built with ``config`` holds (``votes`` only when ``n_votes`` > 0)."""
+def array_specs(config: PreprocessConfig, n_votes: int = 0, subjects: bool = False) -> tuple[ArraySpec, ...]:
+    """Every array a store built with ``config`` holds; ``votes`` only when the dataset has
+    ``n_votes`` > 0 vote columns, ``subject`` only when it names the person in each sample."""
     s, h = config.align.size, config.guidance.size
     c = config.align.channels
     tensor = dict(per_sample_chunks=True)
@@ -105,6 +107,8 @@ def array_specs(config: PreprocessConfig, n_votes: int = 0) -> tuple[ArraySpec, 
     ]
     if n_votes:
         specs.append(ArraySpec("votes", ("sample", "vote_class"), "float32", (n_votes,), 0.0, **column))
+    if subjects:
+        specs.append(ArraySpec("subject", ("sample",), str, (), "", **column))
     return tuple(specs)
 
 
@@ -257,7 +261,7 @@ def _write_template(
     n_votes = 0 if manifest.votes is None else manifest.votes.shape[1]
     arrays = {
         spec.name: _create_array(group, spec, n, config.shard_size)
-        for spec in array_specs(config, n_votes)
+        for spec in array_specs(config, n_votes, subjects=manifest.subject is not None)
     }
     arrays["source"][:] = np.asarray(manifest.source, dtype=object)
     arrays["label"][:] = manifest.label
@@ -269,11 +273,18 @@ def _write_template(
     if manifest.votes is not None:
         arrays["votes"][:] = manifest.votes
         arrays["votes"].attrs["channels"] = list(manifest.vote_names)
+    if manifest.subject is not None:
+        arrays["subject"][:] = np.asarray(manifest.subject, dtype=object)
+    if manifest.skip is not None:  # rows the dataset itself rules out: failed before any work
+        skipped = np.array([bool(reason) for reason in manifest.skip])
+        arrays["status"][:] = np.where(skipped, int(Status.FAILED), int(Status.PENDING)).astype(np.uint8)
+        arrays["message"][:] = np.asarray(manifest.skip, dtype=object)
     group.attrs[ATTRS_KEY] = {
         "schema_version": SCHEMA_VERSION,
         "dataset": manifest.dataset,
         "root": root,  # where the sources were read; informational, not part of any hash
         "label_names": list(manifest.label_names),
+        "label_sets": label_sets_to_attrs(manifest.label_sets),
         "splits": list(manifest.splits),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "complete": False,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +27,20 @@ def require(path: Path) -> Path:
 def dlib_faces() -> Path:
     """The dlib example photos with their 68-point XML references."""
     return require(DLIB_FACES)
+
+
+def reference_faces(folder: Path):
+    """``(file, box, landmarks)`` of every face in dlib-faces' two XML files: box ``(4,) float32``
+    (left, top, right, bottom) edges, landmarks ``(68, 2) float32`` in dlib's integer pixel
+    coordinates (pixel centres, not the corner frame)."""
+    for xml in ("training_with_face_landmarks.xml", "testing_with_face_landmarks.xml"):
+        for image in ET.parse(folder / xml).getroot().iter("image"):
+            for box in image.iter("box"):
+                left, top = int(box.get("left")), int(box.get("top"))
+                edges = np.array([left, top, left + int(box.get("width")), top + int(box.get("height"))], np.float32)
+                parts = sorted(box.iter("part"), key=lambda p: int(p.get("name")))
+                points = np.array([[float(p.get("x")), float(p.get("y"))] for p in parts], np.float32)
+                yield image.get("file"), edges, points
 
 
 def extract_fer2013(destination: Path, per_class: int) -> Path:

@@ -13,8 +13,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pipeline.datasets.affectnet import AffectNetDataset
+from pipeline.datasets.ckplus import CkPlusDataset
+from pipeline.datasets.fer2013 import Fer2013Dataset
+from pipeline.datasets.ferplus import FerPlusDataset
 from pipeline.datasets.folder import FolderDataset
 from pipeline.datasets.manifest import Manifest
+from pipeline.datasets.rafdb import RafDbDataset
 from pipeline.datasets.sample import SampleDataset
 from pipeline.errors import DatasetError
 
@@ -29,7 +34,11 @@ class DatasetAdapter(Protocol):
 
 
 DATASETS: dict[str, DatasetAdapter] = {
-    adapter.name: adapter for adapter in (FolderDataset(), SampleDataset())
+    adapter.name: adapter
+    for adapter in (
+        AffectNetDataset(), Fer2013Dataset(), FerPlusDataset(), RafDbDataset("aligned"),
+        RafDbDataset("original"), CkPlusDataset(), FolderDataset(), SampleDataset(),
+    )  # fmt: skip
 }
 
 

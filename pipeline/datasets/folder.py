@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.datasets.manifest import Manifest
+from pipeline.datasets.paths import require_directory, resolve_inside
 from pipeline.errors import DatasetError
 
 _SPLIT_ORDER = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
@@ -25,27 +26,6 @@ _SPLIT_ORDER = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1
 
 def _visible_children(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-
-
-def require_directory(root: Path | None, what: str) -> Path:
-    """Check a dataset root exists and is a directory; return it resolved."""
-    if root is None:
-        raise DatasetError(f"the {what} dataset needs a root directory: pass --root DIR (DATA_ROOT=DIR)")
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(
-            f"dataset root {root} {'is not a directory' if root.exists() else 'does not exist'}; "
-            f"set DATA_ROOT (--root) to the {what} dataset's top folder"
-        )
-    return root.resolve()
-
-
-def resolve_inside(root: Path, source: str) -> Path:
-    """``root / source``, refusing sources that leave the root (absolute paths, ``..``)."""
-    path = (root / source).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise DatasetError(f"source {source!r} points outside the dataset root {root}")
-    return path
 
 
 class FolderDataset:

@@ -23,26 +23,52 @@ def dlib_rect(box: np.ndarray) -> "dlib.rectangle":
     return dlib.rectangle(left, top, max(left, right - 1), max(top, bottom - 1))
 
 
-def detect_largest_face(
-    detector: "dlib.fhog_object_detector", image: np.ndarray, upsample: int
+# A detection must overlap the dataset's box at least this much (intersection over union) to be
+# taken as that box's face; below it the dataset box itself is used.
+MIN_PRIOR_IOU = 0.3
+
+
+def detect_face(
+    detector: "dlib.fhog_object_detector",
+    image: np.ndarray,
+    upsample: int,
+    prior_box: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """Run the HOG detector and keep the largest face.
+    """Run the HOG detector and keep one face: the one matching the dataset's box, else the largest.
 
     Args:
         detector: ``dlib.get_frontal_face_detector()``; one per thread (sharing one between
             threads crashes dlib).
         image: ``(H, W) uint8`` or ``(H, W, 3) uint8 RGB`` source image.
         upsample: times the image is doubled before detection (finds smaller faces, slower).
+        prior_box: ``(4,)`` the dataset's box for the face meant (source pixels), or None. When
+            given, the detection overlapping it most is kept, if its IoU reaches
+            :data:`MIN_PRIOR_IOU`, so a photo with several people yields the annotated one.
 
     Returns:
-        ``(4,) float32`` box (left, top, right, bottom) in source pixels, or ``None`` when no face
-        is found. Among several faces the largest area wins; equal areas go to the higher score.
+        ``(4,) float32`` box (left, top, right, bottom) in source pixels, or ``None`` when no
+        (matching) face is found. Without a prior the largest area wins; equal areas go to the
+        higher score.
     """
     rects, scores, _ = detector.run(image, upsample, 0.0)
     if len(rects) == 0:
         return None
+    boxes = [box_from_dlib(rect) for rect in rects]
+    if prior_box is not None and np.all(np.isfinite(prior_box)):
+        overlaps = [box_iou(box, prior_box) for box in boxes]
+        best = int(np.argmax(overlaps))
+        return boxes[best] if overlaps[best] >= MIN_PRIOR_IOU else None
     best = max(range(len(rects)), key=lambda i: (rects[i].area(), scores[i]))
-    return box_from_dlib(rects[best])
+    return boxes[best]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two ``(4,)`` (left, top, right, bottom) boxes, in [0, 1]."""
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    intersection = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - intersection
+    return float(intersection / union) if union > 0 else 0.0
 
 
 def full_frame_box(height: int, width: int) -> np.ndarray:

@@ -31,6 +31,7 @@ def test_info_describes_counts_arrays_and_provenance(sample_store):
     for name in ("image", "heatmap", "saliency", "mask", "landmarks", "status", "message"):
         assert f"\n  {name} " in out
     assert "shape_predictor_68_face_landmarks.dat" in out and "config_sha256" in out
+    assert "\n  classes  label  face, non-face" in out
 
 
 def test_show_writes_a_readable_png_including_failed_samples(sample_store, tmp_path):

@@ -5,12 +5,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from fer_models.data import SubjectFolds, load_split, subject_folds
 from fer_models.registry import create_model, list_models
+from fer_models.train import TrainConfig, train
 from pipeline.config import build_config
+from pipeline.datasets import get_dataset
+from pipeline.errors import ConfigError
 from pipeline.run import SYNCHRONOUS, preprocess
+from tests import dataset_trees as trees
 
 BIN = Path(sys.executable).parent
 
@@ -53,3 +59,39 @@ def test_fer_train_names_a_missing_split(fer_store, tmp_path):
     result = subprocess.run([BIN / "fer-train", "--store", fer_store, "--eval-split", "val", "--out", tmp_path / "r"],
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 1 and "no split 'val'" in result.stderr and "train, test" in result.stderr
+
+
+def test_subject_folds_never_split_a_subject():
+    subjects = np.array(["S010", "S011", "S010", "S020", "S011", "S030", "S040", "S020"])
+    folds = subject_folds(subjects, 3)
+    for subject in set(subjects):
+        assert len(set(folds[subjects == subject])) == 1
+    assert set(folds) == {0, 1, 2}
+    with pytest.raises(ConfigError, match="6 folds need at least 6 subjects; the store has 5"):
+        subject_folds(subjects, 6)
+
+
+def test_label_sets_and_subject_folds_from_dataset_stores(tmp_path, fer2013_small, dlib_faces):
+    """FERPlus votes as soft targets, FER-2013 polarity, CK+ subject folds: trained from the stores."""
+    quick = dict(epochs=1, batch_size=16)
+    ferplus_root, ck_root = tmp_path / "ferplus", tmp_path / "ck"
+    trees.write_ferplus(ferplus_root, 64)
+    trees.write_ckplus(ck_root, fer2013_small)
+    stores = {}
+    for name, root in (("ferplus", ferplus_root), ("fer2013", ferplus_root), ("ckplus", ck_root)):
+        stores[name] = tmp_path / f"{name}.zarr"
+        config = build_config(get_dataset(name).config_defaults, {"shard_size": 32})
+        preprocess(stores[name], name, root, config, scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None)
+
+    votes = train(TrainConfig(store=str(stores["ferplus"]), labels="votes", **quick), tmp_path / "votes", echo=lambda _: None)
+    assert votes["labels"][1] == "happiness" and votes["eval_split"] == "val"
+    polarity = load_split(stores["fer2013"], "train", "polarity")
+    assert polarity.class_names == ("negative", "neutral", "positive")
+    labels = load_split(stores["fer2013"], "train", "7")
+    assert len(polarity.target) == int((labels.target != 5).sum())  # surprise left out
+    folds = train(TrainConfig(store=str(stores["ckplus"]), folds=3, fold=1, **quick), tmp_path / "ck", echo=lambda _: None)
+    assert folds["eval_split"] == "fold1" and folds["train_samples"] + folds["eval_samples"] == 21
+    with pytest.raises(ConfigError, match="no label set 'votes' in this store; it has: 7, 6"):
+        load_split(stores["ckplus"], "all", "votes")
+    with pytest.raises(ConfigError, match="records no subjects"):
+        load_split(stores["fer2013"], "train", None, SubjectFolds(3, 0, True))

@@ -1,15 +1,14 @@
 """dlib's real models on dlib's example photos."""
 
-import xml.etree.ElementTree as ET
-
 import dlib
 import numpy as np
 import pytest
 
 from pipeline.models import ModelFiles, thread_models
 from pipeline.stages.decode import decode_image
-from pipeline.stages.detect import detect_largest_face
+from pipeline.stages.detect import detect_face
 from pipeline.stages.landmarks import predict_landmarks
+from tests.conftest import reference_faces
 
 
 @pytest.fixture(scope="module")
@@ -19,18 +18,6 @@ def models():
 
 def load(path):
     return decode_image(path.read_bytes(), max_pixels=40_000_000)
-
-
-def reference_faces(folder):
-    """(file, box edges, (68, 2) landmarks in dlib's integer pixel coordinates) from both XMLs."""
-    for xml in ("training_with_face_landmarks.xml", "testing_with_face_landmarks.xml"):
-        for image in ET.parse(folder / xml).getroot().iter("image"):
-            for box in image.iter("box"):
-                left, top = int(box.get("left")), int(box.get("top"))
-                edges = np.array([left, top, left + int(box.get("width")), top + int(box.get("height"))], np.float32)
-                parts = sorted(box.iter("part"), key=lambda p: int(p.get("name")))
-                points = np.array([[float(p.get("x")), float(p.get("y"))] for p in parts], np.float32)
-                yield image.get("file"), edges, points
 
 
 def max_landmark_error(folder, models, decode) -> float:
@@ -59,12 +46,12 @@ def test_landmarks_from_our_decoder_stay_within_three_pixels(dlib_faces, models)
 
 def test_detector_finds_a_face_in_each_reference_photo(dlib_faces, models):
     for file in {f for f, _, _ in reference_faces(dlib_faces)}:
-        box = detect_largest_face(models.detector, load(dlib_faces / file), upsample=1)
+        box = detect_face(models.detector, load(dlib_faces / file), upsample=1)
         assert box is not None, file
 
 
 def test_detector_finds_no_face_on_dogs(dlib_faces, models):
-    assert detect_largest_face(models.detector, load(dlib_faces / "dogs.jpg"), upsample=1) is None
+    assert detect_face(models.detector, load(dlib_faces / "dogs.jpg"), upsample=1) is None
 
 
 def test_largest_of_several_faces_wins(dlib_faces, models):
@@ -72,7 +59,7 @@ def test_largest_of_several_faces_wins(dlib_faces, models):
     rects = models.detector(image, 0)
     assert len(rects) > 5
     largest = max(rects, key=lambda r: r.area())
-    box = detect_largest_face(models.detector, image, upsample=0)
+    box = detect_face(models.detector, image, upsample=0)
     np.testing.assert_array_equal(
         box, [largest.left(), largest.top(), largest.right() + 1, largest.bottom() + 1]
     )

@@ -1,0 +1,35 @@
+"""Dataset roots and the paths inside them: checked before any work, never allowed to leave."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from pipeline.errors import DatasetError
+
+
+def require_directory(root: Path | None, what: str) -> Path:
+    """Check a dataset root exists and is a directory; return it resolved."""
+    if root is None:
+        raise DatasetError(f"the {what} dataset needs a root directory: pass --root DIR (DATA_ROOT=DIR)")
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(
+            f"dataset root {root} {'is not a directory' if root.exists() else 'does not exist'}; "
+            f"set DATA_ROOT (--root) to the {what} dataset's top folder"
+        )
+    return root.resolve()
+
+
+def escapes_root(relative: str) -> bool:
+    """True for a path a dataset file must not name: absolute (POSIX or Windows) or using ``..``."""
+    posix, windows = PurePosixPath(relative), PureWindowsPath(relative)
+    return posix.is_absolute() or windows.is_absolute() or bool(windows.drive) or ".." in windows.parts
+
+
+def resolve_inside(root: Path, source: str) -> Path:
+    """``root / source``, refusing sources that leave the root (absolute paths, ``..``, symlinks
+    pointing outside)."""
+    path = (root / source).resolve()
+    if escapes_root(source) or not path.is_relative_to(root.resolve()):
+        raise DatasetError(f"source {source!r} points outside the dataset root {root}")
+    return path

@@ -1,0 +1,98 @@
+"""``rafdb`` and ``rafdb-original``: RAF-DB basic (Li et al. 2017), 7 expression classes.
+
+Layout as distributed (the basic set's root)::
+
+    <root>/EmoLabel/list_patition_label.txt     lines "train_00001.jpg 5" (the file's own spelling)
+    <root>/Image/aligned/train_00001_aligned.jpg     100x100 aligned faces   -> ``rafdb``
+    <root>/Image/original/train_00001.jpg            the original photos     -> ``rafdb-original``
+
+Labels 1-7 in the file are Surprise, Fear, Disgust, Happiness, Sadness, Anger, Neutral (stored as
+0-6). Splits from the name prefix: ``train``, ``test``. The aligned faces are pre-cropped, so
+``rafdb`` falls back to the full frame; ``rafdb-original`` detects faces in the photos.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.datasets.label_sets import LabelSet
+from pipeline.datasets.manifest import Manifest
+from pipeline.datasets.paths import require_directory, resolve_inside
+from pipeline.datasets.tables import malformed, require_file
+from pipeline.errors import DatasetError
+
+LABEL_NAMES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+SPLITS = ("train", "test")
+LABEL_FILE = "EmoLabel/list_patition_label.txt"
+LABEL_SETS = (
+    LabelSet.identity("7", LABEL_NAMES),
+    LabelSet.from_labels(
+        "polarity", LABEL_NAMES,
+        {"negative": ("fear", "disgust", "sadness", "anger"), "neutral": ("neutral",), "positive": ("happiness",)},
+    ),
+)  # fmt: skip
+_LINE = re.compile(r"^(train|test)_(\d+)\.jpg$")
+
+
+def scan_label_file(path: Path) -> tuple[list[str], list[int], list[int]]:
+    """``(stems, labels 0-6, split indices)`` of every line of ``list_patition_label.txt``.
+
+    Raises:
+        DatasetError: a line that is not ``<train|test>_<number>.jpg <1-7>`` (file and line named).
+    """
+    stems, labels, splits = [], [], []
+    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not text.strip():
+            continue
+        parts = text.split()
+        match = _LINE.match(parts[0]) if len(parts) == 2 else None
+        if match is None:
+            raise malformed(path, number, f"expected '<train|test>_<number>.jpg <label 1-7>', got {text!r}")
+        if parts[1] not in {str(code) for code in range(1, 8)}:
+            raise malformed(path, number, f"unknown label {parts[1]!r}; RAF-DB basic labels are 1-7", "label")
+        stems.append(parts[0].removesuffix(".jpg"))
+        labels.append(int(parts[1]) - 1)
+        splits.append(SPLITS.index(match.group(1)))
+    if not stems:
+        raise malformed(path, 1, "no labelled images in the file")
+    return stems, labels, splits
+
+
+class RafDbDataset:
+    """RAF-DB basic, reading either the aligned faces or the original photos."""
+
+    def __init__(self, images: str):
+        self.images = images
+        self.name = "rafdb" if images == "aligned" else "rafdb-original"
+        if images == "aligned":
+            self.config_defaults: dict[str, dict[str, Any]] = {
+                "detect": {"prior": "full-frame"}, "align": {"size": 100},
+            }  # fmt: skip
+        else:
+            self.config_defaults = {}
+
+    def _source(self, stem: str) -> str:
+        return f"Image/aligned/{stem}_aligned.jpg" if self.images == "aligned" else f"Image/original/{stem}.jpg"
+
+    def scan(self, root: Path | None) -> Manifest:
+        root = require_directory(root, self.name)
+        label_file = require_file(root / LABEL_FILE, "RAF-DB's label list; DATA_ROOT must be the basic set's "
+                                  "folder holding EmoLabel/ and Image/")  # fmt: skip
+        image_dir = root / "Image" / self.images
+        if not image_dir.is_dir():
+            other = "rafdb-original" if self.images == "aligned" else "rafdb"
+            raise DatasetError(f"{image_dir} not found: the {self.name} dataset reads Image/{self.images}/ "
+                               f"(for the other image folder use --dataset {other})")  # fmt: skip
+        stems, labels, splits = scan_label_file(label_file)
+        return Manifest(
+            dataset=self.name, label_names=LABEL_NAMES, splits=SPLITS,
+            source=tuple(self._source(stem) for stem in stems),
+            label=np.array(labels), split=np.array(splits), label_sets=LABEL_SETS,
+        )  # fmt: skip
+
+    def read(self, root: Path | None, source: str) -> bytes:
+        return resolve_inside(Path(root), source).read_bytes()
