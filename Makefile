@@ -49,6 +49,7 @@ test: install
 
 bench: install
 	$(BIN)/python bench/preprocess.py
+	$(BIN)/python bench/datasets.py
 
 clean:
 	rm -rf build .pytest_cache
