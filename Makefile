@@ -12,6 +12,7 @@ DATA_ROOT ?=
 STORE ?= stores/$(DATASET).zarr
 PRIOR ?=
 LANDMARKS ?=
+GUIDANCE ?=
 SIZE ?=
 COLOR ?=
 UPSAMPLE ?=
@@ -39,7 +40,7 @@ demo: install
 preprocess: install
 	$(BIN)/fer-preprocess "$(STORE)" --dataset $(DATASET) \
 		$(if $(DATA_ROOT),--root "$(DATA_ROOT)") $(if $(PRIOR),--prior $(PRIOR)) \
-		$(if $(LANDMARKS),--landmarks $(LANDMARKS)) \
+		$(if $(LANDMARKS),--landmarks $(LANDMARKS)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) \
 		$(if $(SIZE),--size $(SIZE)) $(if $(COLOR),--color $(COLOR)) \
 		$(if $(UPSAMPLE),--upsample $(UPSAMPLE)) $(if $(WORKERS),--workers $(WORKERS)) \
 		$(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(PREPROCESS_ARGS)

@@ -9,6 +9,7 @@ import click
 from cli.errors import user_errors
 from pipeline.config import COLORS, LANDMARK_SOURCES, PRIORS, build_config
 from pipeline.datasets import DATASETS, get_dataset
+from pipeline.guidance import DEFAULT_GUIDANCE, GUIDANCE_TYPES
 from pipeline.run import preprocess
 
 
@@ -21,6 +22,7 @@ from pipeline.run import preprocess
 @click.option("--upsample", type=int, help="dlib HOG upsampling steps (1 finds faces of ~40 px). [dataset default, else 1]")
 @click.option("--size", type=int, help="Side S of the aligned face crop in pixels. [dataset default, else 112]")
 @click.option("--color", type=click.Choice(COLORS), help="Aligned image colour. [dataset default, else rgb]")
+@click.option("--guidance", help=f"Guidance types to compute, comma-separated, or 'all': {', '.join(GUIDANCE_TYPES)}. [{','.join(DEFAULT_GUIDANCE)}]")
 @click.option("--guidance-size", type=int, help="Side H of heatmaps, saliency and masks. [same as --size]")
 @click.option("--heatmap-sigma", type=float, help="Landmark Gaussian sigma in aligned pixels. [2.0]")
 @click.option("--max-pixels", type=int, help="Refuse images larger than this many pixels. [40000000]")
@@ -31,7 +33,7 @@ from pipeline.run import preprocess
 @click.option("--overwrite", is_flag=True, help="Delete an existing store and build it again.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance_size, heatmap_sigma,
+def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance, guidance_size, heatmap_sigma,
          max_pixels, shard_size, landmark_model, scheduler, workers, overwrite, progress, as_json):
     """Detect faces, place 68 landmarks, align and render guidance for every image of a dataset,
     writing the Zarr store STORE. Running it again on the same STORE with the same options does
@@ -41,7 +43,7 @@ def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance
         "detect": {"prior": prior, "upsample": upsample},
         "landmarks": {"source": landmarks},
         "align": {"size": size, "color": color},
-        "guidance": {"size": guidance_size, "heatmap_sigma": heatmap_sigma},
+        "guidance": {"types": guidance, "size": guidance_size, "heatmap_sigma": heatmap_sigma},
     }
     user = {section: {k: v for k, v in values.items() if v is not None} for section, values in user.items()}
     if shard_size is not None:

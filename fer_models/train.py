@@ -16,6 +16,7 @@ from fer_models.data import InMemoryDataset, SubjectFolds, load_split
 from fer_models.metrics import accuracy, confusion_matrix, macro_f1
 from fer_models.registry import create_model, get_model_entry
 from pipeline.errors import ConfigError
+from pipeline.guidance import GUIDANCE_TYPES
 from pipeline.store import ATTRS_KEY, open_store
 
 
@@ -77,7 +78,9 @@ def train(config: TrainConfig, out_dir: str | Path, echo=print) -> dict:
     provenance = group.attrs[ATTRS_KEY]
     missing = [name for name in entry.requires if name not in group]
     if missing:
-        raise ConfigError(f"model {config.model!r} needs store arrays {missing} that {config.store} lacks")
+        guidance = [name for name in missing if name in GUIDANCE_TYPES]
+        hint = f"; build the store with fer-preprocess --guidance {','.join(guidance)}" if guidance else ""
+        raise ConfigError(f"model {config.model!r} needs store arrays {missing} that {config.store} lacks{hint}")
     train_split, eval_split = resolve_splits(config, list(provenance["splits"]))
     folds = [SubjectFolds(config.folds, config.fold, held_out) for held_out in (False, True)] if config.folds else [None, None]
     train_split_data = load_split(config.store, train_split, config.labels, folds[0])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.errors import ConfigError
+from pipeline.guidance import DEFAULT_GUIDANCE, resolve_guidance
 
 Prior = Literal["none", "dataset", "full-frame"]
 Color = Literal["rgb", "gray"]
@@ -103,15 +104,23 @@ class AlignConfig:
 class GuidanceConfig:
     """Guidance tensors rendered from the aligned face and landmarks.
 
-    size: H, the side of every guidance map (heatmap, saliency, mask); 0 means "same as the
-        aligned size S" and is resolved by :class:`PreprocessConfig`.
+    types: the guidance types computed, each stored as its own array (see
+        :data:`pipeline.guidance.GUIDANCE_TYPES`); kept in catalogue order, so the order the user
+        gives them in does not change the store.
+    size: H, the side of every guidance map; 0 means "same as the aligned size S" and is resolved
+        by :class:`PreprocessConfig`.
     heatmap_sigma: standard deviation of each landmark's Gaussian, in aligned pixels.
     """
 
+    types: tuple[str, ...] = DEFAULT_GUIDANCE
     size: int = 0
     heatmap_sigma: float = 2.0
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "types", resolve_guidance(self.types))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         if self.size != 0 and not 8 <= self.size <= 1024:
             raise ConfigError(f"guidance size must be between 8 and 1024 pixels, got {self.size}")
         if not 0.25 <= self.heatmap_sigma <= 64:
@@ -142,7 +151,8 @@ class PreprocessConfig:
             object.__setattr__(self, "guidance", resolved)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Nested plain dict, as JSON holds it (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:

@@ -1,8 +1,8 @@
 """Contact sheets: a PNG a person can read at a glance to see what a store holds.
 
-Each sample is a row of four tiles: the aligned face with its 68 landmarks, the landmark heatmap,
-the saliency map and the landmark mask (each map overlaid on the face), captioned with index,
-label, split and status. Samples that are not usable show their source image (when the dataset
+Each sample is a row of four tiles: the aligned face with its 68 landmarks (and region boxes), a
+landmark heatmap, a saliency map and a landmark mask (each map overlaid on the face and named),
+captioned with index, label, split and status. Samples that are not usable show their source image (when the dataset
 root recorded in the store is readable here) and the message saying why.
 """
 
@@ -21,6 +21,13 @@ from pipeline.store import ATTRS_KEY, USABLE_STATUSES, Status, open_store
 TILE = 112
 CAPTION = 30
 COLUMNS = 3  # samples per sheet row
+# The three guidance tiles of a sample: the first array of each family the store holds (several
+# channels are shown as their maximum); region boxes are drawn on the face tile.
+TILE_FAMILIES = (
+    ("heatmap", "heatmap_regions", "heatmap_landmarks"),
+    ("saliency", "saliency_fine_grained"),
+    ("mask_soft", "mask_binary", "mask_dilated", "mask_hull"),
+)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -89,7 +96,19 @@ def _sample_cell(group, provenance: dict, index: int) -> np.ndarray:
         marked = face.copy()
         for x, y in group["landmarks"][index] * (TILE / size):
             cv2.circle(marked, (int(x), int(y)), 1, (0, 255, 0), -1, cv2.LINE_AA)
-        tiles = [marked] + [_overlay(face, group[name][index][0]) for name in ("heatmap", "saliency", "mask")]
+        if "regions" in group:
+            for left, top, right, bottom in group["regions"][index] * (TILE / size):
+                cv2.rectangle(marked, (int(left), int(top)), (int(right), int(bottom)), (255, 200, 0), 1)
+        tiles = [marked]
+        for family in TILE_FAMILIES:
+            name = next((n for n in family if n in group), None)
+            if name is None:
+                tile = np.full((TILE, TILE, 3), 200, np.uint8)
+                cv2.putText(tile, f"no {family[0]}", (6, TILE // 2), _FONT, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
+            else:
+                tile = _overlay(face, group[name][index].max(axis=0))
+                cv2.putText(tile, name, (3, 11), _FONT, 0.33, (255, 255, 255), 1, cv2.LINE_AA)
+            tiles.append(tile)
         cell[:TILE] = np.hstack(tiles)
     else:
         source = _source_image(provenance, str(group["source"][index]))

@@ -18,14 +18,12 @@ from pipeline import store
 from pipeline.config import PreprocessConfig
 from pipeline.datasets import get_dataset
 from pipeline.errors import DatasetError, UnreadableImageError
+from pipeline.guidance import GUIDANCE_TYPES
 from pipeline.models import LoadedModels, ModelFiles, thread_models
 from pipeline.stages.align import aligned_from_src_matrix, apply_affine, warp_to_aligned
 from pipeline.stages.decode import decode_image, to_gray, to_rgb
 from pipeline.stages.detect import clip_box, detect_face, full_frame_box
-from pipeline.stages.heatmaps import render_landmark_heatmap
 from pipeline.stages.landmarks import predict_landmarks
-from pipeline.stages.masks import render_binary_landmark_mask, soften_mask
-from pipeline.stages.saliency import spectral_residual_saliency
 from pipeline.store import Status
 
 
@@ -40,9 +38,7 @@ class SampleResult:
     landmarks_src: np.ndarray | None = None  # (68, 2) float32 source pixels
     box_src: np.ndarray | None = None  # (4,) float32 source pixels
     aligned_from_src: np.ndarray | None = None  # (2, 3) float32
-    heatmap: np.ndarray | None = None  # (1, H, H) uint8
-    saliency: np.ndarray | None = None  # (1, H, H) uint8
-    mask: np.ndarray | None = None  # (1, H, H) uint8
+    guidance: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (C, H, H) or (R, 4)
 
 
 class StageTimer:
@@ -127,7 +123,7 @@ def _align_and_render(
     timer: StageTimer,
 ) -> SampleResult:
     """Align the face given its 68 source landmarks and render every guidance tensor."""
-    size, guidance_size = config.align.size, config.guidance.size
+    size = config.align.size
     aligned_from_src = aligned_from_src_matrix(landmarks_src, size)
     source = to_rgb(pixels) if config.align.color == "rgb" else to_gray(pixels)
     aligned = warp_to_aligned(source, aligned_from_src, size)
@@ -135,12 +131,10 @@ def _align_and_render(
     image = aligned.transpose(2, 0, 1) if aligned.ndim == 3 else aligned[None]
     timer.lap("align")
 
-    heatmap = render_landmark_heatmap(landmarks, size, guidance_size, config.guidance.heatmap_sigma)
-    timer.lap("heatmap")
-    saliency = spectral_residual_saliency(aligned, guidance_size)
-    timer.lap("saliency")
-    mask = soften_mask(render_binary_landmark_mask(landmarks, size, guidance_size))
-    timer.lap("mask")
+    guidance = {}
+    for name in config.guidance.types:
+        guidance[name] = GUIDANCE_TYPES[name].render(aligned, landmarks, size, config.guidance)
+        timer.lap(name)
     return SampleResult(
         status=status,
         image=np.ascontiguousarray(image),
@@ -148,9 +142,7 @@ def _align_and_render(
         landmarks_src=landmarks_src,
         box_src=box,
         aligned_from_src=aligned_from_src,
-        heatmap=heatmap[None],
-        saliency=saliency[None],
-        mask=mask[None],
+        guidance=guidance,
     )
 
 
@@ -187,7 +179,7 @@ def _empty_shard_arrays(n: int, config: PreprocessConfig) -> dict[str, np.ndarra
     arrays = {
         spec.name: np.zeros((n, *spec.sample_shape), dtype=spec.dtype)
         for spec in store.array_specs(config)
-        if spec.name in store.COMPUTED_ARRAYS and spec.dtype is not str
+        if spec.name in store.computed_arrays(config) and spec.dtype is not str
     }
     arrays["message"] = np.array([""] * n, dtype=object)
     return arrays
@@ -230,9 +222,10 @@ def process_shard(task: ShardTask) -> ShardSummary:
         status[i] = result.status
         arrays["message"][i] = result.message
         if result.status in store.USABLE_STATUSES:
-            for name in store.COMPUTED_ARRAYS:
-                if name != "message":
-                    arrays[name][i] = getattr(result, name)
+            for name in store.BASE_COMPUTED_ARRAYS:
+                arrays[name][i] = getattr(result, name)
+            for name, values in result.guidance.items():
+                arrays[name][i] = values
         timer.lap("other")
     store.write_shard(task.store_path, task.start, arrays, status)
     timer.lap("write")

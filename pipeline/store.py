@@ -31,6 +31,8 @@ from pipeline.config import PreprocessConfig, differing_keys
 from pipeline.datasets.label_sets import label_sets_to_attrs
 from pipeline.datasets.manifest import Manifest
 from pipeline.errors import StoreError, StoreMismatchError
+from pipeline.guidance import GUIDANCE_TYPES
+from pipeline.stages.landmarks import FLIP_PERMUTATION
 
 SCHEMA_VERSION = 1
 ATTRS_KEY = "fer_store"
@@ -61,7 +63,10 @@ class ArraySpec:
     sample_shape: the shape after the leading sample axis.
     per_sample_chunks: True for tensors (sharded, a few samples per inner chunk, see
         :func:`samples_per_inner_chunk`), False for small columns (one chunk per shard).
-    channels: names of the channel axis entries, stored as the ``channels`` attribute.
+    channels: names of the entries of the axis after ``sample``, stored as the ``channels``
+        attribute.
+    flip_permutation: for guidance, the channel a horizontal flip maps each channel to, stored as
+        the ``flip_permutation`` attribute (absent: each channel maps onto itself).
     """
 
     name: str
@@ -71,16 +76,39 @@ class ArraySpec:
     fill_value: Any
     per_sample_chunks: bool
     channels: tuple[str, ...] | None = None
+    flip_permutation: tuple[int, ...] | None = None
+
+    @property
+    def attributes(self) -> dict[str, list]:
+        attributes = {"channels": list(self.channels)} if self.channels else {}
+        if self.flip_permutation is not None:
+            attributes["flip_permutation"] = list(self.flip_permutation)
+        return attributes
 
 
-HEATMAP_CHANNELS = ("all_landmarks",)
-SALIENCY_CHANNELS = ("spectral_residual",)
-MASK_CHANNELS = ("soft",)
+BASE_COMPUTED_ARRAYS = ("image", "landmarks", "landmarks_src", "box_src", "aligned_from_src")
+
+
+def guidance_spec(name: str, aligned_size: int, guidance_size: int) -> ArraySpec:
+    """How guidance type ``name`` is stored: maps ``(N, C, H, H) uint8`` with dims
+    ``(sample, <name>_channel, gy, gx)``, boxes ``(N, R, 4) float32`` with dims
+    ``(sample, region, edge)``."""
+    kind = GUIDANCE_TYPES[name]
+    if kind.boxes:
+        return ArraySpec(name, ("sample", "region", "edge"), "float32", (len(kind.channels), 4), 0.0,
+                         per_sample_chunks=False, channels=kind.channels, flip_permutation=kind.flip_permutation)  # fmt: skip
+    return ArraySpec(
+        name, ("sample", f"{name}_channel", "gy", "gx"), "uint8",
+        (len(kind.channels), guidance_size, guidance_size), 0, per_sample_chunks=True,
+        channels=kind.channels, flip_permutation=kind.flip_permutation,
+    )  # fmt: skip
 
 
 def array_specs(config: PreprocessConfig, n_votes: int = 0, subjects: bool = False) -> tuple[ArraySpec, ...]:
-    """Every array a store built with ``config`` holds; ``votes`` only when the dataset has
-    ``n_votes`` > 0 vote columns, ``subject`` only when it names the person in each sample."""
+    """Every array a store built with ``config`` holds: the aligned face and landmarks, one array
+    per guidance type in ``config.guidance.types``, the manifest's columns; ``votes`` only when
+    the dataset has ``n_votes`` > 0 vote columns, ``subject`` only when it names the person in
+    each sample."""
     s, h = config.align.size, config.guidance.size
     c = config.align.channels
     tensor = dict(per_sample_chunks=True)
@@ -91,12 +119,7 @@ def array_specs(config: PreprocessConfig, n_votes: int = 0, subjects: bool = Fal
         ArraySpec("landmarks_src", ("sample", "landmark", "xy"), "float32", (68, 2), 0.0, **tensor),
         ArraySpec("box_src", ("sample", "edge"), "float32", (4,), 0.0, **column),
         ArraySpec("aligned_from_src", ("sample", "row", "col"), "float32", (2, 3), 0.0, **column),
-        ArraySpec("heatmap", ("sample", "heatmap_channel", "gy", "gx"), "uint8",
-                  (len(HEATMAP_CHANNELS), h, h), 0, channels=HEATMAP_CHANNELS, **tensor),
-        ArraySpec("saliency", ("sample", "saliency_channel", "gy", "gx"), "uint8",
-                  (len(SALIENCY_CHANNELS), h, h), 0, channels=SALIENCY_CHANNELS, **tensor),
-        ArraySpec("mask", ("sample", "mask_channel", "gy", "gx"), "uint8",
-                  (len(MASK_CHANNELS), h, h), 0, channels=MASK_CHANNELS, **tensor),
+        *(guidance_spec(name, s, h) for name in config.guidance.types),
         ArraySpec("label", ("sample",), "int16", (), -1, **column),
         ArraySpec("valence", ("sample",), "float32", (), float("nan"), **column),
         ArraySpec("arousal", ("sample",), "float32", (), float("nan"), **column),
@@ -112,11 +135,10 @@ def array_specs(config: PreprocessConfig, n_votes: int = 0, subjects: bool = Fal
     return tuple(specs)
 
 
-# Arrays a shard task computes (everything else comes from the manifest, status last).
-COMPUTED_ARRAYS = (
-    "image", "landmarks", "landmarks_src", "box_src", "aligned_from_src",
-    "heatmap", "saliency", "mask", "message",
-)  # fmt: skip
+def computed_arrays(config: PreprocessConfig) -> tuple[str, ...]:
+    """Arrays a shard task computes and writes (everything else comes from the manifest; then
+    ``status``, last)."""
+    return (*BASE_COMPUTED_ARRAYS, *config.guidance.types, "message")
 
 
 # Inner chunks of tensor arrays hold a few samples, up to this many raw bytes: each zarr chunk
@@ -149,7 +171,6 @@ def _create_array(group: zarr.Group, spec: ArraySpec, n: int, shard_size: int) -
         chunks, shards = (inner, *spec.sample_shape), (shard_len, *spec.sample_shape)
     else:
         chunks, shards = (shard_len, *spec.sample_shape), None
-    attributes = {"channels": list(spec.channels)} if spec.channels else {}
     return group.create_array(
         spec.name,
         shape=shape,
@@ -159,7 +180,7 @@ def _create_array(group: zarr.Group, spec: ArraySpec, n: int, shard_size: int) -
         compressors=compressors,
         fill_value=spec.fill_value,
         dimension_names=spec.dims,
-        attributes=attributes,
+        attributes=spec.attributes,
     )
 
 
@@ -285,6 +306,8 @@ def _write_template(
         "root": root,  # where the sources were read; informational, not part of any hash
         "label_names": list(manifest.label_names),
         "label_sets": label_sets_to_attrs(manifest.label_sets),
+        # landmark i of a horizontally flipped face is landmark landmark_flip_permutation[i]
+        "landmark_flip_permutation": [int(i) for i in FLIP_PERMUTATION],
         "splits": list(manifest.splits),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "complete": False,
@@ -319,6 +342,11 @@ def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
             f"software reads version {SCHEMA_VERSION}"
         )
     return group
+
+
+def stored_guidance(group: zarr.Group) -> tuple[str, ...]:
+    """The guidance types an open store holds (training asks this before it starts)."""
+    return tuple(name for name in GUIDANCE_TYPES if name in group)
 
 
 def read_provenance(path: str | Path) -> dict[str, Any]:
@@ -362,14 +390,13 @@ def write_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray], sta
     Args:
         path: local store directory.
         start: first sample index of the shard.
-        arrays: name -> ``(n, ...)`` values for each name in :data:`COMPUTED_ARRAYS`.
+        arrays: name -> ``(n, ...)`` values for each name in :func:`computed_arrays`.
         status: ``(n,) uint8`` status codes, written last: a shard counts as done only once every
             other array of it is on disk.
     """
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     stop = start + len(status)
-    for name in COMPUTED_ARRAYS:
-        values = arrays[name]
+    for name, values in arrays.items():
         group[name][start:stop] = np.asarray(values, dtype=object) if name == "message" else values
     group["status"][start:stop] = status
 

@@ -1,8 +1,27 @@
-"""Landmark heatmaps: Gaussians centred on the aligned landmarks."""
+"""Landmark heatmaps: Gaussians centred on the aligned landmarks.
+
+Maps cover the S x S aligned crop at H x H pixels (H independent of S); sigma is in aligned pixels.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+
+from pipeline.stages.landmarks import (
+    INNER_LIPS, JAW, LEFT_BROW, LEFT_EYE, LOWER_NOSE, N_LANDMARKS, NOSE_BRIDGE, OUTER_LIPS,
+    RIGHT_BROW, RIGHT_EYE,
+)  # fmt: skip
+
+# Channels of the per-region heatmap (PAL): both brows in one channel, both eyes in one, so a
+# horizontal flip maps every channel onto itself.
+REGION_GROUPS: dict[str, tuple[int, ...]] = {
+    "brows": (*RIGHT_BROW, *LEFT_BROW),
+    "eyes": (*RIGHT_EYE, *LEFT_EYE),
+    "nose": (*NOSE_BRIDGE, *LOWER_NOSE),
+    "mouth": (*OUTER_LIPS, *INNER_LIPS),
+    "jaw": tuple(JAW),
+}
+LANDMARK_GROUPS: tuple[tuple[int, ...], ...] = tuple((i,) for i in range(N_LANDMARKS))
 
 
 def guidance_pixel_centres(aligned_size: int, guidance_size: int) -> np.ndarray:
@@ -40,3 +59,36 @@ def render_landmark_heatmap(
     if peak <= 0:
         return np.zeros((guidance_size, guidance_size), dtype=np.uint8)
     return np.round(heat * (255.0 / peak)).astype(np.uint8)
+
+
+def render_grouped_heatmaps(
+    landmarks: np.ndarray,
+    groups: tuple[tuple[int, ...], ...],
+    aligned_size: int,
+    guidance_size: int,
+    sigma: float,
+) -> np.ndarray:
+    """One heatmap channel per group of landmarks, each the sum of its Gaussians scaled to peak 255.
+
+    Args:
+        landmarks: ``(68, 2)`` (x, y) in aligned pixels.
+        groups: landmark indices of each channel, e.g. ``((0,), (1,), ...)`` for one channel per
+            landmark or :data:`REGION_GROUPS` for one per facial region.
+        aligned_size: S.
+        guidance_size: H.
+        sigma: standard deviation in aligned pixels.
+
+    Returns:
+        ``(len(groups), H, H) uint8``, 0..255 per channel.
+    """
+    points = np.asarray(landmarks, dtype=np.float64)
+    centres = guidance_pixel_centres(aligned_size, guidance_size)
+    along_x = np.exp(-((centres[None, :] - points[:, 0:1]) ** 2) / (2.0 * sigma**2))  # (68, H)
+    along_y = np.exp(-((centres[None, :] - points[:, 1:2]) ** 2) / (2.0 * sigma**2))  # (68, H)
+    out = np.zeros((len(groups), guidance_size, guidance_size), dtype=np.uint8)
+    for channel, indices in enumerate(groups):
+        heat = along_y[list(indices)].T @ along_x[list(indices)]
+        peak = heat.max()
+        if peak > 0:
+            out[channel] = np.round(heat * (255.0 / peak))
+    return out

@@ -34,6 +34,30 @@ def spectral_residual_saliency(image: np.ndarray, guidance_size: int) -> np.ndar
     return normalise_to_uint8(saliency)
 
 
+def fine_grained_saliency(image: np.ndarray, guidance_size: int) -> np.ndarray:
+    """Fine-grained static saliency (Montabone and Soto 2010, centre-surround differences on an
+    integral image), OpenCV's implementation.
+
+    Args:
+        image: ``(S, S) uint8`` or ``(S, S, 3) uint8 RGB`` aligned face.
+        guidance_size: H, side of the output map.
+
+    Returns:
+        ``(H, H) uint8``, min-max normalised to 0..255 (all zeros for a constant image).
+        Deterministic.
+    """
+    gray = to_gray(image)
+    if gray.min() == gray.max():
+        return np.zeros((guidance_size, guidance_size), dtype=np.uint8)
+    ok, saliency = cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(gray)
+    if not ok:
+        raise RuntimeError("OpenCV fine-grained saliency failed")
+    saliency = cv2.resize(
+        saliency.astype(np.float32), (guidance_size, guidance_size), interpolation=cv2.INTER_AREA
+    )
+    return normalise_to_uint8(saliency)
+
+
 def normalise_to_uint8(values: np.ndarray) -> np.ndarray:
     """Min-max normalise a float map to ``uint8`` 0..255; a constant (or non-finite) map gives 0."""
     values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)

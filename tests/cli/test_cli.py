@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.stages.landmarks import FLIP_PERMUTATION
+from pipeline.store import open_store, stored_guidance
+
 BIN = Path(sys.executable).parent
 
 
@@ -28,7 +31,7 @@ def sample_store(tmp_path_factory) -> Path:
 def test_info_describes_counts_arrays_and_provenance(sample_store):
     out = cli("fer-store", "info", sample_store).stdout
     assert "dataset   sample   samples 204   complete True" in out
-    for name in ("image", "heatmap", "saliency", "mask", "landmarks", "status", "message"):
+    for name in ("image", "heatmap", "saliency", "mask_soft", "landmarks", "status", "message"):
         assert f"\n  {name} " in out
     assert "shape_predictor_68_face_landmarks.dat" in out and "config_sha256" in out
     assert "\n  classes  label  face, non-face" in out
@@ -62,3 +65,25 @@ def test_preprocess_reports_a_summary_as_json(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["complete"] and summary["counts"]["total"] == 204
     assert summary["counts"]["ok"] > 50 and summary["counts"]["no_face"] > 100
+
+
+def test_a_store_holds_exactly_the_guidance_asked_for(tmp_path):
+    store = tmp_path / "some.zarr"
+    cli("fer-preprocess", store, "--dataset", "sample", "--scheduler", "synchronous", "--no-progress",
+        "--guidance", "regions,mask_hull,heatmap_landmarks", "--guidance-size", "32")  # fmt: skip
+    group = open_store(store)
+    assert stored_guidance(group) == ("heatmap_landmarks", "mask_hull", "regions")
+    assert "heatmap" not in group and "saliency" not in group and "mask_soft" not in group
+    assert group["heatmap_landmarks"].shape == (204, 68, 32, 32)
+    assert group["heatmap_landmarks"].attrs["flip_permutation"] == FLIP_PERMUTATION.tolist()
+    assert group["regions"].attrs["channels"][:2] == ["right_eye", "left_eye"]
+    assert group["regions"].attrs["flip_permutation"][:2] == [1, 0]
+    assert group.attrs["fer_store"]["landmark_flip_permutation"] == FLIP_PERMUTATION.tolist()
+    ok = group["status"][:] == 1
+    boxes = group["regions"][:][ok]
+    assert np.all(boxes[..., 2] > boxes[..., 0]) and boxes.max() <= 64  # sample dataset: S = 64
+    sheet = tmp_path / "sheet.png"
+    cli("fer-store", "show", store, "--n", "3", "--out", sheet)
+    assert np.asarray(Image.open(sheet)).shape == (112 + 30, 3 * 4 * 112, 3)
+    bad = cli("fer-preprocess", tmp_path / "x.zarr", "--dataset", "sample", "--guidance", "heatmaps", check=False)
+    assert bad.returncode == 1 and "unknown guidance type 'heatmaps'; choose from" in bad.stderr

@@ -1,9 +1,21 @@
+import cv2
 import numpy as np
 import pytest
+import skimage.data
 
-from pipeline.stages.heatmaps import guidance_pixel_centres, render_landmark_heatmap
-from pipeline.stages.masks import FILLED_REGIONS, SOFT_BACKGROUND, render_binary_landmark_mask, soften_mask
-from pipeline.stages.saliency import spectral_residual_saliency
+from pipeline.config import GuidanceConfig
+from pipeline.errors import ConfigError
+from pipeline.guidance import GUIDANCE_TYPES, resolve_guidance
+from pipeline.stages.heatmaps import (
+    LANDMARK_GROUPS, REGION_GROUPS, guidance_pixel_centres, render_grouped_heatmaps, render_landmark_heatmap,
+)  # fmt: skip
+from pipeline.stages.landmarks import FLIP_PERMUTATION
+from pipeline.stages.masks import (
+    FILLED_REGIONS, SOFT_BACKGROUND, _filled_regions, render_binary_landmark_mask, render_dilated_landmark_mask,
+    render_face_hull_mask, soften_mask,
+)  # fmt: skip
+from pipeline.stages.regions import REGIONS, region_boxes
+from pipeline.stages.saliency import fine_grained_saliency, spectral_residual_saliency
 from tests.pipeline.test_align import synthetic_landmarks
 
 
@@ -94,3 +106,116 @@ def test_saliency_is_finite_normalised_and_deterministic():
 
 def test_saliency_of_a_constant_image_is_zero():
     assert spectral_residual_saliency(np.full((48, 48), 77, np.uint8), 48).max() == 0
+
+
+def flip_landmarks(landmarks: np.ndarray, aligned_size: int) -> np.ndarray:
+    """The landmarks of the horizontally flipped face: x -> S - x, then left/right indices swapped."""
+    flipped = landmarks.copy()
+    flipped[:, 0] = aligned_size - flipped[:, 0]
+    return flipped[FLIP_PERMUTATION]
+
+
+def test_flip_permutation_is_an_involution_that_swaps_sides():
+    assert np.array_equal(FLIP_PERMUTATION[FLIP_PERMUTATION], np.arange(68))
+    face = face_landmarks(112)  # a left/right symmetric face: flipping it gives it back
+    np.testing.assert_allclose(flip_landmarks(face, 112), face, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(GUIDANCE_TYPES))
+@pytest.mark.parametrize("aligned_size, guidance_size", [(112, 112), (48, 64)])
+def test_flipping_landmarks_then_rendering_equals_rendering_then_flipping(name, aligned_size, guidance_size):
+    kind = GUIDANCE_TYPES[name]
+    config = GuidanceConfig(types=(name,), size=guidance_size, heatmap_sigma=2.0)
+    rng = np.random.default_rng(7)
+    landmarks = (face_landmarks(112) + rng.normal(0, 1.5, (68, 2))).astype(np.float32) * (aligned_size / 112)
+    rgb = cv2.resize(skimage.data.astronaut()[30:230, 150:350], (aligned_size, aligned_size))  # a real face
+    rendered = kind.render(rgb, landmarks, aligned_size, config)
+    rendered_flipped = kind.render(rgb[:, ::-1].copy(), flip_landmarks(landmarks, aligned_size), aligned_size, config)
+    permutation = list(kind.flip_permutation or range(len(kind.channels)))
+    if kind.boxes:
+        expected = rendered[permutation].copy()
+        expected[:, [0, 2]] = aligned_size - rendered[permutation][:, [2, 0]]
+        np.testing.assert_allclose(rendered_flipped, expected, atol=1e-3)
+        return
+    assert rendered.shape == (len(kind.channels), guidance_size, guidance_size) and rendered.dtype == np.uint8
+    expected = rendered[permutation][:, :, ::-1]
+    if name.startswith("saliency"):  # computed from the image: FFT / integral-image borders are not mirror-exact
+        correlation = np.corrcoef(expected.ravel().astype(float), rendered_flipped.ravel().astype(float))[0, 1]
+        assert correlation > 0.99
+    elif name.startswith("heatmap"):
+        assert np.abs(expected.astype(int) - rendered_flipped.astype(int)).max() <= 1
+    else:  # polygons: OpenCV's rasteriser is not mirror-exact, so they may differ on edge pixels only
+        for want, got in zip(expected, rendered_flipped):
+            edge = cv2.dilate(want, np.ones((3, 3), np.uint8)) != cv2.erode(want, np.ones((3, 3), np.uint8))
+            assert not np.any((want != got) & ~edge)
+
+
+def test_region_heatmap_channels_light_up_their_own_landmarks():
+    landmarks = face_landmarks(112)
+    heat = render_grouped_heatmaps(landmarks, tuple(REGION_GROUPS.values()), 112, 56, sigma=2.0)
+    assert heat.shape == (5, 56, 56)
+    for channel, name in enumerate(REGION_GROUPS):
+        for other, indices in enumerate(REGION_GROUPS.values()):
+            pixels = (landmarks[list(indices)] / 2).astype(int)  # guidance pixels of the group's landmarks
+            mean = heat[channel, pixels[:, 1], pixels[:, 0]].mean()
+            assert mean > 150 if other == channel else mean < 10, (name, list(REGION_GROUPS)[other], mean)
+
+
+def test_sixty_eight_channel_heatmap_peaks_at_each_landmark():
+    landmarks = face_landmarks(112)
+    heat = render_grouped_heatmaps(landmarks, LANDMARK_GROUPS, 112, 112, sigma=1.5)
+    for i, (x, y) in enumerate(landmarks):
+        row, col = np.unravel_index(heat[i].argmax(), heat[i].shape)
+        assert abs(col + 0.5 - x) <= 1.0 and abs(row + 0.5 - y) <= 1.0, i
+
+
+def test_dilated_mask_grows_the_regions_and_drops_the_jaw():
+    landmarks = face_landmarks(112)
+    regions = _filled_regions(landmarks, 112, 112)  # the binary mask without its jaw line
+    dilated = render_dilated_landmark_mask(landmarks, 112, 112)
+    assert set(np.unique(dilated)) <= {0, 255}
+    assert np.all(dilated[regions == 255] == 255)
+    assert (dilated == 255).sum() > 1.5 * (regions == 255).sum()
+    chin_x, chin_y = landmarks[8]  # the jaw line at the chin, far from every filled region
+    assert dilated[int(chin_y) - 1 : int(chin_y) + 1, int(chin_x)].max() == 0
+    assert render_binary_landmark_mask(landmarks, 112, 112)[int(chin_y) - 1 : int(chin_y) + 1, int(chin_x)].max() == 255
+
+
+def test_face_hull_covers_every_landmark_and_no_corner():
+    landmarks = face_landmarks(112)
+    hull = render_face_hull_mask(landmarks, 112, 56)
+    for x, y in landmarks / 2:
+        assert hull[min(int(y), 55), min(int(x), 55)] == 255 or hull[int(y) - 1, int(x)] == 255
+    assert hull[0, 0] == hull[0, 55] == hull[55, 0] == hull[55, 55] == 0
+    assert hull[28, 28] == 255
+
+
+def test_region_boxes_sit_on_their_landmarks_scale_with_the_face_and_stay_in_the_crop():
+    landmarks = face_landmarks(112)
+    boxes = region_boxes(landmarks, 112)
+    assert boxes.shape == (len(REGIONS), 4) and boxes.dtype == np.float32
+    for (indices, _, _), (left, top, right, bottom) in zip(REGIONS.values(), boxes):
+        cx, cy = landmarks[list(indices)].mean(0)
+        assert left < cx < right and top < cy < bottom
+    mouth = boxes[list(REGIONS).index("mouth")]
+    assert mouth[0] < landmarks[48, 0] and landmarks[54, 0] < mouth[2]  # both corners inside
+    np.testing.assert_allclose(region_boxes(landmarks * 0.5, 56), boxes * 0.5, atol=1e-4)
+    edge = region_boxes(landmarks - [40, 0], 112)  # face pushed off the left edge
+    assert edge.min() >= 0 and edge.max() <= 112
+
+
+def test_fine_grained_saliency_is_finite_normalised_and_deterministic():
+    rng = np.random.default_rng(3)
+    image = rng.normal(100, 10, (112, 112)).clip(0, 255).astype(np.uint8)
+    image[40:60, 50:70] = 250
+    first = fine_grained_saliency(image, 56)
+    assert first.dtype == np.uint8 and first.min() == 0 and first.max() == 255
+    np.testing.assert_array_equal(first, fine_grained_saliency(image.copy(), 56))
+    assert fine_grained_saliency(np.full((48, 48), 5, np.uint8), 48).max() == 0
+
+
+def test_unknown_guidance_names_are_refused_with_the_list():
+    with pytest.raises(ConfigError, match="unknown guidance type 'heatmaps'; choose from: heatmap, "):
+        GuidanceConfig(types=("heatmaps",))
+    assert GuidanceConfig(types=("mask_hull", "heatmap")).types == ("heatmap", "mask_hull")
+    assert resolve_guidance("all") == tuple(GUIDANCE_TYPES)
