@@ -51,6 +51,7 @@ test: install
 bench: install
 	$(BIN)/python bench/preprocess.py
 	$(BIN)/python bench/datasets.py
+	$(BIN)/python bench/guidance.py
 
 clean:
 	rm -rf build .pytest_cache
