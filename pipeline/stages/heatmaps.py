@@ -33,34 +33,6 @@ def guidance_pixel_centres(aligned_size: int, guidance_size: int) -> np.ndarray:
     return (np.arange(guidance_size, dtype=np.float64) + 0.5) * (aligned_size / guidance_size)
 
 
-def render_landmark_heatmap(
-    landmarks: np.ndarray, aligned_size: int, guidance_size: int, sigma: float
-) -> np.ndarray:
-    """Sum of one isotropic Gaussian per landmark, scaled so the maximum is 255.
-
-    Args:
-        landmarks: ``(K, 2)`` (x, y) in aligned pixels (K = 68 for a face).
-        aligned_size: S, the aligned crop the landmarks live in.
-        guidance_size: H, side of the output map (any H; the map covers the whole S x S crop).
-        sigma: standard deviation in aligned pixels.
-
-    Returns:
-        ``(H, H) uint8``, 0..255; all zeros when there are no landmarks.
-    """
-    points = np.asarray(landmarks, dtype=np.float64)
-    if points.size == 0:
-        return np.zeros((guidance_size, guidance_size), dtype=np.uint8)
-    centres = guidance_pixel_centres(aligned_size, guidance_size)
-    # Separable: exp(-(dx^2 + dy^2) / 2s^2) = exp(-dx^2 / 2s^2) * exp(-dy^2 / 2s^2).
-    along_x = np.exp(-((centres[None, :] - points[:, 0:1]) ** 2) / (2.0 * sigma**2))  # (K, H)
-    along_y = np.exp(-((centres[None, :] - points[:, 1:2]) ** 2) / (2.0 * sigma**2))  # (K, H)
-    heat = along_y.T @ along_x  # (H rows, H columns)
-    peak = heat.max()
-    if peak <= 0:
-        return np.zeros((guidance_size, guidance_size), dtype=np.uint8)
-    return np.round(heat * (255.0 / peak)).astype(np.uint8)
-
-
 def render_grouped_heatmaps(
     landmarks: np.ndarray,
     groups: tuple[tuple[int, ...], ...],
@@ -71,7 +43,7 @@ def render_grouped_heatmaps(
     """One heatmap channel per group of landmarks, each the sum of its Gaussians scaled to peak 255.
 
     Args:
-        landmarks: ``(68, 2)`` (x, y) in aligned pixels.
+        landmarks: ``(K, 2)`` (x, y) in aligned pixels (K = 68 for a face).
         groups: landmark indices of each channel, e.g. ``((0,), (1,), ...)`` for one channel per
             landmark or :data:`REGION_GROUPS` for one per facial region.
         aligned_size: S.
@@ -83,8 +55,9 @@ def render_grouped_heatmaps(
     """
     points = np.asarray(landmarks, dtype=np.float64)
     centres = guidance_pixel_centres(aligned_size, guidance_size)
-    along_x = np.exp(-((centres[None, :] - points[:, 0:1]) ** 2) / (2.0 * sigma**2))  # (68, H)
-    along_y = np.exp(-((centres[None, :] - points[:, 1:2]) ** 2) / (2.0 * sigma**2))  # (68, H)
+    # Separable: exp(-(dx^2 + dy^2) / 2s^2) = exp(-dx^2 / 2s^2) * exp(-dy^2 / 2s^2).
+    along_x = np.exp(-((centres[None, :] - points[:, 0:1]) ** 2) / (2.0 * sigma**2))  # (K, H)
+    along_y = np.exp(-((centres[None, :] - points[:, 1:2]) ** 2) / (2.0 * sigma**2))  # (K, H)
     out = np.zeros((len(groups), guidance_size, guidance_size), dtype=np.uint8)
     for channel, indices in enumerate(groups):
         heat = along_y[list(indices)].T @ along_x[list(indices)]

@@ -7,7 +7,7 @@ from pipeline.config import GuidanceConfig
 from pipeline.errors import ConfigError
 from pipeline.guidance import GUIDANCE_TYPES, resolve_guidance
 from pipeline.stages.heatmaps import (
-    LANDMARK_GROUPS, REGION_GROUPS, guidance_pixel_centres, render_grouped_heatmaps, render_landmark_heatmap,
+    LANDMARK_GROUPS, REGION_GROUPS, guidance_pixel_centres, render_grouped_heatmaps,
 )  # fmt: skip
 from pipeline.stages.landmarks import FLIP_PERMUTATION
 from pipeline.stages.masks import (
@@ -23,7 +23,7 @@ from tests.pipeline.test_align import synthetic_landmarks
 def test_single_gaussian_peaks_at_its_landmark_within_half_a_pixel(aligned_size, guidance_size):
     rng = np.random.default_rng(0)
     for point in rng.uniform(0.2, 0.8, size=(10, 2)) * aligned_size:
-        heat = render_landmark_heatmap(point[None], aligned_size, guidance_size, sigma=3.0)
+        heat = render_grouped_heatmaps(point[None], ((0,),), aligned_size, guidance_size, sigma=3.0)[0]
         assert heat.dtype == np.uint8 and heat.shape == (guidance_size, guidance_size)
         assert heat.max() == 255
         # The peak may span a few pixels after rounding to uint8: take their centre.
@@ -36,7 +36,7 @@ def test_single_gaussian_peaks_at_its_landmark_within_half_a_pixel(aligned_size,
 
 def test_heatmap_of_68_landmarks_is_bright_at_landmarks_and_dark_far_away():
     landmarks = synthetic_landmarks()  # S = 100
-    heat = render_landmark_heatmap(landmarks, 100, 100, sigma=2.0)
+    heat = render_grouped_heatmaps(landmarks, (tuple(range(68)),), 100, 100, sigma=2.0)[0]
     for x, y in landmarks:
         assert heat[int(y), int(x)] > 60
     assert heat[:5, :5].max() == 0
