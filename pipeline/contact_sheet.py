@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.datasets import get_dataset
 from pipeline.errors import StoreError
 from pipeline.stages.decode import decode_image, to_rgb
-from pipeline.store import ATTRS_KEY, USABLE_STATUSES, Status, open_store
+from pipeline.store import ATTRS_KEY, USABLE_STATUSES, Status, open_store, stored_guidance
 
 TILE = 112
 CAPTION = 30
@@ -84,7 +84,8 @@ def _wrap(text: str, width_chars: int) -> list[str]:
     return lines + [line] if line else lines
 
 
-def _sample_cell(group, provenance: dict, index: int) -> np.ndarray:
+def _sample_cell(group, provenance: dict, held: tuple[str, ...], index: int) -> np.ndarray:
+    """One sample's tiles and caption; ``held`` is the guidance the store holds."""
     size = group["image"].shape[-1]
     status = Status(int(group["status"][index]))
     label = int(group["label"][index])
@@ -96,12 +97,12 @@ def _sample_cell(group, provenance: dict, index: int) -> np.ndarray:
         marked = face.copy()
         for x, y in group["landmarks"][index] * (TILE / size):
             cv2.circle(marked, (int(x), int(y)), 1, (0, 255, 0), -1, cv2.LINE_AA)
-        if "regions" in group:
+        if "regions" in held:
             for left, top, right, bottom in group["regions"][index] * (TILE / size):
                 cv2.rectangle(marked, (int(left), int(top)), (int(right), int(bottom)), (255, 200, 0), 1)
         tiles = [marked]
         for family in TILE_FAMILIES:
-            name = next((n for n in family if n in group), None)
+            name = next((n for n in family if n in held), None)
             if name is None:
                 tile = np.full((TILE, TILE, 3), 200, np.uint8)
                 cv2.putText(tile, f"no {family[0]}", (6, TILE // 2), _FONT, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
@@ -138,7 +139,8 @@ def render_contact_sheet(path: str | Path, indices: np.ndarray) -> np.ndarray:
     """``(rows * (TILE + CAPTION), COLUMNS * 4 * TILE, 3) uint8 BGR`` sheet of the given samples."""
     group = open_store(path)
     provenance = group.attrs[ATTRS_KEY]
-    cells = [_sample_cell(group, provenance, int(i)) for i in indices]
+    held = stored_guidance(group)
+    cells = [_sample_cell(group, provenance, held, int(i)) for i in indices]
     blank = np.full((TILE + CAPTION, 4 * TILE, 3), 255, np.uint8)
     cells += [blank] * (-len(cells) % COLUMNS)
     rows = [np.hstack(cells[i : i + COLUMNS]) for i in range(0, len(cells), COLUMNS)]

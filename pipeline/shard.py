@@ -176,10 +176,11 @@ class ShardSummary:
 
 
 def _empty_shard_arrays(n: int, config: PreprocessConfig) -> dict[str, np.ndarray]:
+    computed = store.computed_arrays(config)
     arrays = {
         spec.name: np.zeros((n, *spec.sample_shape), dtype=spec.dtype)
         for spec in store.array_specs(config)
-        if spec.name in store.computed_arrays(config) and spec.dtype is not str
+        if spec.name in computed and spec.dtype is not str
     }
     arrays["message"] = np.array([""] * n, dtype=object)
     return arrays

@@ -37,11 +37,14 @@ def _to_opencv_points(points: np.ndarray) -> np.ndarray:
     return np.round((points - 0.5) * (1 << _SUBPIXEL_BITS)).astype(np.int32)
 
 
-def _filled_regions(landmarks: np.ndarray, aligned_size: int, guidance_size: int) -> np.ndarray:
-    """``(H, H) uint8`` {0, 255}: the convex hull of every :data:`FILLED_REGIONS` entry, filled."""
+def _filled_regions(
+    landmarks: np.ndarray, aligned_size: int, guidance_size: int, groups=FILLED_REGIONS.values()
+) -> np.ndarray:
+    """``(H, H) uint8`` {0, 255}: the convex hull of each group of landmark indices (by default
+    every :data:`FILLED_REGIONS` entry), filled."""
     points = np.asarray(landmarks, dtype=np.float64) * (guidance_size / aligned_size)
     mask = np.zeros((guidance_size, guidance_size), dtype=np.uint8)
-    for indices in FILLED_REGIONS.values():
+    for indices in groups:
         hull = cv2.convexHull(_to_opencv_points(points[list(indices)]))
         cv2.fillPoly(mask, [hull], 255, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
     return mask
@@ -83,7 +86,7 @@ def soften_mask(binary_mask: np.ndarray) -> np.ndarray:
 
 def render_dilated_landmark_mask(landmarks: np.ndarray, aligned_size: int, guidance_size: int) -> np.ndarray:
     """Guided-STN dilated mask: the filled regions of the binary mask without the jaw line,
-    dilated by an elliptical kernel of about H/14 pixels (8 pixels at H = 112), so the regions grow
+    dilated by an elliptical kernel of about H/14 pixels (9 pixels at H = 112), so the regions grow
     into the skin around them.
 
     Args:
@@ -112,8 +115,4 @@ def render_face_hull_mask(landmarks: np.ndarray, aligned_size: int, guidance_siz
     Returns:
         ``(H, H) uint8`` with values {0, 255}.
     """
-    points = np.asarray(landmarks, dtype=np.float64) * (guidance_size / aligned_size)
-    mask = np.zeros((guidance_size, guidance_size), dtype=np.uint8)
-    hull = cv2.convexHull(_to_opencv_points(points))
-    cv2.fillPoly(mask, [hull], 255, lineType=cv2.LINE_8, shift=_SUBPIXEL_BITS)
-    return mask
+    return _filled_regions(landmarks, aligned_size, guidance_size, groups=[range(len(landmarks))])
