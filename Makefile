@@ -13,6 +13,7 @@ STORE ?= stores/$(DATASET).zarr
 PRIOR ?=
 LANDMARKS ?=
 GUIDANCE ?=
+SALIENCY_MODEL ?=
 SIZE ?=
 COLOR ?=
 UPSAMPLE ?=
@@ -41,6 +42,7 @@ preprocess: install
 	$(BIN)/fer-preprocess "$(STORE)" --dataset $(DATASET) \
 		$(if $(DATA_ROOT),--root "$(DATA_ROOT)") $(if $(PRIOR),--prior $(PRIOR)) \
 		$(if $(LANDMARKS),--landmarks $(LANDMARKS)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) \
+		$(if $(SALIENCY_MODEL),--saliency-model "$(SALIENCY_MODEL)") \
 		$(if $(SIZE),--size $(SIZE)) $(if $(COLOR),--color $(COLOR)) \
 		$(if $(UPSAMPLE),--upsample $(UPSAMPLE)) $(if $(WORKERS),--workers $(WORKERS)) \
 		$(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(PREPROCESS_ARGS)

@@ -6,6 +6,10 @@ alignment, as AffectNet-size crops would be), in this process (no Dask, so the t
 workers' per-sample stage times), and prints JSON: per guidance type, ms per sample (usable
 samples only; failed ones render nothing) and bytes per sample of its array on disk.
 
+It also grows a store built with the default guidance by three more types
+(``fer-preprocess STORE --guidance ...``, no --dataset) and compares the time with the build's:
+growing reads the stored faces and landmarks instead of decoding, detecting and aligning again.
+
     .venv/bin/python bench/guidance.py [--fer-images 600]
 """
 
@@ -20,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.config import build_config  # noqa: E402
-from pipeline.guidance import GUIDANCE_TYPES  # noqa: E402
-from pipeline.run import SYNCHRONOUS, preprocess  # noqa: E402
+from pipeline.guidance import resolve_guidance  # noqa: E402
+from pipeline.run import SYNCHRONOUS, grow, preprocess  # noqa: E402
 from pipeline.store import bytes_on_disk  # noqa: E402
 from tests.conftest import extract_fer2013  # noqa: E402
 
@@ -40,10 +44,26 @@ def measure(root: Path, size: int, workdir: Path) -> dict:
             "ms_per_sample": round(summary.stage_seconds.get(name, 0.0) / usable * 1e3, 3),
             "bytes_per_sample": round(bytes_on_disk(store / name) / n),
         }
-        for name in GUIDANCE_TYPES
+        for name in resolve_guidance("all")
     }
     return {"samples": n, "usable": usable, "image_bytes_per_sample": round(bytes_on_disk(store / "image") / n),
             "guidance": per_type}  # fmt: skip
+
+
+GROWN = "heatmap_regions,saliency_fine_grained,mask_hull"
+
+
+def measure_growth(root: Path, size: int, workdir: Path) -> dict:
+    store = workdir / f"grow{size}.zarr"
+    config = build_config({"detect": {"prior": "full-frame"}, "align": {"size": size, "color": "gray"}})
+    built = preprocess(store, "fer2013", root, config, scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None)
+    grown = grow(store, GROWN, scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None)
+    return {
+        "build_seconds": round(built.seconds, 2),
+        "added": GROWN,
+        "grow_seconds": round(grown.seconds, 2),
+        "grow_stage_seconds": {k: round(v, 3) for k, v in grown.stage_seconds.items()},
+    }
 
 
 def main() -> None:
@@ -54,6 +74,7 @@ def main() -> None:
         workdir = Path(workdir)
         root = extract_fer2013(workdir / "fer", per_class=max(1, args.fer_images // 14))
         result = {str(size): measure(root, size, workdir) for size in (48, 112)}
+        result["growth"] = {str(size): measure_growth(root, size, workdir) for size in (48, 112)}
     print(json.dumps(result, indent=2))
 
 

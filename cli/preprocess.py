@@ -10,12 +10,15 @@ from cli.errors import user_errors
 from pipeline.config import COLORS, LANDMARK_SOURCES, PRIORS, build_config
 from pipeline.datasets import DATASETS, get_dataset
 from pipeline.guidance import DEFAULT_GUIDANCE, GUIDANCE_TYPES
-from pipeline.run import preprocess
+from pipeline.run import grow, preprocess
+
+BUILD_ONLY = ("root", "prior", "landmarks", "upsample", "size", "color", "guidance_size", "heatmap_sigma",
+              "max_pixels", "shard_size", "landmark_model", "overwrite")  # fmt: skip
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.argument("store", type=click.Path(file_okay=False))
-@click.option("--dataset", required=True, type=click.Choice(sorted(DATASETS)), help="Dataset layout of --root.")
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), help="Dataset layout of --root. Leave out to add --guidance types to the complete STORE.")
 @click.option("--root", type=click.Path(), help="Dataset root directory as distributed (not needed for 'sample').")
 @click.option("--prior", type=click.Choice(PRIORS), help="Box used when the detector finds no face. [dataset default, else none]")
 @click.option("--landmarks", type=click.Choice(LANDMARK_SOURCES), help="Landmarks from dlib, or those the dataset provides (affectnet). [dlib]")
@@ -23,6 +26,7 @@ from pipeline.run import preprocess
 @click.option("--size", type=int, help="Side S of the aligned face crop in pixels. [dataset default, else 112]")
 @click.option("--color", type=click.Choice(COLORS), help="Aligned image colour. [dataset default, else rgb]")
 @click.option("--guidance", help=f"Guidance types to compute, comma-separated, or 'all': {', '.join(GUIDANCE_TYPES)}. [{','.join(DEFAULT_GUIDANCE)}]")
+@click.option("--saliency-model", type=click.Path(dir_okay=False), help="ONNX saliency network for the saliency_network guidance type (contract in the README).")
 @click.option("--guidance-size", type=int, help="Side H of heatmaps, saliency and masks. [same as --size]")
 @click.option("--heatmap-sigma", type=float, help="Landmark Gaussian sigma in aligned pixels. [2.0]")
 @click.option("--max-pixels", type=int, help="Refuse images larger than this many pixels. [40000000]")
@@ -33,11 +37,28 @@ from pipeline.run import preprocess
 @click.option("--overwrite", is_flag=True, help="Delete an existing store and build it again.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance, guidance_size, heatmap_sigma,
-         max_pixels, shard_size, landmark_model, scheduler, workers, overwrite, progress, as_json):
+def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance, saliency_model, guidance_size,
+         heatmap_sigma, max_pixels, shard_size, landmark_model, scheduler, workers, overwrite, progress, as_json):
     """Detect faces, place 68 landmarks, align and render guidance for every image of a dataset,
     writing the Zarr store STORE. Running it again on the same STORE with the same options does
-    only what is missing; with other options it refuses before any work."""
+    only what is missing; with other options it refuses before any work.
+
+    Without --dataset, adds the --guidance types to the complete store STORE from its stored
+    aligned faces and landmarks (resumable the same way)."""
+    if dataset is None:
+        given = [name for name in BUILD_ONLY if click.get_current_context().params[name] not in (None, False)]
+        if given:
+            raise click.UsageError(
+                f"--{given[0].replace('_', '-')} needs --dataset: adding guidance to a store (no --dataset) "
+                "uses the store's own settings; pass only --guidance (and --saliency-model, --scheduler, --workers)"
+            )
+        if guidance is None:
+            raise click.UsageError("pass --dataset to build a store, or --guidance LIST to add guidance types to STORE")
+        with user_errors():
+            summary = grow(store, guidance, saliency_model=saliency_model, scheduler=scheduler, workers=workers,
+                           progress=progress)  # fmt: skip
+        _report(summary, as_json)
+        return
     user = {
         "decode": {"max_pixels": max_pixels},
         "detect": {"prior": prior, "upsample": upsample},
@@ -52,9 +73,13 @@ def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance
         config = build_config(get_dataset(dataset).config_defaults, user)
         summary = preprocess(
             store, dataset, root, config,
-            landmark_model=landmark_model, scheduler=scheduler, workers=workers,
-            overwrite=overwrite, progress=progress,
+            landmark_model=landmark_model, saliency_model=saliency_model, scheduler=scheduler,
+            workers=workers, overwrite=overwrite, progress=progress,
         )  # fmt: skip
+    _report(summary, as_json)
+
+
+def _report(summary, as_json: bool) -> None:
     click.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.format())
     if summary.failed_shards:
         raise SystemExit(1)

@@ -25,7 +25,7 @@ COLUMNS = 3  # samples per sheet row
 # channels are shown as their maximum); region boxes are drawn on the face tile.
 TILE_FAMILIES = (
     ("heatmap", "heatmap_regions", "heatmap_landmarks"),
-    ("saliency", "saliency_fine_grained"),
+    ("saliency", "saliency_fine_grained", "saliency_network"),
     ("mask_soft", "mask_binary", "mask_dilated", "mask_hull"),
 )
 _FONT = cv2.FONT_HERSHEY_SIMPLEX

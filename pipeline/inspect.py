@@ -67,4 +67,12 @@ def describe_store(path: str | Path) -> str:
         lines.append(f"  model {role:<10} {model['file']} sha256 {model['sha256'][:16]}...")
     lines.append("  versions         " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()))
     lines.append("  config           " + json.dumps(prov["config"], sort_keys=True))
+    for added in prov.get("guidance_added", []):
+        models = "".join(f", {m['file']} sha256 {m['sha256'][:16]}..." for m in added["models"].values())
+        lines.append(f"  added            {', '.join(added['types'])} ({added['finished']}{models})")
+    if "growing" in prov:
+        lines.append(
+            f"  ADDING           {', '.join(prov['growing']['types'])} (unfinished, not offered to training; "
+            "run fer-preprocess STORE --guidance with them again to finish)"
+        )
     return "\n".join(lines)

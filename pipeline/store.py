@@ -9,6 +9,12 @@ attributes under :data:`ATTRS_KEY`. Nothing in a store needs pickle to read.
 Writers own whole shards: the template is created once (:func:`prepare_store`), then each task
 writes one shard's region of every array (:func:`write_shard`), ``status`` last, and
 :func:`finalize_store` records counts and consolidates metadata.
+
+A complete store grows guidance types the same way: :func:`begin_growth` adds their arrays and a
+``growing`` mark array (one flag per sample), each task writes a shard of the new arrays and then
+its marks (:func:`write_grown_shard`), and :func:`finish_growth` drops the marks and records the
+addition in the provenance under ``guidance_added``. Until then the new types are listed under
+``growing`` and :func:`stored_guidance` does not offer them.
 """
 
 from __future__ import annotations
@@ -104,13 +110,17 @@ def guidance_spec(name: str, aligned_size: int, guidance_size: int) -> ArraySpec
     )  # fmt: skip
 
 
+def guidance_specs(types: tuple[str, ...], config: PreprocessConfig) -> tuple[ArraySpec, ...]:
+    """The arrays of guidance ``types`` at ``config``'s aligned and guidance sizes."""
+    return tuple(guidance_spec(name, config.align.size, config.guidance.size) for name in types)
+
+
 def array_specs(config: PreprocessConfig, n_votes: int = 0, subjects: bool = False) -> tuple[ArraySpec, ...]:
     """Every array a store built with ``config`` holds: the aligned face and landmarks, one array
     per guidance type in ``config.guidance.types``, the manifest's columns; ``votes`` only when
     the dataset has ``n_votes`` > 0 vote columns, ``subject`` only when it names the person in
     each sample."""
-    s, h = config.align.size, config.guidance.size
-    c = config.align.channels
+    s, c = config.align.size, config.align.channels
     tensor = dict(per_sample_chunks=True)
     column = dict(per_sample_chunks=False)
     specs = [
@@ -119,7 +129,7 @@ def array_specs(config: PreprocessConfig, n_votes: int = 0, subjects: bool = Fal
         ArraySpec("landmarks_src", ("sample", "landmark", "xy"), "float32", (68, 2), 0.0, **tensor),
         ArraySpec("box_src", ("sample", "edge"), "float32", (4,), 0.0, **column),
         ArraySpec("aligned_from_src", ("sample", "row", "col"), "float32", (2, 3), 0.0, **column),
-        *(guidance_spec(name, s, h) for name in config.guidance.types),
+        *guidance_specs(config.guidance.types, config),
         ArraySpec("label", ("sample",), "int16", (), -1, **column),
         ArraySpec("valence", ("sample",), "float32", (), float("nan"), **column),
         ArraySpec("arousal", ("sample",), "float32", (), float("nan"), **column),
@@ -266,11 +276,22 @@ def _check_resumable(path: Path, manifest: Manifest, config: PreprocessConfig, m
         current = models.get(role, {})
         if stored.get("sha256") != current.get("sha256"):
             problems.append(f"{role} model differs: store used {stored}, this run {current}")
+    hint = ""
+    stored_types = set(provenance["config"]["guidance"]["types"]) | set(stored_guidance(open_store(path)))
+    extra = [name for name in config.guidance.types if name not in stored_types]
+    if len(problems) == 1 and extra and config.to_dict() == {
+        **provenance["config"], "guidance": {**provenance["config"]["guidance"], "types": list(config.guidance.types)}
+    }:  # only the guidance types differ, by types the store lacks: it can grow them
+        hint = (
+            f"\nTo add {', '.join(extra)} to this store, run `fer-preprocess {path} --guidance {','.join(extra)}` "
+            "(no --dataset) once the store is complete."
+        )
     if problems:
         raise StoreMismatchError(
             f"the store at {path} was built from other inputs, so it cannot be resumed:\n  - "
             + "\n  - ".join(problems)
             + "\nUse the same options to resume it, another STORE path, or --overwrite to rebuild it."
+            + hint
         )
 
 
@@ -345,8 +366,15 @@ def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
 
 
 def stored_guidance(group: zarr.Group) -> tuple[str, ...]:
-    """The guidance types an open store holds (training asks this before it starts)."""
-    return tuple(name for name in GUIDANCE_TYPES if name in group)
+    """The guidance types an open store holds complete (training asks this before it starts);
+    types still being added (:func:`begin_growth`) are left out."""
+    growing = growth_in_progress(group)
+    return tuple(name for name in GUIDANCE_TYPES if name in group and name not in growing)
+
+
+def growth_in_progress(group: zarr.Group) -> tuple[str, ...]:
+    """The guidance types an unfinished :func:`begin_growth` is adding (empty when none)."""
+    return tuple(group.attrs[ATTRS_KEY].get("growing", {}).get("types", ()))
 
 
 def read_provenance(path: str | Path) -> dict[str, Any]:
@@ -429,3 +457,91 @@ def bytes_on_disk(path: str | Path) -> int:
         for name in files:
             total += os.path.getsize(os.path.join(folder, name))
     return total
+
+
+GROWTH_MARK = "growing"
+
+
+def begin_growth(path: str | Path, types: tuple[str, ...], models: dict[str, dict[str, str]]) -> None:
+    """Add empty arrays for guidance ``types`` to a complete store, with a ``growing`` mark array
+    (``(N,) uint8``, 1 where a shard's new guidance is written), and list them under ``growing``
+    in the provenance with the model files they use. Does nothing if this growth already began.
+
+    Raises:
+        StoreError: another growth is unfinished, or a type is already stored.
+    """
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    provenance = dict(group.attrs[ATTRS_KEY])
+    growing = provenance.get("growing")
+    if growing is not None:
+        if tuple(growing["types"]) != tuple(types) or growing["models"] != models:
+            raise StoreError(
+                f"{path} is already adding {', '.join(growing['types'])} with the model files "
+                f"{growing['models']}; run the same command again (same --guidance and model files) to finish it"
+            )
+        return
+    present = [name for name in types if name in group]
+    if present:
+        raise StoreError(f"{path} already holds {', '.join(present)}")
+    config = PreprocessConfig.from_dict(provenance["config"])
+    n = group["status"].shape[0]
+    for spec in guidance_specs(types, config):
+        _create_array(group, spec, n, config.shard_size)
+    mark = ArraySpec(GROWTH_MARK, ("sample",), "uint8", (), 0, per_sample_chunks=False)
+    _create_array(group, mark, n, config.shard_size)
+    provenance["growing"] = {
+        "types": list(types),
+        "models": models,
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    group.attrs[ATTRS_KEY] = provenance
+
+
+def growth_pending_shards(path: str | Path) -> list[tuple[int, int]]:
+    """Shards of an unfinished growth whose marks are not all set (or cannot be read)."""
+    group = open_store(path)
+    mark = group[GROWTH_MARK]
+    pending = []
+    for start, stop in shard_bounds(mark.shape[0], group.attrs[ATTRS_KEY]["config"]["shard_size"]):
+        try:
+            done = bool(np.all(mark[start:stop] == 1))
+        except Exception:  # noqa: BLE001 - any decode error means "not finished"
+            done = False
+        if not done:
+            pending.append((start, stop))
+    return pending
+
+
+def write_grown_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write one shard's region of each new guidance array (and ``status``/``message`` where a
+    sample failed), then the shard's growth marks.
+
+    Args:
+        arrays: name -> ``(n, ...)`` values; every array has the same n.
+    """
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    n = len(next(iter(arrays.values())))
+    for name, values in arrays.items():
+        group[name][start : start + n] = np.asarray(values, dtype=object) if name == "message" else values
+    group[GROWTH_MARK][start : start + n] = np.ones(n, dtype=np.uint8)
+
+
+def finish_growth(path: str | Path) -> dict[str, Any] | None:
+    """If every shard of the growth is written: drop the marks, move the growth from ``growing`` to
+    the ``guidance_added`` list of the provenance (types, model files, library versions, start and
+    end times), recount statuses and consolidate metadata. Returns the record, or None while
+    shards are still pending."""
+    if growth_pending_shards(path):
+        return None
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    del group[GROWTH_MARK]
+    provenance = dict(group.attrs[ATTRS_KEY])
+    record = {
+        **provenance.pop("growing"),
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+    }
+    provenance["guidance_added"] = [*provenance.get("guidance_added", []), record]
+    group.attrs[ATTRS_KEY] = provenance
+    finalize_store(path)
+    return record

@@ -73,3 +73,35 @@ def fer2013_small(tmp_path_factory) -> Path:
 def fer2013_2k(tmp_path_factory) -> Path:
     """FER-2013 image folders, up to 150 images per (split, class): 2,061 real faces."""
     return extract_fer2013(tmp_path_factory.mktemp("fer2013-2k"), per_class=150)
+
+
+def export_saliency_network(path: Path, channels: int = 3, input_size: int | None = None, out_channels: int = 1) -> Path:
+    """Export a small, fixed-seed torch saliency network to ONNX at ``path`` and return it.
+
+    ``(B, channels, h, w) float32 0..1 -> (B, out_channels, h/2, w/2)``, a sigmoid map; h and w
+    are free unless ``input_size`` fixes them. No weights are downloaded: the network is made here.
+    """
+    import warnings
+
+    import torch
+
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(
+        torch.nn.Conv2d(channels, 8, 5, padding=2), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, out_channels, 5, padding=2, stride=2), torch.nn.Sigmoid(),
+    ).eval()  # fmt: skip
+    side = input_size or 64
+    free = {} if input_size else {"image": {0: "batch", 2: "height", 3: "width"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            network, torch.rand(1, channels, side, side), str(path), dynamo=False,
+            input_names=["image"], output_names=["saliency"], dynamic_axes=free,
+        )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="session")
+def saliency_onnx(tmp_path_factory) -> Path:
+    """A small saliency network exported to ONNX (RGB input of any size)."""
+    return export_saliency_network(tmp_path_factory.mktemp("onnx") / "saliency.onnx")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -56,6 +58,29 @@ def fine_grained_saliency(image: np.ndarray, guidance_size: int) -> np.ndarray:
         saliency.astype(np.float32), (guidance_size, guidance_size), interpolation=cv2.INTER_AREA
     )
     return normalise_to_uint8(saliency)
+
+
+def network_saliency(
+    network: Callable[[np.ndarray], np.ndarray], image: np.ndarray, guidance_size: int
+) -> np.ndarray:
+    """Saliency from a learned network (for example MSI-Net, as the guided-STN paper used).
+
+    Args:
+        network: maps an ``(S, S) or (S, S, 3) uint8`` face to its raw ``(h, w) float32`` map, as
+            :class:`pipeline.models.SaliencyNetwork` does for an ONNX file.
+        image: ``(S, S) uint8`` or ``(S, S, 3) uint8 RGB`` aligned face.
+        guidance_size: H, side of the output map.
+
+    Returns:
+        ``(H, H) uint8``: the network's map resized to H x H (area averaging when shrinking,
+        bilinear when growing) and min-max normalised to 0..255; all zeros for a constant map.
+    """
+    raw = network(image).astype(np.float32)
+    shrinking = raw.shape[0] >= guidance_size and raw.shape[1] >= guidance_size
+    resized = cv2.resize(
+        raw, (guidance_size, guidance_size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    )
+    return normalise_to_uint8(resized)
 
 
 def normalise_to_uint8(values: np.ndarray) -> np.ndarray:

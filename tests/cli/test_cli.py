@@ -87,3 +87,17 @@ def test_a_store_holds_exactly_the_guidance_asked_for(tmp_path):
     assert np.asarray(Image.open(sheet)).shape == (112 + 30, 3 * 4 * 112, 3)
     bad = cli("fer-preprocess", tmp_path / "x.zarr", "--dataset", "sample", "--guidance", "heatmaps", check=False)
     assert bad.returncode == 1 and "unknown guidance type 'heatmaps'; choose from" in bad.stderr
+
+
+def test_preprocess_without_dataset_adds_guidance_to_a_store(sample_store, tmp_path):
+    import shutil
+
+    store = tmp_path / "grown.zarr"
+    shutil.copytree(sample_store, store)
+    result = cli("fer-preprocess", store, "--guidance", "regions,mask_hull", "--scheduler", "synchronous", "--no-progress")
+    assert "adding mask_hull, regions to" in result.stderr and "guidance   added mask_hull, regions" in result.stdout
+    assert "added            mask_hull, regions (" in cli("fer-store", "info", store).stdout
+    with_size = cli("fer-preprocess", store, "--guidance", "heatmap_regions", "--size", "48", check=False)
+    assert with_size.returncode == 2 and "--size needs --dataset" in with_size.stderr
+    nothing = cli("fer-preprocess", store, check=False)
+    assert nothing.returncode == 2 and "pass --dataset to build a store, or --guidance LIST" in nothing.stderr

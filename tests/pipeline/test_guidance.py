@@ -121,7 +121,8 @@ def test_flip_permutation_is_an_involution_that_swaps_sides():
     np.testing.assert_allclose(flip_landmarks(face, 112), face, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", list(GUIDANCE_TYPES))
+# A learned saliency network need not be mirror-symmetric, so flip equivariance is not asked of it.
+@pytest.mark.parametrize("name", [name for name, kind in GUIDANCE_TYPES.items() if kind.model is None])
 @pytest.mark.parametrize("aligned_size, guidance_size", [(112, 112), (48, 64)])
 def test_flipping_landmarks_then_rendering_equals_rendering_then_flipping(name, aligned_size, guidance_size):
     kind = GUIDANCE_TYPES[name]
@@ -129,8 +130,8 @@ def test_flipping_landmarks_then_rendering_equals_rendering_then_flipping(name, 
     rng = np.random.default_rng(7)
     landmarks = (face_landmarks(112) + rng.normal(0, 1.5, (68, 2))).astype(np.float32) * (aligned_size / 112)
     rgb = cv2.resize(skimage.data.astronaut()[30:230, 150:350], (aligned_size, aligned_size))  # a real face
-    rendered = kind.render(rgb, landmarks, aligned_size, config)
-    rendered_flipped = kind.render(rgb[:, ::-1].copy(), flip_landmarks(landmarks, aligned_size), aligned_size, config)
+    rendered = kind.render(rgb, landmarks, aligned_size, config, None)
+    rendered_flipped = kind.render(rgb[:, ::-1].copy(), flip_landmarks(landmarks, aligned_size), aligned_size, config, None)
     permutation = list(kind.flip_permutation or range(len(kind.channels)))
     if kind.boxes:
         expected = rendered[permutation].copy()
@@ -218,4 +219,4 @@ def test_unknown_guidance_names_are_refused_with_the_list():
     with pytest.raises(ConfigError, match="unknown guidance type 'heatmaps'; choose from: heatmap, "):
         GuidanceConfig(types=("heatmaps",))
     assert GuidanceConfig(types=("mask_hull", "heatmap")).types == ("heatmap", "mask_hull")
-    assert resolve_guidance("all") == tuple(GUIDANCE_TYPES)
+    assert resolve_guidance("all") == tuple(name for name in GUIDANCE_TYPES if name != "saliency_network")
