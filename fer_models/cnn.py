@@ -13,22 +13,33 @@ from torch import nn
 from fer_models.registry import register_model
 
 
-@register_model("cnn", requires=("image",))
+def baseline_features(in_channels: int) -> nn.Sequential:
+    """``(B, C, S, S) -> (B, 10, s, s)`` with ``s = ((S - 4) // 2 - 4) // 2``."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 10, 3), nn.ReLU(),
+        nn.Conv2d(10, 10, 3), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(10, 10, 3), nn.ReLU(),
+        nn.Conv2d(10, 10, 3), nn.BatchNorm2d(10), nn.MaxPool2d(2), nn.ReLU(),
+    )  # fmt: skip
+
+
+def baseline_classifier(image_size: int, num_classes: int, dropout: float) -> nn.Sequential:
+    side = ((image_size - 4) // 2 - 4) // 2
+    return nn.Sequential(
+        nn.Dropout(dropout), nn.Flatten(), nn.Linear(10 * side * side, 50), nn.ReLU(), nn.Linear(50, num_classes)
+    )
+
+
+@register_model("cnn", epochs=30, batch_size=64, lr=1e-3)
 class BaselineCNN(nn.Module):
     """Guided-STN paper's baseline CNN: 4 conv (10 filters), 2 max-pools, FC 50, classifier."""
 
+    inputs = ("image",)
+
     def __init__(self, in_channels: int = 1, num_classes: int = 7, image_size: int = 48, dropout: float = 0.5):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 10, 3), nn.ReLU(),
-            nn.Conv2d(10, 10, 3), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Conv2d(10, 10, 3), nn.ReLU(),
-            nn.Conv2d(10, 10, 3), nn.BatchNorm2d(10), nn.MaxPool2d(2), nn.ReLU(),
-        )  # fmt: skip
-        side = ((image_size - 4) // 2 - 4) // 2
-        self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Flatten(), nn.Linear(10 * side * side, 50), nn.ReLU(), nn.Linear(50, num_classes)
-        )
+        self.features = baseline_features(in_channels)
+        self.classifier = baseline_classifier(image_size, num_classes, dropout)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``batch["image"]``: ``(B, C, S, S) float32`` in [0, 1] -> ``{"logits": (B, K)}``."""

@@ -1,8 +1,19 @@
-"""Samples from a guidance store as tensors.
+"""Batches of samples from a guidance store, for training and evaluation.
 
-This first version holds the selected samples in memory (right for stores of up to a few GB) and
-reads them in contiguous slices of whole shards, because each zarr read call costs about a
-millisecond of Python however little it returns.
+A run first *selects* samples (:func:`select_samples`: status ok or ok_prior, one split, a label
+set, optionally a subject fold), then iterates :class:`StoreBatches`: whole batches of the fields
+a model reads (the aligned image, the landmarks, any guidance arrays), as ``uint8`` / ``float32``
+tensors straight from the store. Conversion to float and augmentation happen on the training
+device (:mod:`fer_models.augment`), so loader workers only read and shuffle.
+
+Each zarr read call costs about a millisecond of Python however little it returns, so samples are
+never read one by one: a store is read a shard at a time (one call per field per shard), and
+shuffling happens in memory over a window of shards (the shard order is shuffled too). A store
+whose selected fields fit in memory can be held entirely in memory (``in_memory``), and then
+shuffles globally. Both read paths give the same tensors for the same samples.
+
+DataLoader workers (``num_workers > 0``, spawn context) each open the store themselves and read
+their own share of the shards; nothing zarr-related is pickled.
 """
 
 from __future__ import annotations
@@ -13,27 +24,36 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.errors import ConfigError, StoreError
 from pipeline.datasets.label_sets import label_set_from_attrs
+from pipeline.errors import ConfigError, StoreError
 from pipeline.store import ATTRS_KEY, USABLE_STATUSES, open_store
+
+IN_MEMORY_LIMIT_BYTES = 2 * 1024**3  # "auto" holds a selection in memory up to this size
+WINDOW_SHARDS = 8  # shards read and shuffled together when streaming
 
 
 @dataclass(frozen=True)
-class StoreSplit:
-    """Usable samples of one split with a target under the chosen label set, in memory.
+class Selection:
+    """The samples a run reads from one split and their targets.
 
-    image: ``(N, C, S, S) uint8``. target: ``(N,) int64`` class indices, or ``(N, K) float32``
-    class distributions for soft label sets (FERPlus votes). class_names: the K target names.
+    index: ``(N,) int64`` sorted store indices.
+    target: ``(N,) int64`` class indices, or ``(N, K) float32`` class distributions for soft
+        label sets (FERPlus votes).
+    class_names: the K target names. label_set: its name in the store.
     """
 
-    image: np.ndarray
+    index: np.ndarray
     target: np.ndarray
     class_names: tuple[str, ...]
+    label_set: str
 
     @property
     def hard_target(self) -> np.ndarray:
         """``(N,) int64``: the class index, or the most voted class of a soft target."""
         return self.target if self.target.ndim == 1 else self.target.argmax(axis=1)
+
+    def __len__(self) -> int:
+        return len(self.index)
 
 
 @dataclass(frozen=True)
@@ -58,22 +78,10 @@ def subject_folds(subjects: np.ndarray, folds: int) -> np.ndarray:
     return subject_index % folds
 
 
-def read_rows(array, index: np.ndarray, block: int) -> np.ndarray:
-    """``array[index]`` for sorted ``index``, read as contiguous blocks of ``block`` samples."""
-    parts = []
-    for start in range(0, array.shape[0], block):
-        stop = min(start + block, array.shape[0])
-        wanted = index[(index >= start) & (index < stop)]
-        if len(wanted):
-            parts.append(array[start:stop][wanted - start])
-    return np.concatenate(parts) if parts else np.zeros((0, *array.shape[1:]), array.dtype)
-
-
-def load_split(
+def select_samples(
     store: str | Path, split: str, labels: str | None = None, folds: SubjectFolds | None = None
-) -> StoreSplit:
-    """Read the usable (status ok or ok_prior) samples of ``split`` that label set ``labels``
-    trains on.
+) -> Selection:
+    """The usable (status ok or ok_prior) samples of ``split`` that label set ``labels`` trains on.
 
     Args:
         store: store path.
@@ -108,21 +116,155 @@ def load_split(
     index = np.flatnonzero(keep)
     if len(index) == 0:
         raise ConfigError(f"split {split!r} of {store} has no usable sample under label set {label_set.name!r}")
-    block = provenance["config"]["shard_size"]
-    return StoreSplit(image=read_rows(group["image"], index, block), target=target[index], class_names=label_set.names)
+    return Selection(index=index, target=target[index], class_names=label_set.names, label_set=label_set.name)
 
 
-class InMemoryDataset(torch.utils.data.Dataset):
-    """Items ``{"image": (C, S, S) float32 in [0, 1], "label": () int64 or (K,) float32}`` of a
-    :class:`StoreSplit`."""
+class StoreBatches(torch.utils.data.IterableDataset):
+    """Batches of selected samples, read a shard at a time.
 
-    def __init__(self, split: StoreSplit):
-        self.image = torch.from_numpy(split.image)
-        self.label = torch.from_numpy(split.target)
-        self.hard_label = torch.from_numpy(split.hard_target)
+    Each item is a dict of ``B`` samples: ``index`` ``(B,) int64`` (store indices), ``target``
+    ``(B,) int64`` or ``(B, K) float32``, and each field asked for as stored: ``image``
+    ``(B, C, S, S) uint8``, ``landmarks`` ``(B, 68, 2) float32`` (aligned pixels), guidance maps
+    ``(B, C, H, H) uint8`` and boxes ``(B, R, 4) float32``.
+
+    Args:
+        store: store path.
+        selection: the samples (from :func:`select_samples`).
+        fields: store arrays to read.
+        batch_size: samples per batch.
+        shuffle: shuffle samples (and shard order) with a generator seeded by ``(seed, epoch)``
+            (:meth:`set_epoch`), so an epoch's order is reproducible.
+        drop_last: drop a last incomplete batch.
+        in_memory: ``True`` reads the selection once and keeps it; ``False`` streams it from the
+            store every epoch; ``"auto"`` keeps it when it takes at most 2 GiB.
+        window_shards: when streaming, how many shards are read and shuffled together.
+    """
+
+    def __init__(
+        self,
+        store: str | Path,
+        selection: Selection,
+        fields: tuple[str, ...],
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        in_memory: bool | str = "auto",
+        window_shards: int = WINDOW_SHARDS,
+    ):
+        super().__init__()
+        self.store = str(store)
+        self.selection = selection
+        self.fields = tuple(fields)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.window_shards = window_shards
+        self.epoch = 0
+        group = open_store(self.store)
+        missing = [name for name in self.fields if name not in group]
+        if missing:
+            raise StoreError(f"{store} has no array {missing[0]!r}")
+        self.shard_size = group.attrs[ATTRS_KEY]["config"]["shard_size"]
+        sample_bytes = sum(int(np.prod(group[name].shape[1:])) * group[name].dtype.itemsize for name in self.fields)
+        if in_memory == "auto":
+            in_memory = sample_bytes * len(selection) <= IN_MEMORY_LIMIT_BYTES
+        self.in_memory = bool(in_memory)
+        self._arrays: dict[str, np.ndarray] | None = None  # the selection, when held in memory
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_arrays"] = None  # workers read their own share
+        return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s shuffle order for the next iteration."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.label)
+        """Number of batches in an epoch (with one loader process)."""
+        full, rest = divmod(len(self.selection), self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"image": self.image[i].float().div_(255.0), "label": self.label[i]}
+    def _blocks(self) -> list[tuple[int, np.ndarray]]:
+        """``(shard start, positions into the selection)`` of every shard holding selected samples."""
+        shard = self.selection.index // self.shard_size
+        starts = np.flatnonzero(np.r_[True, shard[1:] != shard[:-1]])
+        bounds = np.r_[starts, len(shard)]
+        return [(int(shard[a]) * self.shard_size, np.arange(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _read(self, group, start: int, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """The fields of the selected samples at ``positions`` (all in the shard at ``start``)."""
+        rows = self.selection.index[positions] - start
+        stop = start + int(rows[-1]) + 1
+        return {name: group[name][start:stop][rows] for name in self.fields}
+
+    def _load_all(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            group = open_store(self.store)
+            parts = [self._read(group, start, positions) for start, positions in self._blocks()]
+            self._arrays = {name: np.concatenate([p[name] for p in parts]) for name in self.fields}
+        return self._arrays
+
+    def _batch(self, arrays: dict[str, np.ndarray], rows: np.ndarray, positions: np.ndarray) -> dict[str, torch.Tensor]:
+        batch = {name: torch.from_numpy(np.ascontiguousarray(values[rows])) for name, values in arrays.items()}
+        batch["index"] = torch.from_numpy(self.selection.index[positions])
+        batch["target"] = torch.from_numpy(self.selection.target[positions])
+        return batch
+
+    def __iter__(self):
+        worker = torch.utils.data.get_worker_info()
+        worker_id, workers = (0, 1) if worker is None else (worker.id, worker.num_workers)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.in_memory:
+            order = rng.permutation(len(self.selection)) if self.shuffle else np.arange(len(self.selection))
+            order = order[worker_id::workers]
+            arrays = self._load_all()
+            for first in range(0, len(order), self.batch_size):
+                rows = order[first : first + self.batch_size]
+                if len(rows) < self.batch_size and self.drop_last:
+                    return
+                yield self._batch(arrays, rows, rows)
+            return
+        blocks = self._blocks()
+        if self.shuffle:
+            blocks = [blocks[i] for i in rng.permutation(len(blocks))]
+        blocks = blocks[worker_id::workers]
+        group = open_store(self.store)
+        carry_arrays: dict[str, np.ndarray] = {name: np.zeros((0,)) for name in self.fields}
+        carry_positions = np.zeros(0, dtype=np.int64)
+        for first in range(0, len(blocks), self.window_shards):
+            window = blocks[first : first + self.window_shards]
+            parts = [self._read(group, start, positions) for start, positions in window]
+            positions = np.concatenate([carry_positions, *(p for _, p in window)])
+            arrays = {
+                name: np.concatenate(([carry_arrays[name]] if len(carry_positions) else []) + [p[name] for p in parts])
+                for name in self.fields
+            }
+            order = rng.permutation(len(positions)) if self.shuffle else np.arange(len(positions))
+            last_window = first + self.window_shards >= len(blocks)
+            full = len(order) // self.batch_size * self.batch_size
+            for start in range(0, full, self.batch_size):
+                rows = order[start : start + self.batch_size]
+                yield self._batch(arrays, rows, positions[rows])
+            rest = order[full:]
+            if last_window:
+                if len(rest) and not self.drop_last:
+                    yield self._batch(arrays, rest, positions[rest])
+            else:
+                carry_arrays = {name: values[rest] for name, values in arrays.items()}
+                carry_positions = positions[rest]
+
+
+def make_loader(batches: StoreBatches, num_workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader over ready-made batches; workers are started with ``spawn`` (zarr's and
+    fsspec's event loops do not survive ``fork``)."""
+    return torch.utils.data.DataLoader(
+        batches,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        multiprocessing_context="spawn" if num_workers > 0 else None,
+    )

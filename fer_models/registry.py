@@ -1,37 +1,54 @@
 """Model registry: ``register_model`` / ``create_model`` / ``list_models``.
 
-Every model takes a batch dict (at least ``image``: ``(B, C, S, S) float32`` in [0, 1]) and returns
-a dict with ``logits`` ``(B, K)`` plus any maps it exposes. ``requires`` names the store arrays a
-model reads, so a run can fail at start when the store lacks one.
+Every model is an ``nn.Module`` built as ``build(in_channels, num_classes, image_size, **options)``;
+it takes a batch dict (``image``: ``(B, C, S, S) float32`` in [0, 1], plus the store arrays it
+names in its ``inputs`` attribute, guidance maps as float in [0, 1]) and returns a dict with
+``logits`` ``(B, K)`` plus any maps it exposes. ``inputs`` lets a run check the store before it
+starts. ``defaults`` are the model's training defaults (``epochs``, ``batch_size``, ``lr``).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
 from pipeline.errors import ConfigError
+
+TRAINING_DEFAULTS = {"epochs": 20, "batch_size": 64, "lr": 1e-3}
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
     build: Callable[..., nn.Module]
-    requires: tuple[str, ...]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def options(self) -> dict[str, Any]:
+        """The model's own options (constructor keywords beyond the input and class counts) with
+        their defaults."""
+        fixed = {"in_channels", "num_classes", "image_size"}
+        return {
+            name: parameter.default
+            for name, parameter in inspect.signature(self.build).parameters.items()
+            if name not in fixed and parameter.default is not inspect.Parameter.empty
+        }
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, requires: tuple[str, ...] = ("image",)):
-    """Class or function decorator adding a model constructor under ``name``."""
+def register_model(name: str, **defaults: Any):
+    """Class or function decorator adding a model constructor under ``name``; ``defaults``
+    override :data:`TRAINING_DEFAULTS` for it."""
 
     def decorate(build):
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, build, requires)
+        _REGISTRY[name] = ModelEntry(name, build, {**TRAINING_DEFAULTS, **defaults})
         return build
 
     return decorate
@@ -45,9 +62,19 @@ def get_model_entry(name: str) -> ModelEntry:
         raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model; ``kwargs`` go to its constructor (``in_channels``, ``num_classes``...)."""
-    return get_model_entry(name).build(**kwargs)
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model; ``kwargs`` go to its constructor (``in_channels``,
+    ``num_classes``, ``image_size`` and its options).
+
+    Raises:
+        ConfigError: an unknown model or option, or an option value the model refuses.
+    """
+    entry = get_model_entry(name)
+    unknown = set(kwargs) - set(entry.options()) - {"in_channels", "num_classes", "image_size"}
+    if unknown:
+        known = ", ".join(f"{k}={v!r}" for k, v in entry.options().items()) or "none"
+        raise ConfigError(f"model {name!r} has no option {sorted(unknown)[0]!r}; its options: {known}")
+    return entry.build(**kwargs)
 
 
 def list_models() -> list[str]:
@@ -56,4 +83,4 @@ def list_models() -> list[str]:
 
 
 def _import_model_files() -> None:
-    from fer_models import cnn  # noqa: F401 - registers on import
+    from fer_models import cnn, resnet, stn  # noqa: F401 - registers on import

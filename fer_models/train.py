@@ -1,133 +1,438 @@
-"""Training loop: a registered model on a store's train split, scored each epoch on a held-out split."""
+"""Training and evaluation from a store: run directories, checkpoints, resume, metrics.
+
+A run directory holds ``config.json`` (the resolved configuration), ``log.jsonl`` (one line per
+epoch: train loss, eval loss, accuracy, macro-F1, seconds), ``last.pt`` and ``best.pt``
+(checkpoints carrying the configuration, the class names and the store's provenance hashes; they
+load with ``torch.load(..., weights_only=True)``), ``confusion.png`` and ``summary.json`` (the
+best checkpoint scored on the test split).
+
+Every random draw of an epoch (shuffle order, augmentation, dropout) is seeded from
+``(seed, epoch)``, so a run resumed from ``last.pt`` ends exactly where an uninterrupted run
+with the same seed ends (on the CPU; CUDA kernels are not all deterministic).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import click
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from fer_models.data import InMemoryDataset, SubjectFolds, load_split
+from fer_models.augment import AugmentConfig, augment_batch
+from fer_models.confusion_png import write_confusion_png
+from fer_models.data import Selection, StoreBatches, SubjectFolds, make_loader, select_samples
 from fer_models.metrics import accuracy, confusion_matrix, macro_f1
 from fer_models.registry import create_model, get_model_entry
 from pipeline.errors import ConfigError
 from pipeline.guidance import GUIDANCE_TYPES
-from pipeline.store import ATTRS_KEY, open_store
+from pipeline.store import ATTRS_KEY, open_store, stored_guidance
+
+CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """One training run. ``None`` means "the model's default" (epochs, batch_size, lr) or "from
+    the store" (labels: its first label set; splits: see :func:`resolve_splits`)."""
+
     store: str
     model: str = "cnn"
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
+    options: dict[str, Any] = field(default_factory=dict)  # the model's own options
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
     seed: int = 0
-    labels: str | None = None  # a label set of the store; None for its default
-    train_split: str | None = None  # default: "train" if the store has it, else its only split
-    eval_split: str | None = None  # default: "val" if the store has it, else "test"
+    labels: str | None = None
+    train_split: str | None = None
+    eval_split: str | None = None
+    test_split: str | None = None
     folds: int = 0  # > 0: subject-independent folds of the train split, fold `fold` evaluated
     fold: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    balance: str = "weights"  # weights: class-weighted loss; none
+    augment: bool = True
+    workers: int = 0  # DataLoader worker processes (spawn) when streaming from the store
+    in_memory: bool | str = "auto"
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("epochs and batch size must be at least 1 and the learning rate positive")
         if self.folds and not 0 <= self.fold < self.folds:
             raise ConfigError(f"--fold must be between 0 and {self.folds - 1} with --folds {self.folds}")
         if self.folds and self.eval_split:
             raise ConfigError("--folds evaluates a fold of the train split; leave out --eval-split")
+        if self.balance not in ("weights", "none"):
+            raise ConfigError(f"balance must be weights or none, got {self.balance!r}")
+        if self.workers < 0:
+            raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
+
+    def resolved(self) -> TrainConfig:
+        """This config with the model's defaults filled in."""
+        defaults = get_model_entry(self.model).defaults
+        config = dataclasses.replace(
+            self, **{key: defaults[key] for key in ("epochs", "batch_size", "lr") if getattr(self, key) is None}
+        )
+        if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
+            raise ConfigError("epochs and batch size must be at least 1 and the learning rate positive")
+        return config
 
 
-def resolve_splits(config: TrainConfig, splits: list[str]) -> tuple[str, str]:
-    """The (train, eval) split names of a run, defaults filled in from the store's splits."""
-    if config.train_split:
-        train_split = config.train_split
-    elif "train" in splits or len(splits) > 1:
-        train_split = "train"
-    else:
-        train_split = splits[0]
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when present, else the CPU.
+
+    Raises:
+        ConfigError: CUDA asked for but not available.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: this torch build sees no CUDA GPU; use --device cpu or auto")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown --device {device!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+def resolve_splits(config: TrainConfig, splits: list[str]) -> tuple[str, str, str | None]:
+    """``(train, eval, test)`` split names: train defaults to ``train`` (or the only split), eval
+    (model selection) to ``val`` if present else ``test``, test (reported) to ``test`` when it is
+    not the eval split (None otherwise). With folds, eval is the held-out fold of train."""
+    train = config.train_split or ("train" if "train" in splits or len(splits) > 1 else splits[0])
     if config.folds:
-        return train_split, train_split
-    return train_split, config.eval_split or ("val" if "val" in splits else "test")
+        return train, train, config.test_split
+    evaluation = config.eval_split or ("val" if "val" in splits else "test")
+    test = config.test_split or ("test" if "test" in splits and evaluation != "test" else None)
+    return train, evaluation, test
 
 
-def evaluate(model, dataset: InMemoryDataset, batch_size: int, num_classes: int, device: str) -> dict:
-    """Accuracy, macro-F1 and confusion matrix against the hard labels (the most voted class of a
-    soft target)."""
-    model.eval()
-    predicted = []
-    with torch.no_grad():
-        for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
-            predicted.append(model({"image": batch["image"].to(device)})["logits"].argmax(1).cpu())
-    confusion = confusion_matrix(dataset.hard_label.numpy(), torch.cat(predicted).numpy(), num_classes)
-    return {"accuracy": accuracy(confusion), "macro_f1": macro_f1(confusion), "confusion": confusion.tolist()}
+@dataclass
+class StoreView:
+    """What training needs to know about a store: its group, provenance and flip permutations."""
+
+    path: str
+    provenance: dict
+    image_shape: tuple[int, int, int]  # (C, S, S)
+    guidance_size: int
+    permutations: dict[str, torch.Tensor | None]
+
+    @classmethod
+    def open(cls, path: str) -> StoreView:
+        group = open_store(path)
+        provenance = dict(group.attrs[ATTRS_KEY])
+        permutations: dict[str, torch.Tensor | None] = {
+            "landmarks": torch.tensor(provenance["landmark_flip_permutation"])
+        }
+        for name in stored_guidance(group):
+            permutation = group[name].attrs.get("flip_permutation")
+            permutations[name] = None if permutation is None else torch.tensor(permutation)
+        return cls(path, provenance, tuple(group["image"].shape[1:]), provenance["config"]["guidance"]["size"],
+                   permutations)  # fmt: skip
+
+    def check_inputs(self, model_name: str, inputs: tuple[str, ...]) -> None:
+        """Raises ConfigError naming each array the model reads that the store lacks, and the
+        preprocessing option that produces it."""
+        held = {"image", "landmarks", *self.permutations}
+        missing = [name for name in inputs if name not in held]
+        if missing:
+            guidance = [name for name in missing if name in GUIDANCE_TYPES]
+            hint = (
+                f"; add it with `fer-preprocess {self.path} --guidance {','.join(guidance)}` "
+                f"(or build with --guidance ...,{','.join(guidance)})" if guidance else ""
+            )
+            raise ConfigError(f"model {model_name!r} reads {', '.join(missing)}, which the store {self.path} lacks{hint}")
 
 
-def train(config: TrainConfig, out_dir: str | Path, echo=print) -> dict:
-    """Train ``config.model`` on the store; writes ``config.json``, ``log.jsonl`` (one line per
-    epoch), ``last.pt`` (weights, config, store provenance hash) and ``summary.json`` to ``out_dir``.
-    Returns the summary."""
-    entry = get_model_entry(config.model)
-    group = open_store(config.store)
-    provenance = group.attrs[ATTRS_KEY]
-    missing = [name for name in entry.requires if name not in group]
-    if missing:
-        guidance = [name for name in missing if name in GUIDANCE_TYPES]
-        hint = f"; build the store with fer-preprocess --guidance {','.join(guidance)}" if guidance else ""
-        raise ConfigError(f"model {config.model!r} needs store arrays {missing} that {config.store} lacks{hint}")
-    train_split, eval_split = resolve_splits(config, list(provenance["splits"]))
-    folds = [SubjectFolds(config.folds, config.fold, held_out) for held_out in (False, True)] if config.folds else [None, None]
-    train_split_data = load_split(config.store, train_split, config.labels, folds[0])
-    train_data = InMemoryDataset(train_split_data)
-    eval_data = InMemoryDataset(load_split(config.store, eval_split, config.labels, folds[1]))
-    if config.folds:
-        eval_split = f"fold{config.fold}"
-    class_names = train_split_data.class_names
-    num_classes = len(class_names)
+def build_model(config: TrainConfig, view: StoreView, num_classes: int) -> torch.nn.Module:
+    """The configured model, sized for the store's images (and guidance maps)."""
+    channels, size, _ = view.image_shape
+    kwargs = dict(config.options)
+    if "guidance_size" in get_model_entry(config.model).options():
+        kwargs.setdefault("guidance_size", view.guidance_size)
+    model = create_model(config.model, in_channels=channels, num_classes=num_classes, image_size=size, **kwargs)
+    view.check_inputs(config.model, tuple(model.inputs))
+    return model
 
-    torch.manual_seed(config.seed)
-    channels, size = group["image"].shape[1], group["image"].shape[-1]
-    model = create_model(config.model, in_channels=channels, num_classes=num_classes, image_size=size).to(config.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    counts = np.bincount(train_data.hard_label.numpy(), minlength=num_classes)
-    class_weight = torch.tensor(counts.sum() / np.maximum(counts, 1) / num_classes, dtype=torch.float32)
 
+def prepare_batch(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Move a loader batch to ``device``; uint8 maps and images become float32 in [0, 1]."""
+    out = {}
+    for name, values in batch.items():
+        values = values.to(device, non_blocking=True)
+        out[name] = values.float().div_(255.0) if values.dtype == torch.uint8 else values
+    return out
+
+
+def classification_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy against class indices ``(B,)`` (class-weighted) or distributions ``(B, K)``."""
+    if target.dim() == 2:
+        return -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+    return F.cross_entropy(logits.float(), target, weight=weight)
+
+
+class Trainer:
+    """Everything of one run that lives across epochs."""
+
+    def __init__(self, config: TrainConfig, out_dir: Path, progress: bool, echo):
+        self.config = config.resolved()
+        self.out = Path(out_dir)
+        self.progress = progress
+        self.echo = echo
+        self.device = resolve_device(self.config.device)
+        self.view = StoreView.open(self.config.store)
+        train_split, eval_split, test_split = resolve_splits(self.config, list(self.view.provenance["splits"]))
+        folds = (SubjectFolds(self.config.folds, self.config.fold, False), SubjectFolds(self.config.folds, self.config.fold, True)) if self.config.folds else (None, None)  # fmt: skip
+        self.train_selection = select_samples(self.config.store, train_split, self.config.labels, folds[0])
+        self.eval_selection = select_samples(self.config.store, eval_split, self.config.labels, folds[1])
+        self.test_split = test_split
+        self.eval_name = f"fold{self.config.fold}" if self.config.folds else eval_split
+        self.class_names = self.train_selection.class_names
+        torch.manual_seed(self.config.seed)
+        self.model = build_model(self.config, self.view, len(self.class_names)).to(self.device)
+        self.fields = tuple(dict.fromkeys(("image", *self.model.inputs)))
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if self.cuda else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        self.class_weight = None
+        if self.config.balance == "weights" and self.train_selection.target.ndim == 1:
+            counts = np.bincount(self.train_selection.hard_target, minlength=len(self.class_names))
+            weight = counts.sum() / np.maximum(counts, 1) / len(self.class_names)
+            self.class_weight = torch.tensor(weight, dtype=torch.float32, device=self.device)
+        self.train_batches = self._batches(self.train_selection, shuffle=True)
+        self.epoch, self.history, self.best = 0, [], {"epoch": 0, "accuracy": -1.0}
+
+    def _batches(self, selection: Selection, shuffle: bool) -> StoreBatches:
+        return StoreBatches(
+            self.config.store, selection, self.fields, self.config.batch_size, shuffle=shuffle, seed=self.config.seed,
+            drop_last=shuffle and len(selection) > self.config.batch_size, in_memory=self.config.in_memory,
+        )  # fmt: skip
+
+    def _loader(self, batches: StoreBatches):
+        workers = 0 if batches.in_memory else self.config.workers
+        return make_loader(batches, num_workers=workers, pin_memory=self.cuda)
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=self.amp_dtype) if self.cuda else contextlib.nullcontext()
+
+    def _input(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.cuda:
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over the train split; returns the mean loss."""
+        torch.manual_seed(self.config.seed * 1_000_003 + epoch)  # dropout and friends
+        augment_generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        augment = AugmentConfig() if self.config.augment else None
+        self.train_batches.set_epoch(epoch)
+        self.model.train()
+        total, seen = 0.0, 0
+        bar = click.progressbar(length=len(self.train_batches), label=f"epoch {epoch}/{self.config.epochs}",
+                                file=sys.stderr) if self.progress else contextlib.nullcontext()  # fmt: skip
+        with bar:
+            for batch in self._loader(self.train_batches):
+                batch = prepare_batch(batch, self.device)
+                if augment is not None:
+                    batch = augment_batch(batch, augment, self.view.permutations, augment_generator)
+                with self._autocast():
+                    output = self.model(self._input(batch))
+                    loss = classification_loss(output["logits"], batch["target"], self.class_weight)
+                    loss = loss + sum(output.get("losses", {}).values())  # a model's own terms
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                total += loss.item() * len(batch["target"])
+                seen += len(batch["target"])
+                if self.progress:
+                    bar.update(1)
+        return total / max(seen, 1)
+
+    def evaluate(self, selection: Selection) -> dict[str, Any]:
+        """Loss, accuracy, macro-F1 and confusion matrix on ``selection`` (hard labels: the most
+        voted class of a soft target)."""
+        return evaluate_model(self.model, self._loader(self._batches(selection, shuffle=False)), self.device,
+                              len(self.class_names), self._autocast, self._input)  # fmt: skip
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "best": self.best,
+            "config": dataclasses.asdict(self.config),
+            "class_names": list(self.class_names),
+            "label_set": self.train_selection.label_set,
+            "store": {key: self.view.provenance[key] for key in ("dataset", "config_sha256", "manifest_sha256")},
+        }
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.epoch, self.history, self.best = checkpoint["epoch"], checkpoint["history"], checkpoint["best"]
+
+
+def _save(checkpoint: dict[str, Any], path: Path) -> None:
+    """Write atomically: a run killed while saving keeps the previous file."""
+    partial = path.with_suffix(".partial")
+    torch.save(checkpoint, partial)
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`train`, loaded with ``weights_only=True``.
+
+    Raises:
+        ConfigError: not a checkpoint of this project.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"no checkpoint at {path}") from None
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise ConfigError(f"{path} is not a readable checkpoint: {error}") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{path} is not a checkpoint written by fer-train (format {CHECKPOINT_FORMAT})")
+    return checkpoint
+
+
+def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = False,
+          echo=print) -> dict[str, Any]:  # fmt: skip
+    """Train ``config.model`` on the store's train split, select the best epoch on the eval split,
+    score it on the test split, and write the run directory (see the module docstring).
+
+    Args:
+        resume: continue the run in ``out_dir`` from its ``last.pt`` (same configuration; only
+            ``epochs`` may grow).
+
+    Returns:
+        The summary (also written to ``summary.json``).
+
+    Raises:
+        ConfigError: a bad option, a store lacking what the model reads, ``out_dir`` holding
+            another run (without ``resume``), or a resume with another configuration.
+    """
     out = Path(out_dir)
+    last, best = out / "last.pt", out / "best.pt"
+    if last.exists() and not resume:
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    trainer = Trainer(config, out, progress, echo)
+    if resume and last.exists():
+        checkpoint = load_checkpoint(last)
+        stored = {k: v for k, v in checkpoint["config"].items() if k != "epochs"}
+        current = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(trainer.config))).items() if k != "epochs"}
+        if stored != current:
+            differ = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+            raise ConfigError(f"--resume needs the run's own options; these differ from {last}: {', '.join(differ)}")
+        trainer.restore(checkpoint)
+        echo(f"resuming {out} after epoch {trainer.epoch}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = torch.utils.data.DataLoader(train_data, batch_size=config.batch_size, shuffle=True, generator=generator)
-    began = time.perf_counter()
-    with open(out / "log.jsonl", "w") as log:
-        for epoch in range(1, config.epochs + 1):
-            model.train()
-            total_loss, seen = 0.0, 0
-            for batch in loader:
-                batch = {k: v.to(config.device) for k, v in batch.items()}
-                loss = F.cross_entropy(model(batch)["logits"], batch["label"], weight=class_weight.to(config.device))
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total_loss += loss.item() * len(batch["label"])
-                seen += len(batch["label"])
-            scores = evaluate(model, eval_data, config.batch_size, num_classes, config.device)
-            record = {"epoch": epoch, "train_loss": total_loss / seen, f"{eval_split}_accuracy": scores["accuracy"],
-                      f"{eval_split}_macro_f1": scores["macro_f1"], "seconds": round(time.perf_counter() - began, 2)}  # fmt: skip
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            echo(json.dumps(record))
-    torch.save(
-        {"model": model.state_dict(), "config": dataclasses.asdict(config), "store_config_sha256": provenance["config_sha256"],
-         "store_manifest_sha256": provenance["manifest_sha256"], "class_names": list(class_names)},
-        out / "last.pt",
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(trainer.config), indent=2))
+    began = time.perf_counter() - (trainer.history[-1]["seconds"] if trainer.history else 0.0)
+    for epoch in range(trainer.epoch + 1, trainer.config.epochs + 1):
+        train_loss = trainer.train_epoch(epoch)
+        scores = trainer.evaluate(trainer.eval_selection)
+        trainer.epoch = epoch
+        record = {"epoch": epoch, "train_loss": round(train_loss, 6), f"{trainer.eval_name}_loss": round(scores["loss"], 6),
+                  f"{trainer.eval_name}_accuracy": scores["accuracy"], f"{trainer.eval_name}_macro_f1": scores["macro_f1"],
+                  "seconds": round(time.perf_counter() - began, 2)}  # fmt: skip
+        trainer.history.append(record)
+        improved = scores["accuracy"] > trainer.best["accuracy"]
+        if improved:
+            trainer.best = {"epoch": epoch, "accuracy": scores["accuracy"]}
+        checkpoint = trainer.checkpoint()
+        if improved:
+            _save(checkpoint, best)
+        _save(checkpoint, last)
+        (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trainer.history))
+        echo(json.dumps(record))
+
+    trainer.restore(load_checkpoint(best))
+    report_name = trainer.test_split or trainer.eval_name
+    report_selection = (
+        select_samples(trainer.config.store, trainer.test_split, trainer.config.labels)
+        if trainer.test_split else trainer.eval_selection
     )  # fmt: skip
-    summary = {"model": config.model, "labels": list(class_names), "epochs": config.epochs, "train_samples": len(train_data),
-               "eval_split": eval_split, "eval_samples": len(eval_data), **record, "confusion": scores["confusion"]}  # fmt: skip
+    report = trainer.evaluate(report_selection)
+    write_confusion_png(np.array(report["confusion"]), trainer.class_names, out / "confusion.png",
+                        title=f"{trainer.config.model}, best epoch {trainer.best['epoch']}, {report_name}")  # fmt: skip
+    summary = {
+        "model": trainer.config.model, "options": trainer.config.options, "labels": list(trainer.class_names),
+        "label_set": trainer.train_selection.label_set, "device": str(trainer.device), "epochs": trainer.config.epochs,
+        "train_samples": len(trainer.train_selection), "eval_split": trainer.eval_name,
+        "eval_samples": len(trainer.eval_selection), "best_epoch": trainer.best["epoch"],
+        f"best_{trainer.eval_name}_accuracy": trainer.best["accuracy"], "report_split": report_name,
+        "report_samples": len(report_selection), f"{report_name}_accuracy": report["accuracy"],
+        f"{report_name}_macro_f1": report["macro_f1"], "confusion": report["confusion"],
+        "seconds": trainer.history[-1]["seconds"] if trainer.history else 0.0,
+    }  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def evaluate_model(model, loader, device, num_classes: int, autocast=contextlib.nullcontext, to_input=lambda b: b) -> dict[str, Any]:
+    """Mean loss, accuracy, macro-F1 and ``(K, K)`` confusion matrix of ``model`` over ``loader``."""
+    model.eval()
+    predicted, truth, loss_sum = [], [], 0.0
+    with torch.no_grad():
+        for batch in loader:
+            batch = prepare_batch(batch, device)
+            with autocast():
+                logits = model(to_input(batch))["logits"]
+            loss_sum += classification_loss(logits, batch["target"], None).item() * len(batch["target"])
+            target = batch["target"] if batch["target"].dim() == 1 else batch["target"].argmax(1)
+            predicted.append(logits.argmax(1).cpu())
+            truth.append(target.cpu())
+    truth_all, predicted_all = torch.cat(truth).numpy(), torch.cat(predicted).numpy()
+    confusion = confusion_matrix(truth_all, predicted_all, num_classes)
+    return {"loss": loss_sum / max(len(truth_all), 1), "accuracy": accuracy(confusion), "macro_f1": macro_f1(confusion),
+            "confusion": confusion.tolist()}  # fmt: skip
+
+
+def evaluate_checkpoint(checkpoint_path: str | Path, store: str, split: str, *, device: str = "auto",
+                        batch_size: int = 256, out: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Score a checkpoint on ``split`` of ``store`` with the checkpoint's own label set; write
+    ``confusion.png`` and ``metrics.json`` to ``out`` when given.
+
+    Raises:
+        ConfigError: not a checkpoint, no such split, or the store lacks what the model reads or
+            the checkpoint's label set.
+    """
+    checkpoint = load_checkpoint(checkpoint_path)
+    config = TrainConfig(**{**checkpoint["config"], "store": store, "device": device})
+    view = StoreView.open(store)
+    selection = select_samples(store, split, checkpoint["label_set"])
+    if list(selection.class_names) != checkpoint["class_names"]:
+        raise ConfigError(f"label set {checkpoint['label_set']!r} of {store} has classes {list(selection.class_names)}; "
+                          f"the checkpoint was trained on {checkpoint['class_names']}")  # fmt: skip
+    torch_device = resolve_device(device)
+    model = build_model(config, view, len(selection.class_names))
+    model.load_state_dict(checkpoint["model"])
+    model.to(torch_device)
+    fields = tuple(dict.fromkeys(("image", *model.inputs)))
+    batches = StoreBatches(store, selection, fields, batch_size)
+    scores = evaluate_model(model, make_loader(batches, pin_memory=torch_device.type == "cuda"), torch_device,
+                            len(selection.class_names))  # fmt: skip
+    result = {"checkpoint": str(checkpoint_path), "store": store, "split": split, "samples": len(selection),
+              "model": config.model, "label_set": checkpoint["label_set"], "epoch": checkpoint["epoch"],
+              "same_preprocessing": view.provenance["config_sha256"] == checkpoint["store"]["config_sha256"],
+              **scores}  # fmt: skip
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_confusion_png(np.array(scores["confusion"]), selection.class_names, out / "confusion.png",
+                            title=f"{config.model} epoch {checkpoint['epoch']}, {split}")  # fmt: skip
+        (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,68 @@
+"""ResNet-18 (He et al. 2016), written here so that no weights or packages are downloaded.
+
+For small faces (S <= 64, e.g. FER-2013's 48x48) the stem is a single 3x3 convolution without
+pooling, as in CIFAR-style ResNets, so the last stage still sees a 6x6 map at S = 48; larger
+faces get the ImageNet stem (7x7 stride-2 convolution and max pooling).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fer_models.registry import register_model
+from pipeline.errors import ConfigError
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_channels: int, channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+@register_model("resnet18", epochs=30, batch_size=64, lr=1e-3)
+class ResNet18(nn.Module):
+    """``(B, C, S, S) float32 -> logits (B, K)``; also returns ``features`` ``(B, 8w)``, the pooled
+    last-stage features, and keeps each stage's output reachable as ``stages[i]``.
+
+    width: channels of the first stage (64 in the paper); stages have w, 2w, 4w, 8w.
+    stem: ``auto`` (small stem for S <= 64), ``small`` or ``imagenet``.
+    """
+
+    inputs = ("image",)
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 7, image_size: int = 112, width: int = 64,
+                 stem: str = "auto"):  # fmt: skip
+        super().__init__()
+        if stem not in ("auto", "small", "imagenet"):
+            raise ConfigError(f"resnet18 stem must be auto, small or imagenet; got {stem!r}")
+        if stem == "small" or (stem == "auto" and image_size <= 64):
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
+                                      nn.ReLU(), nn.MaxPool2d(3, 2, 1))  # fmt: skip
+        widths = [width, 2 * width, 4 * width, 8 * width]
+        stages, previous = [], width
+        for i, channels in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            stages.append(nn.Sequential(BasicBlock(previous, channels, stride), BasicBlock(channels, channels, 1)))
+            previous = channels
+        self.stages = nn.ModuleList(stages)
+        self.head = nn.Linear(previous, num_classes)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x = self.stem(batch["image"])
+        for stage in self.stages:
+            x = stage(x)
+        features = x.mean(dim=(2, 3))
+        return {"logits": self.head(features), "features": features}

@@ -1,0 +1,103 @@
+"""Spatial transformers on the baseline CNN: ``stn`` and the guided ``guided-stn``
+(Luna-Jimenez et al., "Guided spatial transformers for facial expression recognition", 2021).
+
+A localisation network predicts one affine map per face (initialised to the identity); the
+sampler warps the image with it, and the baseline CNN (:mod:`fer_models.cnn`) classifies the
+warped face. In ``stn`` the localisation network sees the image (Deep-Emotion's design); in
+``guided-stn`` it sees a guidance map from the store instead (a landmark mask or a saliency map,
+``guidance`` option), while the sampler still warps the image, as in the paper.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fer_models.cnn import baseline_classifier, baseline_features
+from fer_models.registry import register_model
+from pipeline.errors import ConfigError
+from pipeline.guidance import GUIDANCE_TYPES
+
+
+class Localisation(nn.Module):
+    """Deep-Emotion's localisation network: ``(B, C, n, n) float32 -> (B, 2, 3)`` affine maps in
+    normalised coordinates (``affine_grid``'s, output to input), starting at the identity."""
+
+    def __init__(self, in_channels: int, size: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 7), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(8, 10, 5), nn.MaxPool2d(2), nn.ReLU(),
+        )  # fmt: skip
+        side = ((size - 6) // 2 - 4) // 2
+        if side < 1:
+            raise ConfigError(f"the localisation network needs inputs of at least 18 pixels, got {size}")
+        self.regress = nn.Sequential(nn.Flatten(), nn.Linear(10 * side * side, 32), nn.ReLU(), nn.Linear(32, 6))
+        nn.init.zeros_(self.regress[-1].weight)
+        with torch.no_grad():
+            self.regress[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.regress(self.features(x)).view(-1, 2, 3)
+
+
+class _TransformerCNN(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, image_size: int, dropout: float,
+                 localisation: Localisation):  # fmt: skip
+        super().__init__()
+        self.localisation = localisation
+        self.features = baseline_features(in_channels)
+        self.classifier = baseline_classifier(image_size, num_classes, dropout)
+
+    def transform(self, image: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        grid = F.affine_grid(theta.to(image.dtype), list(image.shape), align_corners=False)
+        return F.grid_sample(image, grid, align_corners=False)
+
+    def classify(self, image: torch.Tensor, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        warped = self.transform(image, theta)
+        return {"logits": self.classifier(self.features(warped)), "theta": theta, "warped": warped}
+
+
+@register_model("stn", epochs=30, batch_size=64, lr=1e-3)
+class SpatialTransformerCNN(_TransformerCNN):
+    """Baseline CNN behind a spatial transformer whose localisation network sees the image.
+
+    Returns ``logits (B, K)``, ``theta (B, 2, 3)`` and the ``warped`` image ``(B, C, S, S)``.
+    """
+
+    inputs = ("image",)
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 7, image_size: int = 48, dropout: float = 0.5):
+        super().__init__(in_channels, num_classes, image_size, dropout, Localisation(in_channels, image_size))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        image = batch["image"]
+        return self.classify(image, self.localisation(image))
+
+
+GUIDED_STN_GUIDANCE = ("mask_soft", "mask_binary", "mask_dilated", "saliency", "saliency_fine_grained",
+                       "saliency_network", "mask_hull", "heatmap")  # fmt: skip
+
+
+@register_model("guided-stn", epochs=30, batch_size=64, lr=1e-3)
+class GuidedSpatialTransformerCNN(_TransformerCNN):
+    """Guided spatial transformer: the localisation network sees the store's ``guidance`` map
+    ``(B, G, H, H)`` (``mask_soft`` by default; ``mask_binary``, ``mask_dilated``, ``saliency``...),
+    the sampler warps the image ``(B, C, S, S)``.
+
+    Returns ``logits (B, K)``, ``theta (B, 2, 3)`` and the ``warped`` image.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 7, image_size: int = 48, dropout: float = 0.5,
+                 guidance: str = "mask_soft", guidance_size: int = 0):  # fmt: skip
+        if guidance not in GUIDED_STN_GUIDANCE:
+            raise ConfigError(f"guided-stn guidance must be one of {', '.join(GUIDED_STN_GUIDANCE)}; got {guidance!r}")
+        channels = len(GUIDANCE_TYPES[guidance].channels)
+        super().__init__(in_channels, num_classes, image_size, dropout,
+                         Localisation(channels, guidance_size or image_size))  # fmt: skip
+        self.guidance = guidance
+        self.inputs = ("image", guidance)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.classify(batch["image"], self.localisation(batch[self.guidance]))

@@ -1,0 +1,20 @@
+"""A small real FER-2013 store for the training-side tests."""
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import build_config
+from pipeline.run import SYNCHRONOUS, preprocess
+
+GUIDANCE = "heatmap,heatmap_regions,saliency,mask_soft,mask_binary,regions"
+
+
+@pytest.fixture(scope="session")
+def fer_store(tmp_path_factory, fer2013_small) -> Path:
+    """84 FER-2013 faces (42 train, 42 test) at S = H = 48, gray, shards of 32 samples."""
+    store = tmp_path_factory.mktemp("fer-models") / "fer.zarr"
+    config = build_config({"detect": {"prior": "full-frame"}, "align": {"size": 48, "color": "gray"},
+                           "guidance": {"types": GUIDANCE}, "shard_size": 32})  # fmt: skip
+    preprocess(store, "folder", fer2013_small, config, scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None)
+    return store

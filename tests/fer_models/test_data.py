@@ -1,0 +1,62 @@
+"""The store loader: both read paths, shuffling, DataLoader workers."""
+
+import numpy as np
+import pytest
+import torch
+
+from fer_models.data import StoreBatches, make_loader, select_samples
+
+FIELDS = ("image", "landmarks", "heatmap", "mask_soft", "regions")
+
+
+def collect(batches) -> dict[str, torch.Tensor]:
+    parts = list(batches)
+    return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
+
+def by_index(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    order = torch.argsort(values["index"])
+    return {key: tensor[order] for key, tensor in values.items()}
+
+
+@pytest.mark.parametrize("batch_size", [5, 16, 64])
+def test_both_read_paths_give_the_same_tensors(fer_store, batch_size):
+    selection = select_samples(fer_store, "test")
+    memory = StoreBatches(fer_store, selection, FIELDS, batch_size, in_memory=True)
+    stream = StoreBatches(fer_store, selection, FIELDS, batch_size, in_memory=False, window_shards=1)
+    memory_batches, stream_batches = list(memory), list(stream)
+    assert len(memory_batches) == len(stream_batches) == len(memory)
+    for a, b in zip(memory_batches, stream_batches):
+        assert a.keys() == b.keys() == {*FIELDS, "index", "target"}
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    whole = collect(memory_batches)
+    np.testing.assert_array_equal(whole["index"].numpy(), selection.index)
+    assert whole["image"].dtype == torch.uint8 and whole["image"].shape[1:] == (1, 48, 48)
+    assert whole["landmarks"].dtype == torch.float32 and whole["regions"].shape[1:] == (6, 4)
+
+
+def test_shuffling_is_reproducible_per_epoch_and_keeps_every_sample_once(fer_store):
+    selection = select_samples(fer_store, "train")
+    for in_memory in (True, False):
+        batches = StoreBatches(fer_store, selection, FIELDS, 8, shuffle=True, seed=3, in_memory=in_memory, window_shards=1)
+        batches.set_epoch(1)
+        first = collect(batches)
+        again = collect(batches)
+        batches.set_epoch(2)
+        other = collect(batches)
+        torch.testing.assert_close(first["index"], again["index"], rtol=0, atol=0)
+        assert not torch.equal(first["index"], other["index"])
+        assert sorted(first["index"].tolist()) == selection.index.tolist()
+        reference = by_index(collect(StoreBatches(fer_store, selection, FIELDS, 8, in_memory=True)))
+        for key, tensor in by_index(first).items():
+            torch.testing.assert_close(tensor, reference[key], rtol=0, atol=0)
+
+
+def test_dataloader_workers_spawned_read_their_own_shards(fer_store):
+    selection = select_samples(fer_store, "train")
+    batches = StoreBatches(fer_store, selection, FIELDS, 8, shuffle=True, in_memory=False, window_shards=1)
+    from_workers = by_index(collect(make_loader(batches, num_workers=2)))
+    reference = by_index(collect(StoreBatches(fer_store, selection, FIELDS, 8, in_memory=True)))
+    for key, tensor in from_workers.items():
+        torch.testing.assert_close(tensor, reference[key], rtol=0, atol=0)

@@ -1,0 +1,51 @@
+"""Every registered model on a batch from a real store: forward, backward, finite gradients."""
+
+import pytest
+import torch
+
+from fer_models.data import StoreBatches, select_samples
+from fer_models.registry import create_model, get_model_entry, list_models
+from fer_models.train import TrainConfig, StoreView, build_model, classification_loss, prepare_batch
+from pipeline.errors import ConfigError
+
+VARIANTS = [(name, {}) for name in list_models()] + [("guided-stn", {"guidance": "saliency"}),
+                                                      ("guided-stn", {"guidance": "mask_binary"})]  # fmt: skip
+
+
+@pytest.mark.parametrize("name, options", VARIANTS, ids=lambda v: str(v))
+def test_each_model_runs_forward_and_backward_on_a_store_batch(fer_store, name, options):
+    view = StoreView.open(str(fer_store))
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(store=str(fer_store), model=name, options=options), view, num_classes=7)
+    selection = select_samples(fer_store, "train")
+    fields = tuple(dict.fromkeys(("image", *model.inputs)))
+    batch = prepare_batch(next(iter(StoreBatches(fer_store, selection, fields, 8))), torch.device("cpu"))
+    output = model(batch)
+    assert output["logits"].shape == (8, 7)
+    loss = classification_loss(output["logits"], batch["target"], None)
+    loss.backward()
+    assert torch.isfinite(loss)
+    for parameter_name, parameter in model.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), parameter_name
+    if name != "cnn" and name != "resnet18":
+        assert output["theta"].shape == (8, 2, 3) and output["warped"].shape == batch["image"].shape
+
+
+def test_transformers_start_at_the_identity(fer_store):
+    image = torch.rand(2, 1, 48, 48)
+    model = create_model("stn", in_channels=1, num_classes=7, image_size=48)
+    output = model({"image": image})
+    torch.testing.assert_close(output["warped"], image, atol=1e-5, rtol=0)
+
+
+def test_a_model_reading_guidance_the_store_lacks_says_how_to_add_it(fer_store):
+    view = StoreView.open(str(fer_store))
+    config = TrainConfig(store=str(fer_store), model="guided-stn", options={"guidance": "saliency_fine_grained"})
+    with pytest.raises(ConfigError, match=r"reads saliency_fine_grained, which the store .* lacks; add it with "
+                                          r"`fer-preprocess .* --guidance saliency_fine_grained`"):  # fmt: skip
+        build_model(config, view, 7)
+    with pytest.raises(ConfigError, match="guided-stn guidance must be one of mask_soft"):
+        create_model("guided-stn", guidance="regions")
+    with pytest.raises(ConfigError, match="model 'cnn' has no option 'guidance'; its options: dropout=0.5"):
+        create_model("cnn", guidance="mask_soft")
+    assert get_model_entry("guided-stn").options()["guidance"] == "mask_soft"

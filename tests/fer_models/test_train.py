@@ -1,0 +1,54 @@
+"""Run directories, checkpoints, resume and evaluation on a small real store."""
+
+import json
+
+import pytest
+import torch
+
+from fer_models.train import TrainConfig, evaluate_checkpoint, load_checkpoint, train
+from pipeline.errors import ConfigError
+
+QUICK = dict(epochs=3, batch_size=16, lr=3e-3, seed=7)
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(fer_store, tmp_path):
+    config = TrainConfig(store=str(fer_store), model="guided-stn", **QUICK)
+    whole = train(config, tmp_path / "whole", echo=lambda _: None)
+    first = TrainConfig(store=str(fer_store), model="guided-stn", **{**QUICK, "epochs": 1})
+    train(first, tmp_path / "split", echo=lambda _: None)
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        train(config, tmp_path / "split", echo=lambda _: None)
+    with pytest.raises(ConfigError, match="these differ from .*: lr"):
+        train(TrainConfig(store=str(fer_store), model="guided-stn", **{**QUICK, "lr": 1e-2}), tmp_path / "split",
+              resume=True, echo=lambda _: None)  # fmt: skip
+    resumed = train(config, tmp_path / "split", resume=True, echo=lambda _: None)
+
+    a, b = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    for key, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][key], tensor, rtol=0, atol=0, msg=key)
+    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
+    assert strip(a["history"]) == strip(b["history"])
+    assert whole["test_accuracy"] == resumed["test_accuracy"] and whole["confusion"] == resumed["confusion"]
+    lines = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_a_run_directory_holds_everything_and_the_checkpoint_scores_again(fer_store, tmp_path):
+    out = tmp_path / "run"
+    summary = train(TrainConfig(store=str(fer_store), model="cnn", **QUICK), out, echo=lambda _: None)
+    assert {p.name for p in out.iterdir()} == {"config.json", "log.jsonl", "last.pt", "best.pt", "confusion.png",
+                                               "summary.json"}  # fmt: skip
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["epoch"] == summary["best_epoch"] and best["store"]["config_sha256"]
+    assert best["class_names"] == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    assert json.loads((out / "config.json").read_text())["epochs"] == 3
+    scored = evaluate_checkpoint(out / "best.pt", str(fer_store), "test", device="cpu", out=tmp_path / "eval")
+    assert scored["accuracy"] == summary["test_accuracy"] and scored["confusion"] == summary["confusion"]
+    assert scored["same_preprocessing"] and scored["samples"] == 42
+    assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
+    with pytest.raises(ConfigError, match="no split 'val'"):
+        evaluate_checkpoint(out / "best.pt", str(fer_store), "val", device="cpu")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
