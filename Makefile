@@ -54,6 +54,7 @@ bench: install
 	$(BIN)/python bench/preprocess.py
 	$(BIN)/python bench/datasets.py
 	$(BIN)/python bench/guidance.py
+	$(BIN)/python bench/loader.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -1,0 +1,122 @@
+"""Training-batch throughput: the store against the ways paper code gets its inputs.
+
+Prints JSON: samples per second delivered as float training batches of 64 (image plus heatmap,
+soft landmark mask, saliency and landmarks) on the CPU, at S = H = 48 (FER-2013's own size) and
+S = H = 112 (the same faces upscaled), from
+
+- ``store``: :class:`fer_models.data.StoreBatches` streaming the store on local disk (a shard per
+  zarr call, shuffled over a window of shards);
+- ``memory``: the same batches with the selection already in memory (the ceiling);
+- ``jpeg``: decoding the source JPEG files each time and resizing to S, image only (what an
+  image-folder loader does);
+- ``jpeg_and_dlib``: decoding plus detection, 68 landmarks, alignment and the three guidance maps
+  recomputed each time (what paper code does).
+
+All in one process (no DataLoader workers), so each figure is per CPU core.
+
+    .venv/bin/python bench/loader.py [--fer-images 2000] [--dlib-images 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fer_models.data import StoreBatches, select_samples  # noqa: E402
+from fer_models.train import prepare_batch  # noqa: E402
+from pipeline.config import build_config  # noqa: E402
+from pipeline.datasets import get_dataset  # noqa: E402
+from pipeline.models import ModelFiles, thread_models  # noqa: E402
+from pipeline.run import preprocess  # noqa: E402
+from pipeline.shard import process_image  # noqa: E402
+from pipeline.stages.decode import decode_image  # noqa: E402
+from tests.conftest import extract_fer2013  # noqa: E402
+
+FIELDS = ("image", "heatmap", "mask_soft", "saliency", "landmarks")
+BATCH = 64
+CPU = torch.device("cpu")
+
+
+def rate(batches, n_expected: int) -> float:
+    began, seen = time.perf_counter(), 0
+    for batch in batches:
+        batch = prepare_batch(batch, CPU)
+        seen += len(batch["image"])
+    assert seen == n_expected, (seen, n_expected)
+    return seen / (time.perf_counter() - began)
+
+
+def jpeg_batches(root: Path, sources: list[str], size: int, guidance: bool, config):
+    """Batches made the way paper code makes them: decode (and recompute guidance) per sample."""
+    models = thread_models(ModelFiles.locate()) if guidance else None
+    order = np.random.default_rng(0).permutation(len(sources))
+    for first in range(0, len(order), BATCH):
+        images, maps = [], []
+        for i in order[first : first + BATCH]:
+            pixels = decode_image((root / sources[i]).read_bytes(), max_pixels=config.decode.max_pixels)
+            if guidance:
+                result = process_image(pixels, None, config, models)
+                if result.image is None:  # no face: the paper scripts skip or blank it
+                    result.image = np.zeros((1, size, size), np.uint8)
+                    result.guidance = {k: np.zeros((1, size, size), np.uint8) for k in ("heatmap", "mask_soft", "saliency")}
+                images.append(result.image)
+                maps.append(np.concatenate([result.guidance[k] for k in ("heatmap", "mask_soft", "saliency")]))
+            else:
+                images.append(cv2.resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR)[None])
+        batch = {"image": torch.from_numpy(np.stack(images))}
+        if guidance:
+            batch["guidance"] = torch.from_numpy(np.stack(maps))
+        yield batch
+
+
+def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
+    store = workdir / f"s{size}.zarr"
+    config = build_config(get_dataset("fer2013").config_defaults, {"align": {"size": size}})
+    preprocess(store, "fer2013", root, config, workers=2, progress=False, echo=lambda _: None)
+    selection = select_samples(store, "train")
+    streaming = StoreBatches(store, selection, FIELDS, BATCH, shuffle=True, in_memory=False)
+    in_memory = StoreBatches(store, selection, FIELDS, BATCH, shuffle=True, in_memory=True)
+    list(in_memory)  # load once: the ceiling is the in-memory iteration alone
+    thread_models(ModelFiles.locate())  # dlib's models load once, outside the timing
+    manifest = get_dataset("fer2013").scan(root)
+    train_sources = [s for s, split in zip(manifest.source, manifest.split) if split == 0]
+    n = len(selection)
+    return {
+        "samples": n,
+        "store_samples_per_s": round(rate(streaming, n)),
+        "memory_samples_per_s": round(rate(in_memory, n)),
+        "jpeg_samples_per_s": round(rate(jpeg_batches(root, train_sources, size, False, config), len(train_sources))),
+        "jpeg_and_dlib_samples_per_s": round(
+            rate(jpeg_batches(root, train_sources[:dlib_images], size, True, config), dlib_images), 1
+        ),
+        "store_bytes_per_sample": round(sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) / manifest.__len__()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--fer-images", type=int, default=2000)
+    parser.add_argument("--dlib-images", type=int, default=300)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="bench-loader-") as workdir:
+        workdir = Path(workdir)
+        root = extract_fer2013(workdir / "fer", per_class=max(1, args.fer_images // 14))
+        result = {f"S={size}": measure(root, size, workdir, args.dlib_images) for size in (48, 112)}
+    result["fields"] = list(FIELDS)
+    result["batch_size"] = BATCH
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
