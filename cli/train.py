@@ -55,11 +55,12 @@ def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
 @click.option("--augment/--no-augment", default=True, help="Flip, small affine, brightness/contrast; guidance moves with the image.")
 @click.option("--workers", type=int, default=0, help="Loader processes when streaming a large store (spawn).")
 @click.option("--in-memory", type=click.Choice(["auto", "yes", "no"]), default="auto", help="Hold the selected samples in memory. [auto: up to 2 GiB]")
+@click.option("--init", type=click.Path(dir_okay=False), help="Start from these weights (a state dict or checkpoint; tensors matched by name and shape).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUT from its last.pt.")
 @click.option("--progress/--no-progress", default=True, help="A progress bar per epoch.")
 def main(store, model, model_options, labels, epochs, batch_size, lr, seed, device, train_split, eval_split, test_split,
-         folds, fold, balance, augment, workers, in_memory, out, resume, progress):  # fmt: skip
+         folds, fold, balance, augment, workers, in_memory, init, out, resume, progress):  # fmt: skip
     """Train MODEL on the store's usable samples (status ok / ok_prior, known label) without
     recomputing any guidance. OUT gets config.json, log.jsonl, last.pt, best.pt, confusion.png and
     summary.json."""
@@ -68,7 +69,7 @@ def main(store, model, model_options, labels, epochs, batch_size, lr, seed, devi
             store=store, model=model, options=parse_options(model, model_options), epochs=epochs,
             batch_size=batch_size, lr=lr, seed=seed, labels=labels, train_split=train_split, eval_split=eval_split,
             test_split=test_split, folds=folds, fold=fold, device=device, balance=balance, augment=augment,
-            workers=workers, in_memory={"auto": "auto", "yes": True, "no": False}[in_memory],
+            workers=workers, in_memory={"auto": "auto", "yes": True, "no": False}[in_memory], init=init,
         )  # fmt: skip
         summary = train(config, out, resume=resume, progress=progress, echo=click.echo)
     split = summary["report_split"]

@@ -83,4 +83,4 @@ def list_models() -> list[str]:
 
 
 def _import_model_files() -> None:
-    from fer_models import cnn, resnet, stn  # noqa: F401 - registers on import
+    from fer_models import cnn, feratt, keypoint, local_nonlocal, pal, resnet, stn  # noqa: F401 - registers on import

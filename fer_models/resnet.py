@@ -60,9 +60,18 @@ class ResNet18(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.head = nn.Linear(previous, num_classes)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x = self.stem(batch["image"])
-        for stage in self.stages:
+    def stage_outputs(self, image: torch.Tensor, until: int = 4) -> list[torch.Tensor]:
+        """Outputs of stages 1..``until``: ``(B, w * 2**(i-1), S_i, S_i)`` each."""
+        x, outputs = self.stem(image), []
+        for stage in self.stages[:until]:
             x = stage(x)
-        features = x.mean(dim=(2, 3))
+            outputs.append(x)
+        return outputs
+
+    def classify(self, last_stage: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits and pooled features from the last stage's output."""
+        features = last_stage.mean(dim=(2, 3))
         return {"logits": self.head(features), "features": features}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.classify(self.stage_outputs(batch["image"])[-1])

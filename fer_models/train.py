@@ -63,6 +63,7 @@ class TrainConfig:
     augment: bool = True
     workers: int = 0  # DataLoader worker processes (spawn) when streaming from the store
     in_memory: bool | str = "auto"
+    init: str | None = None  # a state dict (or a checkpoint of ours) to start from, loaded non-strictly
 
     def __post_init__(self) -> None:
         if self.folds and not 0 <= self.fold < self.folds:
@@ -161,6 +162,27 @@ def build_model(config: TrainConfig, view: StoreView, num_classes: int) -> torch
     return model
 
 
+def load_initial_weights(model: torch.nn.Module, path: str) -> str:
+    """Load a user's weights (a state dict, or a fer-train checkpoint) into the tensors of
+    ``model`` with the same names and shapes; returns a one-line report.
+
+    Raises:
+        ConfigError: unreadable, or no tensor matches.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001
+        raise ConfigError(f"--init {path}: cannot read it as weights ({error})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    own = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and getattr(v, "shape", None) == own[k].shape}
+    if not matching:
+        raise ConfigError(f"--init {path}: none of its {len(state)} tensors matches a parameter of this model by name and shape")
+    model.load_state_dict(matching, strict=False)
+    return f"--init {path}: loaded {len(matching)} of the model's {len(own)} tensors ({len(state) - len(matching)} in the file unused)"
+
+
 def prepare_batch(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Move a loader batch to ``device``; uint8 maps and images become float32 in [0, 1]."""
     out = {}
@@ -195,7 +217,10 @@ class Trainer:
         self.eval_name = f"fold{self.config.fold}" if self.config.folds else eval_split
         self.class_names = self.train_selection.class_names
         torch.manual_seed(self.config.seed)
-        self.model = build_model(self.config, self.view, len(self.class_names)).to(self.device)
+        self.model = build_model(self.config, self.view, len(self.class_names))
+        if self.config.init:
+            echo(load_initial_weights(self.model, self.config.init))
+        self.model = self.model.to(self.device)
         self.fields = tuple(dict.fromkeys(("image", *self.model.inputs)))
         self.cuda = self.device.type == "cuda"
         if self.cuda:

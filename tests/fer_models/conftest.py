@@ -3,11 +3,16 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from pipeline.config import build_config
 from pipeline.run import SYNCHRONOUS, preprocess
 
-GUIDANCE = "heatmap,heatmap_regions,saliency,mask_soft,mask_binary,regions"
+# One intra-op thread: the models here are small, and two processes each spinning two threads on a
+# two-core machine run ten times slower than one thread each.
+torch.set_num_threads(1)
+
+GUIDANCE = "heatmap,heatmap_regions,saliency,mask_soft,mask_binary,mask_hull,regions"
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,22 @@ from fer_models.registry import create_model, get_model_entry, list_models
 from fer_models.train import TrainConfig, StoreView, build_model, classification_loss, prepare_batch
 from pipeline.errors import ConfigError
 
-VARIANTS = [(name, {}) for name in list_models()] + [("guided-stn", {"guidance": "saliency"}),
-                                                      ("guided-stn", {"guidance": "mask_binary"})]  # fmt: skip
+VARIANTS = [(name, {}) for name in list_models()] + [
+    ("guided-stn", {"guidance": "saliency"}), ("guided-stn", {"guidance": "mask_binary"}),
+    ("feratt", {"attention": False}), ("local-nonlocal", {"weights": False}), ("keypoint", {"attention": False}),
+    ("pal", {"strategy": "half", "attribution": "gradient"}),
+]  # fmt: skip
+SMALL = {"resnet18": {"width": 16}, "pal": {"width": 16}, "keypoint": {"width": 16}, "feratt": {"width": 16}}
+
+
+def store_batch(store, model, n=8):
+    selection = select_samples(store, "train")
+    fields = tuple(dict.fromkeys(("image", *model.inputs)))
+    return prepare_batch(next(iter(StoreBatches(store, selection, fields, n))), torch.device("cpu"))
+
+
+def total_loss(output, batch):
+    return classification_loss(output["logits"], batch["target"], None) + sum(output.get("losses", {}).values())
 
 
 @pytest.mark.parametrize("name, options", VARIANTS, ids=lambda v: str(v))
@@ -17,18 +31,37 @@ def test_each_model_runs_forward_and_backward_on_a_store_batch(fer_store, name, 
     view = StoreView.open(str(fer_store))
     torch.manual_seed(0)
     model = build_model(TrainConfig(store=str(fer_store), model=name, options=options), view, num_classes=7)
-    selection = select_samples(fer_store, "train")
-    fields = tuple(dict.fromkeys(("image", *model.inputs)))
-    batch = prepare_batch(next(iter(StoreBatches(fer_store, selection, fields, 8))), torch.device("cpu"))
+    batch = store_batch(fer_store, model)
     output = model(batch)
     assert output["logits"].shape == (8, 7)
-    loss = classification_loss(output["logits"], batch["target"], None)
+    loss = total_loss(output, batch)
     loss.backward()
     assert torch.isfinite(loss)
     for parameter_name, parameter in model.named_parameters():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), parameter_name
-    if name != "cnn" and name != "resnet18":
+    if name in ("stn", "guided-stn"):
         assert output["theta"].shape == (8, 2, 3) and output["warped"].shape == batch["image"].shape
+    model.eval()
+    with torch.no_grad():
+        assert "losses" not in model(batch)  # auxiliary terms are for training only
+
+
+@pytest.mark.parametrize("name, options", VARIANTS, ids=lambda v: str(v))
+def test_each_model_learns_a_few_steps_on_a_small_real_store(fer_store, name, options):
+    view = StoreView.open(str(fer_store))
+    torch.manual_seed(0)
+    config = TrainConfig(store=str(fer_store), model=name, options={**SMALL.get(name, {}), **options})
+    model = build_model(config, view, num_classes=7)
+    batch = store_batch(fer_store, model, n=16)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        loss = total_loss(model(batch), batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
 
 
 def test_transformers_start_at_the_identity(fer_store):

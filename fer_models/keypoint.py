@@ -1,0 +1,89 @@
+"""Keypoint features (So and Han, "Facial expression recognition with keypoint features",
+Sensors 2025), trained from the store's aligned landmarks.
+
+A backbone's feature maps are sampled bilinearly at the 68 aligned landmarks, giving one feature
+per keypoint. Representative keypoint-feature attention uses the nasal-base keypoint (index 33)
+as the query over all 68 keypoint features, and the attended feature (plus the query, a residual)
+is classified. Keypoint-feature regularisation samples again at landmarks moved by Gaussian noise
+(sigma relative to the inter-ocular distance) and penalises the squared difference, so that
+features vary smoothly around each keypoint.
+
+The paper took its feature maps from a pretrained face-alignment network. Here the backbone
+(ResNet-18, :mod:`fer_models.resnet`) is trained end to end from scratch: nothing can be
+downloaded, and the store already holds the landmarks the alignment network would have found.
+Defaults that the paper does not fix are guesses: feature stage 3, sigma 0.05 of the
+inter-ocular distance, regularisation weight 1, 4 attention heads.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fer_models.registry import register_model
+from fer_models.resnet import ResNet18
+from fer_models.sampling import sample_points
+from pipeline.errors import ConfigError
+
+NASAL_BASE = 33
+RIGHT_EYE, LEFT_EYE = slice(36, 42), slice(42, 48)
+
+
+def inter_ocular_distance(landmarks: torch.Tensor) -> torch.Tensor:
+    """``(B, 68, 2)`` aligned landmarks -> ``(B,)`` distance between the two eye centres, pixels."""
+    return (landmarks[:, RIGHT_EYE].mean(1) - landmarks[:, LEFT_EYE].mean(1)).norm(dim=-1)
+
+
+@register_model("keypoint", epochs=30, batch_size=64, lr=1e-3)
+class KeypointFeatureNet(nn.Module):
+    """``image (B, C, S, S)`` and ``landmarks (B, 68, 2)`` -> ``logits (B, K)``, the
+    ``keypoint_features (B, 68, D)`` and, in training, ``losses["keypoint_regularisation"]``.
+
+    stage: ResNet-18 stage (1-4) whose output is sampled; D = width * 2**(stage - 1).
+    sigma: perturbation standard deviation as a fraction of the inter-ocular distance.
+    regularisation: weight of the regularisation term (0 turns it off).
+    attention: the nasal-base attention (False: the mean keypoint feature is classified).
+    """
+
+    inputs = ("image", "landmarks")
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 7, image_size: int = 112, width: int = 64,
+                 stage: int = 3, sigma: float = 0.05, regularisation: float = 1.0, attention: bool = True,
+                 heads: int = 4):  # fmt: skip
+        super().__init__()
+        if not 1 <= stage <= 4:
+            raise ConfigError(f"keypoint stage must be 1 to 4, got {stage}")
+        dim = width * 2 ** (stage - 1)
+        if attention and dim % heads:
+            raise ConfigError(f"keypoint feature size {dim} is not divisible by heads={heads}")
+        backbone = ResNet18(in_channels, num_classes, image_size, width)
+        self.stem, self.stages = backbone.stem, backbone.stages[:stage]
+        self.image_size, self.sigma, self.regularisation = image_size, sigma, regularisation
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True) if attention else None
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def feature_maps(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.stem(image)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        maps = self.feature_maps(batch["image"])
+        landmarks = batch["landmarks"]
+        size = batch["image"].shape[-1]
+        features = sample_points(maps, landmarks, size)  # (B, 68, D)
+        if self.attention is not None:
+            query = features[:, NASAL_BASE : NASAL_BASE + 1]
+            attended, _ = self.attention(query, features, features)
+            pooled = self.norm(attended[:, 0] + query[:, 0])
+        else:
+            pooled = self.norm(features.mean(1))
+        output = {"logits": self.head(pooled), "keypoint_features": features}
+        if self.training and self.regularisation > 0:
+            scale = (self.sigma * inter_ocular_distance(landmarks)).view(-1, 1, 1)
+            moved = landmarks + torch.randn_like(landmarks) * scale
+            difference = sample_points(maps, moved, size) - features
+            output["losses"] = {"keypoint_regularisation": self.regularisation * difference.pow(2).mean()}
+        return output

@@ -1,0 +1,91 @@
+"""Privileged attribution loss (Bonnard et al., "Privileged attribution constrained deep networks
+for facial expression recognition", ICPR 2022).
+
+During training, the attribution map of a backbone layer, the gradient (or gradient times
+activation) of the summed class scores with respect to that layer's output, computed with a
+differentiable backward pass, is standardised and cross-correlated with the store's landmark
+heatmap resized to that layer. The loss is minus that correlation, times lambda, added to
+cross-entropy. Inference is the plain backbone (ResNet-18 here), so the heatmap is needed only
+in training.
+
+Channel strategies: ``all`` correlates every channel's attribution with the heatmap and averages;
+``mean`` averages the attribution over channels first; ``half`` uses the first half of the
+channels only (the rest stay free). Defaults are guesses where the paper's are not known here:
+layer 3, lambda 1, gradient x activation, all channels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fer_models.registry import register_model
+from fer_models.resnet import ResNet18
+from pipeline.errors import ConfigError
+
+STRATEGIES = ("all", "mean", "half")
+ATTRIBUTIONS = ("gradient_x_activation", "gradient")
+
+
+def _standardise(x: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit standard deviation over the last two (spatial) axes."""
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.std(dim=(-2, -1), keepdim=True, unbiased=False)
+    return (x - mean) / (std + 1e-6)
+
+
+def privileged_attribution_loss(attribution: torch.Tensor, heatmap: torch.Tensor, strategy: str = "all") -> torch.Tensor:
+    """Minus the mean cross-correlation of standardised attribution and heatmap.
+
+    Args:
+        attribution: ``(B, C, h, w)`` attribution of a layer.
+        heatmap: ``(B, 1, H, H)`` landmark heatmap (any scale), resized to h x w by area averaging.
+        strategy: ``all``, ``mean`` or ``half`` (see the module docstring).
+
+    Returns:
+        A scalar in [-1, 1]: -1 when every used channel matches the heatmap up to scale and offset.
+    """
+    if strategy == "mean":
+        attribution = attribution.mean(1, keepdim=True)
+    elif strategy == "half":
+        attribution = attribution[:, : max(1, attribution.shape[1] // 2)]
+    target = _standardise(F.interpolate(heatmap.float(), size=attribution.shape[-2:], mode="area"))
+    correlation = (_standardise(attribution.float()) * target).mean(dim=(-2, -1))  # (B, C')
+    return -correlation.mean()
+
+
+@register_model("pal", epochs=30, batch_size=64, lr=1e-3)
+class PrivilegedAttributionResNet(nn.Module):
+    """ResNet-18 trained with the privileged attribution loss against ``heatmap`` ``(B, 1, H, H)``.
+
+    Returns ``logits (B, K)``, ``features``, and in training ``attribution (B, C, h, w)`` and
+    ``losses["privileged_attribution"]`` (lambda times the loss).
+    """
+
+    inputs = ("image", "heatmap")
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 7, image_size: int = 112, width: int = 64,
+                 layer: int = 3, weight: float = 1.0, strategy: str = "all",
+                 attribution: str = "gradient_x_activation"):  # fmt: skip
+        super().__init__()
+        if not 1 <= layer <= 4:
+            raise ConfigError(f"pal layer must be 1 to 4, got {layer}")
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"pal strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+        if attribution not in ATTRIBUTIONS:
+            raise ConfigError(f"pal attribution must be one of {', '.join(ATTRIBUTIONS)}; got {attribution!r}")
+        self.backbone = ResNet18(in_channels, num_classes, image_size, width)
+        self.layer, self.weight, self.strategy, self.attribution = layer, weight, strategy, attribution
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        stages = self.backbone.stage_outputs(batch["image"])
+        output = self.backbone.classify(stages[-1])
+        if self.training and self.weight > 0 and torch.is_grad_enabled():
+            activation = stages[self.layer - 1]
+            gradient = torch.autograd.grad(output["logits"].sum(), activation, create_graph=True)[0]
+            attribution = gradient * activation if self.attribution == "gradient_x_activation" else gradient
+            loss = privileged_attribution_loss(attribution, batch["heatmap"], self.strategy)
+            output["attribution"] = attribution
+            output["losses"] = {"privileged_attribution": self.weight * loss}
+        return output

@@ -1,0 +1,90 @@
+"""The parts the guided families share or own: point and box sampling, PAL's loss, FERAtt's
+structure loss."""
+
+import torch
+
+from fer_models.augment import flip_batch
+from fer_models.data import StoreBatches, select_samples
+from fer_models.feratt import gaussian_structure_loss
+from fer_models.keypoint import KeypointFeatureNet
+from fer_models.pal import privileged_attribution_loss
+from fer_models.sampling import roi_align, sample_points
+from fer_models.train import StoreView, prepare_batch
+from pipeline.stages.landmarks import FLIP_PERMUTATION
+
+
+def test_a_landmark_on_a_pixel_centre_reads_exactly_that_feature():
+    features = torch.randn(2, 5, 12, 12)
+    size = 48  # each feature pixel spans 4 aligned pixels
+    rows, cols = torch.tensor([[0, 3, 11], [5, 6, 7]]), torch.tensor([[0, 9, 11], [2, 4, 10]])
+    points = torch.stack([(cols + 0.5) * 4, (rows + 0.5) * 4], -1).float()  # (2, 3, 2) aligned pixels
+    sampled = sample_points(features, points, size)
+    assert sampled.shape == (2, 3, 5)
+    for b in range(2):
+        for p in range(3):
+            torch.testing.assert_close(sampled[b, p], features[b, :, rows[b, p], cols[b, p]], rtol=0, atol=1e-6)
+
+
+def test_roi_align_of_a_box_on_the_feature_grid_returns_its_pixels():
+    features = torch.randn(2, 3, 12, 12)
+    boxes = torch.tensor([[[8.0, 12.0, 24.0, 28.0], [0.0, 0.0, 8.0, 8.0]]]).repeat(2, 1, 1)  # 4x4 and 2x2 pixels
+    crops = roi_align(features, boxes, 48, output=4)
+    assert crops.shape == (2, 2, 3, 4, 4)
+    torch.testing.assert_close(crops[:, 0], features[:, :, 3:7, 2:6], rtol=0, atol=1e-6)
+    torch.testing.assert_close(roi_align(features, boxes, 48, output=2)[:, 1], features[:, :, 0:2, 0:2], rtol=0, atol=1e-6)
+
+
+def test_keypoint_features_of_a_flipped_batch_are_the_permuted_features(fer_store):
+    batch = prepare_batch(next(iter(StoreBatches(fer_store, select_samples(fer_store, "train"),
+                                                 ("image", "landmarks"), 8))), torch.device("cpu"))  # fmt: skip
+    conv = torch.nn.Conv2d(1, 6, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_((conv.weight + conv.weight.flip(-1)) / 2)  # mirror-symmetric: flip-equivariant
+    view = StoreView.open(str(fer_store))
+    flipped = flip_batch(batch, torch.ones(8, dtype=torch.bool), 48, view.permutations)
+    with torch.no_grad():
+        original = sample_points(conv(batch["image"]), batch["landmarks"], 48)
+        mirrored = sample_points(conv(flipped["image"]), flipped["landmarks"], 48)
+    torch.testing.assert_close(mirrored, original[:, torch.from_numpy(FLIP_PERMUTATION)], atol=1e-5, rtol=0)
+
+
+def test_keypoint_regularisation_is_zero_without_noise_and_positive_with_it(fer_store):
+    batch = prepare_batch(next(iter(StoreBatches(fer_store, select_samples(fer_store, "train"),
+                                                 ("image", "landmarks"), 8))), torch.device("cpu"))  # fmt: skip
+    torch.manual_seed(0)
+    still = KeypointFeatureNet(in_channels=1, image_size=48, width=16, sigma=0.0)
+    assert still(batch)["losses"]["keypoint_regularisation"].item() == 0.0
+    noisy = KeypointFeatureNet(in_channels=1, image_size=48, width=16, sigma=0.1)
+    assert noisy(batch)["losses"]["keypoint_regularisation"].item() > 0.0
+
+
+def test_pal_loss_falls_as_the_attribution_comes_to_match_the_heatmap():
+    torch.manual_seed(0)
+    heatmap = torch.zeros(2, 1, 48, 48)
+    heatmap[:, :, 10:20, 12:30] = 1.0
+    heatmap[:, :, 30:40, 20:28] = 0.5
+    matching = torch.nn.functional.interpolate(heatmap, size=(12, 12), mode="area").repeat(1, 4, 1, 1)
+    assert privileged_attribution_loss(matching * 3 + 1, heatmap).item() < -0.999  # scale and offset do not matter
+    attribution = torch.randn(2, 4, 12, 12, requires_grad=True)
+    first = privileged_attribution_loss(attribution, heatmap)
+    assert abs(first.item()) < 0.3
+    optimizer = torch.optim.Adam([attribution], lr=0.1)
+    losses = []
+    for _ in range(20):
+        loss = privileged_attribution_loss(attribution, heatmap, "mean")
+        optimizer.zero_grad()
+        loss.backward()
+        assert attribution.grad.abs().sum() > 0
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5 and losses[-1] < -0.9
+    half = privileged_attribution_loss(torch.cat([matching[:, :2], torch.randn(2, 2, 12, 12)], 1), heatmap, "half")
+    assert half.item() < -0.999  # only the first half of the channels is constrained
+
+
+def test_gaussian_structure_loss_prefers_separated_classes():
+    target = torch.tensor([0, 0, 1, 1, 2, 2])
+    separated = torch.tensor([[0.0, 0], [0.1, 0], [5, 5], [5.1, 5], [-5, 5], [-5, 5.1]])
+    mixed = torch.tensor([[0.0, 0], [5, 5], [5.1, 5], [-5, 5], [0.1, 0], [-5, 5.1]])
+    assert gaussian_structure_loss(separated, target) < 0.01 < gaussian_structure_loss(mixed, target)
+    assert gaussian_structure_loss(separated, torch.zeros(6, dtype=torch.long)).item() == 0.0
