@@ -1,4 +1,8 @@
-"""``fer-store``: look at a guidance store."""
+"""``fer-store``: look at, check, pack, compare and serve guidance stores.
+
+STORE is a local path, file://, http(s)://, s3:// URL or a .zarr.zip file wherever a store is
+only read (docs/sharing.md).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from cli.errors import user_errors
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main():
-    """Inspect FER guidance stores."""
+    """Inspect, verify, pack, compare and serve FER guidance stores."""
 
 
 @main.command()
@@ -35,3 +39,74 @@ def show(store, split, statuses, count, out):
     with user_errors():
         shown = write_contact_sheet(store, out, split=split, statuses=statuses, count=count)
     click.echo(f"wrote {out} ({shown} samples)")
+
+
+@main.command()
+@click.argument("store")
+def ls(store):
+    """The arrays of STORE: shapes, dtypes, chunks, shards, dimensions, bytes."""
+    from pipeline.inspect import list_arrays
+
+    with user_errors():
+        click.echo(list_arrays(store))
+
+
+@main.command()
+@click.argument("store")
+def verify(store):
+    """Read every chunk of STORE and check checksums, schema, provenance hashes and completeness;
+    print each fault and exit 1 if there is any."""
+    from pipeline.verify import verify_store
+
+    faults = verify_store(store, progress=lambda line: click.echo(line, err=True))
+    for fault in faults:
+        click.echo(f"FAULT {fault}")
+    if faults:
+        click.echo(f"{store}: {len(faults)} faults")
+        raise SystemExit(1)
+    click.echo(f"{store}: intact and complete")
+
+
+@main.command()
+@click.argument("store", type=click.Path(file_okay=False, exists=True))
+@click.argument("out", type=click.Path(dir_okay=False))
+def pack(store, out):
+    """Pack the finished local STORE into OUT (*.zarr.zip), one file to send or publish."""
+    from pipeline.pack import pack_store
+
+    with user_errors():
+        files = pack_store(store, out)
+    click.echo(f"packed {files} files into {out}")
+
+
+@main.command()
+@click.argument("a")
+@click.argument("b")
+def diff(a, b):
+    """Provenance, config and counts of stores A and B side by side."""
+    from pipeline.inspect import diff_stores
+
+    with user_errors():
+        click.echo(diff_stores(a, b))
+
+
+@main.command()
+@click.argument("store", type=click.Path(file_okay=False, exists=True))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for the lab network).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--log/--no-log", default=False, help="Log each request.")
+def serve(store, host, port, log):
+    """Serve the local STORE read-only over HTTP with Range requests, until interrupted."""
+    from pipeline.serve import make_server
+    from pipeline.store import open_store
+
+    with user_errors():
+        open_store(store)
+    server = make_server(store, host, port, quiet=not log)
+    click.echo(f"serving {store} at http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -89,4 +89,7 @@ def evaluate(checkpoint, store, split, device, batch_size, out):
     macro-F1, confusion matrix (JSON on stdout)."""
     with user_errors():
         result = evaluate_checkpoint(checkpoint, store, split, device=device, batch_size=batch_size, out=out)
+    if not result["same_preprocessing"]:
+        click.echo(f"warning: {store} was preprocessed with another configuration than the store this checkpoint "
+                   "was trained on (fer-store diff shows how); the scores may not compare", err=True)  # fmt: skip
     click.echo(json.dumps(result, indent=2))

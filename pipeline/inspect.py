@@ -1,4 +1,4 @@
-"""Human-readable description of a store: what ``fer-store info`` prints."""
+"""Human-readable descriptions of stores: what ``fer-store info``, ``ls`` and ``diff`` print."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.store import ATTRS_KEY, Status, bytes_on_disk, open_store
+from pipeline.config import differing_keys
+from pipeline.store import ATTRS_KEY, Status, bytes_on_disk, open_store, stored_guidance
+from pipeline.store_location import StoreLocation
 
 
 def _table(rows: list[list[str]]) -> list[str]:
@@ -51,16 +53,7 @@ def describe_store(path: str | Path) -> str:
          for name, definition in prov["label_sets"].items()]
     )
     lines += ["", "arrays"]
-    rows = [["name", "shape", "dtype", "chunk", "shard", "dims", "on disk", "per sample"]]
-    for name, array in sorted(group.arrays()):
-        on_disk = bytes_on_disk(Path(path) / name)
-        rows.append([
-            name, str(tuple(array.shape)), str(array.dtype), str(tuple(array.chunks)),
-            str(tuple(array.shards)) if array.shards else "-",
-            ",".join(array.metadata.dimension_names or ()),
-            f"{on_disk / 1e6:.2f} MB", f"{on_disk / max(n, 1):.0f} B",
-        ])  # fmt: skip
-    lines += _table(rows)
+    lines += array_table(group, path)
     lines += ["", "provenance"]
     lines += [f"  config_sha256    {prov['config_sha256']}", f"  manifest_sha256  {prov['manifest_sha256']}"]
     for role, model in prov["models"].items():
@@ -75,4 +68,53 @@ def describe_store(path: str | Path) -> str:
             f"  ADDING           {', '.join(prov['growing']['types'])} (unfinished, not offered to training; "
             "run fer-preprocess STORE --guidance with them again to finish)"
         )
+    return "\n".join(lines)
+
+
+def array_table(group, location: str | Path) -> list[str]:
+    """One row per array: shape, dtype, chunk, shard, dimension names, and for a local store the
+    bytes on disk (total and per sample)."""
+    local = StoreLocation.parse(location)
+    n = group["status"].shape[0]
+    rows = [["name", "shape", "dtype", "chunk", "shard", "dims", "on disk", "per sample"]]
+    for name, array in sorted(group.arrays()):
+        on_disk = bytes_on_disk(Path(local.path) / name) if local.is_local else None
+        rows.append([
+            name, str(tuple(array.shape)), str(array.dtype), str(tuple(array.chunks)),
+            str(tuple(array.shards)) if array.shards else "-",
+            ",".join(array.metadata.dimension_names or ()),
+            "-" if on_disk is None else f"{on_disk / 1e6:.2f} MB",
+            "-" if on_disk is None else f"{on_disk / max(n, 1):.0f} B",
+        ])  # fmt: skip
+    return _table(rows)
+
+
+def list_arrays(location: str | Path) -> str:
+    """``fer-store ls``: the arrays of a store."""
+    return "\n".join(array_table(open_store(location), location))
+
+
+def diff_stores(a: str | Path, b: str | Path) -> str:
+    """``fer-store diff``: provenance, config and counts of two stores side by side; differences
+    are marked with ``*``."""
+    pa, pb = (dict(open_store(x).attrs[ATTRS_KEY]) for x in (a, b))
+    ga, gb = (stored_guidance(open_store(x)) for x in (a, b))
+
+    def row(name: str, va, vb) -> list[str]:
+        return ["*" if va != vb else " ", name, str(va), str(vb)]
+
+    rows = [[" ", "", str(a), str(b)]]
+    for key in ("dataset", "schema_version", "complete", "created", "config_sha256", "manifest_sha256"):
+        rows.append(row(key, pa.get(key), pb.get(key)))
+    for key in sorted(set(pa["counts"]) | set(pb["counts"])):
+        rows.append(row(f"count {key}", pa["counts"].get(key, 0), pb["counts"].get(key, 0)))
+    rows.append(row("guidance", ", ".join(ga), ", ".join(gb)))
+    for role in sorted(set(pa["models"]) | set(pb["models"])):
+        rows.append(row(f"model {role}", pa["models"].get(role, {}).get("sha256", "-")[:16],
+                        pb["models"].get(role, {}).get("sha256", "-")[:16]))  # fmt: skip
+    for key in sorted(set(pa["versions"]) | set(pb["versions"])):
+        rows.append(row(f"version {key}", pa["versions"].get(key), pb["versions"].get(key)))
+    config = differing_keys(pa["config"], pb["config"])
+    lines = _table(rows)
+    lines += ["", "config: identical" if not config else "config differs:"] + [f"  * {line}" for line in config]
     return "\n".join(lines)

@@ -39,6 +39,7 @@ from pipeline.datasets.manifest import Manifest
 from pipeline.errors import StoreError, StoreMismatchError
 from pipeline.guidance import GUIDANCE_TYPES
 from pipeline.stages.landmarks import FLIP_PERMUTATION
+from pipeline.store_location import open_group_readonly
 
 SCHEMA_VERSION = 1
 ATTRS_KEY = "fer_store"
@@ -341,26 +342,32 @@ def _write_template(
     }
 
 
-def open_store(path: str | Path, mode: str = "r") -> zarr.Group:
+def open_store(location: str | Path, mode: str = "r") -> zarr.Group:
     """Open a store's root group after checking it is a schema-v1 FER store.
 
     Args:
-        path: local directory.
-        mode: ``"r"`` (read-only, never writes) or ``"r+"``.
+        location: for reading, a local path, ``file://``, ``http(s)://``, ``s3://`` URL or a
+            ``.zarr.zip`` file (see :mod:`pipeline.store_location`); for writing, a local path.
+        mode: ``"r"`` (read-only, never writes, metadata checked against an allow-list first) or
+            ``"r+"`` (local stores this software builds).
 
     Raises:
-        StoreError: missing, not a FER store, or of an unknown schema version.
+        StoreError: missing, unreachable, not a FER store, of an unknown schema version, or with
+            metadata outside the allow-list.
     """
-    if not store_exists(path):
-        raise StoreError(f"no store at {path} (expected a Zarr v3 group with zarr.json)")
-    group = zarr.open_group(str(path), mode=mode, use_consolidated=False)
+    if mode == "r":
+        group = open_group_readonly(location)
+    else:
+        if not store_exists(location):
+            raise StoreError(f"no store at {location} (expected a Zarr v3 group with zarr.json)")
+        group = zarr.open_group(str(location), mode=mode, use_consolidated=False)
     provenance = group.attrs.get(ATTRS_KEY)
     if not isinstance(provenance, dict):
-        raise StoreError(f"{path} is a Zarr group but not a FER guidance store (no {ATTRS_KEY!r} attributes)")
+        raise StoreError(f"{location} is a Zarr group but not a FER guidance store (no {ATTRS_KEY!r} attributes)")
     if provenance.get("schema_version") != SCHEMA_VERSION:
         raise StoreError(
-            f"{path} has schema version {provenance.get('schema_version')!r}; this version of the "
-            f"software reads version {SCHEMA_VERSION}"
+            f"{location} has schema version {provenance.get('schema_version')!r}; this version of the "
+            f"software reads version {SCHEMA_VERSION} (a newer store needs a newer fer-guidance-store)"
         )
     return group
 

@@ -10,11 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 DLIB_FACES = SHARED_DATA / "dlib-faces"
 FER2013_TGZ = SHARED_DATA / "fer2013" / "fer2013-images.tgz"
+
+# One intra-op thread: the models here are small, and two processes each spinning two threads on a
+# two-core machine run ten times slower than one thread each.
+torch.set_num_threads(1)
 
 
 def require(path: Path) -> Path:
@@ -105,3 +110,19 @@ def export_saliency_network(path: Path, channels: int = 3, input_size: int | Non
 def saliency_onnx(tmp_path_factory) -> Path:
     """A small saliency network exported to ONNX (RGB input of any size)."""
     return export_saliency_network(tmp_path_factory.mktemp("onnx") / "saliency.onnx")
+
+
+FER_STORE_GUIDANCE = "heatmap,heatmap_regions,saliency,mask_soft,mask_binary,mask_hull,regions"
+
+
+@pytest.fixture(scope="session")
+def fer_store(tmp_path_factory, fer2013_small) -> Path:
+    """84 FER-2013 faces (42 train, 42 test) at S = H = 48, gray, shards of 32 samples."""
+    from pipeline.config import build_config
+    from pipeline.run import SYNCHRONOUS, preprocess
+
+    store = tmp_path_factory.mktemp("fer-models") / "fer.zarr"
+    config = build_config({"detect": {"prior": "full-frame"}, "align": {"size": 48, "color": "gray"},
+                           "guidance": {"types": FER_STORE_GUIDANCE}, "shard_size": 32})  # fmt: skip
+    preprocess(store, "folder", fer2013_small, config, scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None)
+    return store
