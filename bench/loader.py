@@ -7,6 +7,8 @@ S = H = 112 (the same faces upscaled), from
 - ``store``: :class:`fer_models.data.StoreBatches` streaming the store on local disk (a shard per
   zarr call, shuffled over a window of shards);
 - ``memory``: the same batches with the selection already in memory (the ceiling);
+- ``http`` and ``s3``: the same store streamed from ``fer-store serve`` and from an S3-compatible
+  server (moto) on loopback, with the time to open the store (metadata, selection) from each;
 - ``jpeg``: decoding the source JPEG files each time and resizing to S, image only (what an
   image-folder loader does);
 - ``jpeg_and_dlib``: decoding plus detection, 68 landmarks, alignment and the three guidance maps
@@ -40,7 +42,9 @@ from pipeline.models import ModelFiles, thread_models  # noqa: E402
 from pipeline.run import preprocess  # noqa: E402
 from pipeline.shard import process_image  # noqa: E402
 from pipeline.stages.decode import decode_image  # noqa: E402
+from pipeline.store import open_store  # noqa: E402
 from tests.conftest import extract_fer2013  # noqa: E402
+from tests.sharing.servers import s3_server, store_server  # noqa: E402
 
 FIELDS = ("image", "heatmap", "mask_soft", "saliency", "landmarks")
 BATCH = 64
@@ -79,6 +83,16 @@ def jpeg_batches(root: Path, sources: list[str], size: int, guidance: bool, conf
         yield batch
 
 
+def remote(location: str, n: int) -> dict:
+    """Seconds to open the store and select the train split, and streamed samples per second."""
+    began = time.perf_counter()
+    open_store(location)
+    selection = select_samples(location, "train")
+    opened = time.perf_counter() - began
+    streaming = StoreBatches(location, selection, FIELDS, BATCH, shuffle=True, in_memory=False)
+    return {"open_seconds": round(opened, 3), "samples_per_s": round(rate(streaming, n))}
+
+
 def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
     store = workdir / f"s{size}.zarr"
     config = build_config(get_dataset("fer2013").config_defaults, {"align": {"size": size}})
@@ -91,7 +105,19 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
     manifest = get_dataset("fer2013").scan(root)
     train_sources = [s for s, split in zip(manifest.source, manifest.split) if split == 0]
     n = len(selection)
+    with store_server(store) as url:
+        http = remote(url, n)
+    with s3_server():
+        import s3fs
+
+        bucket = s3fs.S3FileSystem()
+        bucket.mkdir(f"bench-{size}")
+        bucket.put(str(store), f"bench-{size}/s.zarr", recursive=True)
+        s3 = remote(f"s3://bench-{size}/s.zarr", n)
     return {
+        "local_open_seconds": remote(str(store), n)["open_seconds"],
+        "http": http,
+        "s3": s3,
         "samples": n,
         "store_samples_per_s": round(rate(streaming, n)),
         "memory_samples_per_s": round(rate(in_memory, n)),

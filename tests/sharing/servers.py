@@ -71,8 +71,9 @@ def store_server(store: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def s3_server(monkeypatch) -> Iterator[str]:
-    """moto's S3 server; sets the AWS_* variables a colleague would set; yields the endpoint."""
+def s3_server(monkeypatch=None) -> Iterator[str]:
+    """moto's S3 server; sets the AWS_* variables a colleague would set (through ``monkeypatch``
+    when given, else in ``os.environ`` for the process); yields the endpoint."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -82,8 +83,14 @@ def s3_server(monkeypatch) -> Iterator[str]:
     endpoint = f"http://{host}:{port}"
     for key, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab",
                        "AWS_REGION": "us-east-1"}.items():  # fmt: skip
-        monkeypatch.setenv(key, value)
+        if monkeypatch is not None:
+            monkeypatch.setenv(key, value)
+        else:
+            os.environ[key] = value
     try:
         yield endpoint
     finally:
         server.stop()
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()  # its cached clients point at this server
