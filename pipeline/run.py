@@ -27,6 +27,7 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.guidance import GUIDANCE_TYPES, resolve_guidance
 from pipeline.models import ModelFiles, SaliencyNetwork
 from pipeline.shard import GrowTask, ShardSummary, ShardTask, grow_shard, process_shard
+from pipeline.store_lock import holds_store_lock
 
 SYNCHRONOUS = "synchronous"
 TASK_RETRIES = 2
@@ -165,6 +166,7 @@ def _run_tasks(
                 yield task_of[future.key], error
 
 
+@holds_store_lock
 def preprocess(
     store_path: str | Path,
     dataset: str,
@@ -199,7 +201,8 @@ def preprocess(
         their samples stay pending, so running again retries them.
 
     Raises:
-        DatasetError, ModelFileError, ConfigError, StoreMismatchError, StoreError: before any work.
+        DatasetError, ModelFileError, ConfigError, StoreMismatchError, StoreError (StoreLockedError
+        when another run writes the store): before any work.
     """
     began = time.perf_counter()
     store_path = str(Path(store_path).absolute())
@@ -238,6 +241,7 @@ def preprocess(
     )
 
 
+@holds_store_lock
 def grow(
     store_path: str | Path,
     guidance: str | tuple[str, ...],
