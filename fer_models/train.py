@@ -300,7 +300,8 @@ class Trainer:
             "config": dataclasses.asdict(self.config),
             "class_names": list(self.class_names),
             "label_set": self.train_selection.label_set,
-            "store": {key: self.view.provenance[key] for key in ("dataset", "config_sha256", "manifest_sha256")},
+            "store": {"location": self.config.store,
+                      **{key: self.view.provenance[key] for key in ("dataset", "config_sha256", "manifest_sha256")}},
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> None:

@@ -41,6 +41,7 @@ def test_a_run_directory_holds_everything_and_the_checkpoint_scores_again(fer_st
                                                "summary.json"}  # fmt: skip
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["epoch"] == summary["best_epoch"] and best["store"]["config_sha256"]
+    assert best["store"]["location"] == str(fer_store)
     assert best["class_names"] == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
     assert json.loads((out / "config.json").read_text())["epochs"] == 3
     scored = evaluate_checkpoint(out / "best.pt", str(fer_store), "test", device="cpu", out=tmp_path / "eval")
