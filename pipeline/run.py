@@ -78,7 +78,8 @@ class RunSummary:
         ]
         if self.failed_shards:
             lines.append(
-                f"FAILED     {len(self.failed_shards)} shards (run the same command again to retry):"
+                f"FAILED     {len(self.failed_shards)} shards kept failing; their samples are recorded as failed "
+                "(run the same command again to retry them):"
             )
             lines += [f"  {line}" for line in self.failed_shards]
         return "\n".join(lines)
@@ -197,8 +198,9 @@ def preprocess(
         progress: show a progress bar on stderr.
 
     Returns:
-        A :class:`RunSummary`. Shards whose task kept failing are listed in ``failed_shards``;
-        their samples stay pending, so running again retries them.
+        A :class:`RunSummary`. Shards whose task kept failing (after :data:`TASK_RETRIES` retries
+        on a cluster) are listed in ``failed_shards`` and their samples recorded as ``failed``
+        with the error; running again retries them.
 
     Raises:
         DatasetError, ModelFileError, ConfigError, StoreMismatchError, StoreError (StoreLockedError
@@ -224,9 +226,11 @@ def preprocess(
         f"{dataset}, {len(shards)} of {n_shards} shards to do"
     )
     tasks = plan_tasks(store_path, manifest, root, config, models, shards)
-    processed, failed, stage_seconds = _run_with_progress(
+    processed, failures, stage_seconds = _run_with_progress(
         process_shard, tasks, scheduler, workers, progress, "preprocessing"
     )
+    for task, error in failures:
+        store.record_failed_shard(store_path, task.start, task.stop, f"{type(error).__name__}: {error}")
     counts = store.finalize_store(store_path)
     return RunSummary(
         store_path=store_path,
@@ -236,7 +240,7 @@ def preprocess(
         seconds=time.perf_counter() - began,
         store_bytes=store.bytes_on_disk(store_path),
         complete=counts[store.Status.PENDING.label] == 0,
-        failed_shards=failed,
+        failed_shards=_describe(failures),
         stage_seconds=stage_seconds,
     )
 
@@ -317,7 +321,7 @@ def grow(
             f"{len(shards)} of {n_shards} shards to do"
         )
     tasks = [GrowTask(store_path, start, stop, types, config, models) for start, stop in shards]
-    processed, failed, stage_seconds = _run_with_progress(grow_shard, tasks, scheduler, workers, progress, "adding guidance")
+    processed, failures, stage_seconds = _run_with_progress(grow_shard, tasks, scheduler, workers, progress, "adding guidance")
     added = types if types and store.finish_growth(store_path) is not None else ()
     counts = dict(store.open_store(store_path).attrs[store.ATTRS_KEY]["counts"])
     return RunSummary(
@@ -328,7 +332,7 @@ def grow(
         seconds=time.perf_counter() - began,
         store_bytes=store.bytes_on_disk(store_path),
         complete=not types or bool(added),
-        failed_shards=failed,
+        failed_shards=_describe(failures),
         stage_seconds=stage_seconds,
         guidance_added=added,
     )
@@ -360,9 +364,10 @@ def _run_with_progress(
     workers: int | None,
     progress: bool,
     label: str,
-) -> tuple[int, list[str], dict[str, float]]:
-    """Run the tasks with a progress bar; return (samples processed, failed shards, stage seconds)."""
-    processed, failed, stage_seconds = 0, [], Counter()
+) -> tuple[int, list[tuple[ShardTask | GrowTask, BaseException]], dict[str, float]]:
+    """Run the tasks with a progress bar; return (samples processed, (task, error) of each task
+    that kept failing, stage seconds)."""
+    processed, failures, stage_seconds = 0, [], Counter()
     with click.progressbar(
         length=sum(t.stop - t.start for t in tasks), label=label, file=sys.stderr
     ) if progress else contextlib.nullcontext() as bar:
@@ -373,6 +378,9 @@ def _run_with_progress(
                 if bar is not None:
                     bar.update(outcome.stop - outcome.start)
             else:
-                task, error = outcome
-                failed.append(f"samples {task.start}-{task.stop - 1}: {type(error).__name__}: {error}")
-    return processed, failed, dict(stage_seconds)
+                failures.append(outcome)
+    return processed, failures, dict(stage_seconds)
+
+
+def _describe(failures: list[tuple[ShardTask | GrowTask, BaseException]]) -> list[str]:
+    return [f"samples {task.start}-{task.stop - 1}: {type(error).__name__}: {error}" for task, error in failures]

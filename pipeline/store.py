@@ -400,13 +400,18 @@ def shard_bounds(n: int, shard_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + shard_size, n)) for start in range(0, n, shard_size)]
 
 
+SHARD_FAILURE_PREFIX = "shard task failed: "
+
+
 def pending_shards(path: str | Path, shard_size: int) -> list[tuple[int, int]]:
-    """Shards with at least one pending sample, or whose ``status`` chunk cannot be read.
+    """Shards with at least one pending sample, whose ``status`` chunk cannot be read, or whose
+    task kept failing in an earlier run (:func:`record_failed_shard`: every run retries them).
 
     A status chunk left half-written by a killed process fails its checksum and counts as pending,
     so the shard is computed again.
     """
-    status = open_store(path)["status"]
+    group = open_store(path)
+    status = group["status"]
     pending = []
     for start, stop in shard_bounds(status.shape[0], shard_size):
         try:
@@ -414,9 +419,21 @@ def pending_shards(path: str | Path, shard_size: int) -> list[tuple[int, int]]:
         except Exception:  # noqa: BLE001 - any decode error means "not finished"
             pending.append((start, stop))
             continue
-        if np.any(values == Status.PENDING):
+        if np.any(values == Status.PENDING) or (
+            np.any(values == Status.FAILED)
+            and any(str(m).startswith(SHARD_FAILURE_PREFIX) for m in group["message"][start:stop])
+        ):
             pending.append((start, stop))
     return pending
+
+
+def record_failed_shard(path: str | Path, start: int, stop: int, error: str) -> None:
+    """Mark every sample of a shard whose task kept failing as ``failed``, the error in
+    ``message``, so the rest of the store completes; the next run on the store retries the shard."""
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    n = stop - start
+    group["message"][start:stop] = np.asarray([SHARD_FAILURE_PREFIX + error] * n, dtype=object)
+    group["status"][start:stop] = np.full(n, int(Status.FAILED), dtype=np.uint8)
 
 
 def write_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray], status: np.ndarray) -> None:

@@ -182,3 +182,29 @@ def test_a_killed_run_resumes_to_the_same_store(tmp_path, fer2013_2k):
     subprocess.run([VENV_BIN / "fer-preprocess", fresh, *options, "--scheduler", "synchronous"], check=True,
                    capture_output=True)  # fmt: skip
     stores_equal(killed, fresh)
+
+
+def test_a_shard_whose_task_keeps_failing_is_recorded_and_the_next_run_retries_it(tmp_path, fer2013_small):
+    from pipeline.datasets import get_dataset
+    from pipeline.models import ModelFiles
+    from pipeline.store import SHARD_FAILURE_PREFIX, prepare_store
+
+    config = build_config({"detect": {"prior": "full-frame"}, "align": {"size": 48, "color": "gray"}, "shard_size": 32})
+    store = tmp_path / "s.zarr"
+    prepare_store(store, get_dataset("folder").scan(fer2013_small), config, ModelFiles.locate().sha256())
+    blocker = store / "image" / "c" / "1" / "0" / "0" / "0"
+    blocker.mkdir(parents=True)  # shard 1's image file cannot be written: its task fails for real
+    summary = run(store, fer2013_small, config, scheduler=None, workers=2)  # a real cluster, with retries
+    assert len(summary.failed_shards) == 1 and summary.failed_shards[0].startswith("samples 32-63: ")
+    assert summary.counts["failed"] == 32 and summary.counts["pending"] == 0 and summary.counts["ok"] > 0
+    group = zarr.open_group(str(store), mode="r")
+    status, message = group["status"][:], group["message"][:]
+    assert np.all(status[32:64] == Status.FAILED) and all(m.startswith(SHARD_FAILURE_PREFIX) for m in message[32:64])
+    assert np.all(np.isin(status[:32], [Status.OK, Status.OK_PRIOR])) and np.all(status[64:] != Status.FAILED)
+
+    blocker.rmdir()
+    again = run(store, fer2013_small, config)
+    assert again.processed == 32 and not again.failed_shards and again.counts["failed"] == 0
+    fresh = tmp_path / "fresh.zarr"
+    run(fresh, fer2013_small, config)
+    stores_equal(store, fresh)
