@@ -53,3 +53,37 @@ def test_a_run_directory_holds_everything_and_the_checkpoint_scores_again(fer_st
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+@pytest.mark.slow
+def test_a_training_run_killed_mid_epoch_resumes_to_the_same_metrics(fer_store, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    fer_train = Path(sys.executable).parent / "fer-train"
+    options = ["--store", str(fer_store), "--model", "guided-stn", "--epochs", "5", "--batch-size", "4", "--seed", "5",
+               "--no-progress"]  # fmt: skip
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([fer_train, *options, "--out", killed], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log, deadline = killed / "log.jsonl", time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 2):
+        time.sleep(0.01)
+    time.sleep(0.1)  # into the third epoch
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done = load_checkpoint(killed / "last.pt")["epoch"]
+    assert 2 <= done < 5, "the run should have been killed part-way"
+    resumed = subprocess.run([fer_train, *options, "--out", killed, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {killed} after epoch {done}" in resumed.stdout
+    subprocess.run([fer_train, *options, "--out", tmp_path / "whole"], check=True, capture_output=True)
+    a, b = (json.loads((path / "summary.json").read_text()) for path in (killed, tmp_path / "whole"))
+    for key in ("best_epoch", "test_accuracy", "test_macro_f1", "confusion"):
+        assert a[key] == b[key], key
+    strip = lambda path: [{k: v for k, v in json.loads(line).items() if k != "seconds"}  # noqa: E731
+                          for line in (path / "log.jsonl").read_text().splitlines()]  # fmt: skip
+    assert strip(killed) == strip(tmp_path / "whole")
