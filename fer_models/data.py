@@ -195,16 +195,21 @@ class StoreBatches(torch.utils.data.IterableDataset):
         bounds = np.r_[starts, len(shard)]
         return [(int(shard[a]) * self.shard_size, np.arange(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
-    def _read(self, group, start: int, positions: np.ndarray) -> dict[str, np.ndarray]:
+    def _arrays_of(self) -> dict:
+        """The store's array handles for the fields, opened once per iteration (not per read)."""
+        group = open_store(self.store)
+        return {name: group[name] for name in self.fields}
+
+    def _read(self, arrays: dict, start: int, positions: np.ndarray) -> dict[str, np.ndarray]:
         """The fields of the selected samples at ``positions`` (all in the shard at ``start``)."""
         rows = self.selection.index[positions] - start
         stop = start + int(rows[-1]) + 1
-        return {name: group[name][start:stop][rows] for name in self.fields}
+        return {name: array[start:stop][rows] for name, array in arrays.items()}
 
     def _load_all(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
-            group = open_store(self.store)
-            parts = [self._read(group, start, positions) for start, positions in self._blocks()]
+            arrays = self._arrays_of()
+            parts = [self._read(arrays, start, positions) for start, positions in self._blocks()]
             self._arrays = {name: np.concatenate([p[name] for p in parts]) for name in self.fields}
         return self._arrays
 
@@ -232,12 +237,12 @@ class StoreBatches(torch.utils.data.IterableDataset):
         if self.shuffle:
             blocks = [blocks[i] for i in rng.permutation(len(blocks))]
         blocks = blocks[worker_id::workers]
-        group = open_store(self.store)
+        handles = self._arrays_of()
         carry_arrays: dict[str, np.ndarray] = {name: np.zeros((0,)) for name in self.fields}
         carry_positions = np.zeros(0, dtype=np.int64)
         for first in range(0, len(blocks), self.window_shards):
             window = blocks[first : first + self.window_shards]
-            parts = [self._read(group, start, positions) for start, positions in window]
+            parts = [self._read(handles, start, positions) for start, positions in window]
             positions = np.concatenate([carry_positions, *(p for _, p in window)])
             arrays = {
                 name: np.concatenate(([carry_arrays[name]] if len(carry_positions) else []) + [p[name] for p in parts])

@@ -233,10 +233,11 @@ class Trainer:
             counts = np.bincount(self.train_selection.hard_target, minlength=len(self.class_names))
             weight = counts.sum() / np.maximum(counts, 1) / len(self.class_names)
             self.class_weight = torch.tensor(weight, dtype=torch.float32, device=self.device)
-        self.train_batches = self._batches(self.train_selection, shuffle=True)
+        self.train_batches = self.batches(self.train_selection, shuffle=True)
+        self.eval_batches = self.batches(self.eval_selection, shuffle=False)  # read once, scored every epoch
         self.epoch, self.history, self.best = 0, [], {"epoch": 0, "accuracy": -1.0}
 
-    def _batches(self, selection: Selection, shuffle: bool) -> StoreBatches:
+    def batches(self, selection: Selection, shuffle: bool) -> StoreBatches:
         return StoreBatches(
             self.config.store, selection, self.fields, self.config.batch_size, shuffle=shuffle, seed=self.config.seed,
             drop_last=shuffle and len(selection) > self.config.batch_size, in_memory=self.config.in_memory,
@@ -283,11 +284,11 @@ class Trainer:
                     bar.update(1)
         return total / max(seen, 1)
 
-    def evaluate(self, selection: Selection) -> dict[str, Any]:
-        """Loss, accuracy, macro-F1 and confusion matrix on ``selection`` (hard labels: the most
+    def evaluate(self, batches: StoreBatches) -> dict[str, Any]:
+        """Loss, accuracy, macro-F1 and confusion matrix on ``batches`` (hard labels: the most
         voted class of a soft target)."""
-        return evaluate_model(self.model, self._loader(self._batches(selection, shuffle=False)), self.device,
-                              len(self.class_names), self._autocast, self._input)  # fmt: skip
+        return evaluate_model(self.model, self._loader(batches), self.device, len(self.class_names), self._autocast,
+                              self._input)  # fmt: skip
 
     def checkpoint(self) -> dict[str, Any]:
         return {
@@ -369,7 +370,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, pro
     began = time.perf_counter() - (trainer.history[-1]["seconds"] if trainer.history else 0.0)
     for epoch in range(trainer.epoch + 1, trainer.config.epochs + 1):
         train_loss = trainer.train_epoch(epoch)
-        scores = trainer.evaluate(trainer.eval_selection)
+        scores = trainer.evaluate(trainer.eval_batches)
         trainer.epoch = epoch
         record = {"epoch": epoch, "train_loss": round(train_loss, 6), f"{trainer.eval_name}_loss": round(scores["loss"], 6),
                   f"{trainer.eval_name}_accuracy": scores["accuracy"], f"{trainer.eval_name}_macro_f1": scores["macro_f1"],
@@ -387,11 +388,11 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, pro
 
     trainer.restore(load_checkpoint(best))
     report_name = trainer.test_split or trainer.eval_name
-    report_selection = (
-        select_samples(trainer.config.store, trainer.test_split, trainer.config.labels)
-        if trainer.test_split else trainer.eval_selection
-    )  # fmt: skip
-    report = trainer.evaluate(report_selection)
+    if trainer.test_split:
+        report_selection = select_samples(trainer.config.store, trainer.test_split, trainer.config.labels)
+        report = trainer.evaluate(trainer.batches(report_selection, shuffle=False))
+    else:
+        report_selection, report = trainer.eval_selection, trainer.evaluate(trainer.eval_batches)
     write_confusion_png(np.array(report["confusion"]), trainer.class_names, out / "confusion.png",
                         title=f"{trainer.config.model}, best epoch {trainer.best['epoch']}, {report_name}")  # fmt: skip
     summary = {

@@ -20,7 +20,7 @@ from pipeline.errors import FerStoreError
 from pipeline.store import (
     ATTRS_KEY, Status, array_specs, guidance_specs, open_store, status_counts,
 )  # fmt: skip
-from pipeline.store_location import StoreLocation, read_json
+from pipeline.store_location import read_json
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
         return [Fault("store", str(error))]
     faults: list[Fault] = []
     provenance = dict(group.attrs[ATTRS_KEY])
-    raw_store = StoreLocation.parse(location).zarr_store()
+    raw_store = group.store
     root = read_json(raw_store, "zarr.json") or {}
     consolidated = (root.get("consolidated_metadata") or {}).get("metadata") or {}
     if not consolidated:
@@ -77,6 +77,7 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
     if "growing" in provenance:
         faults.append(Fault("provenance", f"adding {', '.join(provenance['growing']['types'])} is unfinished"))
 
+    status_parts = []
     for name in sorted(group.array_keys()):
         array = group[name]
         block = (array.shards or array.chunks)[0]
@@ -90,9 +91,9 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
                 faults.append(Fault(f"{name}/{key} (samples {start}-{stop - 1})", f"{type(error).__name__}: {error}"))
                 continue
             if name == "status":
-                status = values if start == 0 else np.concatenate([status, values])
+                status_parts.append(values)
     if "status" in group and not any(f.where.startswith("status/") for f in faults):
-        counts = status_counts(status)
+        counts = status_counts(np.concatenate(status_parts))
         if counts[Status.PENDING.label]:
             faults.append(Fault("status", f"{counts[Status.PENDING.label]} samples pending: the store is incomplete"))
         recorded = provenance.get("counts", {})
