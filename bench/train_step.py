@@ -8,7 +8,10 @@ process's peak resident memory (Python, torch and the model included). On the CP
 uses every core; where CUDA is present the same runs on the GPU with bfloat16 autocast and
 channels-last, with ``peak_cuda_mb`` from torch's allocator.
 
-    .venv/bin/python bench/train_step.py [--steps 10] [--threads N]
+    .venv/bin/python bench/train_step.py [--steps 10] [--threads N] [--input C,S] [--option MODEL:KEY=VALUE]
+
+``--input 1,48`` measures every model at 48x48 gray (the FER-2013 store) instead of its default;
+``--option pal:width=16`` passes a constructor option to one model (repeatable).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fer_models.registry import get_model_entry, list_models  # noqa: E402
+from cli.train import parse_options  # noqa: E402
+from fer_models.registry import create_model, get_model_entry, list_models  # noqa: E402
 from fer_models.train import classification_loss  # noqa: E402
 from pipeline.guidance import GUIDANCE_TYPES  # noqa: E402
 from pipeline.stages.regions import region_boxes  # noqa: E402
@@ -47,13 +51,13 @@ def synthetic_batch(model, channels: int, size: int, batch_size: int, generator:
     return batch
 
 
-def measure_one(name: str, device: str, steps: int) -> dict:
+def measure_one(name: str, device: str, steps: int, input_shape: tuple[int, int] | None, pairs: tuple[str, ...]) -> dict:
     entry = get_model_entry(name)
     parameters = inspect.signature(entry.build).parameters
-    channels, size = parameters["in_channels"].default, parameters["image_size"].default
-    batch_size = entry.defaults["batch_size"]
+    channels, size = input_shape or (parameters["in_channels"].default, parameters["image_size"].default)
+    batch_size, options = entry.defaults["batch_size"], parse_options(name, pairs)
     torch.manual_seed(0)
-    model = entry.build(in_channels=channels, num_classes=7, image_size=size).to(device)
+    model = create_model(name, in_channels=channels, num_classes=7, image_size=size, **options).to(device)
     cuda = device == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)
@@ -79,7 +83,7 @@ def measure_one(name: str, device: str, steps: int) -> dict:
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - began)
-    result = {"input": [channels, size, size], "batch_size": batch_size,
+    result = {"input": [channels, size, size], "batch_size": batch_size, "options": options,
               "parameters": sum(p.numel() for p in model.parameters()),
               "ms_per_step": round(1e3 * float(np.median(times)), 1),
               "ms_per_sample": round(1e3 * float(np.median(times)) / batch_size, 2),
@@ -93,13 +97,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--input", help="C,S: every model at C channels, SxS (default: each model's own)")
+    parser.add_argument("--option", action="append", default=[], metavar="MODEL:KEY=VALUE")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    input_shape = tuple(int(v) for v in args.input.split(",")) if args.input else None
     if args.one:
-        print(json.dumps(measure_one(args.one, args.device, args.steps)))
+        pairs = tuple(item.partition(":")[2] for item in args.option if item.partition(":")[0] == args.one)
+        print(json.dumps(measure_one(args.one, args.device, args.steps, input_shape, pairs)))
         return
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     result = {"torch_threads": args.threads or torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if "cuda" in devices else None}
@@ -107,7 +115,8 @@ def main() -> None:
         result[device] = {}
         for name in list_models():
             command = [sys.executable, __file__, "--one", name, "--device", device, "--steps", str(args.steps),
-                       "--threads", str(args.threads)]  # fmt: skip
+                       "--threads", str(args.threads), *(["--input", args.input] if args.input else []),
+                       *(f"--option={item}" for item in args.option)]  # fmt: skip
             result[device][name] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
     print(json.dumps(result, indent=2))
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from pipeline.datasets.label_sets import POLARITY_NAMES, LabelSet
 from pipeline.datasets.manifest import Manifest
-from pipeline.datasets.paths import escapes_root, require_directory, resolve_inside
+from pipeline.datasets.paths import escapes_root, read_file_inside, require_directory
 from pipeline.datasets.tables import csv_rows, malformed, parse_field, require_file
 from pipeline.errors import DatasetError
 
@@ -65,45 +65,62 @@ def _landmarks(text: str) -> np.ndarray:
 
 
 def scan_split_file(path: Path) -> dict[str, list]:
-    """Rows of one AffectNet list file, validated.
+    """Rows of one AffectNet list file, validated row by row.
 
     Returns:
         Columns ``source`` (paths relative to the dataset root), ``label``, ``valence``,
-        ``arousal``, ``box`` ((4,) left, top, right, bottom, corner frame) and ``landmarks``
-        ((68, 2) corner frame).
+        ``arousal``, ``box`` ((4,) left, top, right, bottom, corner frame), ``landmarks``
+        ((68, 2) corner frame) and ``skip``: "" for a good row; for a row with missing fields, a
+        number that does not parse, a landmark list that is not 136 numbers, an unknown
+        expression code or a path leaving the dataset root, the problem, naming the file, line
+        and column. Such rows are stored as ``failed`` with that message and never read.
 
     Raises:
-        DatasetError: wrong header or column count, a number that does not parse, a landmark list
-            that is not 136 numbers, an unknown expression code, or a path leaving the dataset
-            root; the message names the file, line and column.
+        DatasetError: an empty file or a wrong header.
     """
-    columns: dict[str, list] = {k: [] for k in ("source", "label", "valence", "arousal", "box", "landmarks")}
-    for line, row in csv_rows(path, HEADER, header_optional=True):
-        fields = dict(zip(HEADER, (cell.strip() for cell in row)))
-        relative = fields["subDirectory_filePath"]
-        if not relative or escapes_root(relative):
-            raise malformed(path, line, f"path {relative!r} must be relative to {IMAGES_DIR}/ and stay inside it",
-                            "subDirectory_filePath")  # fmt: skip
-        x, y, width, height = (
-            parse_field(path, line, name, fields[name], _float, "a number")
-            for name in ("face_x", "face_y", "face_width", "face_height")
-        )
-        landmarks = parse_field(path, line, "facial_landmarks", fields["facial_landmarks"], _landmarks,
-                                "136 numbers separated by ';' (68 x;y pairs)")  # fmt: skip
-        code = parse_field(path, line, "expression", fields["expression"], int, "an expression code 0-10")
-        if not 0 <= code <= 10:
-            raise malformed(path, line, f"unknown expression code {code}; AffectNet codes are 0-10", "expression")
-        valence, arousal = (
-            parse_field(path, line, name, fields[name], _float, "a number")
-            for name in ("valence", "arousal")
-        )
-        columns["source"].append(f"{IMAGES_DIR}/{relative}")
-        columns["label"].append(code if code < len(LABEL_NAMES) else -1)
-        columns["valence"].append(valence if -1.0 <= valence <= 1.0 else np.nan)
-        columns["arousal"].append(arousal if -1.0 <= arousal <= 1.0 else np.nan)
-        columns["box"].append((x, y, x + width, y + height))
-        columns["landmarks"].append(landmarks)
+    columns: dict[str, list] = {k: [] for k in ("source", "label", "valence", "arousal", "box", "landmarks", "skip")}
+    for line, row in csv_rows(path, HEADER, header_optional=True, check_columns=False):
+        relative = row[0].strip()
+        try:
+            parsed = _parse_row(path, line, row)
+        except DatasetError as problem:
+            parsed = {"label": -1, "valence": np.nan, "arousal": np.nan, "box": (np.nan,) * 4,
+                      "landmarks": np.full((68, 2), np.nan, dtype=np.float32), "skip": str(problem)}  # fmt: skip
+        columns["source"].append(f"{IMAGES_DIR}/{relative}" if relative else f"{path.name}, line {line}")
+        for key, value in parsed.items():
+            columns[key].append(value)
     return columns
+
+
+def _parse_row(path: Path, line: int, row: list[str]) -> dict:
+    if len(row) != len(HEADER):
+        raise malformed(path, line, f"expected {len(HEADER)} columns ({','.join(HEADER)}), got {len(row)}")
+    fields = dict(zip(HEADER, (cell.strip() for cell in row)))
+    relative = fields["subDirectory_filePath"]
+    if not relative or escapes_root(relative):
+        raise malformed(path, line, f"path {relative!r} must be relative to {IMAGES_DIR}/ and stay inside it",
+                        "subDirectory_filePath")  # fmt: skip
+    x, y, width, height = (
+        parse_field(path, line, name, fields[name], _float, "a number")
+        for name in ("face_x", "face_y", "face_width", "face_height")
+    )
+    landmarks = parse_field(path, line, "facial_landmarks", fields["facial_landmarks"], _landmarks,
+                            "136 numbers separated by ';' (68 x;y pairs)")  # fmt: skip
+    code = parse_field(path, line, "expression", fields["expression"], int, "an expression code 0-10")
+    if not 0 <= code <= 10:
+        raise malformed(path, line, f"unknown expression code {code}; AffectNet codes are 0-10", "expression")
+    valence, arousal = (
+        parse_field(path, line, name, fields[name], _float, "a number")
+        for name in ("valence", "arousal")
+    )
+    return {
+        "label": code if code < len(LABEL_NAMES) else -1,
+        "valence": valence if -1.0 <= valence <= 1.0 else np.nan,
+        "arousal": arousal if -1.0 <= arousal <= 1.0 else np.nan,
+        "box": (x, y, x + width, y + height),
+        "landmarks": landmarks,
+        "skip": "",
+    }
 
 
 class AffectNetDataset:
@@ -131,8 +148,8 @@ class AffectNetDataset:
             valence=np.array(columns["valence"]), arousal=np.array(columns["arousal"]),
             prior_box=np.array(columns["box"]).reshape(-1, 4),
             prior_landmarks=np.array(columns["landmarks"]).reshape(-1, 68, 2),
-            label_sets=LABEL_SETS,
+            skip=tuple(columns["skip"]) if any(columns["skip"]) else None, label_sets=LABEL_SETS,
         )  # fmt: skip
 
     def read(self, root: Path | None, source: str) -> bytes:
-        return resolve_inside(Path(root), source).read_bytes()
+        return read_file_inside(Path(root), source)

@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.datasets.label_sets import LabelSet
 from pipeline.datasets.manifest import Manifest
-from pipeline.datasets.paths import require_directory, resolve_inside
+from pipeline.datasets.paths import read_file_inside, require_directory
 from pipeline.errors import DatasetError
 
 LABEL_NAMES = ("anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise")
@@ -69,4 +69,4 @@ class CkPlusDataset:
         )  # fmt: skip
 
     def read(self, root: Path | None, source: str) -> bytes:
-        return resolve_inside(Path(root), source).read_bytes()
+        return read_file_inside(Path(root), source)

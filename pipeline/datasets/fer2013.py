@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.datasets.label_sets import LabelSet
 from pipeline.datasets.manifest import Manifest
-from pipeline.datasets.paths import require_directory, resolve_inside
+from pipeline.datasets.paths import read_file_inside, require_directory
 from pipeline.datasets.tables import csv_rows, malformed, parse_field
 from pipeline.errors import DatasetError, UnreadableImageError
 
@@ -192,4 +192,4 @@ class Fer2013Dataset:
         """A CSV row's ``(48, 48) uint8`` pixels, or an image file's bytes."""
         if source.startswith(CSV_NAME + "#"):
             return read_row_source(Path(root), source)
-        return resolve_inside(Path(root), source).read_bytes()
+        return read_file_inside(Path(root), source)

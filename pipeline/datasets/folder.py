@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.datasets.manifest import Manifest
-from pipeline.datasets.paths import require_directory, resolve_inside
+from pipeline.datasets.paths import read_file_inside, require_directory
 from pipeline.errors import DatasetError
 
 _SPLIT_ORDER = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
@@ -72,4 +72,4 @@ class FolderDataset:
         )
 
     def read(self, root: Path | None, source: str) -> bytes:
-        return resolve_inside(Path(root), source).read_bytes()
+        return read_file_inside(Path(root), source)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from pipeline.errors import DatasetError
@@ -33,3 +34,19 @@ def resolve_inside(root: Path, source: str) -> Path:
     if escapes_root(source) or not path.is_relative_to(root.resolve()):
         raise DatasetError(f"source {source!r} points outside the dataset root {root}")
     return path
+
+
+def read_file_inside(root: Path, source: str) -> bytes:
+    """The bytes of the regular file ``root / source``.
+
+    Raises:
+        DatasetError: the source leaves the root, or is not a regular file (a directory, FIFO,
+            socket or device: a FIFO would block the reader forever).
+        OSError: missing or unreadable (permissions); RuntimeError: a symlink loop.
+    """
+    path = resolve_inside(root, source)
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
+        raise DatasetError(f"{source} is {kind}, not an image file")
+    return path.read_bytes()

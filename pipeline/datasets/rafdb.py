@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.datasets.label_sets import LabelSet
 from pipeline.datasets.manifest import Manifest
-from pipeline.datasets.paths import require_directory, resolve_inside
+from pipeline.datasets.paths import read_file_inside, require_directory
 from pipeline.datasets.tables import malformed, require_file
 from pipeline.errors import DatasetError
 
@@ -95,4 +95,4 @@ class RafDbDataset:
         )  # fmt: skip
 
     def read(self, root: Path | None, source: str) -> bytes:
-        return resolve_inside(Path(root), source).read_bytes()
+        return read_file_inside(Path(root), source)

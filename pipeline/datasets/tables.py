@@ -34,7 +34,9 @@ def parse_field(path: Path, line: int, column: str, text: str, parse: Callable[[
         raise malformed(path, line, f"expected {expected}, got {text!r}", column) from None
 
 
-def csv_rows(path: Path, header: tuple[str, ...], *, header_optional: bool = False) -> Iterator[tuple[int, list[str]]]:
+def csv_rows(
+    path: Path, header: tuple[str, ...], *, header_optional: bool = False, check_columns: bool = True
+) -> Iterator[tuple[int, list[str]]]:
     """``(line number, fields)`` of every data row of a CSV file, after checking its header.
 
     Args:
@@ -43,9 +45,12 @@ def csv_rows(path: Path, header: tuple[str, ...], *, header_optional: bool = Fal
         header_optional: accept a file whose first line is already data (AffectNet's
             ``validation.csv`` ships without a header in some releases); a first line naming any
             of the columns is still taken as a header and checked.
+        check_columns: refuse a row with the wrong number of columns; False yields it for the
+            caller to record.
 
     Raises:
-        DatasetError: wrong header, or a row with the wrong number of columns (file, line).
+        DatasetError: wrong header, or (with ``check_columns``) a row with the wrong number of
+            columns (file, line).
     """
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
@@ -63,6 +68,6 @@ def csv_rows(path: Path, header: tuple[str, ...], *, header_optional: bool = Fal
         for number, row in itertools.chain(pending, ((reader.line_num, row) for row in reader)):
             if not row:
                 continue
-            if len(row) != len(header):
+            if check_columns and len(row) != len(header):
                 raise malformed(path, number, f"expected {len(header)} columns ({','.join(header)}), got {len(row)}")
             yield number, row

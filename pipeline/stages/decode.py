@@ -12,13 +12,19 @@ import warnings
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.errors import UnreadableImageError
 
 # We enforce our own limit from the header; Pillow's decompression-bomb guard would otherwise
 # raise for large but legitimate photos before our check could give a clear message.
 Image.MAX_IMAGE_PIXELS = None
+# OpenCV, the fallback, would print a warning for every broken file; the sample's message says it.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+# Below this many pixels a side an image cannot show a face that landmarks could be fitted to
+# (FER-2013's faces, the smallest in common use, are 48 px); such images are refused, not aligned.
+MIN_SIDE = 8
 
 
 def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
@@ -33,7 +39,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
         orientation applied. 16-bit images are scaled to 8 bits; alpha is composited on black.
 
     Raises:
-        UnreadableImageError: empty, truncated or non-image data, or too many pixels.
+        UnreadableImageError: empty, truncated or non-image data, too many pixels, or fewer
+            than :data:`MIN_SIDE` pixels a side.
     """
     if not data:
         raise UnreadableImageError("empty file (0 bytes)")
@@ -44,7 +51,11 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
     except Exception as pillow_error:  # noqa: BLE001 - Pillow raises many types; OpenCV may still read it
         decoded = _decode_with_opencv(data)
         if decoded is None:
-            raise UnreadableImageError(f"not a readable image: {pillow_error}") from None
+            if isinstance(pillow_error, UnidentifiedImageError):
+                reason = f"not an image format Pillow or OpenCV reads (the file starts {data[:12]!r})"
+            else:
+                reason = str(pillow_error)
+            raise UnreadableImageError(f"not a readable image: {reason}") from None
         _check_pixels(decoded.shape[1], decoded.shape[0], max_pixels)
         return decoded
 
@@ -52,6 +63,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width < 1 or height < 1:
         raise UnreadableImageError(f"image has no pixels ({width}x{height})")
+    if min(width, height) < MIN_SIDE:
+        raise UnreadableImageError(f"image is {width}x{height} pixels, too small to hold a face (at least {MIN_SIDE} a side)")
     if width * height > max_pixels:
         raise UnreadableImageError(
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of "

@@ -1,6 +1,7 @@
 """Dataset adapters on trees in each official layout, written from real faces, preprocessed through
 the real pipeline (real dlib, real Zarr)."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -206,10 +207,17 @@ def test_affectnet_with_dlib_landmarks_finds_the_annotated_face(tmp_path, affect
         assert error < 0.1 * (row.box[2] - row.box[0]), (row.path, error)
 
 
+def test_affectnet_wrong_header_is_refused_before_any_work(affectnet):
+    root, _ = affectnet
+    csv = root / "Manually_Annotated_file_lists" / "training.csv"
+    csv.write_text(csv.read_text().replace("subDirectory_filePath,", "path,", 1))
+    with pytest.raises(DatasetError, match="training.csv, line 1: expected the header"):
+        get_dataset("affectnet").scan(root)
+
+
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda t: t.replace("subDirectory_filePath,", "path,", 1), "training.csv, line 1: expected the header"),
         (lambda t: t.replace(";", ",", 1), "training.csv, line 2: expected 9 columns"),
         (lambda t: _replace_field(t, 5, lambda v: v.rsplit(";", 2)[0]), "column 'facial_landmarks': expected 136 numbers"),
         (lambda t: _replace_field(t, 6, lambda v: "11"), "column 'expression': unknown expression code 11"),
@@ -218,12 +226,15 @@ def test_affectnet_with_dlib_landmarks_finds_the_annotated_face(tmp_path, affect
         (lambda t: _replace_field(t, 0, lambda v: "/etc/passwd"), "must be relative"),
     ],
 )
-def test_affectnet_malformed_rows_are_named_before_any_work(affectnet, edit, expected):
-    root, _ = affectnet
+def test_affectnet_malformed_rows_are_recorded_and_the_other_rows_kept(affectnet, edit, expected):
+    root, rows = affectnet
     csv = root / "Manually_Annotated_file_lists" / "training.csv"
     csv.write_text(edit(csv.read_text()))
-    with pytest.raises(DatasetError, match=expected):
-        get_dataset("affectnet").scan(root)
+    manifest = get_dataset("affectnet").scan(root)
+    assert len(manifest) == len(rows)
+    assert re.search(expected, manifest.skip[0]) and "training.csv, line 2" in manifest.skip[0]
+    assert manifest.label[0] == -1 and np.isnan(manifest.prior_box[0]).all()
+    assert not any(manifest.skip[1:])
 
 
 def _replace_field(text: str, index: int, change) -> str:

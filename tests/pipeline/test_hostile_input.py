@@ -1,0 +1,68 @@
+"""Hostile input: every kind in the generated corpus ends as a status and a message, nothing
+crashes, and the good samples come out exactly as they do on their own."""
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline.config import build_config
+from pipeline.run import SYNCHRONOUS, preprocess
+from pipeline.store import Status
+from tests.pipeline.hostile_corpus import write_image_corpus, write_row_corpus
+
+FACE, NO_FACE, CROWD = "Tom_Cruise_avp_2014_4.jpg", "dogs.jpg", "bald_guys.jpg"
+COMPARED = ("image", "landmarks", "landmarks_src", "heatmap", "saliency", "mask_soft")
+
+
+def build(store, dataset, root, config):
+    summary = preprocess(store, dataset, root, config, scheduler=SYNCHRONOUS, progress=False, echo=lambda line: None)
+    assert summary.complete and not summary.failed_shards
+    group = zarr.open_group(str(store), mode="r")
+    return group, {source: i for i, source in enumerate(group["source"][:].tolist())}
+
+
+def test_every_hostile_file_kind_gets_a_status_and_message(tmp_path, dlib_faces):
+    root = tmp_path / "corpus"
+    kinds = write_image_corpus(root, dlib_faces / FACE, dlib_faces / NO_FACE, dlib_faces / CROWD)
+    assert len(kinds) >= 27
+    config = build_config({"detect": {"prior": "none"}, "align": {"size": 64}, "shard_size": 8})
+    group, index = build(tmp_path / "corpus.zarr", "folder", root, config)
+    assert sorted(index) == sorted(kind.source for kind in kinds)
+    status, message = group["status"][:], group["message"][:]
+    for kind in kinds:
+        i = index[kind.source]
+        assert status[i] in kind.statuses, (kind.name, Status(status[i]).label, message[i])
+        assert kind.message in message[i], (kind.name, message[i])
+        if kind.statuses == (Status.OK,):
+            assert message[i] == "" and group["image"][i].std() > 10, kind.name
+
+    control = index["good/control.jpg"]
+    for copy in ("names/duplicate-a.jpg", "names/duplicate-b.jpg", "names/Émotion été — face 01.jpg"):
+        for name in COMPARED:
+            np.testing.assert_array_equal(group[name][index[copy]], group[name][control], err_msg=f"{copy} {name}")
+    upright = group["landmarks_src"][index["formats/exif-rotated.jpg"]]
+    np.testing.assert_allclose(upright, group["landmarks_src"][control], atol=3.0)  # EXIF applied before detection
+
+    # The control face alone, in a store of its own, comes out bit for bit the same.
+    alone = tmp_path / "alone"
+    (alone / "good").mkdir(parents=True)
+    (alone / "good" / "control.jpg").write_bytes((root / "good" / "control.jpg").read_bytes())
+    single, _ = build(tmp_path / "alone.zarr", "folder", alone, config)
+    for name in COMPARED:
+        np.testing.assert_array_equal(group[name][control], single[name][0], err_msg=name)
+
+
+def test_every_malformed_list_row_is_recorded_and_the_good_rows_are_processed(tmp_path, dlib_faces):
+    rows = write_row_corpus(tmp_path / "affectnet", dlib_faces / FACE)
+    config = build_config({"detect": {"prior": "dataset"}, "align": {"size": 64}, "shard_size": 4})
+    group, _ = build(tmp_path / "rows.zarr", "affectnet", tmp_path / "affectnet", config)
+    status, message, label = group["status"][:], group["message"][:], group["label"][:]
+    assert len(status) == len(rows) + 1  # validation.csv's one good row follows
+    for i, row in enumerate(rows):
+        assert status[i] in row.status, (row.name, Status(status[i]).label, message[i])
+        assert row.message in message[i], (row.name, message[i])
+        if row.status == (Status.FAILED,):
+            assert f"training.csv, line {i + 2}" in message[i] and label[i] == -1, row.name
+    good = [i for i, row in enumerate(rows) if row.name.startswith("good")]
+    for name in COMPARED:
+        np.testing.assert_array_equal(group[name][good[0]], group[name][good[1]], err_msg=name)
