@@ -299,6 +299,18 @@ def _check_resumable(path: Path, manifest: Manifest, config: PreprocessConfig, m
 def _write_template(
     path: Path, manifest: Manifest, config: PreprocessConfig, models, root: str | None
 ) -> None:
+    """Write the template (every array, the manifest columns, the provenance) beside ``path``
+    and rename it into place, so a run killed while writing it leaves no half-made store."""
+    partial = path.with_name(path.name + ".partial")
+    if partial.exists():  # left by a run killed while writing the template; the caller holds the lock
+        shutil.rmtree(partial)
+    _write_template_at(partial, manifest, config, models, root)
+    partial.rename(path)
+
+
+def _write_template_at(
+    path: Path, manifest: Manifest, config: PreprocessConfig, models, root: str | None
+) -> None:
     n = len(manifest)
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     n_votes = 0 if manifest.votes is None else manifest.votes.shape[1]

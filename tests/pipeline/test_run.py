@@ -151,37 +151,67 @@ def stores_equal(a: Path, b: Path) -> None:
     assert pa == pb
 
 
+def kill_when(process: subprocess.Popen, ready, timeout: float = 120) -> None:
+    """SIGKILL ``process`` as soon as ``ready()`` is true."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, "the run ended before the moment it was to be killed at"
+        assert time.monotonic() < deadline, "the moment to kill the run at never came"
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+
+
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_the_same_store(tmp_path, fer2013_2k):
+def test_a_run_killed_at_five_moments_resumes_to_the_same_store(tmp_path, fer2013_2k):
+    """SIGKILL while the store is being created, after the first shard, at a third, at two thirds
+    and one shard before the end; each time the next run resumes the store, and the last one
+    completes it. The result equals an uninterrupted run's, array by array."""
     options = ["--dataset", "folder", "--root", str(fer2013_2k), "--prior", "full-frame",
                "--size", "48", "--shard-size", "64", "--no-progress"]  # fmt: skip
     killed = tmp_path / "killed.zarr"
-    process = subprocess.Popen(
-        [VENV_BIN / "fer-preprocess", killed, *options, "--scheduler", "synchronous"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
     total_shards = -(-len(expected_tree(fer2013_2k)) // 64)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        done = len(list((killed / "status" / "c").glob("*"))) if (killed / "status" / "c").exists() else 0
-        if done >= 3:
-            break
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert 3 <= done < total_shards, "the run should have been killed part-way"
+
+    def shards_done() -> int:
+        chunks = killed / "status" / "c"
+        return len(list(chunks.iterdir())) if chunks.exists() else 0
+
+    moments = [
+        lambda: killed.exists() or killed.with_name("killed.zarr.partial").exists(),
+        lambda: shards_done() >= 1,
+        lambda: shards_done() >= total_shards // 3,
+        lambda: shards_done() >= 2 * total_shards // 3,
+        lambda: shards_done() >= total_shards - 1,
+    ]
+    done_at_kill = []
+    for ready in moments:
+        process = subprocess.Popen([VENV_BIN / "fer-preprocess", killed, *options, "--scheduler", "synchronous"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        kill_when(process, ready)
+        done_at_kill.append(shards_done())
+    assert done_at_kill[-1] < total_shards and done_at_kill == sorted(done_at_kill)
     assert read_provenance(killed)["complete"] is False
 
     resumed = subprocess.run(
         [VENV_BIN / "fer-preprocess", killed, *options, "--workers", "2"], capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming" in resumed.stderr
+    assert "resuming" in resumed.stderr and not killed.with_name("killed.zarr.partial").exists()
 
     fresh = tmp_path / "fresh.zarr"
     subprocess.run([VENV_BIN / "fer-preprocess", fresh, *options, "--scheduler", "synchronous"], check=True,
                    capture_output=True)  # fmt: skip
     stores_equal(killed, fresh)
+
+
+def test_a_template_left_half_written_is_replaced(tmp_path, mixed_folder):
+    """A run killed while writing the template leaves ``<store>.partial``, never a half-made
+    store; the next run deletes it and starts again."""
+    partial = tmp_path / "s.zarr.partial"
+    (partial / "image").mkdir(parents=True)
+    (partial / "zarr.json").write_text("{")  # cut off mid-write
+    summary = run(tmp_path / "s.zarr", mixed_folder, build_config({"align": {"size": 64}, "shard_size": 4}))
+    assert summary.complete and not partial.exists()
 
 
 def test_a_shard_whose_task_keeps_failing_is_recorded_and_the_next_run_retries_it(tmp_path, fer2013_small):
