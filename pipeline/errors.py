@@ -32,3 +32,8 @@ class StoreError(FerStoreError, ValueError):
 
 class UnreadableImageError(FerStoreError, ValueError):
     """An input file is not an image that can be decoded (status 4 ``unreadable``)."""
+
+
+class DiskFullError(FerStoreError, OSError):
+    """The disk holding a store ran out of space (or quota) while a run wrote it; the run stops
+    and everything written before is kept."""

@@ -9,6 +9,7 @@ own shard of the store.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -23,7 +24,7 @@ import click
 from pipeline import store
 from pipeline.config import PreprocessConfig
 from pipeline.datasets import Manifest, get_dataset
-from pipeline.errors import ConfigError, StoreError
+from pipeline.errors import ConfigError, DiskFullError, StoreError
 from pipeline.guidance import GUIDANCE_TYPES, resolve_guidance
 from pipeline.models import ModelFiles, SaliencyNetwork
 from pipeline.shard import GrowTask, ShardSummary, ShardTask, grow_shard, process_shard
@@ -133,7 +134,7 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[object]:
         threads_per_worker=1,
         processes=True,
         dashboard_address=None,
-        silence_logs=logging.ERROR,
+        silence_logs=logging.CRITICAL,  # a failing shard is reported in the summary, not as worker tracebacks
     ) as cluster, Client(cluster) as client:
         yield client
 
@@ -368,6 +369,7 @@ def _run_with_progress(
     """Run the tasks with a progress bar; return (samples processed, (task, error) of each task
     that kept failing, stage seconds)."""
     processed, failures, stage_seconds = 0, [], Counter()
+    store_path = tasks[0].store_path if tasks else ""
     with click.progressbar(
         length=sum(t.stop - t.start for t in tasks), label=label, file=sys.stderr
     ) if progress else contextlib.nullcontext() as bar:
@@ -377,9 +379,21 @@ def _run_with_progress(
                 stage_seconds.update(outcome.stage_seconds)
                 if bar is not None:
                     bar.update(outcome.stop - outcome.start)
+            elif _is_disk_full(outcome[1]):
+                raise DiskFullError(
+                    f"the disk holding {store_path} is full ({outcome[1].strerror}). The run stopped; "
+                    f"the {processed} samples it finished are kept and nothing written before is changed. "
+                    "Free space (or move the store) and run the same command again to resume."
+                ) from outcome[1]
             else:
                 failures.append(outcome)
     return processed, failures, dict(stage_seconds)
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """No space left (ENOSPC) or over quota (EDQUOT): retrying the task or recording its samples as
+    failed (another write) cannot help, only the user can."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _describe(failures: list[tuple[ShardTask | GrowTask, BaseException]]) -> list[str]:
