@@ -58,10 +58,10 @@ def _float(text: str) -> float:
 
 
 def _landmarks(text: str) -> np.ndarray:
-    values = [_float(v) for v in text.strip().strip(";").split(";")]
-    if len(values) != 136:
+    values = np.array(text.strip().strip(";").split(";"), dtype=np.float64)  # C parsing: 300k rows in seconds
+    if values.size != 136 or not np.isfinite(values).all():
         raise ValueError(text)
-    return np.array(values, dtype=np.float32).reshape(68, 2) + 0.5
+    return values.astype(np.float32).reshape(68, 2) + 0.5
 
 
 def scan_split_file(path: Path) -> dict[str, list]:
