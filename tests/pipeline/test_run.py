@@ -214,6 +214,30 @@ def test_a_template_left_half_written_is_replaced(tmp_path, mixed_folder):
     assert summary.complete and not partial.exists()
 
 
+def test_an_affectnet_sized_plan_has_one_task_per_shard_whose_size_does_not_grow_with_the_dataset():
+    """300,000 rows (AffectNet's size) plan into one task per shard, each carrying only its own
+    rows: a task pickles to the same size as one planned from 3,000 rows."""
+    import pickle
+
+    from pipeline.datasets import Manifest
+    from pipeline.models import ModelFiles
+    from pipeline.run import plan_tasks
+    from pipeline.store import shard_bounds
+
+    config, models = build_config({"shard_size": 256}), ModelFiles.locate()
+
+    def plan(n):
+        manifest = Manifest(dataset="affectnet", label_names=("a", "b"), splits=("train",),
+                            source=tuple(f"{i // 1000}/{i:06d}.jpg" for i in range(n)), label=np.zeros(n),
+                            split=np.zeros(n), prior_box=np.zeros((n, 4)), prior_landmarks=np.zeros((n, 68, 2)))  # fmt: skip
+        return plan_tasks("s.zarr", manifest, Path("root"), config, models, shard_bounds(n, 256))
+
+    large, small = plan(300_000), plan(3_000)
+    assert len(large) == 1172 and len(small) == 12
+    assert all(len(t.sources) == t.prior_landmarks.shape[0] == t.stop - t.start <= 256 for t in large)
+    assert len(pickle.dumps(large[5])) == len(pickle.dumps(small[5]))
+
+
 def test_a_shard_whose_task_keeps_failing_is_recorded_and_the_next_run_retries_it(tmp_path, fer2013_small):
     from pipeline.datasets import get_dataset
     from pipeline.models import ModelFiles
