@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,14 +256,16 @@ class Trainer:
             batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
         return batch
 
-    def train_epoch(self, epoch: int) -> float:
-        """One pass over the train split; returns the mean loss."""
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the train split; returns the mean loss (``loss``) and, for a model with
+        terms of its own, each term's mean beside the classification loss."""
         torch.manual_seed(self.config.seed * 1_000_003 + epoch)  # dropout and friends
         augment_generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         augment = AugmentConfig() if self.config.augment else None
         self.train_batches.set_epoch(epoch)
         self.model.train()
-        total, seen = 0.0, 0
+        sums: Counter[str] = Counter()
+        seen = 0
         bar = click.progressbar(length=len(self.train_batches), label=f"epoch {epoch}/{self.config.epochs}",
                                 file=sys.stderr) if self.progress else contextlib.nullcontext()  # fmt: skip
         with bar:
@@ -272,17 +275,22 @@ class Trainer:
                     batch = augment_batch(batch, augment, self.view.permutations, augment_generator)
                 with self._autocast():
                     output = self.model(self._input(batch))
-                    loss = classification_loss(output["logits"], batch["target"], self.class_weight)
-                    loss = loss + sum(output.get("losses", {}).values())  # a model's own terms
+                    terms = {"classification": classification_loss(output["logits"], batch["target"], self.class_weight),
+                             **output.get("losses", {})}  # a model's own terms  # fmt: skip
+                    loss = sum(terms.values())
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
-                total += loss.item() * len(batch["target"])
-                seen += len(batch["target"])
+                n = len(batch["target"])
+                sums["loss"] += loss.item() * n
+                if len(terms) > 1:
+                    for name, term in terms.items():
+                        sums[name] += term.item() * n
+                seen += n
                 if self.progress:
                     bar.update(1)
-        return total / max(seen, 1)
+        return {name: value / max(seen, 1) for name, value in sums.items()}
 
     def evaluate(self, batches: StoreBatches) -> dict[str, Any]:
         """Loss, accuracy, macro-F1 and confusion matrix on ``batches`` (hard labels: the most
@@ -369,10 +377,12 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, pro
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(trainer.config), indent=2))
     began = time.perf_counter() - (trainer.history[-1]["seconds"] if trainer.history else 0.0)
     for epoch in range(trainer.epoch + 1, trainer.config.epochs + 1):
-        train_loss = trainer.train_epoch(epoch)
+        train_losses = trainer.train_epoch(epoch)
         scores = trainer.evaluate(trainer.eval_batches)
         trainer.epoch = epoch
-        record = {"epoch": epoch, "train_loss": round(train_loss, 6), f"{trainer.eval_name}_loss": round(scores["loss"], 6),
+        terms = {f"train_{name}": round(value, 6) for name, value in train_losses.items() if name != "loss"}
+        record = {"epoch": epoch, "train_loss": round(train_losses["loss"], 6), **terms,
+                  f"{trainer.eval_name}_loss": round(scores["loss"], 6),
                   f"{trainer.eval_name}_accuracy": scores["accuracy"], f"{trainer.eval_name}_macro_f1": scores["macro_f1"],
                   "seconds": round(time.perf_counter() - began, 2)}  # fmt: skip
         trainer.history.append(record)

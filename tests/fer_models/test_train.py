@@ -55,6 +55,17 @@ def test_a_run_directory_holds_everything_and_the_checkpoint_scores_again(fer_st
         load_checkpoint(tmp_path / "junk.pt")
 
 
+def test_a_model_with_terms_of_its_own_logs_each_term(fer_store, tmp_path):
+    config = TrainConfig(store=str(fer_store), model="pal", options={"width": 8}, **{**QUICK, "epochs": 1})
+    train(config, tmp_path / "pal", echo=lambda _: None)
+    record = json.loads((tmp_path / "pal" / "log.jsonl").read_text())
+    assert record["train_classification"] > 0 and -1 <= record["train_privileged_attribution"] <= 0
+    assert record["train_loss"] == pytest.approx(record["train_classification"] + record["train_privileged_attribution"], abs=1e-5)
+    train(TrainConfig(store=str(fer_store), model="cnn", **{**QUICK, "epochs": 1}), tmp_path / "cnn", echo=lambda _: None)
+    plain = json.loads((tmp_path / "cnn" / "log.jsonl").read_text())
+    assert [key for key in plain if key.startswith("train_")] == ["train_loss"]
+
+
 @pytest.mark.slow
 def test_a_training_run_killed_mid_epoch_resumes_to_the_same_metrics(fer_store, tmp_path):
     import os
