@@ -163,6 +163,12 @@ def build_model(config: TrainConfig, view: StoreView, num_classes: int) -> torch
     return model
 
 
+def model_fields(model: torch.nn.Module) -> tuple[str, ...]:
+    """The store arrays a model's batches carry: the image (augmentation moves everything with
+    it), then what the model reads."""
+    return tuple(dict.fromkeys(("image", *model.inputs)))
+
+
 def load_initial_weights(model: torch.nn.Module, path: str) -> str:
     """Load a user's weights (a state dict, or a fer-train checkpoint) into the tensors of
     ``model`` with the same names and shapes; returns a one-line report.
@@ -222,7 +228,7 @@ class Trainer:
         if self.config.init:
             echo(load_initial_weights(self.model, self.config.init))
         self.model = self.model.to(self.device)
-        self.fields = tuple(dict.fromkeys(("image", *self.model.inputs)))
+        self.fields = model_fields(self.model)
         self.cuda = self.device.type == "cuda"
         if self.cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -458,8 +464,7 @@ def evaluate_checkpoint(checkpoint_path: str | Path, store: str, split: str, *, 
     model = build_model(config, view, len(selection.class_names))
     model.load_state_dict(checkpoint["model"])
     model.to(torch_device)
-    fields = tuple(dict.fromkeys(("image", *model.inputs)))
-    batches = StoreBatches(store, selection, fields, batch_size)
+    batches = StoreBatches(store, selection, model_fields(model), batch_size)
     scores = evaluate_model(model, make_loader(batches, pin_memory=torch_device.type == "cuda"), torch_device,
                             len(selection.class_names))  # fmt: skip
     result = {"checkpoint": str(checkpoint_path), "store": store, "split": split, "samples": len(selection),

@@ -97,8 +97,9 @@ def list_arrays(location: str | Path) -> str:
 def diff_stores(a: str | Path, b: str | Path) -> str:
     """``fer-store diff``: provenance, config and counts of two stores side by side; differences
     are marked with ``*``."""
-    pa, pb = (dict(open_store(x).attrs[ATTRS_KEY]) for x in (a, b))
-    ga, gb = (stored_guidance(open_store(x)) for x in (a, b))
+    group_a, group_b = open_store(a), open_store(b)  # once each: a remote open is a request
+    pa, pb = dict(group_a.attrs[ATTRS_KEY]), dict(group_b.attrs[ATTRS_KEY])
+    ga, gb = stored_guidance(group_a), stored_guidance(group_b)
 
     def row(name: str, va, vb) -> list[str]:
         return ["*" if va != vb else " ", name, str(va), str(vb)]
