@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
+from pathlib import Path
 
 import click
 
 from cli.errors import user_errors
 from fer_models.registry import get_model_entry, list_models
+from fer_models.cross_validation import train_all_folds
 from fer_models.train import TrainConfig, evaluate_checkpoint, train
 from pipeline.errors import ConfigError
 
@@ -47,48 +51,96 @@ def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
 @click.option("--seed", type=int, default=0)
 @click.option("--device", default="auto", help="auto (CUDA with mixed precision when present), cpu, cuda or cuda:N.")
 @click.option("--train-split", help="Split trained on. [train, or the store's only split]")
-@click.option("--eval-split", help="Split that picks the best epoch. [val if present, else test]")
-@click.option("--test-split", help="Split the best epoch is scored on at the end. [test, unless it is the eval split]")
+@click.option("--eval-split", help="Validation split: its accuracy picks the epoch. [val, unless it is the test split]")
+@click.option("--test-split", help="Split scored once, after the last epoch. [test, else val]")
+@click.option("--val-fraction", type=float, default=0.0, help="Validate on this share of the training subjects (or samples, where the store has no subjects) instead. [off; with --folds: the next fold validates]")
 @click.option("--folds", type=int, default=0, help="Split the train split into K subject-independent folds (needs subjects, e.g. ckplus). [off]")
-@click.option("--fold", type=int, default=0, help="With --folds: the fold scored; the others are trained on.")
+@click.option("--fold", type=int, default=0, help="With --folds: the fold tested; the next one validates, the others train.")
+@click.option("--all-folds", is_flag=True, help="With --folds: run every fold into OUT/fold<I> and write OUT/folds.md, folds.json and the pooled confusion.png (run again to resume).")
 @click.option("--balance", type=click.Choice(["weights", "none"]), default="weights", help="Class-weighted loss for imbalanced sets, or none.")
 @click.option("--augment/--no-augment", default=True, help="Flip, small affine, brightness/contrast; guidance moves with the image.")
 @click.option("--workers", type=int, default=0, help="Loader processes when streaming a large store (spawn).")
 @click.option("--in-memory", type=click.Choice(["auto", "yes", "no"]), default="auto", help="Hold the selected samples in memory. [auto: up to 2 GiB]")
 @click.option("--init", type=click.Path(dir_okay=False), help="Start from these weights (a state dict or checkpoint; tensors matched by name and shape).")
+@click.option("--threads", type=int, help="CPU threads; recorded, since results differ in the last bits between thread counts. [torch's default]")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUT from its last.pt.")
 @click.option("--progress/--no-progress", default=True, help="A progress bar per epoch.")
 def main(store, model, model_options, labels, epochs, batch_size, lr, seed, device, train_split, eval_split, test_split,
-         folds, fold, balance, augment, workers, in_memory, init, out, resume, progress):  # fmt: skip
+         val_fraction, folds, fold, all_folds, balance, augment, workers, in_memory, init, threads, out, resume,
+         progress):  # fmt: skip
     """Train MODEL on the store's usable samples (status ok / ok_prior, known label) without
-    recomputing any guidance. OUT gets config.json, log.jsonl, last.pt, best.pt, confusion.png and
-    summary.json."""
+    recomputing any guidance. The epoch is chosen on validation samples and the test samples are
+    scored once, at the end (docs/training.md). OUT gets config.json, log.jsonl, last.pt, best.pt,
+    confusion.png, test_predictions.csv and summary.json."""
     with user_errors():
         config = TrainConfig(
             store=store, model=model, options=parse_options(model, model_options), epochs=epochs,
             batch_size=batch_size, lr=lr, seed=seed, labels=labels, train_split=train_split, eval_split=eval_split,
-            test_split=test_split, folds=folds, fold=fold, device=device, balance=balance, augment=augment,
-            workers=workers, in_memory={"auto": "auto", "yes": True, "no": False}[in_memory], init=init,
+            test_split=test_split, folds=folds, fold=fold, val_fraction=val_fraction, device=device, balance=balance,
+            augment=augment, workers=workers, in_memory={"auto": "auto", "yes": True, "no": False}[in_memory],
+            init=init, threads=threads,
         )  # fmt: skip
+        if all_folds:
+            table = train_all_folds(config, out, commands=fold_commands(sys.argv, out, folds), progress=progress,
+                                    echo=click.echo)  # fmt: skip
+            mean, std, pooled = table["mean"], table["std"], table["pooled"]
+            click.echo(f"done: {folds} folds, accuracy {mean['accuracy']:.4f} ± {std['accuracy']:.4f} "
+                       f"(pooled {pooled['accuracy']:.4f}), macro-F1 {mean['macro_f1']:.4f} ± {std['macro_f1']:.4f} "
+                       f"-> {Path(out) / 'folds.md'}")  # fmt: skip
+            return
         summary = train(config, out, resume=resume, progress=progress, echo=click.echo)
-    split = summary["report_split"]
-    click.echo(f"done: best epoch {summary['best_epoch']}, {split} accuracy {summary[split + '_accuracy']:.4f}, "
-               f"macro-F1 {summary[split + '_macro_f1']:.4f} -> {out}")  # fmt: skip
+    if summary["test_split"] is None:
+        click.echo(f"done: epoch {summary['selected_epoch']} selected ({summary['selected_by']}); no test samples -> {out}")
+        return
+    click.echo(f"done: epoch {summary['selected_epoch']} selected ({summary['selected_by']}); {summary['test_split']} "
+               f"accuracy {summary['test_accuracy']:.4f}, macro-F1 {summary['test_macro_f1']:.4f} "
+               f"(last epoch {summary['last_epoch_test_accuracy']:.4f}) -> {out}")  # fmt: skip
+
+
+def fold_commands(argv: list[str], out: str, folds: int) -> list[str]:
+    """The command line of an ``--all-folds`` run, then the ``fer-train`` line that runs each fold
+    alone into ``OUT/fold<I>`` (the same run directory)."""
+    name = Path(argv[0]).name
+    args, skip_value = [], False
+    for arg in argv[1:]:
+        if skip_value or arg in ("--all-folds", "--resume") or arg.startswith(("--out=", "--fold=")):
+            skip_value = False
+        elif arg in ("--out", "--fold"):
+            skip_value = True
+        else:
+            args.append(arg)
+    per_fold = (shlex.join([name, *args, "--fold", str(i), "--out", str(Path(out) / f"fold{i}")]) for i in range(folds))
+    return [shlex.join([name, *argv[1:]]), *per_fold]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="best.pt or last.pt of a run.")
 @click.option("--store", required=True, help="Guidance store to score on.")
-@click.option("--split", default="test")
+@click.option("--split", help="Split to score. [the samples the run reported: its test split or test fold]")
+@click.option("--fold", type=int, help="For a checkpoint of a fold run: score subject fold I of its K folds.")
+@click.option("--allow-seen", is_flag=True, help="Score samples the checkpoint was trained on (refused otherwise).")
 @click.option("--device", default="auto")
 @click.option("--batch-size", type=int, default=256)
 @click.option("--out", type=click.Path(file_okay=False), help="Directory for metrics.json and confusion.png.")
-def evaluate(checkpoint, store, split, device, batch_size, out):
-    """Score a checkpoint on a split of a store, with the checkpoint's label set: accuracy,
-    macro-F1, confusion matrix (JSON on stdout)."""
+def evaluate(checkpoint, store, split, fold, allow_seen, device, batch_size, out):
+    """Score a checkpoint with its own label set on the samples its run held out for the test (or
+    on --split / --fold): accuracy, macro-F1, confusion matrix (JSON on stdout). Samples the
+    checkpoint trained on are refused unless --allow-seen."""
     with user_errors():
-        result = evaluate_checkpoint(checkpoint, store, split, device=device, batch_size=batch_size, out=out)
+        if split is not None and fold is not None:
+            raise ConfigError("give --split or --fold, not both")
+        result = evaluate_checkpoint(checkpoint, store, split, fold=fold, device=device, batch_size=batch_size,
+                                     allow_seen=allow_seen, out=out)  # fmt: skip
+    if result["trained_samples_scored"]:
+        click.echo(f"WARNING: {result['trained_samples_scored']} of the {result['samples']} samples scored were "
+                   "trained on by this checkpoint (--allow-seen); the figures overstate it on unseen faces", err=True)  # fmt: skip
+    if result["validation_samples_scored"]:
+        click.echo(f"warning: {result['validation_samples_scored']} of the samples scored chose this checkpoint's "
+                   "epoch (its validation samples); the figures are optimistic", err=True)  # fmt: skip
+    if result["trained_samples_scored"] is None:
+        click.echo(f"warning: {store} holds other rows than the checkpoint's training store, so which of its samples "
+                   "the checkpoint saw cannot be checked", err=True)  # fmt: skip
     if not result["same_preprocessing"]:
         click.echo(f"warning: {store} was preprocessed with another configuration than the store this checkpoint "
                    "was trained on (fer-store diff shows how); the scores may not compare", err=True)  # fmt: skip

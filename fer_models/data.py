@@ -55,14 +55,26 @@ class Selection:
     def __len__(self) -> int:
         return len(self.index)
 
+    def subset(self, keep: np.ndarray) -> Selection:
+        """The samples where ``keep`` ``(N,) bool`` is True, with their targets."""
+        return Selection(self.index[keep], self.target[keep], self.class_names, self.label_set)
+
 
 @dataclass(frozen=True)
 class SubjectFolds:
-    """Subject-independent k-fold selection: ``held_out`` True keeps fold ``fold``, else the rest."""
+    """Subject-independent k-fold selection: keep the samples whose subject is dealt to one of the
+    folds in ``members`` (of ``folds``; see :func:`subject_folds`)."""
 
     folds: int
-    fold: int
-    held_out: bool
+    members: frozenset[int]
+
+    @classmethod
+    def only(cls, folds: int, fold: int) -> SubjectFolds:
+        return cls(folds, frozenset({fold}))
+
+    @classmethod
+    def all_but(cls, folds: int, *left_out: int) -> SubjectFolds:
+        return cls(folds, frozenset(range(folds)) - set(left_out))
 
 
 def subject_folds(subjects: np.ndarray, folds: int) -> np.ndarray:
@@ -88,7 +100,7 @@ def select_samples(
         split: a split name of the store.
         labels: a label set recorded in the store (``7``, ``8``, ``polarity``, ``votes``, ...);
             None for the store's default.
-        folds: keep one subject fold (or all but one) of the split; needs a ``subject`` array.
+        folds: keep some subject folds of the split; needs a ``subject`` array.
 
     Raises:
         ConfigError: no such split or label set, no subjects for folds, or no sample left.
@@ -111,12 +123,20 @@ def select_samples(
     if folds is not None:
         if "subject" not in group:
             raise ConfigError(f"{store} records no subjects, so it cannot be split into subject folds")
-        in_fold = subject_folds(group["subject"][:], folds.folds) == folds.fold
-        keep &= in_fold if folds.held_out else ~in_fold
+        keep &= np.isin(subject_folds(group["subject"][:], folds.folds), sorted(folds.members))
     index = np.flatnonzero(keep)
     if len(index) == 0:
         raise ConfigError(f"split {split!r} of {store} has no usable sample under label set {label_set.name!r}")
     return Selection(index=index, target=target[index], class_names=label_set.names, label_set=label_set.name)
+
+
+def read_subjects(store: str | Path, index: np.ndarray) -> np.ndarray | None:
+    """``(len(index),) str`` subject of each sample at store ``index``, or None when the store
+    records no subjects."""
+    group = open_store(store)
+    if "subject" not in group:
+        return None
+    return np.asarray([str(s) for s in group["subject"][:]])[index]
 
 
 class StoreBatches(torch.utils.data.IterableDataset):

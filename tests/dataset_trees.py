@@ -153,16 +153,16 @@ CKPLUS_FROM_FER = {"anger": "angry", "contempt": "neutral", "disgust": "disgust"
                    "happy": "happy", "sadness": "sad", "surprise": "surprise"}  # fmt: skip
 
 
-def write_ckplus(root: Path, fer_folders: Path, per_class: int = 3) -> list[tuple[str, str, str]]:
+def write_ckplus(root: Path, fer_folders: Path, per_class: int = 3, subjects: int = 5) -> list[tuple[str, str, str]]:
     """CK+'s extracted-frames layout from real 48x48 FER-2013 faces (the ``contempt`` folder takes
     neutral faces: the pixels are real, the class is the fixture's): ``<class>/S<subject>_<seq>_
-    <frame>.png``, subjects cycling over five people. Returns ``(class, file, subject)`` rows."""
+    <frame>.png``, subjects cycling over ``subjects`` people. Returns ``(class, file, subject)`` rows."""
     rows = []
     for c, (ck_class, fer_class) in enumerate(CKPLUS_FROM_FER.items()):
         (root / ck_class).mkdir(parents=True)
         sources = sorted((fer_folders / "train" / fer_class).iterdir())[:per_class]
         for f, source in enumerate(sources):
-            subject = f"S{(c + f) % 5 * 5 + 10:03d}"
+            subject = f"S{(c + f) % subjects * 5 + 10:03d}"
             name = f"{subject}_{c + 1:03d}_{f + 10:08d}.png"
             Image.open(io.BytesIO(source.read_bytes())).save(root / ck_class / name)
             rows.append((ck_class, name, subject))

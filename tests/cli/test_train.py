@@ -39,9 +39,10 @@ def test_fer_train_runs_one_epoch_from_the_store_and_fer_eval_scores_it(fer_stor
     assert "epoch 1/1" in result.stderr  # the progress bar
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1]
-    assert 0.0 <= log[0]["test_accuracy"] <= 1.0 and log[0]["train_loss"] > 0
+    assert log[0]["train_loss"] > 0 and not any("test" in key for key in log[0])  # the test split is read at the end
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["train_samples"] == 42 and summary["eval_samples"] == 42 and summary["options"] == {"guidance": "saliency"}
+    assert summary["train_samples"] == 42 and summary["test_samples"] == 42 and summary["options"] == {"guidance": "saliency"}
+    assert 0.0 <= summary["test_accuracy"] <= 1.0 and "no validation data: the last epoch is reported" in result.stdout
     scored = subprocess.run([BIN / "fer-eval", "--checkpoint", out / "best.pt", "--store", fer_store, "--split", "test",
                              "--out", tmp_path / "eval"], capture_output=True, text=True)  # fmt: skip
     assert scored.returncode == 0, scored.stderr
@@ -80,14 +81,15 @@ def test_label_sets_and_subject_folds_from_dataset_stores(tmp_path, fer2013_smal
         preprocess(stores[name], name, root, config, scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None)
 
     votes = train(TrainConfig(store=str(stores["ferplus"]), labels="votes", **quick), tmp_path / "votes", echo=lambda _: None)
-    assert votes["labels"][1] == "happiness" and votes["eval_split"] == "val"
+    assert votes["labels"][1] == "happiness" and votes["validation_split"] == "val" and votes["test_split"] == "test"
     polarity = select_samples(stores["fer2013"], "train", "polarity")
     assert polarity.class_names == ("negative", "neutral", "positive")
     labels = select_samples(stores["fer2013"], "train", "7")
     assert len(polarity.target) == int((labels.target != 5).sum())  # surprise left out
     folds = train(TrainConfig(store=str(stores["ckplus"]), folds=3, fold=1, **quick), tmp_path / "ck", echo=lambda _: None)
-    assert folds["eval_split"] == "fold1" and folds["train_samples"] + folds["eval_samples"] == 21
+    assert folds["test_split"] == "fold1" and folds["validation_split"] == "fold2"
+    assert folds["train_samples"] + folds["validation_samples"] + folds["test_samples"] == 21
     with pytest.raises(ConfigError, match="no label set 'votes' in this store; it has: 7, 6"):
         select_samples(stores["ckplus"], "all", "votes")
     with pytest.raises(ConfigError, match="records no subjects"):
-        select_samples(stores["fer2013"], "train", None, SubjectFolds(3, 0, True))
+        select_samples(stores["fer2013"], "train", None, SubjectFolds.only(3, 0))

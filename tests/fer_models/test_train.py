@@ -38,12 +38,13 @@ def test_a_run_directory_holds_everything_and_the_checkpoint_scores_again(fer_st
     out = tmp_path / "run"
     summary = train(TrainConfig(store=str(fer_store), model="cnn", **QUICK), out, echo=lambda _: None)
     assert {p.name for p in out.iterdir()} == {"config.json", "log.jsonl", "last.pt", "best.pt", "confusion.png",
-                                               "summary.json"}  # fmt: skip
+                                               "summary.json", "test_predictions.csv"}  # fmt: skip
     best = torch.load(out / "best.pt", weights_only=True)
-    assert best["epoch"] == summary["best_epoch"] and best["store"]["config_sha256"]
+    assert best["epoch"] == summary["selected_epoch"] and best["store"]["config_sha256"]
     assert best["store"]["location"] == str(fer_store)
     assert best["class_names"] == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
     assert json.loads((out / "config.json").read_text())["epochs"] == 3
+    assert json.loads((out / "config.json").read_text())["threads"] == summary["threads"] == torch.get_num_threads()
     scored = evaluate_checkpoint(out / "best.pt", str(fer_store), "test", device="cpu", out=tmp_path / "eval")
     assert scored["accuracy"] == summary["test_accuracy"] and scored["confusion"] == summary["confusion"]
     assert scored["same_preprocessing"] and scored["samples"] == 42
@@ -92,7 +93,7 @@ def test_a_training_run_killed_mid_epoch_resumes_to_the_same_metrics(fer_store, 
     assert f"resuming {killed} after epoch {done}" in resumed.stdout
     subprocess.run([fer_train, *options, "--out", tmp_path / "whole"], check=True, capture_output=True)
     a, b = (json.loads((path / "summary.json").read_text()) for path in (killed, tmp_path / "whole"))
-    for key in ("best_epoch", "test_accuracy", "test_macro_f1", "confusion"):
+    for key in ("selected_epoch", "test_accuracy", "test_macro_f1", "confusion"):
         assert a[key] == b[key], key
     strip = lambda path: [{k: v for k, v in json.loads(line).items() if k != "seconds"}  # noqa: E731
                           for line in (path / "log.jsonl").read_text().splitlines()]  # fmt: skip

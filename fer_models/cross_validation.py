@@ -1,0 +1,154 @@
+"""Every fold of a subject-independent k-fold protocol, and the table of their test figures.
+
+``OUT/fold<I>/`` is fold I's run directory, exactly what ``fer-train --folds K --fold I --out
+OUT/fold<I>`` writes; a fold already finished is read back, an interrupted one resumed, so the
+whole command can be run again after a kill. The table (``folds.md`` and ``folds.json``) gives per
+fold and pooled over all test predictions the accuracy and macro-F1 at the selected epoch (and the
+last epoch's accuracy beside it), the mean and standard deviation over folds, and the commands;
+``confusion.png`` is the confusion matrix of the pooled predictions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer_models.confusion_png import write_confusion_png
+from fer_models.metrics import accuracy, confusion_matrix, macro_f1
+from fer_models.train import TrainConfig, load_checkpoint, read_predictions, train
+from pipeline.config import differing_keys
+from pipeline.errors import ConfigError
+
+
+def train_all_folds(config: TrainConfig, out_dir: str | Path, *, commands: list[str] | None = None,
+                    progress: bool = False, echo=print) -> dict[str, Any]:  # fmt: skip
+    """Train fold 0 to K-1 of ``config.folds`` into ``out_dir/fold<I>`` and write the table.
+
+    Args:
+        config: a fold configuration (``folds`` >= 3, or >= 2 with ``val_fraction``); its ``fold``
+            is ignored.
+        commands: the command lines to record in the table (the whole run first, then one per
+            fold), or None.
+
+    Returns:
+        The table (also written to ``folds.json``).
+
+    Raises:
+        ConfigError: no folds asked for, or a fold directory holding a run with other options.
+    """
+    if not config.folds:
+        raise ConfigError("--all-folds needs --folds K")
+    out = Path(out_dir)
+    config = config.resolved()
+    summaries = []
+    for fold in range(config.folds):
+        fold_config = dataclasses.replace(config, fold=fold)
+        fold_dir = out / f"fold{fold}"
+        summary = finished_run(fold_dir, fold_config)
+        if summary is None:
+            echo(f"fold {fold} of {config.folds} -> {fold_dir}")
+            summary = train(fold_config, fold_dir, resume=(fold_dir / "last.pt").exists(), progress=progress, echo=echo)
+        else:
+            echo(f"fold {fold} of {config.folds}: finished earlier in {fold_dir}")
+        summaries.append(summary)
+    table = fold_table(summaries, [read_predictions(out / f"fold{i}" / "test_predictions.csv") for i in range(config.folds)])
+    table["commands"] = commands or []
+    (out / "folds.json").write_text(json.dumps(table, indent=2))
+    (out / "folds.md").write_text(fold_table_markdown(table))
+    write_confusion_png(np.array(table["pooled"]["confusion"]), table["labels"], out / "confusion.png",
+                        title=f"{config.model}, {config.folds} folds pooled")  # fmt: skip
+    return table
+
+
+def finished_run(run_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The summary of a run in ``run_dir`` that trained ``config`` to its last epoch and reported,
+    else None (not started, interrupted, or another ``epochs``).
+
+    Raises:
+        ConfigError: ``run_dir`` holds a run with other options.
+    """
+    last, summary = run_dir / "last.pt", run_dir / "summary.json"
+    if not last.exists():
+        return None
+    checkpoint = load_checkpoint(last)
+    stored = {k: v for k, v in checkpoint["config"].items() if k != "epochs"}
+    wanted = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k != "epochs"}
+    differ = differing_keys(stored, wanted)
+    if differ:
+        raise ConfigError(f"{run_dir} holds a run with other options ({'; '.join(differ)}); choose another --out")
+    if checkpoint["epoch"] != config.epochs or not summary.exists():
+        return None
+    return json.loads(summary.read_text())
+
+
+def fold_table(summaries: list[dict[str, Any]], predictions: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Per-fold and pooled test figures of fold runs.
+
+    Args:
+        summaries: each fold's ``summary.json``, in fold order.
+        predictions: each fold's test predictions (:func:`fer_models.train.read_predictions`).
+
+    Returns:
+        ``{"labels", "selected_by", "folds": [per-fold rows], "mean", "std", "pooled"}``; accuracy
+        and macro-F1 are fractions; ``std`` is the sample standard deviation over folds (ddof 1).
+    """
+    labels = summaries[0]["labels"]
+    rows = [
+        {"fold": i, "train_samples": s["train_samples"], "validation_split": s["validation_split"],
+         "validation_samples": s["validation_samples"], "test_samples": s["test_samples"],
+         "selected_epoch": s["selected_epoch"], "accuracy": s["test_accuracy"], "macro_f1": s["test_macro_f1"],
+         "last_epoch_accuracy": s["last_epoch_test_accuracy"]}
+        for i, s in enumerate(summaries)
+    ]  # fmt: skip
+    target = np.concatenate([p["target"] for p in predictions])
+    predicted = np.concatenate([p["predicted"] for p in predictions])
+    confusion = confusion_matrix(target, predicted, len(labels))
+    metrics = ("accuracy", "macro_f1", "last_epoch_accuracy")
+    return {
+        "model": summaries[0]["model"], "options": summaries[0]["options"], "labels": labels,
+        "epochs": summaries[0]["epochs"], "selected_by": [s["selected_by"] for s in summaries],
+        "folds": rows,
+        "mean": {m: float(np.mean([r[m] for r in rows])) for m in metrics},
+        "std": {m: float(np.std([r[m] for r in rows], ddof=1)) if len(rows) > 1 else 0.0 for m in metrics},
+        "pooled": {"samples": int(len(target)), "accuracy": accuracy(confusion), "macro_f1": macro_f1(confusion),
+                   "confusion": confusion.tolist()},
+    }  # fmt: skip
+
+
+def fold_table_markdown(table: dict[str, Any]) -> str:
+    """The table of :func:`fold_table` as Markdown (percentages, two decimals)."""
+    pct = lambda value: f"{100 * value:.2f}"  # noqa: E731
+    lines = [
+        f"# {table['model']} {json.dumps(table['options']) if table['options'] else ''}, {len(table['folds'])} "
+        f"subject folds, {table['epochs']} epochs",
+        "",
+        "Each fold's epoch is chosen on its validation samples, never on its test fold; the test fold "
+        "is scored once, at the end. Accuracy and macro-F1 in %.",
+        "",
+        "| fold | train | validation | test | selected epoch | accuracy | macro-F1 | last-epoch accuracy |",
+        "|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for row in table["folds"]:
+        validation = f"{row['validation_split']} ({row['validation_samples']})" if row["validation_split"] else "none"
+        lines.append(f"| {row['fold']} | {row['train_samples']} | {validation} | {row['test_samples']} | "
+                     f"{row['selected_epoch']} | {pct(row['accuracy'])} | {pct(row['macro_f1'])} | "
+                     f"{pct(row['last_epoch_accuracy'])} |")  # fmt: skip
+    mean, std, pooled = table["mean"], table["std"], table["pooled"]
+    lines += [
+        f"| mean ± std | | | | | {pct(mean['accuracy'])} ± {pct(std['accuracy'])} | "
+        f"{pct(mean['macro_f1'])} ± {pct(std['macro_f1'])} | {pct(mean['last_epoch_accuracy'])} ± "
+        f"{pct(std['last_epoch_accuracy'])} |",
+        f"| pooled ({pooled['samples']} test predictions) | | | | | {pct(pooled['accuracy'])} | "
+        f"{pct(pooled['macro_f1'])} | |",
+        "",
+        "Epoch selection: " + ("the best validation accuracy on the validation column's samples"
+                               if table["folds"][0]["validation_split"] else "the last epoch (no validation data)") + ".",
+        "Pooled confusion matrix: confusion.png.",
+    ]  # fmt: skip
+    if table["commands"]:
+        lines += ["", "Commands:", "", "```sh", *table["commands"], "```"]
+    return "\n".join(lines) + "\n"

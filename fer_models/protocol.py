@@ -1,0 +1,165 @@
+"""The evaluation protocol of a run: which samples it trains on, which choose its epoch, which it
+reports.
+
+Three disjoint sets of one store's usable samples:
+
+- **train**: what the model is fitted on;
+- **validation**: scored after every epoch; the epoch with the best validation accuracy is the
+  selected one (``best.pt``). Without validation data the last epoch is selected, and the run
+  says so;
+- **test**: scored once, after the last epoch, at the selected epoch and at the last epoch. No
+  epoch, threshold or option is ever chosen on it.
+
+Where each comes from (:func:`resolve_protocol`):
+
+============  ===============================================  ==============================
+              without folds                                    ``--folds K --fold I``
+============  ===============================================  ==============================
+train         ``--train-split`` [``train``, or the only split]  the other subject folds
+validation    ``--eval-split``, else ``val`` when it is not    subject fold ``I + 1 mod K``
+              the test split, else ``--val-fraction``
+test          ``--test-split`` [``test``, else ``val``]         subject fold ``I``
+============  ===============================================  ==============================
+
+``--val-fraction F`` holds out about F of the training samples for validation instead (with
+folds: instead of the next fold), by subject where the store records subjects (no subject in
+both), else sample by sample; the draw is seeded by the run's seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fer_models.data import Selection, SubjectFolds, read_subjects, select_samples
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fer_models.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The three sample sets of a run and what each is called in logs and summaries.
+
+    ``validation`` and ``test`` are None where the run has none; the names are None with them.
+    """
+
+    train: Selection
+    validation: Selection | None
+    test: Selection | None
+    train_name: str
+    validation_name: str | None
+    test_name: str | None
+
+    @property
+    def selected_by(self) -> str:
+        """How the reported epoch is chosen, in words (recorded in ``summary.json``)."""
+        if self.validation is None:
+            return "last epoch (no validation data)"
+        return f"best validation accuracy on {self.validation_name} ({len(self.validation)} samples)"
+
+
+def resolve_protocol(config: TrainConfig, store: str | Path, splits: list[str]) -> Protocol:
+    """The train, validation and test samples of ``config`` on ``store`` (see the module docstring).
+
+    Args:
+        config: the run's configuration (its split, fold, validation and label options).
+        store: the store location.
+        splits: the store's split names.
+
+    Raises:
+        ConfigError: a split named twice for two roles, folds too few to leave a training fold,
+            both ``--eval-split`` and ``--val-fraction``, or a set left empty.
+    """
+    train_split = train_split_name(config, splits)
+    if config.eval_split and config.val_fraction:
+        raise ConfigError("give either --eval-split or --val-fraction, not both")
+    if config.folds:
+        return _fold_protocol(config, store, train_split)
+
+    test_split = config.test_split
+    if test_split is None:
+        test_split = next((name for name in ("test", "val") if name in splits and name != train_split), None)
+    if test_split == train_split:
+        raise ConfigError(f"--test-split {test_split} is also the train split; report on samples the model has not seen")
+    validation_split = config.eval_split
+    if validation_split in (train_split, test_split) and validation_split is not None:
+        role = "train" if validation_split == train_split else "test"
+        raise ConfigError(
+            f"--eval-split {validation_split} is also the {role} split: the epoch would be chosen on "
+            f"{'the training samples' if role == 'train' else 'the samples reported'}; name another split, "
+            "or hold out part of the train split with --val-fraction F"
+        )  # fmt: skip
+    if validation_split is None and not config.val_fraction and "val" in splits and "val" not in (train_split, test_split):
+        validation_split = "val"
+
+    train = select_samples(store, train_split, config.labels)
+    test = select_samples(store, test_split, config.labels) if test_split else None
+    if validation_split:
+        validation = select_samples(store, validation_split, config.labels)
+        return Protocol(train, validation, test, train_split, validation_split, test_split)
+    if config.val_fraction:
+        train, validation, how = hold_out(store, train, config.val_fraction, config.seed)
+        return Protocol(train, validation, test, f"{train_split} ({how} held out)", f"{train_split} held out", test_split)
+    return Protocol(train, None, test, train_split, None, test_split)
+
+
+def train_split_name(config: TrainConfig, splits: list[str]) -> str:
+    """The split trained on (and, with folds, cut into folds): ``--train-split``, else ``train``
+    (or the store's only split)."""
+    return config.train_split or ("train" if "train" in splits or len(splits) > 1 else splits[0])
+
+
+def _fold_protocol(config: TrainConfig, store: str | Path, train_split: str) -> Protocol:
+    k, fold = config.folds, config.fold
+    test = select_samples(store, train_split, config.labels, SubjectFolds.only(k, fold))
+    test_name = f"fold{fold}"
+    if config.val_fraction:
+        rest = select_samples(store, train_split, config.labels, SubjectFolds.all_but(k, fold))
+        train, validation, how = hold_out(store, rest, config.val_fraction, config.seed)
+        return Protocol(train, validation, test, f"{train_split} folds but {fold} ({how} held out)",
+                        f"folds but {fold}, held out", test_name)  # fmt: skip
+    if k < 3:
+        raise ConfigError(
+            f"--folds {k} leaves no fold to train on once fold {fold} is tested and the next one validates; "
+            "use --folds 3 or more, or --val-fraction F to validate on part of the training fold"
+        )  # fmt: skip
+    validation_fold = (fold + 1) % k
+    train = select_samples(store, train_split, config.labels, SubjectFolds.all_but(k, fold, validation_fold))
+    validation = select_samples(store, train_split, config.labels, SubjectFolds.only(k, validation_fold))
+    return Protocol(train, validation, test, f"{train_split} folds but {fold} and {validation_fold}",
+                    f"fold{validation_fold}", test_name)  # fmt: skip
+
+
+def hold_out(store: str | Path, selection: Selection, fraction: float, seed: int) -> tuple[Selection, Selection, str]:
+    """Split ``selection`` into ``(train, validation, how)``: about ``fraction`` of it validates.
+
+    Where the store records subjects, whole subjects are drawn (in a seeded random order, until
+    the validation set reaches the fraction), so no person is in both; otherwise samples are
+    drawn. ``how`` says which, for logs (``"12 of 96 subjects"``).
+
+    Raises:
+        ConfigError: ``fraction`` outside (0, 1), or a side left empty.
+    """
+    if not 0 < fraction < 1:
+        raise ConfigError(f"--val-fraction must be between 0 and 1 (exclusive), got {fraction}")
+    rng = np.random.default_rng([seed, 0x5E1EC7])
+    subjects = read_subjects(store, selection.index)
+    if subjects is None:
+        count = int(round(fraction * len(selection)))
+        chosen = np.zeros(len(selection), dtype=bool)
+        chosen[rng.permutation(len(selection))[:count]] = True
+        how = f"{count} of {len(selection)} samples"
+    else:
+        names, inverse, sizes = np.unique(subjects, return_inverse=True, return_counts=True)
+        order = rng.permutation(len(names))
+        taken = order[: int(np.searchsorted(np.cumsum(sizes[order]), fraction * len(selection))) + 1]
+        chosen = np.isin(inverse, taken)
+        how = f"{len(taken)} of {len(names)} subjects"
+    if chosen.all() or not chosen.any():
+        raise ConfigError(f"--val-fraction {fraction} leaves no sample for training or validation ({how})")
+    return selection.subset(~chosen), selection.subset(chosen), how
