@@ -30,14 +30,21 @@ def info(store):
 @click.argument("store")
 @click.option("--split", help="Only samples of this split.")
 @click.option("--status", "statuses", multiple=True, help="Only samples with this status (repeatable): ok, ok_prior, no_face, unreadable, failed.")
+@click.option("--several-faces", is_flag=True, help="Only ok samples whose photo showed several faces, the largest kept for lack of a dataset box.")
 @click.option("--n", "count", type=int, default=24, show_default=True, help="Number of samples.")
+@click.option("--list", "as_list", is_flag=True, help="Print index, status, faces, score, source and message of each sample instead of drawing.")
 @click.option("--out", type=click.Path(dir_okay=False), default="contact-sheet.png", show_default=True, help="PNG to write.")
-def show(store, split, statuses, count, out):
-    """Write a contact sheet PNG: aligned faces with landmarks, heatmap, saliency and mask."""
-    from pipeline.contact_sheet import write_contact_sheet
+def show(store, split, statuses, several_faces, count, as_list, out):
+    """Write a contact sheet PNG: aligned faces with landmarks, heatmap, saliency and mask (or, with
+    --list, one line per sample)."""
+    from pipeline.contact_sheet import chosen_samples, sample_lines, write_contact_sheet
 
     with user_errors():
-        shown = write_contact_sheet(store, out, split=split, statuses=statuses, count=count)
+        indices = chosen_samples(store, split=split, statuses=statuses, count=count, several_faces=several_faces)
+        if as_list:
+            click.echo("\n".join(sample_lines(store, indices)))
+            return
+        shown = write_contact_sheet(store, out, indices)
     click.echo(f"wrote {out} ({shown} samples)")
 
 

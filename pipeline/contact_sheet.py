@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.datasets import get_dataset
 from pipeline.errors import StoreError
 from pipeline.stages.decode import decode_image, to_rgb
-from pipeline.store import ATTRS_KEY, USABLE_STATUSES, Status, open_store, stored_guidance
+from pipeline.store import ATTRS_KEY, USABLE_STATUSES, Status, open_store, stored_guidance, undecided_faces
 
 TILE = 112
 CAPTION = 30
@@ -33,10 +33,13 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 def select_samples(
     status: np.ndarray, split: np.ndarray, split_names: list[str], *, split_name: str | None,
-    statuses: tuple[str, ...], count: int,
+    statuses: tuple[str, ...], count: int, only: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Indices of up to ``count`` samples matching the filters, spread evenly over the store."""
+    """Indices of up to ``count`` samples matching the filters (and ``only``, ``(N,) bool``, where
+    given), spread evenly over the store."""
     keep = status != Status.PENDING
+    if only is not None:
+        keep &= only
     if split_name is not None:
         if split_name not in split_names:
             raise StoreError(f"no split {split_name!r} in this store; it has: {', '.join(split_names)}")
@@ -149,18 +152,49 @@ def render_contact_sheet(path: str | Path, indices: np.ndarray) -> np.ndarray:
     return sheet
 
 
-def write_contact_sheet(
-    path: str | Path, out: str | Path, *, split: str | None = None, statuses: tuple[str, ...] = (), count: int = 24
-) -> int:
-    """Select samples, render the sheet and write it as PNG to ``out``; returns how many were shown."""
+def chosen_samples(
+    path: str | Path, *, split: str | None = None, statuses: tuple[str, ...] = (), count: int = 24,
+    several_faces: bool = False,
+) -> np.ndarray:
+    """Store indices of up to ``count`` samples of ``split`` with one of ``statuses`` (any where
+    empty), only those that kept the largest of several faces when ``several_faces``.
+
+    Raises:
+        StoreError: no sample matches, an unknown split or status, or ``several_faces`` on a store
+            that records no detections.
+    """
     group = open_store(path)
     provenance = group.attrs[ATTRS_KEY]
+    only = undecided_faces(group) if several_faces else None
+    if several_faces and only is None:
+        raise StoreError(f"{path} records no face counts (built before fer-preprocess recorded them)")
     indices = select_samples(
         group["status"][:], group["split"][:], list(provenance["splits"]),
-        split_name=split, statuses=tuple(statuses), count=count,
+        split_name=split, statuses=tuple(statuses), count=count, only=only,
     )  # fmt: skip
     if len(indices) == 0:
-        raise StoreError(f"no samples in {path} match the filters (split={split}, status={list(statuses) or 'any'})")
+        filters = f"split={split}, status={list(statuses) or 'any'}" + (", several faces" if several_faces else "")
+        raise StoreError(f"no samples in {path} match the filters ({filters})")
+    return indices
+
+
+def sample_lines(path: str | Path, indices: np.ndarray) -> list[str]:
+    """One line per sample: index, status, faces found, detector score, source and message."""
+    group = open_store(path)
+    columns = {name: group[name][:] for name in ("status", "source", "message")}
+    faces = group["faces_detected"][:] if "faces_detected" in group else None
+    scores = group["face_score"][:] if "face_score" in group else None
+    lines = []
+    for i in indices:
+        detected = "-" if faces is None else f"{int(faces[i])} faces, score {float(scores[i]):.2f}"
+        lines.append(f"{int(i)}\t{Status(int(columns['status'][i])).label}\t{detected}\t{columns['source'][i]}\t"
+                     f"{columns['message'][i]}")  # fmt: skip
+    return lines
+
+
+def write_contact_sheet(path: str | Path, out: str | Path, indices: np.ndarray) -> int:
+    """Render the sheet of the samples at store ``indices`` (from :func:`chosen_samples`) and write
+    it as PNG to ``out``; returns how many were shown."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), render_contact_sheet(path, indices)):

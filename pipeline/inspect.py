@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import differing_keys
-from pipeline.store import ATTRS_KEY, Status, bytes_on_disk, open_store, stored_guidance
+from pipeline.store import ATTRS_KEY, Status, bytes_on_disk, open_store, stored_guidance, undecided_faces
 from pipeline.store_location import StoreLocation
 
 
@@ -40,6 +40,7 @@ def describe_store(path: str | Path) -> str:
         [[name, str(int((split == i).sum())), str(int(((split == i) & usable).sum()))]
          for i, name in enumerate(prov["splits"])]
     )
+    lines += ["", *face_lines(group, status)]
     lines += ["", "label (all / usable)"]
     names = list(prov["label_names"]) + ["(unknown)"]
     codes = list(range(len(prov["label_names"]))) + [-1]
@@ -69,6 +70,22 @@ def describe_store(path: str | Path) -> str:
             "run fer-preprocess STORE --guidance with them again to finish)"
         )
     return "\n".join(lines)
+
+
+def face_lines(group, status: np.ndarray) -> list[str]:
+    """How many faces the detector found per sample, and how many ok samples kept the largest of
+    several for lack of a dataset box."""
+    undecided = undecided_faces(group)
+    if undecided is None:
+        return ["faces found by the detector: not recorded (a store built before fer-preprocess recorded them)"]
+    faces = group["faces_detected"][:]
+    ran = status != Status.PENDING
+    lines = ["faces found by the detector (samples)"]
+    lines += _table([["none (or not run)", str(int(((faces == 0) & ran).sum()))], ["one", str(int((faces == 1).sum()))],
+                     ["several", str(int((faces > 1).sum()))],
+                     ["several, largest kept (no box to choose)", f"{int(undecided.sum())}   "
+                      "(fer-store show STORE --several-faces --list)"]])  # fmt: skip
+    return lines
 
 
 def array_table(group, location: str | Path) -> list[str]:

@@ -41,6 +41,8 @@ class SampleResult:
     box_src: np.ndarray | None = None  # (4,) float32 source pixels
     aligned_from_src: np.ndarray | None = None  # (2, 3) float32
     guidance: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (C, H, H) or (R, 4)
+    faces_detected: int = 0  # faces the detector found (0 where it did not run)
+    face_score: float = float("nan")  # the detector's score of the face kept; NaN: not a detection
 
 
 class StageTimer:
@@ -94,8 +96,8 @@ def process_image(
         return _align_and_render(pixels, box, landmarks_src, Status.OK_PRIOR, config, models, timer)
 
     use_dataset_box = config.detect.prior == "dataset" and prior_box is not None and np.isfinite(prior_box).all()
-    box = detect_face(models.detector, pixels, config.detect.upsample, prior_box if use_dataset_box else None)
-    status = Status.OK
+    detection = detect_face(models.detector, pixels, config.detect.upsample, prior_box if use_dataset_box else None)
+    box, status = detection.box, Status.OK
     if box is None:
         status = Status.OK_PRIOR
         if use_dataset_box:
@@ -109,11 +111,15 @@ def process_image(
             message += " and the dataset has no usable box for this sample"
         elif config.detect.prior == "none":
             message += " (pre-cropped faces: use --prior full-frame)"
-        return SampleResult(Status.NO_FACE, message)
+        return SampleResult(Status.NO_FACE, message, faces_detected=detection.faces)
 
     landmarks_src = predict_landmarks(models.predictor, pixels, box)
     timer.lap("landmarks")
-    return _align_and_render(pixels, box, landmarks_src, status, config, models, timer)
+    result = _align_and_render(pixels, box, landmarks_src, status, config, models, timer)
+    result.faces_detected, result.face_score = detection.faces, detection.score
+    if detection.undecided:
+        result.message = store.several_faces_message(detection.faces, detection.score)
+    return result
 
 
 def _align_and_render(
@@ -201,7 +207,7 @@ class ShardSummary:
 def _empty_shard_arrays(n: int, config: PreprocessConfig) -> dict[str, np.ndarray]:
     computed = store.computed_arrays(config)
     arrays = {
-        spec.name: np.zeros((n, *spec.sample_shape), dtype=spec.dtype)
+        spec.name: np.full((n, *spec.sample_shape), spec.fill_value, dtype=spec.dtype)
         for spec in store.array_specs(config)
         if spec.name in computed and spec.dtype is not str
     }
@@ -245,6 +251,8 @@ def process_shard(task: ShardTask) -> ShardSummary:
             result = SampleResult(Status.FAILED, f"{type(error).__name__}: {error}")
         status[i] = result.status
         arrays["message"][i] = result.message
+        arrays["faces_detected"][i] = min(result.faces_detected, 255)
+        arrays["face_score"][i] = result.face_score
         if result.status in store.USABLE_STATUSES:
             for name in store.BASE_COMPUTED_ARRAYS:
                 arrays[name][i] = getattr(result, name)

@@ -94,6 +94,16 @@ class ArraySpec:
 
 
 BASE_COMPUTED_ARRAYS = ("image", "landmarks", "landmarks_src", "box_src", "aligned_from_src")
+# What the face detector saw in each sample (every status): how many faces, the kept one's score.
+DETECTION_ARRAYS = ("faces_detected", "face_score")
+# The message of an ok sample whose photo shows several faces and no dataset box chose among them.
+SEVERAL_FACES_PREFIX = "several faces found"
+
+
+def several_faces_message(faces: int, score: float) -> str:
+    """The message of a sample whose largest of ``faces`` detections was kept for lack of a box."""
+    return (f"{SEVERAL_FACES_PREFIX} ({faces}); the largest was kept (detector score {score:.2f}), "
+            "as no dataset box says which person is meant")  # fmt: skip
 
 
 def guidance_spec(name: str, aligned_size: int, guidance_size: int) -> ArraySpec:
@@ -116,11 +126,14 @@ def guidance_specs(types: tuple[str, ...], config: PreprocessConfig) -> tuple[Ar
     return tuple(guidance_spec(name, config.align.size, config.guidance.size) for name in types)
 
 
-def array_specs(config: PreprocessConfig, n_votes: int = 0, subjects: bool = False) -> tuple[ArraySpec, ...]:
+def array_specs(
+    config: PreprocessConfig, n_votes: int = 0, subjects: bool = False, detections: bool = True
+) -> tuple[ArraySpec, ...]:
     """Every array a store built with ``config`` holds: the aligned face and landmarks, one array
-    per guidance type in ``config.guidance.types``, the manifest's columns; ``votes`` only when
-    the dataset has ``n_votes`` > 0 vote columns, ``subject`` only when it names the person in
-    each sample."""
+    per guidance type in ``config.guidance.types``, the detector's face count and score, the
+    manifest's columns; ``votes`` only when the dataset has ``n_votes`` > 0 vote columns,
+    ``subject`` only when it names the person in each sample. ``detections=False`` describes a
+    store written before the detection arrays existed."""
     s, c = config.align.size, config.align.channels
     tensor = dict(per_sample_chunks=True)
     column = dict(per_sample_chunks=False)
@@ -131,6 +144,11 @@ def array_specs(config: PreprocessConfig, n_votes: int = 0, subjects: bool = Fal
         ArraySpec("box_src", ("sample", "edge"), "float32", (4,), 0.0, **column),
         ArraySpec("aligned_from_src", ("sample", "row", "col"), "float32", (2, 3), 0.0, **column),
         *guidance_specs(config.guidance.types, config),
+        *(
+            (ArraySpec("faces_detected", ("sample",), "uint8", (), 0, **column),
+             ArraySpec("face_score", ("sample",), "float32", (), float("nan"), **column))
+            if detections else ()
+        ),  # fmt: skip
         ArraySpec("label", ("sample",), "int16", (), -1, **column),
         ArraySpec("valence", ("sample",), "float32", (), float("nan"), **column),
         ArraySpec("arousal", ("sample",), "float32", (), float("nan"), **column),
@@ -149,7 +167,7 @@ def array_specs(config: PreprocessConfig, n_votes: int = 0, subjects: bool = Fal
 def computed_arrays(config: PreprocessConfig) -> tuple[str, ...]:
     """Arrays a shard task computes and writes (everything else comes from the manifest; then
     ``status``, last)."""
-    return (*BASE_COMPUTED_ARRAYS, *config.guidance.types, "message")
+    return (*BASE_COMPUTED_ARRAYS, *config.guidance.types, *DETECTION_ARRAYS, "message")
 
 
 # Inner chunks of tensor arrays hold a few samples, up to this many raw bytes: each zarr chunk
@@ -277,8 +295,13 @@ def _check_resumable(path: Path, manifest: Manifest, config: PreprocessConfig, m
         current = models.get(role, {})
         if stored.get("sha256") != current.get("sha256"):
             problems.append(f"{role} model differs: store used {stored}, this run {current}")
+    group = open_store(path)
+    lacking = [name for name in DETECTION_ARRAYS if name not in group]
+    if lacking:
+        problems.append(f"it was created by an earlier fer-preprocess, without the arrays {', '.join(lacking)}; "
+                        "finish it with that version, or rebuild it with --overwrite")  # fmt: skip
     hint = ""
-    stored_types = set(provenance["config"]["guidance"]["types"]) | set(stored_guidance(open_store(path)))
+    stored_types = set(provenance["config"]["guidance"]["types"]) | set(stored_guidance(group))
     extra = [name for name in config.guidance.types if name not in stored_types]
     if len(problems) == 1 and extra and config.to_dict() == {
         **provenance["config"], "guidance": {**provenance["config"]["guidance"], "types": list(config.guidance.types)}
@@ -389,6 +412,16 @@ def stored_guidance(group: zarr.Group) -> tuple[str, ...]:
     types still being added (:func:`begin_growth`) are left out."""
     growing = growth_in_progress(group)
     return tuple(name for name in GUIDANCE_TYPES if name in group and name not in growing)
+
+
+def undecided_faces(group: zarr.Group) -> np.ndarray | None:
+    """``(N,) bool``: ok samples whose photo showed several faces and whose largest was kept for
+    lack of a dataset box (it may be the wrong person); None for a store without detection arrays."""
+    if "faces_detected" not in group:
+        return None
+    several = (group["faces_detected"][:] > 1) & (group["status"][:] == Status.OK)
+    messages = group["message"][:]
+    return several & np.array([str(m).startswith(SEVERAL_FACES_PREFIX) for m in messages], dtype=bool)
 
 
 def growth_in_progress(group: zarr.Group) -> tuple[str, ...]:

@@ -57,7 +57,8 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
     except Exception as error:  # noqa: BLE001 - any damage to the recorded config
         return [*faults, Fault("provenance", f"the recorded config cannot be read: {error}")]
     n_votes = group["votes"].shape[1] if "votes" in group else 0
-    expected = {spec.name: spec for spec in array_specs(config, n_votes, subjects="subject" in group)}
+    detections = "faces_detected" in group or "face_score" in group  # absent from stores of before they existed
+    expected = {spec.name: spec for spec in array_specs(config, n_votes, "subject" in group, detections)}
     grown = tuple(name for record in provenance.get("guidance_added", []) for name in record["types"])
     expected.update({spec.name: spec for spec in guidance_specs(grown, config)})
     n = int(provenance.get("counts", {}).get("total", -1))

@@ -8,6 +8,8 @@ convert.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import dlib
 import numpy as np
 
@@ -28,12 +30,31 @@ def dlib_rect(box: np.ndarray) -> "dlib.rectangle":
 MIN_PRIOR_IOU = 0.3
 
 
+@dataclass(frozen=True)
+class FaceDetection:
+    """What the detector found in one image and which face was kept.
+
+    box: ``(4,) float32`` (left, top, right, bottom) of the kept face in source pixels, or None
+        when no (matching) face was found.
+    faces: how many faces the detector found, kept or not.
+    score: the detector's score of the kept face (HOG: the SVM margin, higher is surer); NaN when
+        none was kept.
+    undecided: several faces were found and nothing (no dataset box) said which person is meant,
+        so the largest was kept.
+    """
+
+    box: np.ndarray | None
+    faces: int = 0
+    score: float = float("nan")
+    undecided: bool = False
+
+
 def detect_face(
     detector: "dlib.fhog_object_detector",
     image: np.ndarray,
     upsample: int,
     prior_box: np.ndarray | None = None,
-) -> np.ndarray | None:
+) -> FaceDetection:
     """Run the HOG detector and keep one face: the one matching the dataset's box, else the largest.
 
     Args:
@@ -46,20 +67,21 @@ def detect_face(
             :data:`MIN_PRIOR_IOU`, so a photo with several people yields the annotated one.
 
     Returns:
-        ``(4,) float32`` box (left, top, right, bottom) in source pixels, or ``None`` when no
-        (matching) face is found. Without a prior the largest area wins; equal areas go to the
-        higher score.
+        A :class:`FaceDetection`; its box is None when no (matching) face is found. Without a prior
+        the largest area wins; equal areas go to the higher score.
     """
     rects, scores, _ = detector.run(image, upsample, 0.0)
     if len(rects) == 0:
-        return None
+        return FaceDetection(None)
     boxes = [box_from_dlib(rect) for rect in rects]
     if prior_box is not None and np.all(np.isfinite(prior_box)):
         overlaps = [box_iou(box, prior_box) for box in boxes]
         best = int(np.argmax(overlaps))
-        return boxes[best] if overlaps[best] >= MIN_PRIOR_IOU else None
+        if overlaps[best] < MIN_PRIOR_IOU:
+            return FaceDetection(None, faces=len(rects))
+        return FaceDetection(boxes[best], faces=len(rects), score=float(scores[best]))
     best = max(range(len(rects)), key=lambda i: (rects[i].area(), scores[i]))
-    return boxes[best]
+    return FaceDetection(boxes[best], faces=len(rects), score=float(scores[best]), undecided=len(rects) > 1)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -113,7 +113,7 @@ def write_image_corpus(root: Path, face_photo: Path, no_face_photo: Path, crowd_
     add("JPEG with trailing garbage", "formats/trailing-garbage.jpg", jpeg + os.urandom(4096))
 
     add("image with no face", "content/no-face.jpg", no_face_photo.read_bytes(), (Status.NO_FACE,), "no face found")
-    add("image with 20+ faces", "content/crowd.jpg", crowd_photo.read_bytes())
+    add("image with 20+ faces", "content/crowd.jpg", crowd_photo.read_bytes(), OK, "several faces found (24); the largest was kept")
 
     add("path with spaces and non-ASCII characters", "names/Émotion été — face 01.jpg", jpeg)
     add("duplicate file (first copy)", "names/duplicate-a.jpg", jpeg)

@@ -46,12 +46,13 @@ def test_landmarks_from_our_decoder_stay_within_three_pixels(dlib_faces, models)
 
 def test_detector_finds_a_face_in_each_reference_photo(dlib_faces, models):
     for file in {f for f, _, _ in reference_faces(dlib_faces)}:
-        box = detect_face(models.detector, load(dlib_faces / file), upsample=1)
-        assert box is not None, file
+        found = detect_face(models.detector, load(dlib_faces / file), upsample=1)
+        assert found.box is not None and found.faces >= 1 and found.score > 0, file
 
 
 def test_detector_finds_no_face_on_dogs(dlib_faces, models):
-    assert detect_face(models.detector, load(dlib_faces / "dogs.jpg"), upsample=1) is None
+    found = detect_face(models.detector, load(dlib_faces / "dogs.jpg"), upsample=1)
+    assert found.box is None and found.faces == 0 and np.isnan(found.score)
 
 
 def test_largest_of_several_faces_wins(dlib_faces, models):
@@ -59,7 +60,8 @@ def test_largest_of_several_faces_wins(dlib_faces, models):
     rects = models.detector(image, 0)
     assert len(rects) > 5
     largest = max(rects, key=lambda r: r.area())
-    box = detect_face(models.detector, image, upsample=0)
+    found = detect_face(models.detector, image, upsample=0)
     np.testing.assert_array_equal(
-        box, [largest.left(), largest.top(), largest.right() + 1, largest.bottom() + 1]
+        found.box, [largest.left(), largest.top(), largest.right() + 1, largest.bottom() + 1]
     )
+    assert found.faces == len(rects) and found.undecided

@@ -1,6 +1,7 @@
 """The whole pipeline on real images: real dlib, real Zarr on disk, real Dask clusters."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -55,12 +56,31 @@ def test_bad_inputs_get_statuses_and_messages_and_the_rest_is_written(tmp_path, 
     assert by_source["broken/empty.jpg"][1] == "empty file (0 bytes)"
     assert by_source["none/dogs.jpg"][0] == Status.NO_FACE
     assert "no face" in by_source["none/dogs.jpg"][1]
-    for name in ("Tom_Cruise_avp_2014_4.jpg", "2008_001009.jpg"):
-        assert by_source[f"faces/{name}"] == (Status.OK, "")
+    assert by_source["faces/Tom_Cruise_avp_2014_4.jpg"] == (Status.OK, "")
+    assert by_source["faces/2008_001009.jpg"][0] == Status.OK  # two people: see the next test
     ok = group["status"][:] == Status.OK
     assert group["image"][:][ok].std(axis=(1, 2, 3)).min() > 10  # real faces were written
     assert not group["image"][:][~ok].any()  # failed samples hold zeroed guidance
     assert not group["heatmap"][:][~ok].any()
+
+
+def test_a_photo_of_two_people_records_the_face_count_the_score_and_says_which_was_kept(tmp_path, mixed_folder):
+    store = tmp_path / "s.zarr"
+    run(store, mixed_folder, build_config({"align": {"size": 64}, "shard_size": 4}))
+    group = zarr.open_group(str(store), mode="r")
+    index = {source: i for i, source in enumerate(group["source"][:].tolist())}
+    faces, score, message = group["faces_detected"][:], group["face_score"][:], group["message"][:]
+    two, one = index["faces/2008_001009.jpg"], index["faces/Tom_Cruise_avp_2014_4.jpg"]
+    assert (faces[two], faces[one], faces[index["none/dogs.jpg"]], faces[index["broken/empty.jpg"]]) == (2, 1, 0, 0)
+    assert score[one] > 0 and score[two] > 0 and np.isnan(score[index["none/dogs.jpg"]])
+    assert message[two] == (f"several faces found (2); the largest was kept (detector score {score[two]:.2f}), "
+                            "as no dataset box says which person is meant")  # fmt: skip
+    info = subprocess.run([VENV_BIN / "fer-store", "info", store], capture_output=True, text=True, check=True).stdout
+    counts = dict(re.findall(r"\n  (none \(or not run\)|one|several|several, largest kept \(no box to choose\)) +(\d+)", info))
+    assert counts == {"none (or not run)": "5", "one": "1", "several": "1", "several, largest kept (no box to choose)": "1"}
+    listed = subprocess.run([VENV_BIN / "fer-store", "show", store, "--several-faces", "--list"],
+                            capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip
+    assert listed == [f"{two}\tok\t2 faces, score {score[two]:.2f}\tfaces/2008_001009.jpg\t{message[two]}"]
 
 
 def test_rerun_does_nothing_and_other_inputs_are_refused_without_changes(tmp_path, mixed_folder):
