@@ -123,7 +123,7 @@ def fold_table_markdown(table: dict[str, Any]) -> str:
     """The table of :func:`fold_table` as Markdown (percentages, two decimals)."""
     pct = lambda value: f"{100 * value:.2f}"  # noqa: E731
     lines = [
-        f"# {table['model']} {json.dumps(table['options']) if table['options'] else ''}, {len(table['folds'])} "
+        f"# {table['model']}{' ' + json.dumps(table['options']) if table['options'] else ''}, {len(table['folds'])} "
         f"subject folds, {table['epochs']} epochs",
         "",
         "Each fold's epoch is chosen on its validation samples, never on its test fold; the test fold "

@@ -390,7 +390,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, pro
             another run (without ``resume``), or a resume with another configuration.
     """
     out = Path(out_dir)
-    last, best = out / "last.pt", out / "best.pt"
+    last = out / "last.pt"
     if last.exists() and not resume:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     checkpoint = load_checkpoint(last) if resume and last.exists() else None

@@ -297,7 +297,7 @@ def _check_resumable(path: Path, manifest: Manifest, config: PreprocessConfig, m
             problems.append(f"{role} model differs: store used {stored}, this run {current}")
     group = open_store(path)
     lacking = [name for name in DETECTION_ARRAYS if name not in group]
-    if lacking:
+    if lacking and pending_shards(path, config.shard_size):  # a complete store has nothing to write
         problems.append(f"it was created by an earlier fer-preprocess, without the arrays {', '.join(lacking)}; "
                         "finish it with that version, or rebuild it with --overwrite")  # fmt: skip
     hint = ""

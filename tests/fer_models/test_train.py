@@ -56,6 +56,17 @@ def test_a_run_directory_holds_everything_and_the_checkpoint_scores_again(fer_st
         load_checkpoint(tmp_path / "junk.pt")
 
 
+def test_a_run_sets_and_records_its_thread_count_and_puts_torch_back(fer_store, tmp_path):
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    summary = train(TrainConfig(store=str(fer_store), threads=2, **{**QUICK, "epochs": 1}), tmp_path / "two", echo=lambda _: None)
+    assert summary["threads"] == 2 and json.loads((tmp_path / "two" / "config.json").read_text())["threads"] == 2
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+    with pytest.raises(ConfigError, match="these differ from .*threads: 2 != 1"):
+        train(TrainConfig(store=str(fer_store), threads=1, **QUICK), tmp_path / "two", resume=True, echo=lambda _: None)
+    with pytest.raises(ConfigError, match="--threads must be 1 or more"):
+        TrainConfig(store=str(fer_store), threads=0)
+
+
 def test_a_model_with_terms_of_its_own_logs_each_term(fer_store, tmp_path):
     config = TrainConfig(store=str(fer_store), model="pal", options={"width": 8}, **{**QUICK, "epochs": 1})
     train(config, tmp_path / "pal", echo=lambda _: None)

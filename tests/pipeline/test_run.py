@@ -83,6 +83,25 @@ def test_a_photo_of_two_people_records_the_face_count_the_score_and_says_which_w
     assert listed == [f"{two}\tok\t2 faces, score {score[two]:.2f}\tfaces/2008_001009.jpg\t{message[two]}"]
 
 
+def test_a_store_from_before_the_face_counts_still_reads_and_verifies(tmp_path, mixed_folder):
+    from pipeline.inspect import describe_store
+    from pipeline.store import finalize_store
+    from pipeline.verify import verify_store
+
+    store = tmp_path / "s.zarr"
+    config = build_config({"align": {"size": 64}, "shard_size": 4})
+    run(store, mixed_folder, config)
+    group = zarr.open_group(str(store), mode="r+", use_consolidated=False)
+    del group["faces_detected"], group["face_score"]  # as an earlier fer-preprocess wrote it
+    finalize_store(store)
+    assert verify_store(str(store)) == []
+    assert "faces found by the detector: not recorded" in describe_store(store)
+    assert run(store, mixed_folder, config).processed == 0  # complete: nothing to write, nothing refused
+    group["status"][:4] = np.zeros(4, dtype=np.uint8)  # a shard left pending
+    with pytest.raises(StoreMismatchError, match="without the arrays faces_detected, face_score"):
+        run(store, mixed_folder, config)
+
+
 def test_rerun_does_nothing_and_other_inputs_are_refused_without_changes(tmp_path, mixed_folder):
     store = tmp_path / "s.zarr"
     config = build_config({"align": {"size": 48}, "shard_size": 4})
