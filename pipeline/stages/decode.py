@@ -36,7 +36,9 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
 
     Returns:
         ``(H, W) uint8`` for grayscale sources, ``(H, W, 3) uint8`` RGB otherwise, with EXIF
-        orientation applied. 16-bit images are scaled to 8 bits; alpha is composited on black.
+        orientation applied. 16-bit images are scaled to 8 bits; alpha is composited on black;
+        palette images are smoothed (Gaussian, sigma :data:`PALETTE_BLUR_SIGMA`) to undo their
+        dithering.
 
     Raises:
         UnreadableImageError: empty, truncated or non-image data, too many pixels, or fewer
@@ -82,7 +84,20 @@ def _decode_with_pillow(data: bytes, max_pixels: int) -> np.ndarray:
         return _to_uint8_array(image)
 
 
+# Palette images (palette PNG, GIF) are usually dithered, and the pixel-level noise of dithering
+# hides faces from the HOG detector: a group photo saved with the web palette showed 2 of its 7
+# faces, against 7 of 7 in RGB. A light Gaussian blur undoes the dithering (7 of 7 again).
+PALETTE_BLUR_SIGMA = 0.7
+
+
 def _to_uint8_array(image: Image.Image) -> np.ndarray:
+    pixels = _palette_free_array(image)
+    if image.mode in ("P", "PA"):
+        pixels = cv2.GaussianBlur(pixels, (0, 0), PALETTE_BLUR_SIGMA)
+    return pixels
+
+
+def _palette_free_array(image: Image.Image) -> np.ndarray:
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         pixels = np.asarray(image, dtype=np.float64)

@@ -59,6 +59,18 @@ def test_palette_png_becomes_rgb():
     assert out.shape == (30, 40, 3)
 
 
+def test_a_dithered_palette_photo_shows_the_detector_the_faces_of_the_rgb_photo(dlib_faces):
+    import dlib
+
+    photo = Image.open(dlib_faces / "2008_004176.jpg").convert("RGB")
+    web_palette = photo.convert("P")  # Pillow's web palette, Floyd-Steinberg dithered
+    detector = dlib.get_frontal_face_detector()
+    in_rgb = len(detector(np.asarray(photo), 1))
+    undithered = decode_image(encode(web_palette, "PNG"), max_pixels=LIMIT)
+    assert in_rgb == 7 and len(detector(undithered, 1)) == in_rgb
+    assert len(detector(np.asarray(web_palette.convert("RGB")), 1)) < in_rgb  # the raw palette pixels hide faces
+
+
 def test_exif_orientation_is_applied():
     pixels = gradient_rgb(width=40, height=30)
     exif = Image.Exif()
