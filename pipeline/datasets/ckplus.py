@@ -51,21 +51,23 @@ class CkPlusDataset:
             )
         if not folders:
             raise DatasetError(f"{root} holds none of the CK+ class folders {', '.join(LABEL_NAMES)}")
-        sources, labels, subjects = [], [], []
+        sources, labels, subjects, skip = [], [], [], []
         for folder in folders:
             for file in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+                relative = file.relative_to(root).as_posix()
                 match = _FILE_NAME.match(file.name)
-                if match is None:
-                    raise DatasetError(f"{file}: expected a file named S<subject>_<sequence>_<frame>.png")
-                sources.append(file.relative_to(root).as_posix())
+                sources.append(relative)
                 labels.append(LABEL_NAMES.index(folder.name))
-                subjects.append(match.group(1))
+                subjects.append(match.group(1) if match else "")
+                # A file named otherwise has no subject, so no fold could hold it: recorded, not read.
+                skip.append("" if match else f"{relative}: expected a file named S<subject>_<sequence>_<frame>.png "
+                            "(the subject decides its fold)")  # fmt: skip
         if not sources:
             raise DatasetError(f"no images in the CK+ class folders under {root}")
         return Manifest(
             dataset=self.name, label_names=LABEL_NAMES, splits=("all",), source=tuple(sources),
             label=np.array(labels), split=np.zeros(len(sources)), subject=tuple(subjects),
-            label_sets=LABEL_SETS,
+            skip=tuple(skip) if any(skip) else None, label_sets=LABEL_SETS,
         )  # fmt: skip
 
     def read(self, root: Path | None, source: str) -> bytes:

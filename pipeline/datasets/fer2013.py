@@ -53,32 +53,55 @@ def row_source(row: int) -> str:
     return f"{CSV_NAME}#{row}"
 
 
-def scan_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def scan_csv(path: Path, shown_as: Path | None = None) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Labels and splits of every row of an official ``fer2013.csv``.
 
+    Args:
+        path: the CSV file.
+        shown_as: the name messages give the file (default ``path``); a name that is the same on
+            every machine keeps the manifest hash so.
+
     Returns:
-        ``(label, split)``: ``(N,) int16`` emotion codes and ``(N,) uint8`` indices into
-        :data:`SPLITS`.
+        ``(label, split, skip)``: ``(N,) int16`` emotion codes (-1 for a malformed row),
+        ``(N,) uint8`` indices into :data:`SPLITS` (``train`` where the Usage is unknown) and
+        ``(N,)`` str: "" for a good row; for a row with the wrong number of columns, an unknown
+        emotion code or Usage, or not 2,304 pixel values, the problem, naming the line and
+        column. Such rows are stored as ``failed`` with that message and never read.
 
     Raises:
-        DatasetError: a wrong header, an unknown emotion code or Usage, or a row without 2,304
-            pixel values; the message names the line and column.
+        DatasetError: an empty file, a wrong header or no data rows.
     """
-    labels, splits = [], []
-    for line, (emotion, pixels, usage) in csv_rows(path, CSV_HEADER):
-        code = parse_field(path, line, "emotion", emotion, int, "an emotion code 0-6")
-        if not 0 <= code < len(LABEL_NAMES):
-            raise malformed(path, line, f"unknown emotion code {code}; FER-2013 codes are 0-6", "emotion")
-        if usage.strip() not in USAGE_SPLITS:
-            raise malformed(path, line, f"unknown Usage {usage!r}; expected one of {', '.join(USAGE_SPLITS)}", "Usage")
-        count = len(pixels.split())
-        if count != IMAGE_SIDE * IMAGE_SIDE:
-            raise malformed(path, line, f"expected {IMAGE_SIDE * IMAGE_SIDE} grey values, got {count}", "pixels")
+    labels, splits, skip = [], [], []
+    shown = shown_as or path
+    for line, row in csv_rows(path, CSV_HEADER, check_columns=False):
+        try:
+            code, split = _parse_csv_row(shown, line, row)
+            problem = ""
+        except DatasetError as error:
+            code, problem = -1, str(error)
+            usage = row[2].strip() if len(row) == len(CSV_HEADER) else ""
+            split = USAGE_SPLITS.get(usage, 0)
         labels.append(code)
-        splits.append(USAGE_SPLITS[usage.strip()])
+        splits.append(split)
+        skip.append(problem)
     if not labels:
         raise malformed(path, 2, "no data rows after the header")
-    return np.array(labels, dtype=np.int16), np.array(splits, dtype=np.uint8)
+    return np.array(labels, dtype=np.int16), np.array(splits, dtype=np.uint8), tuple(skip)
+
+
+def _parse_csv_row(path: Path, line: int, row: list[str]) -> tuple[int, int]:
+    if len(row) != len(CSV_HEADER):
+        raise malformed(path, line, f"expected {len(CSV_HEADER)} columns ({','.join(CSV_HEADER)}), got {len(row)}")
+    emotion, pixels, usage = row
+    code = parse_field(path, line, "emotion", emotion, int, "an emotion code 0-6")
+    if not 0 <= code < len(LABEL_NAMES):
+        raise malformed(path, line, f"unknown emotion code {code}; FER-2013 codes are 0-6", "emotion")
+    if usage.strip() not in USAGE_SPLITS:
+        raise malformed(path, line, f"unknown Usage {usage!r}; expected one of {', '.join(USAGE_SPLITS)}", "Usage")
+    count = len(pixels.split())
+    if count != IMAGE_SIDE * IMAGE_SIDE:
+        raise malformed(path, line, f"expected {IMAGE_SIDE * IMAGE_SIDE} grey values, got {count}", "pixels")
+    return code, USAGE_SPLITS[usage.strip()]
 
 
 @functools.lru_cache(maxsize=2)
@@ -146,8 +169,9 @@ class Fer2013Dataset:
 
     def scan(self, root: Path | None) -> Manifest:
         root = require_directory(root, self.name)
+        skip = None
         if (root / CSV_NAME).is_file():
-            labels, splits = scan_csv(root / CSV_NAME)
+            labels, splits, skip = scan_csv(root / CSV_NAME, Path(CSV_NAME))
             sources = tuple(row_source(i) for i in range(len(labels)))
         else:
             folder = _folder_split_root(root)
@@ -159,7 +183,7 @@ class Fer2013Dataset:
             sources, labels, splits = self._scan_folders(root, folder)
         return Manifest(
             dataset=self.name, label_names=LABEL_NAMES, splits=SPLITS, source=sources,
-            label=labels, split=splits, label_sets=LABEL_SETS,
+            label=labels, split=splits, skip=skip if skip and any(skip) else None, label_sets=LABEL_SETS,
         )  # fmt: skip
 
     @staticmethod

@@ -52,38 +52,43 @@ def majority_labels(votes: np.ndarray) -> np.ndarray:
     return np.where(has_majority & (top < len(LABEL_NAMES)), top, -1).astype(np.int16)
 
 
-def scan_votes(path: Path, usage_splits: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+def scan_votes(path: Path, usage_splits: np.ndarray, shown_as: Path | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
     """Vote counts and skip reasons of every row of ``fer2013new.csv``.
 
     Args:
         usage_splits: ``(N,) uint8`` the split of each ``fer2013.csv`` row, which every row here
             must agree with.
+        shown_as: the name messages give the file (default ``path``).
 
     Returns:
-        ``(votes, skip)``: ``(N, 10) float32`` counts and ``(N,)`` str, a message for rows with an
-        empty image name, "" for the others.
+        ``(votes, skip)``: ``(N, 10) float32`` counts (zeros for a malformed row) and ``(N,)``
+        str: "" for a good row; the problem, naming the line and column, for a row with the
+        wrong number of columns, an unknown Usage or a vote count that is not a count; a message
+        for rows FERPlus drops (empty image name).
+
+    Raises:
+        DatasetError: a wrong header, a Usage that disagrees with ``fer2013.csv`` (the files are
+            not in the same row order), or another number of rows.
     """
     votes, skip = [], []
-    for line, row in csv_rows(path, VOTES_HEADER):
+    shown = shown_as or path
+    for line, row in csv_rows(path, VOTES_HEADER, check_columns=False):
         index = len(votes)
-        usage = row[0].strip()
-        if usage not in fer2013.USAGE_SPLITS:
-            raise malformed(path, line, f"unknown Usage {usage!r}", "Usage")
-        if index < len(usage_splits) and fer2013.USAGE_SPLITS[usage] != usage_splits[index]:
+        try:
+            counts, name = _parse_votes_row(shown, line, row)
+        except DatasetError as problem:
+            votes.append([0] * len(VOTE_NAMES))
+            skip.append(str(problem))
+            continue
+        usage = fer2013.USAGE_SPLITS[row[0].strip()]
+        if index < len(usage_splits) and usage != usage_splits[index]:
             raise malformed(
                 path, line,
-                f"Usage {usage} differs from row {index} of {fer2013.CSV_NAME} "
+                f"Usage {row[0].strip()} differs from row {index} of {fer2013.CSV_NAME} "
                 f"({fer2013.SPLITS[usage_splits[index]]}); the two files must be in the same row order",
                 "Usage",
             )  # fmt: skip
-        counts = [
-            parse_field(path, line, name, text, int, "a vote count")
-            for name, text in zip(VOTE_NAMES, row[2:])
-        ]
-        if min(counts) < 0:
-            raise malformed(path, line, f"negative vote count in {counts}")
         votes.append(counts)
-        name = row[1].strip()
         skip.append("" if name else f"FERPlus drops this image (empty 'Image name', votes {dict(zip(VOTE_NAMES, counts))})")
     if len(votes) != len(usage_splits):
         raise DatasetError(
@@ -94,6 +99,18 @@ def scan_votes(path: Path, usage_splits: np.ndarray) -> tuple[np.ndarray, tuple[
     return np.array(votes, dtype=np.float32), tuple(skip)
 
 
+def _parse_votes_row(path: Path, line: int, row: list[str]) -> tuple[list[int], str]:
+    if len(row) != len(VOTES_HEADER):
+        raise malformed(path, line, f"expected {len(VOTES_HEADER)} columns, got {len(row)}")
+    usage = row[0].strip()
+    if usage not in fer2013.USAGE_SPLITS:
+        raise malformed(path, line, f"unknown Usage {usage!r}", "Usage")
+    counts = [parse_field(path, line, name, text, int, "a vote count") for name, text in zip(VOTE_NAMES, row[2:])]
+    if min(counts) < 0:
+        raise malformed(path, line, f"negative vote count in {counts}")
+    return counts, row[1].strip()
+
+
 class FerPlusDataset:
     name = "ferplus"
     config_defaults = fer2013.CONFIG_DEFAULTS
@@ -102,8 +119,9 @@ class FerPlusDataset:
         root = require_directory(root, self.name)
         pixels = require_file(root / fer2013.CSV_NAME, f"FERPlus takes its pixels from the official {fer2013.CSV_NAME}, beside {VOTES_NAME}")
         labels_file = require_file(root / VOTES_NAME, f"the FERPlus labels file, beside {fer2013.CSV_NAME}")
-        _, splits = fer2013.scan_csv(pixels)
-        votes, skip = scan_votes(labels_file, splits)
+        _, splits, pixel_problems = fer2013.scan_csv(pixels, Path(fer2013.CSV_NAME))
+        votes, vote_problems = scan_votes(labels_file, splits, Path(VOTES_NAME))
+        skip = tuple(pixel or vote for pixel, vote in zip(pixel_problems, vote_problems))
         return Manifest(
             dataset=self.name, label_names=LABEL_NAMES, splits=fer2013.SPLITS,
             source=tuple(fer2013.row_source(i) for i in range(len(splits))),

@@ -14,6 +14,7 @@ Labels 1-7 in the file are Surprise, Fear, Disgust, Happiness, Sadness, Anger, N
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,28 +39,47 @@ LABEL_SETS = (
 _LINE = re.compile(r"^(train|test)_(\d+)\.jpg$")
 
 
-def scan_label_file(path: Path) -> tuple[list[str], list[int], list[int]]:
-    """``(stems, labels 0-6, split indices)`` of every line of ``list_patition_label.txt``.
+@dataclass(frozen=True)
+class LabelLine:
+    """One line of ``list_patition_label.txt``: the image stem (None where the line names no
+    image), the label 0-6 (-1 unknown), the split index, and why the line cannot be used ("" if it
+    can)."""
+
+    stem: str | None
+    label: int
+    split: int
+    problem: str
+    line: int
+
+
+def scan_label_file(path: Path, shown_as: Path | None = None) -> list[LabelLine]:
+    """Every non-blank line of ``list_patition_label.txt``. A line that is not
+    ``<train|test>_<number>.jpg <1-7>`` is kept with its problem (file and line named, the file
+    as ``shown_as``: a path that is the same on every machine keeps the manifest hash so), to be
+    stored as a ``failed`` sample; the other lines go on.
 
     Raises:
-        DatasetError: a line that is not ``<train|test>_<number>.jpg <1-7>`` (file and line named).
+        DatasetError: no line at all.
     """
-    stems, labels, splits = [], [], []
+    lines, shown = [], shown_as or path
     for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not text.strip():
             continue
         parts = text.split()
         match = _LINE.match(parts[0]) if len(parts) == 2 else None
         if match is None:
-            raise malformed(path, number, f"expected '<train|test>_<number>.jpg <label 1-7>', got {text!r}")
+            problem = malformed(shown, number, f"expected '<train|test>_<number>.jpg <label 1-7>', got {text!r}")
+            lines.append(LabelLine(None, -1, 0, str(problem), number))
+            continue
+        stem, split = parts[0].removesuffix(".jpg"), SPLITS.index(match.group(1))
         if parts[1] not in {str(code) for code in range(1, 8)}:
-            raise malformed(path, number, f"unknown label {parts[1]!r}; RAF-DB basic labels are 1-7", "label")
-        stems.append(parts[0].removesuffix(".jpg"))
-        labels.append(int(parts[1]) - 1)
-        splits.append(SPLITS.index(match.group(1)))
-    if not stems:
+            problem = malformed(shown, number, f"unknown label {parts[1]!r}; RAF-DB basic labels are 1-7", "label")
+            lines.append(LabelLine(stem, -1, split, str(problem), number))
+            continue
+        lines.append(LabelLine(stem, int(parts[1]) - 1, split, "", number))
+    if not lines:
         raise malformed(path, 1, "no labelled images in the file")
-    return stems, labels, splits
+    return lines
 
 
 class RafDbDataset:
@@ -87,11 +107,13 @@ class RafDbDataset:
             other = "rafdb-original" if self.images == "aligned" else "rafdb"
             raise DatasetError(f"{image_dir} not found: the {self.name} dataset reads Image/{self.images}/ "
                                f"(for the other image folder use --dataset {other})")  # fmt: skip
-        stems, labels, splits = scan_label_file(label_file)
+        lines = scan_label_file(label_file, Path(LABEL_FILE))
+        skip = tuple(line.problem for line in lines)
         return Manifest(
             dataset=self.name, label_names=LABEL_NAMES, splits=SPLITS,
-            source=tuple(self._source(stem) for stem in stems),
-            label=np.array(labels), split=np.array(splits), label_sets=LABEL_SETS,
+            source=tuple(self._source(line.stem) if line.stem else f"{LABEL_FILE}, line {line.line}" for line in lines),
+            label=np.array([line.label for line in lines]), split=np.array([line.split for line in lines]),
+            skip=skip if any(skip) else None, label_sets=LABEL_SETS,
         )  # fmt: skip
 
     def read(self, root: Path | None, source: str) -> bytes:

@@ -84,22 +84,35 @@ def test_fer2013_polarity_follows_the_guided_stn_paper():
     assert keep.tolist() == [True, True, True, True, True, False, True]
 
 
+def test_fer2013_csv_with_a_wrong_header_stops_the_scan(tmp_path):
+    trees.write_fer2013_csv(tmp_path, 5)
+    csv = tmp_path / "fer2013.csv"
+    csv.write_text(csv.read_text().replace("emotion,pixels,Usage", "label,pixels,Usage"))
+    with pytest.raises(DatasetError, match="line 1: expected the header") as error:
+        get_dataset("fer2013").scan(tmp_path)
+    assert str(csv) in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda t: t.replace("emotion,pixels,Usage", "label,pixels,Usage"), "line 1: expected the header"),
         (lambda t: t.replace("\n0,", "\n9,", 1), "column 'emotion': unknown emotion code 9"),
         (lambda t: t.replace(",Training\n", ",Train\n", 1), "column 'Usage': unknown Usage 'Train'"),
-        (lambda t: t.replace("\n0,70 ", "\n0,", 1), "line 2, column 'pixels': expected 2304 grey values, got 2303"),
+        (lambda t: t.replace("\n0,70 ", "\n0,", 1), "column 'pixels': expected 2304 grey values, got 2303"),
+        (lambda t: t.replace(",Training\n", ",Training,extra\n", 1), "expected 3 columns (emotion,pixels,Usage), got 4"),
     ],
 )
-def test_fer2013_csv_errors_name_the_line_and_column(tmp_path, edit, expected):
+def test_a_malformed_fer2013_csv_row_is_a_failed_sample_and_the_others_are_kept(tmp_path, edit, expected):
     trees.write_fer2013_csv(tmp_path, 5)
     csv = tmp_path / "fer2013.csv"
     csv.write_text(edit(csv.read_text()))
-    with pytest.raises(DatasetError, match=expected) as error:
-        get_dataset("fer2013").scan(tmp_path)
-    assert str(csv) in str(error.value)
+    manifest = get_dataset("fer2013").scan(tmp_path)
+    assert len(manifest) == 5 and manifest.skip[0].startswith("fer2013.csv, line 2") and expected in manifest.skip[0]
+    assert manifest.label[0] == -1 and manifest.skip[1:] == ("",) * 4
+    group = build(tmp_path / "s.zarr", "fer2013", tmp_path)
+    status = column(group, "status")
+    assert status[0] == Status.FAILED and expected in column(group, "message")[0]
+    assert set(status[1:].tolist()) <= {Status.OK, Status.OK_PRIOR}
 
 
 def test_fer2013_root_without_either_form_says_what_it_expects(tmp_path):
@@ -143,6 +156,18 @@ def test_ferplus_refuses_files_out_of_step(tmp_path):
     labels.write_text("\n".join(lines) + "\n")
     with pytest.raises(DatasetError, match=r"line 10, column 'Usage': Usage Training differs from row 8"):
         get_dataset("ferplus").scan(tmp_path)
+
+
+def test_a_malformed_ferplus_row_is_a_failed_sample(tmp_path):
+    trees.write_ferplus(tmp_path, 20)
+    labels = tmp_path / "fer2013new.csv"
+    lines = labels.read_text().splitlines()
+    fields = lines[3].split(",")
+    lines[3] = ",".join([*fields[:2], "lots", *fields[3:]])  # data row 2: a vote count that is not one
+    labels.write_text("\n".join(lines) + "\n")
+    manifest = get_dataset("ferplus").scan(tmp_path)
+    assert manifest.skip[2] == "fer2013new.csv, line 4, column 'neutral': expected a vote count, got 'lots'"
+    assert not manifest.votes[2].any() and manifest.label[2] == -1 and manifest.skip[1] == ""
 
 
 def test_ferplus_needs_the_pixels_beside_the_labels(tmp_path):
@@ -281,11 +306,20 @@ def test_rafdb_aligned_and_original_images(tmp_path, dlib_faces):
 def test_rafdb_errors(tmp_path, dlib_faces):
     trees.write_rafdb(tmp_path, dlib_faces)
     labels = tmp_path / "EmoLabel" / "list_patition_label.txt"
-    labels.write_text(labels.read_text().replace("train_00002.jpg 1", "train_00002.jpg 8"))
-    with pytest.raises(DatasetError, match="list_patition_label.txt, line 2, column 'label': unknown label '8'"):
-        get_dataset("rafdb").scan(tmp_path)
-    labels.write_text("train_00001.jpg\n")
-    with pytest.raises(DatasetError, match="line 1: expected '<train|test>_<number>.jpg <label 1-7>'"):
+    text = labels.read_text()
+    labels.write_text(text.replace("train_00002.jpg 1", "train_00002.jpg 8") + "train_00001.jpg\n")
+    manifest = get_dataset("rafdb").scan(tmp_path)  # malformed lines become failed samples
+    assert manifest.skip[0] == "" and manifest.skip[1] == (
+        "EmoLabel/list_patition_label.txt, line 2, column 'label': unknown label '8'; RAF-DB basic labels are 1-7")
+    assert manifest.source[1] == "Image/aligned/train_00002_aligned.jpg" and manifest.label[1] == -1
+    last = len(text.splitlines()) + 1
+    assert manifest.source[-1] == f"EmoLabel/list_patition_label.txt, line {last}"
+    assert "expected '<train|test>_<number>.jpg <label 1-7>', got 'train_00001.jpg'" in manifest.skip[-1]
+    group = build(tmp_path / "bad.zarr", "rafdb", tmp_path)
+    status = column(group, "status")
+    assert status[1] == status[-1] == Status.FAILED and status[0] in (Status.OK, Status.OK_PRIOR)
+    labels.write_text("\n")
+    with pytest.raises(DatasetError, match="no labelled images in the file"):
         get_dataset("rafdb").scan(tmp_path)
     for path in (tmp_path / "Image" / "aligned").iterdir():
         path.unlink()
@@ -315,8 +349,10 @@ def test_ckplus_errors_name_the_entry(tmp_path, fer2013_small):
         get_dataset("ckplus").scan(tmp_path)
     (tmp_path / "neutral").rmdir()
     (tmp_path / "happy" / "frame1.png").write_bytes(b"")
-    with pytest.raises(DatasetError, match="happy/frame1.png: expected a file named S<subject>"):
-        get_dataset("ckplus").scan(tmp_path)
+    manifest = get_dataset("ckplus").scan(tmp_path)  # a misnamed file is a failed sample; the rest go on
+    bad = manifest.source.index("happy/frame1.png")
+    assert manifest.skip[bad].startswith("happy/frame1.png: expected a file named S<subject>_<sequence>_<frame>.png")
+    assert manifest.subject[bad] == "" and sum(map(bool, manifest.skip)) == 1 and len(manifest) == 8
 
 
 # --- every adapter --------------------------------------------------------------------------
