@@ -62,7 +62,7 @@ def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
 @click.option("--workers", type=int, default=0, help="Loader processes when streaming a large store (spawn).")
 @click.option("--in-memory", type=click.Choice(["auto", "yes", "no"]), default="auto", help="Hold the selected samples in memory. [auto: up to 2 GiB]")
 @click.option("--init", type=click.Path(dir_okay=False), help="Start from these weights (a state dict or checkpoint; tensors matched by name and shape).")
-@click.option("--threads", type=int, help="CPU threads; recorded, since results differ in the last bits between thread counts. [torch's default]")
+@click.option("--threads", type=int, help="CPU threads; recorded, since the same seed gives other weights at another thread count. [torch's default]")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUT from its last.pt.")
 @click.option("--progress/--no-progress", default=True, help="A progress bar per epoch.")
