@@ -19,8 +19,7 @@ import numpy as np
 
 from fer_models.confusion_png import write_confusion_png
 from fer_models.metrics import accuracy, confusion_matrix, macro_f1
-from fer_models.train import TrainConfig, load_checkpoint, read_predictions, train
-from pipeline.config import differing_keys
+from fer_models.train import TrainConfig, load_checkpoint, options_differing, read_predictions, train
 from pipeline.errors import ConfigError
 
 
@@ -75,9 +74,7 @@ def finished_run(run_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
     if not last.exists():
         return None
     checkpoint = load_checkpoint(last)
-    stored = {k: v for k, v in checkpoint["config"].items() if k != "epochs"}
-    wanted = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k != "epochs"}
-    differ = differing_keys(stored, wanted)
+    differ = options_differing(checkpoint, config)
     if differ:
         raise ConfigError(f"{run_dir} holds a run with other options ({'; '.join(differ)}); choose another --out")
     if checkpoint["epoch"] != config.epochs or not summary.exists():

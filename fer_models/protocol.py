@@ -142,11 +142,12 @@ def hold_out(store: str | Path, selection: Selection, fraction: float, seed: int
     the validation set reaches the fraction), so no person is in both; otherwise samples are
     drawn. ``how`` says which, for logs (``"12 of 96 subjects"``).
 
+    Args:
+        fraction: in (0, 1) (checked by ``TrainConfig``).
+
     Raises:
-        ConfigError: ``fraction`` outside (0, 1), or a side left empty.
+        ConfigError: a side left empty.
     """
-    if not 0 < fraction < 1:
-        raise ConfigError(f"--val-fraction must be between 0 and 1 (exclusive), got {fraction}")
     rng = np.random.default_rng([seed, 0x5E1EC7])
     subjects = read_subjects(store, selection.index)
     if subjects is None:

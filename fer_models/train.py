@@ -372,6 +372,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def options_differing(checkpoint: dict[str, Any], config: TrainConfig) -> list[str]:
+    """``["lr: 0.003 != 0.01", ...]``: where ``config`` differs from the checkpoint's run, apart
+    from ``epochs`` (which a resumed run may raise)."""
+    stored = {k: v for k, v in checkpoint["config"].items() if k != "epochs"}
+    current = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k != "epochs"}
+    return differing_keys(stored, current)
+
+
 def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = False,
           echo=print) -> dict[str, Any]:  # fmt: skip
     """Train ``config.model`` on the protocol's training samples, select an epoch on its
@@ -404,9 +412,7 @@ def _train(config: TrainConfig, out: Path, checkpoint: dict | None, progress: bo
     trainer = Trainer(config, out, progress, echo)
     last, best = out / "last.pt", out / "best.pt"
     if checkpoint is not None:
-        stored = {k: v for k, v in checkpoint["config"].items() if k != "epochs"}
-        current = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(trainer.config))).items() if k != "epochs"}
-        differ = differing_keys(stored, current)
+        differ = options_differing(checkpoint, trainer.config)
         if differ:
             raise ConfigError(f"--resume needs the run's own options; these differ from {last}: {'; '.join(differ)}")
         trainer.restore(checkpoint)
@@ -431,8 +437,8 @@ def _train(config: TrainConfig, out: Path, checkpoint: dict | None, progress: bo
             improved = True  # the last epoch is the selected one
         else:
             scores = trainer.evaluate(trainer.validation_batches)
-            record.update({f"validation_{key}": scores[key] for key in ("loss", "accuracy", "macro_f1")})
-            record["validation_loss"] = round(record["validation_loss"], 6)
+            record.update(validation_loss=round(scores["loss"], 6), validation_accuracy=scores["accuracy"],
+                          validation_macro_f1=scores["macro_f1"])  # fmt: skip
             improved = scores["accuracy"] > trainer.best["accuracy"]
         record["seconds"] = round(time.perf_counter() - began, 2)
         trainer.history.append(record)
