@@ -224,7 +224,16 @@ class StoreBatches(torch.utils.data.IterableDataset):
         """The fields of the selected samples at ``positions`` (all in the shard at ``start``)."""
         rows = self.selection.index[positions] - start
         stop = start + int(rows[-1]) + 1
-        return {name: array[start:stop][rows] for name, array in arrays.items()}
+        values = {}
+        for name, array in arrays.items():
+            try:
+                values[name] = array[start:stop][rows]
+            except StoreError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a damaged chunk raises whatever its codec raises
+                raise StoreError(f"cannot read {name!r} samples {start}-{stop - 1} of {self.store} ({type(error).__name__}: "
+                                 f"{error}); the store is damaged: `fer-store verify {self.store}` lists what")  # fmt: skip
+        return values
 
     def _load_all(self) -> dict[str, np.ndarray]:
         if self._arrays is None:

@@ -37,3 +37,16 @@ class UnreadableImageError(FerStoreError, ValueError):
 class DiskFullError(FerStoreError, OSError):
     """The disk holding a store ran out of space (or quota) while a run wrote it; the run stops
     and everything written before is kept."""
+
+
+class StoreRefusedError(StoreError):
+    """A store's metadata fails the checks made before zarr reads anything; ``problems`` lists
+    each objection, naming the array and the field."""
+
+    def __init__(self, location: str, problems: list[str]):
+        self.location, self.problems = location, tuple(problems)
+        shown = "\n  - ".join(self.problems[:12]) + (f"\n  ... and {len(self.problems) - 12} more" if len(self.problems) > 12 else "")
+        super().__init__(f"refusing the store at {location}: its metadata is damaged or hostile:\n  - {shown}")
+
+    def __reduce__(self):
+        return type(self), (self.location, list(self.problems))

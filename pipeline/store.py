@@ -38,8 +38,10 @@ from pipeline.datasets.label_sets import label_sets_to_attrs
 from pipeline.datasets.manifest import Manifest
 from pipeline.errors import StoreError, StoreMismatchError
 from pipeline.guidance import GUIDANCE_TYPES
+from pipeline.sample_checksums import fill_checksum, sample_checksums
 from pipeline.stages.landmarks import FLIP_PERMUTATION
 from pipeline.store_location import open_group_readonly
+from pipeline.store_metadata import MAX_SAMPLES, ArrayLayout
 
 SCHEMA_VERSION = 1
 ATTRS_KEY = "fer_store"
@@ -162,6 +164,24 @@ def array_specs(
     if subjects:
         specs.append(ArraySpec("subject", ("sample",), str, (), "", **column))
     return tuple(specs)
+
+
+# Per sample and per array, the CRC-32 of the values written (pipeline.sample_checksums); its
+# ``channels`` attribute names the array of each column. Absent from stores written before it.
+CHECKSUM = "checksum"
+
+
+def checksum_spec(columns: tuple[str, ...]) -> ArraySpec:
+    """The ``checksum`` array: ``(N, len(columns)) uint32``, 0 where nothing is recorded."""
+    return ArraySpec(CHECKSUM, ("sample", "checksummed_array"), "uint32", (len(columns),), 0,
+                     per_sample_chunks=False, channels=columns)  # fmt: skip
+
+
+def checksum_columns(specs: tuple[ArraySpec, ...]) -> tuple[str, ...]:
+    """The arrays a new store records checksums of: its own other than guidance, then every guidance
+    type in catalogue order (those it holds and those it could grow), so that a store grown to
+    more types has the columns of one built with them."""
+    return tuple(spec.name for spec in specs if spec.name not in GUIDANCE_TYPES) + tuple(GUIDANCE_TYPES)
 
 
 def computed_arrays(config: PreprocessConfig) -> tuple[str, ...]:
@@ -337,26 +357,38 @@ def _write_template_at(
     n = len(manifest)
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     n_votes = 0 if manifest.votes is None else manifest.votes.shape[1]
-    arrays = {
-        spec.name: _create_array(group, spec, n, config.shard_size)
-        for spec in array_specs(config, n_votes, subjects=manifest.subject is not None)
+    specs = array_specs(config, n_votes, subjects=manifest.subject is not None)
+    arrays = {spec.name: _create_array(group, spec, n, config.shard_size) for spec in specs}
+    columns = checksum_columns(specs)
+    _create_array(group, checksum_spec(columns), n, config.shard_size)
+    values = {
+        "source": np.asarray(manifest.source, dtype=object),
+        "label": np.asarray(manifest.label, dtype=np.int16),
+        "split": np.asarray(manifest.split, dtype=np.uint8),
     }
-    arrays["source"][:] = np.asarray(manifest.source, dtype=object)
-    arrays["label"][:] = manifest.label
-    arrays["split"][:] = manifest.split
     if manifest.valence is not None:
-        arrays["valence"][:] = manifest.valence
+        values["valence"] = np.asarray(manifest.valence, dtype=np.float32)
     if manifest.arousal is not None:
-        arrays["arousal"][:] = manifest.arousal
+        values["arousal"] = np.asarray(manifest.arousal, dtype=np.float32)
     if manifest.votes is not None:
-        arrays["votes"][:] = manifest.votes
+        values["votes"] = np.asarray(manifest.votes, dtype=np.float32)
         arrays["votes"].attrs["channels"] = list(manifest.vote_names)
     if manifest.subject is not None:
-        arrays["subject"][:] = np.asarray(manifest.subject, dtype=object)
+        values["subject"] = np.asarray(manifest.subject, dtype=object)
     if manifest.skip is not None:  # rows the dataset itself rules out: failed before any work
         skipped = np.array([bool(reason) for reason in manifest.skip])
-        arrays["status"][:] = np.where(skipped, int(Status.FAILED), int(Status.PENDING)).astype(np.uint8)
-        arrays["message"][:] = np.asarray(manifest.skip, dtype=object)
+        values["status"] = np.where(skipped, int(Status.FAILED), int(Status.PENDING)).astype(np.uint8)
+        values["message"] = np.asarray(manifest.skip, dtype=object)
+    for name, column in values.items():
+        arrays[name][:] = column
+    checksums = np.zeros((n, len(columns)), np.uint32)
+    for spec in specs:
+        column = columns.index(spec.name)
+        if spec.name in values:
+            checksums[:, column] = sample_checksums(values[spec.name])
+        else:
+            checksums[:, column] = fill_checksum(spec.sample_shape, spec.dtype, spec.fill_value)
+    group[CHECKSUM][:] = checksums
     group.attrs[ATTRS_KEY] = {
         "schema_version": SCHEMA_VERSION,
         "dataset": manifest.dataset,
@@ -383,28 +415,112 @@ def open_store(location: str | Path, mode: str = "r") -> zarr.Group:
     Args:
         location: for reading, a local path, ``file://``, ``http(s)://``, ``s3://`` URL or a
             ``.zarr.zip`` file (see :mod:`pipeline.store_location`); for writing, a local path.
-        mode: ``"r"`` (read-only, never writes, metadata checked against an allow-list first) or
-            ``"r+"`` (local stores this software builds).
+        mode: ``"r"`` (read-only, never writes; the metadata is checked against the allow-list
+            and :func:`check_layouts` first) or ``"r+"`` (local stores this software builds).
 
     Raises:
-        StoreError: missing, unreachable, not a FER store, of an unknown schema version, or with
-            metadata outside the allow-list.
+        StoreRefusedError: metadata outside the allow-list or the schema (every objection listed).
+        StoreError: missing, unreachable, not a FER store, or of an unknown schema version.
     """
     if mode == "r":
-        group = open_group_readonly(location)
-    else:
-        if not store_exists(location):
-            raise StoreError(f"no store at {location} (expected a Zarr v3 group with zarr.json)")
-        group = zarr.open_group(str(location), mode=mode, use_consolidated=False)
-    provenance = group.attrs.get(ATTRS_KEY)
+        return open_group_readonly(location, check_layouts)
+    if not store_exists(location):
+        raise StoreError(f"no store at {location} (expected a Zarr v3 group with zarr.json)")
+    group = zarr.open_group(str(location), mode=mode, use_consolidated=False)
+    try:
+        _check_provenance(group.attrs.asdict())
+    except StoreError as error:
+        raise StoreError(f"{location} {error}") from None
+    return group
+
+
+def _check_provenance(attributes: dict[str, Any]) -> dict[str, Any]:
+    """The provenance of a store's root ``attributes``.
+
+    Raises:
+        StoreError: no provenance (not a FER store), or another schema version; the message
+            follows the store's location ("<location> is a Zarr group but ...").
+    """
+    provenance = attributes.get(ATTRS_KEY)
     if not isinstance(provenance, dict):
-        raise StoreError(f"{location} is a Zarr group but not a FER guidance store (no {ATTRS_KEY!r} attributes)")
+        raise StoreError(f"is a Zarr group but not a FER guidance store (no {ATTRS_KEY!r} attributes)")
     if provenance.get("schema_version") != SCHEMA_VERSION:
         raise StoreError(
-            f"{location} has schema version {provenance.get('schema_version')!r}; this version of the "
+            f"has schema version {provenance.get('schema_version')!r}; this version of the "
             f"software reads version {SCHEMA_VERSION} (a newer store needs a newer fer-guidance-store)"
         )
-    return group
+    return provenance
+
+
+def check_layouts(attributes: dict[str, Any], layouts: dict[str, ArrayLayout]) -> list[str]:
+    """What the schema objects to in a store's arrays, judged from the metadata alone.
+
+    Every array must be one the store's provenance calls for (the config's guidance types, those
+    added or being added later, the optional columns), with the first dimension the sample count
+    ``counts.total``, the rest the schema's sample shape, the schema's data type, and chunks
+    one shard long (``min(shard_size, N)``) whole samples; a tensor's inner chunks hold whole
+    samples and tile the shard (any count: stores written with another layout stay readable).
+
+    Args:
+        attributes: the root group's attributes (the provenance under :data:`ATTRS_KEY`).
+        layouts: every array's checked metadata (:func:`pipeline.store_metadata.parse_array_document`).
+
+    Returns:
+        One line per objection, naming the array and the field; empty when the store conforms.
+
+    Raises:
+        StoreError: no provenance, another schema version, or a provenance whose config, counts
+            or guidance records cannot be read; the message follows the store's location.
+    """
+    provenance = _check_provenance(attributes)
+    try:
+        config = PreprocessConfig.from_dict(provenance["config"])
+        n = provenance["counts"]["total"]
+        grown = [name for record in provenance.get("guidance_added", []) for name in record["types"]]
+        growing = list(provenance.get("growing", {}).get("types", []))
+        if not (isinstance(n, int) and 0 <= n <= MAX_SAMPLES):
+            raise ValueError(f"counts.total is {n!r}, not a sample count")
+        extra_types = tuple(dict.fromkeys(grown + growing))
+        unknown = [name for name in extra_types if name not in GUIDANCE_TYPES]
+        if unknown:
+            raise ValueError(f"it names unknown guidance types {unknown}")
+    except Exception as error:  # noqa: BLE001 - any damage to the provenance
+        raise StoreError(f"has a provenance ({ATTRS_KEY!r} attributes) that cannot be read: {type(error).__name__}: {error}") from None
+    n_votes = layouts["votes"].shape[1] if "votes" in layouts and len(layouts["votes"].shape) == 2 else 0
+    specs = {spec.name: spec for spec in array_specs(config, n_votes, subjects=True, detections=True)}
+    if not n_votes:
+        specs.pop("votes", None)
+    specs.update({spec.name: spec for spec in guidance_specs(extra_types, config)})
+    if CHECKSUM in layouts and len(layouts[CHECKSUM].shape) == 2:
+        specs[CHECKSUM] = checksum_spec(("",) * layouts[CHECKSUM].shape[1])  # the column names are verify's
+    if growing:
+        specs[GROWTH_MARK] = ArraySpec(GROWTH_MARK, ("sample",), "uint8", (), 0, per_sample_chunks=False)
+    shard_len = max(1, min(config.shard_size, n))
+    problems = []
+    for name, layout in layouts.items():
+        spec = specs.get(name)
+        if spec is None:
+            problems.append(f"array {name!r} is not one the schema defines for this store's config; "
+                            f"a FER store's arrays are {', '.join(specs)}")  # fmt: skip
+            continue
+        expected = (n, *spec.sample_shape)
+        if layout.shape != expected:
+            problems.append(f"array {name!r}: field 'shape' is {list(layout.shape)}; the store's {n} samples and "
+                            f"its config call for {list(expected)}")  # fmt: skip
+            continue
+        data_type = "string" if spec.dtype is str else np.dtype(spec.dtype).name
+        if layout.data_type != data_type:
+            problems.append(f"array {name!r}: field 'data_type' is {layout.data_type!r}; the schema's is {data_type!r}")
+        if layout.chunk_shape != (shard_len, *spec.sample_shape):
+            problems.append(f"array {name!r}: field 'chunk_grid.chunk_shape' is {list(layout.chunk_shape)}; "
+                            f"the schema's is one shard, {[shard_len, *spec.sample_shape]}")  # fmt: skip
+        inner = layout.inner_chunk_shape
+        if spec.per_sample_chunks and (inner is None or inner[1:] != spec.sample_shape):
+            problems.append(f"array {name!r}: its inner chunks are {None if inner is None else list(inner)}; the "
+                            f"schema's hold whole samples, [k, {', '.join(map(str, spec.sample_shape))}]")  # fmt: skip
+        elif not spec.per_sample_chunks and inner is not None:
+            problems.append(f"array {name!r} is sharded; the schema stores it as one chunk per shard")
+    return problems
 
 
 def stored_guidance(group: zarr.Group) -> tuple[str, ...]:
@@ -477,8 +593,27 @@ def record_failed_shard(path: str | Path, start: int, stop: int, error: str) -> 
     ``message``, so the rest of the store completes; the next run on the store retries the shard."""
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     n = stop - start
-    group["message"][start:stop] = np.asarray([SHARD_FAILURE_PREFIX + error] * n, dtype=object)
-    group["status"][start:stop] = np.full(n, int(Status.FAILED), dtype=np.uint8)
+    message = np.asarray([SHARD_FAILURE_PREFIX + error] * n, dtype=object)
+    status = np.full(n, int(Status.FAILED), dtype=np.uint8)
+    group["message"][start:stop] = message
+    _record_checksums(group, start, {"message": message, "status": status})
+    group["status"][start:stop] = status
+
+
+def _record_checksums(group: zarr.Group, start: int, arrays: dict[str, np.ndarray]) -> None:
+    """Record the checksums of ``arrays`` (name -> ``(n, ...)`` values written at ``start``) in the
+    ``checksum`` array, keeping the other columns of those samples. The caller owns the shard. An
+    array without a column (a guidance type newer than the store) goes unrecorded."""
+    if CHECKSUM not in group:  # a store written before checksums were recorded
+        return
+    checksum = group[CHECKSUM]
+    columns = list(checksum.attrs["channels"])
+    n = len(next(iter(arrays.values())))
+    recorded = checksum[start : start + n]
+    for name, values in arrays.items():
+        if name in columns:
+            recorded[:, columns.index(name)] = sample_checksums(np.asarray(values))
+    checksum[start : start + n] = recorded
 
 
 def write_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray], status: np.ndarray) -> None:
@@ -493,8 +628,10 @@ def write_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray], sta
     """
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     stop = start + len(status)
+    arrays = {name: np.asarray(values, dtype=object) if name == "message" else values for name, values in arrays.items()}
     for name, values in arrays.items():
-        group[name][start:stop] = np.asarray(values, dtype=object) if name == "message" else values
+        group[name][start:stop] = values
+    _record_checksums(group, start, {**arrays, "status": status})
     group["status"][start:stop] = status
 
 
@@ -590,8 +727,10 @@ def write_grown_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray
     """
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     n = len(next(iter(arrays.values())))
+    arrays = {name: np.asarray(values, dtype=object) if name == "message" else values for name, values in arrays.items()}
     for name, values in arrays.items():
-        group[name][start : start + n] = np.asarray(values, dtype=object) if name == "message" else values
+        group[name][start : start + n] = values
+    _record_checksums(group, start, arrays)
     group[GROWTH_MARK][start : start + n] = np.ones(n, dtype=np.uint8)
 
 

@@ -10,30 +10,37 @@ A store location is one of:
   ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``; ``AWS_ANON=1`` for public buckets);
 - a zipped store, ``*.zarr.zip`` (``fer-store pack``), local.
 
-Before zarr interprets any array, the raw JSON metadata is checked against an allow-list
-(:func:`check_metadata`): only the data types and codecs this project writes are accepted, so a
-stranger's store cannot make the reader unpickle data or load an unknown codec. Opening never
-writes: local stores are opened with ``read_only=True``.
+Before zarr interprets anything, the raw JSON metadata is checked (:mod:`pipeline.store_metadata`
+and the schema's own check): only the data types and codecs this project writes, array names that
+cannot be paths, shapes and chunks within bounds and as the schema lays them out, consolidated
+metadata that agrees with each array's own. A stranger's store cannot make the reader unpickle
+data, load an unknown codec, allocate without bound or read a file outside the store. Opening
+never writes: local stores are opened with ``read_only=True``.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
+import stat
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import zarr
-from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, ZipStore
 
-from pipeline.errors import StoreError
+import pipeline.bounded_zstd  # noqa: F401 - zarr's zstd, bounded: a chunk never decompresses past its size
+from pipeline.errors import StoreError, StoreRefusedError
+from pipeline.store_metadata import (
+    MAX_ARRAY_DOCUMENT_BYTES, MAX_ARRAYS, MAX_CHUNK_BYTES, MAX_ROOT_DOCUMENT_BYTES, ArrayLayout,
+    check_array_name, fetch_document, parse_array_document, read_document,
+)  # fmt: skip
 
-ALLOWED_DATA_TYPES = frozenset({"uint8", "int16", "float32", "string"})
-ALLOWED_CODECS = frozenset({"bytes", "zstd", "crc32c", "sharding_indexed", "vlen-utf8"})
 REMOTE_SCHEMES = ("http", "https", "s3")
 
 
@@ -75,8 +82,9 @@ class StoreLocation:
             if not Path(self.path).exists():
                 raise StoreError(f"no store at {self.path}")
             if self.kind == "zip":
+                _check_zip_members(self.path)
                 return sync(ZipStore.open(self.path, mode="r"))
-            return LocalStore(self.path, read_only=True)
+            return ContainedLocalStore(self.path)
         options: dict[str, Any] = {}
         if self.kind == "s3" and os.environ.get("AWS_ANON", "").lower() in ("1", "true", "yes"):
             options["anon"] = True
@@ -86,88 +94,159 @@ class StoreLocation:
             raise StoreError(f"cannot open {self.text}: {error}") from None
 
 
-def read_json(store: zarr.abc.store.Store, key: str) -> dict[str, Any] | None:
-    """The JSON document at ``key`` of ``store`` (None if absent)."""
-    buffer = sync(store.get(key, prototype=default_buffer_prototype()))
-    if buffer is None:
-        return None
-    try:
-        return json.loads(buffer.to_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise StoreError(f"{key} is not valid JSON ({error}); the store is damaged") from None
 
+class ContainedLocalStore(LocalStore):
+    """A read-only :class:`~zarr.storage.LocalStore` that reads regular files inside its root only.
 
-def check_metadata(name: str, document: dict[str, Any]) -> None:
-    """Refuse array metadata this project would not write.
-
-    Raises:
-        StoreError: another Zarr format, a data type outside :data:`ALLOWED_DATA_TYPES` (object,
-            structured...), or a codec outside :data:`ALLOWED_CODECS` (pickle, ...).
+    A symlink leading out of the store, a FIFO (which would block the reader) or a device such as
+    ``/dev/zero`` (which would never end) is refused with :class:`StoreError` instead of read.
     """
-    if document.get("zarr_format") != 3:
-        raise StoreError(f"array {name!r} is not Zarr format 3; refusing to open it")
-    if document.get("node_type") != "array":
-        return
-    data_type = document.get("data_type")
-    if not isinstance(data_type, str) or data_type not in ALLOWED_DATA_TYPES:
-        raise StoreError(
-            f"array {name!r} has data type {data_type!r}; a FER store holds only {', '.join(sorted(ALLOWED_DATA_TYPES))} "
-            "(object and other types could run code while reading), so the store is refused"
-        )
-    for codec in _codecs(document.get("codecs", [])):
-        codec_name = codec.get("name") if isinstance(codec, dict) else codec
-        if codec_name not in ALLOWED_CODECS:
-            raise StoreError(
-                f"array {name!r} uses the codec {codec_name!r}; a FER store uses only {', '.join(sorted(ALLOWED_CODECS))} "
-                "(pickle-based and unknown codecs could run code while reading), so the store is refused"
-            )
-    if document.get("storage_transformers"):
-        raise StoreError(f"array {name!r} uses storage transformers, which a FER store never does; refusing it")
+
+    def __init__(self, root: str | Path):
+        super().__init__(root, read_only=True)
+        self._real_root = os.path.realpath(self.root)
+
+    def _check_contained(self, key: str) -> None:
+        real = os.path.realpath(self.root / key)
+        if real != self._real_root and not real.startswith(self._real_root + os.sep):
+            raise StoreError(f"{key} in the store {self.root} leads to {real}, outside the store; refusing to read it")
+        try:
+            mode = os.stat(real).st_mode
+        except FileNotFoundError:
+            return  # absent: a chunk never written, read as its fill value
+        if not stat.S_ISREG(mode):
+            raise StoreError(f"{key} in the store {self.root} is not a regular file; refusing to read it")
+
+    async def get(self, key, prototype=None, byte_range=None):
+        self._check_contained(key)
+        return await super().get(key, prototype, byte_range)
+
+    async def get_partial_values(self, prototype, key_ranges):
+        key_ranges = list(key_ranges)
+        for key, _ in key_ranges:
+            self._check_contained(key)
+        return await super().get_partial_values(prototype, key_ranges)
 
 
-def _codecs(codecs: list) -> list:
-    """Every codec in a codec list, with the inner and index codecs of sharding."""
-    found = []
-    for codec in codecs:
-        found.append(codec)
-        configuration = codec.get("configuration", {}) if isinstance(codec, dict) else {}
-        for key in ("codecs", "index_codecs"):
-            found += _codecs(configuration.get(key, []))
-    return found
+def _check_zip_members(path: str) -> None:
+    """Refuse a zip whose members could not be chunks or metadata of a store: a member larger than
+    any chunk, or one compressed far beyond what compressed chunks allow (a zip bomb)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as error:
+        raise StoreError(f"{path} is not a readable zip file ({error})") from None
+    for member in members:
+        limit = MAX_CHUNK_BYTES + 2**20
+        if member.compress_type != zipfile.ZIP_STORED:  # chunks are compressed already: no deflate gains 100x
+            limit = min(limit, 100 * member.compress_size + 2**20)
+        if member.file_size > limit:
+            raise StoreError(f"{path}: the member {member.filename!r} unpacks to {member.file_size:,} bytes from "
+                             f"{member.compress_size:,}; no store holds such a file, so the zip is refused")  # fmt: skip
 
 
-def open_group_readonly(location: str | Path) -> zarr.Group:
-    """Open the store at ``location`` read-only after checking every array's metadata.
+SchemaCheck = Callable[[dict[str, Any], dict[str, ArrayLayout]], list[str]]
 
-    Remote and zipped stores are read through their consolidated metadata (one request); a
-    local directory without it (a run that has not finished) is listed instead.
+
+def open_group_readonly(location: str | Path, check_schema: SchemaCheck) -> zarr.Group:
+    """Open the store at ``location`` read-only once its metadata has passed every check.
+
+    Remote and zipped stores are read through their consolidated metadata (one request, then one
+    per array to compare each array's own ``zarr.json`` with its consolidated copy); a local
+    directory without it (a run that has not finished) is listed instead. Each array's metadata
+    must pass :func:`~pipeline.store_metadata.parse_array_document`, then ``check_schema(root
+    attributes, {name: layout})`` returns the schema's objections. zarr reads nothing before all
+    of this passed.
 
     Raises:
+        StoreRefusedError: the metadata fails a check; ``problems`` lists every objection found,
+            each naming the array and the field.
         StoreError: missing or unreachable, not Zarr v3, no consolidated metadata (remote), or
-            metadata outside the allow-list.
+            a provenance ``check_schema`` cannot read.
     """
     parsed = StoreLocation.parse(location)
     store = parsed.zarr_store()
     try:
-        root = read_json(store, "zarr.json")
+        root = read_document(store, "zarr.json", MAX_ROOT_DOCUMENT_BYTES)
+    except StoreError as error:  # too large, not UTF-8, not JSON, ...
+        raise StoreError(f"{parsed.text}: {error}") from None
     except (OSError, ValueError) as error:  # connection refused, 403, ...
         raise StoreError(f"cannot read {parsed.text}: {error}") from None
     if root is None:
         raise StoreError(f"no store at {parsed.text} (expected a Zarr v3 group with zarr.json)")
-    check_metadata("/", root)
-    consolidated = (root.get("consolidated_metadata") or {}).get("metadata")
+    if root.get("zarr_format") != 3 or root.get("node_type") != "group":
+        raise StoreError(f"{parsed.text} is not a Zarr format 3 group (its zarr.json says zarr_format "
+                         f"{root.get('zarr_format')!r}, node_type {root.get('node_type')!r})")  # fmt: skip
+    attributes = root.get("attributes", {})
+    if not isinstance(attributes, dict):
+        raise StoreError(f"{parsed.text}: the root zarr.json's 'attributes' is not an object")
+    consolidated = root.get("consolidated_metadata")
     if consolidated is None:
         if not parsed.is_local:
             raise StoreError(
                 f"{parsed.text} has no consolidated metadata, which a remote or zipped store needs; "
                 "the run that built it did not finish (run fer-preprocess on it again where it was built)"
             )
-        documents = {
-            str(path.parent.relative_to(parsed.path)): json.loads(path.read_text())
-            for path in Path(parsed.path).glob("*/zarr.json")
-        }
+        names = sorted(entry.name for entry in os.scandir(parsed.path)
+                       if entry.is_dir() and not entry.name.startswith(".") and os.path.lexists(Path(entry.path, "zarr.json")))  # fmt: skip
+        documents = dict(zip(names, _read_documents(store, names)))
     else:
-        documents = consolidated
+        documents = consolidated.get("metadata") if isinstance(consolidated, dict) else None
+        if not isinstance(documents, dict):
+            raise StoreError(f"{parsed.text}: the root zarr.json's consolidated metadata has no 'metadata' object")
+    problems, layouts = _check_documents(store, documents, compare_own=consolidated is not None)
+    if len(layouts) == len(documents):  # the schema judges only documents that parsed
+        try:
+            problems += check_schema(attributes, layouts)
+        except StoreError as error:  # the provenance itself: "<location> has schema version 2 ..."
+            raise StoreError(f"{parsed.text} {error}") from None
+    if problems:
+        raise StoreRefusedError(parsed.text, problems)
+    try:
+        return zarr.open_group(store=store, mode="r", use_consolidated=None if consolidated is None else True)
+    except Exception as error:  # noqa: BLE001 - metadata zarr itself cannot parse, past every check above
+        raise StoreError(f"zarr cannot open {parsed.text}: {type(error).__name__}: {error}") from None
+
+
+def _read_documents(store: zarr.abc.store.Store, names: list[str]) -> list[Any]:
+    """Each array's own ``zarr.json`` (None where absent), read concurrently; a document that
+    cannot be read is returned as its :class:`StoreError`."""
+
+    async def read_all():
+        reads = (fetch_document(store, f"{name}/zarr.json", MAX_ARRAY_DOCUMENT_BYTES) for name in names)
+        return await asyncio.gather(*reads, return_exceptions=True)
+
+    results = sync(read_all())
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, StoreError):
+            raise StoreError(f"cannot read the store's array metadata: {result}")
+    return results
+
+
+def _check_documents(
+    store: zarr.abc.store.Store, documents: dict[str, Any], compare_own: bool
+) -> tuple[list[str], dict[str, ArrayLayout]]:
+    """``(problems, {name: layout of each document that parsed})``; with ``compare_own``, each
+    array's own ``zarr.json`` is compared with ``documents`` (its consolidated copy)."""
+    problems: list[str] = []
+    if len(documents) > MAX_ARRAYS:
+        return [f"the store lists {len(documents):,} arrays; a FER store holds at most {MAX_ARRAYS}"], {}
+    layouts: dict[str, ArrayLayout] = {}
     for name, document in documents.items():
-        check_metadata(name, document)
-    return zarr.open_group(store=store, mode="r", use_consolidated=None if consolidated is None else True)
+        try:
+            check_array_name(name)
+            if isinstance(document, StoreError):
+                raise document
+            if document is None:
+                raise StoreError(f"array {name!r}: the directory has no zarr.json")
+            layouts[name] = parse_array_document(name, document)
+        except StoreError as error:
+            problems.append(str(error))
+    if compare_own and not problems:
+        for name, own in zip(layouts, _read_documents(store, list(layouts))):
+            if isinstance(own, StoreError):
+                problems.append(f"array {name!r}: {own}")
+            elif own != documents[name]:
+                problems.append(f"array {name!r}: its own {name}/zarr.json is missing or differs from the "
+                                "consolidated metadata in the root zarr.json")  # fmt: skip
+    return problems, layouts

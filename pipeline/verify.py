@@ -1,11 +1,14 @@
 """``fer-store verify``: prove a store is intact and complete, or say what is wrong where.
 
-Checks, in order: the store opens (metadata inside the allow-list, known schema); every array's
-own ``zarr.json`` equals its entry in the consolidated metadata; the provenance's config hash
-matches its config; the arrays are those the schema and config call for, with the right shapes,
-data types and dimension names; no sample is pending and the recorded counts match ``status``;
-no guidance growth is unfinished; and every chunk of every array decodes, which checks its crc32c
-checksum (and the shard index's), so a flipped byte in any chunk is found.
+Checks, in order: the store opens, which means its metadata passed every check made before zarr
+reads anything (allow-list, names, shapes and chunks as the schema lays them out, every array's own
+``zarr.json`` equal to its consolidated copy; each objection is a fault, and nothing is read from
+a store that fails them); the provenance's config hash matches its config; every array the schema
+and config call for is there, with its dimension names; no sample is pending and the recorded
+counts match ``status``; no guidance growth is unfinished; every chunk of every array decodes,
+which checks its crc32c checksum (and the shard index's), so a flipped byte in any chunk is found;
+and every sample's values match the checksums recorded when they were written
+(:mod:`pipeline.sample_checksums`), so a chunk file deleted, replaced or moved is found too.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import PreprocessConfig, sha256_of_json
-from pipeline.errors import FerStoreError
+from pipeline.errors import FerStoreError, StoreRefusedError
+from pipeline.sample_checksums import sample_checksums
 from pipeline.store import (
-    ATTRS_KEY, Status, array_specs, guidance_specs, open_store, status_counts,
+    ATTRS_KEY, CHECKSUM, Status, array_specs, guidance_specs, open_store, status_counts,
 )  # fmt: skip
-from pipeline.store_location import read_json
 
 
 @dataclass(frozen=True)
@@ -36,19 +39,14 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
     """Every fault found in the store at ``location`` (empty: intact and complete)."""
     try:
         group = open_store(location)
+    except StoreRefusedError as error:
+        return [Fault("metadata", problem) for problem in error.problems]
     except FerStoreError as error:
         return [Fault("store", str(error))]
     faults: list[Fault] = []
     provenance = dict(group.attrs[ATTRS_KEY])
-    raw_store = group.store
-    root = read_json(raw_store, "zarr.json") or {}
-    consolidated = (root.get("consolidated_metadata") or {}).get("metadata") or {}
-    if not consolidated:
+    if group.metadata.consolidated_metadata is None:
         faults.append(Fault("zarr.json", "no consolidated metadata (the run that built the store did not finish)"))
-    for name, document in consolidated.items():
-        own = read_json(raw_store, f"{name}/zarr.json")
-        if own != document:
-            faults.append(Fault(f"{name}/zarr.json", "missing, or differs from the consolidated metadata"))
 
     if sha256_of_json(provenance.get("config")) != provenance.get("config_sha256"):
         faults.append(Fault("provenance", "config_sha256 does not match the recorded config"))
@@ -61,38 +59,40 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
     expected = {spec.name: spec for spec in array_specs(config, n_votes, "subject" in group, detections)}
     grown = tuple(name for record in provenance.get("guidance_added", []) for name in record["types"])
     expected.update({spec.name: spec for spec in guidance_specs(grown, config)})
-    n = int(provenance.get("counts", {}).get("total", -1))
-    for name, spec in expected.items():
+    for name, spec in expected.items():  # shapes, data types and chunks were checked on opening
         if name not in group:
             faults.append(Fault(name, "missing array"))
-            continue
-        array = group[name]
-        if tuple(array.shape) != (n, *spec.sample_shape):
-            faults.append(Fault(name, f"shape {tuple(array.shape)}, expected {(n, *spec.sample_shape)}"))
-        if spec.dtype is not str and array.dtype != np.dtype(spec.dtype):
-            faults.append(Fault(name, f"data type {array.dtype}, expected {spec.dtype}"))
-        if tuple(array.metadata.dimension_names or ()) != spec.dims:
-            faults.append(Fault(name, f"dimension names {array.metadata.dimension_names}, expected {spec.dims}"))
-    for name in sorted(set(group.array_keys()) - set(expected)):
-        faults.append(Fault(name, "an array the schema does not define"))
+        elif tuple(group[name].metadata.dimension_names or ()) != spec.dims:
+            faults.append(Fault(name, f"dimension names {group[name].metadata.dimension_names}, expected {spec.dims}"))
     if "growing" in provenance:
         faults.append(Fault("provenance", f"adding {', '.join(provenance['growing']['types'])} is unfinished"))
 
+    checksums = _recorded_checksums(group, faults, progress)
+    if checksums is None:
+        progress("note: no per-sample checksums (a store written before they were recorded): a deleted or moved "
+                 "chunk file cannot be told from samples never written")  # fmt: skip
     status_parts = []
-    for name in sorted(group.array_keys()):
+    for name in sorted(set(group.array_keys()) - {CHECKSUM}):
         array = group[name]
         block = (array.shards or array.chunks)[0]
         progress(f"checking {name}")
         for start in range(0, array.shape[0], block):
             stop = min(start + block, array.shape[0])
+            where = f"{name}/{'/'.join(['c', str(start // block)] + ['0'] * (array.ndim - 1))} (samples {start}-{stop - 1})"
             try:
                 values = array[start:stop]
             except Exception as error:  # noqa: BLE001 - a damaged chunk raises whatever its codec raises
-                key = "/".join(["c", str(start // block)] + ["0"] * (array.ndim - 1))
-                faults.append(Fault(f"{name}/{key} (samples {start}-{stop - 1})", f"{type(error).__name__}: {error}"))
+                faults.append(Fault(where, f"{type(error).__name__}: {error}"))
                 continue
             if name == "status":
                 status_parts.append(values)
+            recorded = None if checksums is None else checksums.get(name, {}).get(start)
+            if recorded is not None:
+                differing = np.flatnonzero(sample_checksums(values) != recorded)
+                if len(differing):
+                    faults.append(Fault(where, f"{len(differing)} of {stop - start} samples differ from what was written "
+                                               f"(first: sample {start + differing[0]}): the chunk file was deleted, "
+                                               "replaced or moved"))  # fmt: skip
     if "status" in group and not any(f.where.startswith("status/") for f in faults):
         counts = status_counts(np.concatenate(status_parts))
         if counts[Status.PENDING.label]:
@@ -103,3 +103,35 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
         if not provenance.get("complete"):
             faults.append(Fault("provenance", "the store is not marked complete"))
     return faults
+
+
+def _recorded_checksums(
+    group, faults: list[Fault], progress: Callable[[str], None]
+) -> dict[str, dict[int, np.ndarray]] | None:
+    """``{array: {shard start: (n,) uint32 checksums}}`` as recorded when the samples were written;
+    None for a store without them. A checksum chunk that cannot be read, or that holds none for an
+    array, is a fault and leaves that shard unchecked."""
+    if CHECKSUM not in group:
+        return None
+    progress(f"checking {CHECKSUM}")
+    array = group[CHECKSUM]
+    columns = list(array.attrs.get("channels", []))
+    if len(columns) != array.shape[1] or len(set(columns)) != len(columns):
+        faults.append(Fault(CHECKSUM, f"its 'channels' attribute does not name its {array.shape[1]} columns"))
+        return {}
+    block = array.chunks[0]
+    found: dict[str, dict[int, np.ndarray]] = {name: {} for name in columns if name in group}
+    for start in range(0, array.shape[0], block):
+        stop = min(start + block, array.shape[0])
+        try:
+            values = array[start:stop]
+        except Exception as error:  # noqa: BLE001 - as for any other chunk
+            faults.append(Fault(f"{CHECKSUM}/c/{start // block}/0 (samples {start}-{stop - 1})", f"{type(error).__name__}: {error}"))
+            continue
+        for name in found:
+            recorded = values[:, columns.index(name)]
+            if not recorded.any():  # never recorded: the chunk file is missing, or the array newer than the store
+                faults.append(Fault(f"{CHECKSUM} (samples {start}-{stop - 1})", f"no checksums of {name!r} recorded"))
+                continue
+            found[name][start] = recorded
+    return found

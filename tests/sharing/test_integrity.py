@@ -58,21 +58,31 @@ def test_verify_finds_a_flipped_byte_in_every_array(fer_store, tmp_path):
     assert verified.returncode == 0 and "intact and complete" in verified.stdout
 
 
-def test_verify_reports_metadata_and_provenance_damage(fer_store, tmp_path):
+def test_verify_lists_every_metadata_objection_and_reads_nothing_then(fer_store, tmp_path):
     store = tmp_path / "copy.zarr"
     shutil.copytree(fer_store, store)
     own = json.loads((store / "label" / "zarr.json").read_text())
     own["attributes"] = {"edited": True}
     (store / "label" / "zarr.json").write_text(json.dumps(own))
     root = json.loads((store / "zarr.json").read_text())
-    root["attributes"]["fer_store"]["config"]["align"]["size"] = 64  # the config no longer matches its hash
+    root["attributes"]["fer_store"]["config"]["align"]["size"] = 64  # the arrays no longer fit the config
     (store / "zarr.json").write_text(json.dumps(root))
     faults = [str(f) for f in verify_store(str(store))]
-    assert any(f.startswith("label/zarr.json: missing, or differs") for f in faults)
-    assert any("config_sha256 does not match" in f for f in faults)
-    assert any(f.startswith("image: shape") for f in faults)
+    assert faults == [
+        "metadata: array 'label': its own label/zarr.json is missing or differs from the consolidated metadata in the root zarr.json",
+        "metadata: array 'image': field 'shape' is [84, 1, 48, 48]; the store's 84 samples and its config call for [84, 1, 64, 64]",
+    ]  # fmt: skip
     result = subprocess.run([BIN / "fer-store", "verify", store], capture_output=True, text=True)
-    assert result.returncode == 1 and "FAULT" in result.stdout
+    assert result.returncode == 1 and "FAULT metadata: array 'image'" in result.stdout
+
+
+def test_verify_reports_a_config_that_does_not_match_its_hash(fer_store, tmp_path):
+    store = tmp_path / "copy.zarr"
+    shutil.copytree(fer_store, store)
+    root = json.loads((store / "zarr.json").read_text())
+    root["attributes"]["fer_store"]["config"]["detect"]["upsample"] = 3
+    (store / "zarr.json").write_text(json.dumps(root))
+    assert [str(f) for f in verify_store(str(store))] == ["provenance: config_sha256 does not match the recorded config"]
 
 
 def test_pack_then_open_the_zip_and_unpack_it(fer_store, tmp_path):

@@ -1,0 +1,73 @@
+"""zarr's zstd codec, refusing a chunk that would decompress to more than the chunk can hold.
+
+A zstd frame of 32 KB can decompress to a gigabyte of zeros; zarr's own codec allocates whatever
+the frame's header asks for. :class:`BoundedZstdCodec` reads the decompressed size from the frame
+header first and refuses the chunk (raising :class:`~pipeline.errors.StoreError`) when it is larger
+than the chunk's raw size, or when the frame does not record its size at all (a streamed frame,
+which zarr never writes). Importing this module makes it zarr's implementation of ``zstd``, for
+reading and writing alike; the bytes it writes are unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import zarr
+from zarr.codecs import ZstdCodec
+from zarr.core.array_spec import ArraySpec
+from zarr.core.buffer import Buffer
+
+from pipeline.errors import StoreError
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# A variable-length string item may take this many bytes (paths and messages take a few hundred).
+MAX_STRING_ITEM_BYTES = 64 * 1024
+
+
+def frame_content_size(frame: bytes) -> int | None:
+    """The decompressed size a zstd frame's header records (RFC 8878, 3.1.1.1), or None when the
+    header records none.
+
+    Raises:
+        StoreError: the bytes do not start with a zstd frame header.
+    """
+    if len(frame) < 6 or frame[:4] != ZSTD_MAGIC:
+        raise StoreError("a chunk is not zstd-compressed data (no zstd frame header)")
+    descriptor = frame[4]
+    size_flag, single_segment, dictionary_flag = descriptor >> 6, (descriptor >> 5) & 1, descriptor & 3
+    offset = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[dictionary_flag]
+    width = (1 if single_segment else 0, 2, 4, 8)[size_flag]
+    if width == 0:
+        return None
+    if len(frame) < offset + width:
+        raise StoreError("a chunk's zstd frame header is cut off")
+    size = int.from_bytes(frame[offset : offset + width], "little")
+    return size + 256 if width == 2 else size
+
+
+def raw_size_limit(chunk_spec: ArraySpec) -> int:
+    """The most bytes a chunk of ``chunk_spec`` can take before compression."""
+    items = math.prod(chunk_spec.shape)
+    native = chunk_spec.dtype.to_native_dtype()
+    if native.kind in "OTU":  # variable-length strings: a 4-byte count, then length and text per item
+        return 4 + items * (4 + MAX_STRING_ITEM_BYTES)
+    return items * native.itemsize
+
+
+class BoundedZstdCodec(ZstdCodec):
+    """``zstd`` that checks a frame's recorded size against the chunk before decompressing it."""
+
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> Buffer:
+        head = chunk_bytes[:18].to_bytes()  # the longest frame header
+        size, limit = frame_content_size(head), raw_size_limit(chunk_spec)
+        if size is None:
+            raise StoreError("a chunk's zstd frame does not record its size, which zarr always writes; refusing to "
+                             "decompress it without a bound")  # fmt: skip
+        if size > limit:
+            raise StoreError(f"a chunk would decompress to {size:,} bytes, more than the {limit:,} its "
+                             f"{'x'.join(map(str, chunk_spec.shape))} values take (a zstd bomb); refusing it")  # fmt: skip
+        return super()._decode_sync(chunk_bytes, chunk_spec)
+
+
+zarr.registry.register_codec("zstd", BoundedZstdCodec)
+zarr.config.set({"codecs.zstd": f"{__name__}.BoundedZstdCodec"})
