@@ -1,0 +1,235 @@
+"""A corpus of damaged and hostile stores, each made from a copy of a real store.
+
+Every entry damages the copy in one way and says what must happen: ``opening`` kinds are refused
+by the check made before zarr reads anything (every tool: info, ls, show, diff, verify, training),
+``verify`` kinds open (their metadata is sound) and ``fer-store verify`` names the damage. docs/
+reliability.md lists them; bench/damaged_stores.py times each refusal and measures its memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import google_crc32c
+import numcodecs
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DamagedStore:
+    kind: str
+    damage: Callable[[Path], Path | None]  # damages the store copy; may return another path to open
+    expected: str  # a fragment of the refusal message (opening) or of verify's fault (verify)
+    caught_on: str = "opening"  # or "verify"
+
+
+def _edit_json(path: Path, edit: Callable[[dict], None]) -> None:
+    document = json.loads(path.read_text())
+    edit(document)
+    path.write_text(json.dumps(document))
+
+
+def edit_array(store: Path, name: str, edit: Callable[[dict], None]) -> None:
+    """Edit array ``name``'s metadata the same way in its own zarr.json and the consolidated copy."""
+    _edit_json(store / name / "zarr.json", edit)
+    _edit_json(store / "zarr.json", lambda root: edit(root["consolidated_metadata"]["metadata"][name]))
+
+
+def edit_provenance(store: Path, edit: Callable[[dict], None]) -> None:
+    _edit_json(store / "zarr.json", lambda root: edit(root["attributes"]["fer_store"]))
+
+
+def rename_in_consolidated(store: Path, old: str, new: str) -> None:
+    def rename(root: dict) -> None:
+        metadata = root["consolidated_metadata"]["metadata"]
+        metadata[new] = metadata.pop(old)
+
+    _edit_json(store / "zarr.json", rename)
+
+
+def set_field(name: str, path: tuple[str, ...], value) -> Callable[[Path], None]:
+    def damage(store: Path) -> None:
+        def edit(document: dict) -> None:
+            target = document
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = value
+
+        edit_array(store, name, edit)
+
+    return damage
+
+
+def chunk_file(store: Path, name: str, shard: int) -> Path:
+    folder = store / name / "c" / str(shard)
+    return folder if folder.is_file() else next(p for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def with_crc32c(payload: bytes) -> bytes:
+    return payload + struct.pack("<I", google_crc32c.value(payload))
+
+
+def index_past_the_end(store: Path) -> None:
+    """Point the first inner chunk of an image shard past the end of its file, with a valid index
+    checksum, as a tool that damaged the file and recomputed the checksum would."""
+    path = chunk_file(store, "image", 0)
+    data = bytearray(path.read_bytes())
+    index_start = len(data) - 16 * 2 - 4  # two inner chunks of 16 samples: (offset, nbytes) each, then crc32c
+    entries = np.frombuffer(bytes(data[index_start:-4]), "<u8").copy()
+    entries[0] = len(data) + 1_000_000
+    data[index_start:] = with_crc32c(entries.tobytes())
+    path.write_bytes(bytes(data))
+
+
+def truncate_shard(store: Path) -> None:
+    path = chunk_file(store, "heatmap", 1)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def swap_shards(store: Path) -> None:
+    a, b = chunk_file(store, "image", 0), chunk_file(store, "image", 1)
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+
+
+def delete_chunk(store: Path) -> None:
+    chunk_file(store, "mask_soft", 1).unlink()
+
+
+def zstd_bomb(store: Path) -> None:
+    """Replace the first ``label`` chunk (64 bytes raw) by a valid zstd frame of 256 MiB of zeros
+    with a valid crc32c: decompressing it would allocate 256 MiB for a 64-byte chunk."""
+    frame = numcodecs.Zstd(level=1).encode(np.zeros(256 * 2**20, np.uint8))
+    chunk_file(store, "label", 0).write_bytes(with_crc32c(bytes(frame)))
+
+
+def symlink_out(store: Path) -> None:
+    """A chunk file replaced by a symlink to a file outside the store."""
+    outside = store.parent / "outside-the-store"
+    outside.write_bytes(chunk_file(store, "label", 0).read_bytes())
+    target = chunk_file(store, "label", 0)
+    target.unlink()
+    target.symlink_to(outside)
+
+
+def fifo_chunk(store: Path) -> None:
+    target = chunk_file(store, "source", 0)
+    target.unlink()
+    os.mkfifo(target)
+
+
+def oversized_root(store: Path) -> None:
+    edit_provenance(store, lambda provenance: provenance.update(padding="x" * (17 * 2**20)))
+
+
+def deep_nesting(store: Path) -> None:
+    text = (store / "zarr.json").read_text()
+    (store / "zarr.json").write_text(text[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}")
+
+
+def not_utf8(store: Path) -> None:
+    path = store / "zarr.json"
+    path.write_bytes(path.read_bytes().replace(b'"fer_store"', b'"fer\xff\xfestore"', 1))
+
+
+def huge_integer(store: Path) -> None:
+    path = store / "zarr.json"
+    path.write_text(re.sub(r'"shape": \[\s*84', '"shape": [' + "9" * 5000, path.read_text(), count=1))
+
+
+def array_without_own_metadata(store: Path) -> None:
+    (store / "valence" / "zarr.json").unlink()
+
+
+def consolidated_disagrees(store: Path) -> None:
+    _edit_json(store / "zarr.json", lambda root: root["consolidated_metadata"]["metadata"]["image"].update(fill_value=7))
+
+
+def extra_array(store: Path) -> None:
+    shutil.copytree(store / "label", store / "notes")
+    _edit_json(store / "zarr.json", lambda root: root["consolidated_metadata"]["metadata"].update(
+        notes=root["consolidated_metadata"]["metadata"]["label"]))  # fmt: skip
+
+
+def zip_bomb(store: Path) -> Path:
+    """A .zarr.zip of the store with one more member that deflates 256 MiB of zeros to 250 KB."""
+    packed = store.parent / "bomb.zarr.zip"
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_STORED) as archive:
+        for path in sorted(store.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(store).as_posix())
+        info = zipfile.ZipInfo("label/c/9")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with archive.open(info, "w") as member:
+            for _ in range(256):
+                member.write(bytes(2**20))
+    return packed
+
+
+CORPUS: tuple[DamagedStore, ...] = (
+    DamagedStore("shape of 10**15 samples", set_field("image", ("shape",), [10**15, 1, 48, 48]),
+                 "array 'image': field 'shape' is [1000000000000000, 1, 48, 48]: 1,000,000,000,000,000 samples"),
+    DamagedStore("inner chunks of 10**12 samples", set_field("image", ("codecs", 0, "configuration", "chunk_shape"), [10**12, 1, 48, 48]),
+                 "array 'image': field 'sharding_indexed.chunk_shape' is [1000000000000, 1, 48, 48]: 1,000,000,000,000 samples"),
+    DamagedStore("chunks of 10**12 samples", set_field("label", ("chunk_grid", "configuration", "chunk_shape"), [10**12]),
+                 "array 'label': field 'chunk_grid.chunk_shape' is [1000000000000]"),
+    DamagedStore("negative shape", set_field("label", ("shape",), [-84]),
+                 "array 'label': field 'shape' is [-84]; it must be a list of at most 8 non-negative integers"),
+    DamagedStore("float shape", set_field("label", ("shape",), [84.5]),
+                 "array 'label': field 'shape' is [84.5]; it must be a list"),
+    DamagedStore("shape of another rank than its chunks", set_field("label", ("shape",), [84, 2]),
+                 "array 'label': field 'chunk_grid.chunk_shape' has 1 entries for an array of rank 2"),
+    DamagedStore("shape off the sample count", set_field("label", ("shape",), [85]),
+                 "array 'label': field 'shape' is [85]; the store's 84 samples and its config call for [84]"),
+    DamagedStore("sample count off the arrays", lambda store: edit_provenance(store, lambda p: p["counts"].update(total=10**6)),
+                 "field 'shape' is [84, 1, 48, 48]; the store's 1000000 samples"),
+    DamagedStore("array name with ../", lambda store: rename_in_consolidated(store, "label", "../../etc"),
+                 "the store names an array '../../etc'; FER store arrays are named like 'mask_soft'"),
+    DamagedStore("array name with a path separator", lambda store: rename_in_consolidated(store, "label", "label/c"),
+                 "the store names an array 'label/c'"),
+    DamagedStore("object data type", set_field("message", ("data_type",), "object"),
+                 "array 'message' has data type 'object'"),
+    DamagedStore("pickle codec", set_field("label", ("codecs", 1), {"name": "numcodecs.pickle"}),
+                 "array 'label' uses the codec 'numcodecs.pickle'"),
+    DamagedStore("data type other than the schema's", set_field("label", ("data_type",), "float32"),
+                 "array 'label': field 'data_type' is 'float32'; the schema's is 'int16'"),
+    DamagedStore("array the schema does not define", extra_array,
+                 "array 'notes' is not one the schema defines for this store's config"),
+    DamagedStore("consolidated metadata disagreeing with an array's own", consolidated_disagrees,
+                 "array 'image': its own image/zarr.json is missing or differs from the consolidated metadata"),
+    DamagedStore("array's own zarr.json missing", array_without_own_metadata,
+                 "array 'valence': its own valence/zarr.json is missing or differs"),
+    DamagedStore("root zarr.json over 16 MiB", oversized_root, "zarr.json is larger than 16,777,216 bytes"),
+    DamagedStore("JSON nested 100,000 deep", deep_nesting, "zarr.json is nested too deeply to be Zarr metadata"),
+    DamagedStore("root zarr.json not UTF-8", not_utf8, "zarr.json is not UTF-8 text"),
+    DamagedStore("integer of 5,000 digits", huge_integer, "zarr.json is not valid JSON"),
+    DamagedStore("schema version 2", lambda store: edit_provenance(store, lambda p: p.update(schema_version=2)),
+                 "has schema version 2; this version of the software reads version 1"),
+    DamagedStore("Zarr format 2 root", lambda store: _edit_json(store / "zarr.json", lambda root: root.update(zarr_format=2)),
+                 "is not a Zarr format 3 group"),
+    DamagedStore("zip member that is a zip bomb", zip_bomb, "unpacks to 268,435,456 bytes"),
+    DamagedStore("chunk file symlinked out of the store", symlink_out, "outside the store; refusing to read it", "verify"),
+    DamagedStore("FIFO as a chunk file", fifo_chunk, "is not a regular file; refusing to read it", "verify"),
+    DamagedStore("zstd bomb chunk", zstd_bomb, "would decompress to 268,435,456 bytes", "verify"),
+    DamagedStore("shard index entry past the file end", index_past_the_end, "image/c/0/0/0/0 (samples 0-31)", "verify"),
+    DamagedStore("truncated shard", truncate_shard, "heatmap/c/1/0/0/0 (samples 32-63)", "verify"),
+    DamagedStore("shard files swapped", swap_shards, "32 of 32 samples differ from what was written", "verify"),
+    DamagedStore("chunk file deleted", delete_chunk, "samples differ from what was written (first: sample 32)", "verify"),
+)  # fmt: skip
+
+
+def make_damaged(original: Path, folder: Path, entry: DamagedStore) -> Path:
+    """A copy of the store at ``original`` in ``folder``, damaged as ``entry`` says; returns the
+    location to open."""
+    store = folder / "store.zarr"
+    shutil.copytree(original, store, symlinks=True)
+    return entry.damage(store) or store
