@@ -3,7 +3,7 @@
 Builds the tests' store (84 FER-2013 faces from ../shared/data, 48x48 gray, shards of 32), damages
 a copy of it per corpus entry (tests/sharing/damaged_stores.py) and runs, in a fresh process,
 ``fer-store info`` on the ones refused on opening and ``fer-store verify`` on the ones verify
-finds, recording wall time, peak resident memory (the child's ru_maxrss) and the exit status.
+finds, recording wall time (interpreter start included), peak resident memory and exit status.
 The intact store's ``info`` and ``verify`` are the baseline. Prints JSON.
 
     .venv/bin/python bench/damaged_stores.py
@@ -12,7 +12,6 @@ The intact store's ``info`` and ``verify`` are the baseline. Prints JSON.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,20 +25,30 @@ from pipeline.run import SYNCHRONOUS, preprocess  # noqa: E402
 from tests.conftest import FER_STORE_GUIDANCE, extract_fer2013  # noqa: E402
 from tests.sharing.damaged_stores import CORPUS, make_damaged  # noqa: E402
 
-FER_STORE = Path(sys.executable).parent / "fer-store"
+# fer-store in a fresh interpreter that prints its peak resident memory (VmHWM, which exec resets;
+# the child's ru_maxrss would include the memory of this process it was forked from) on exit.
+FER_STORE = """
+import atexit, sys
+def peak():
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM"))
+    sys.stderr.write(f"\\nPEAK_KB {line.split()[1]}\\n")
+atexit.register(peak)
+from cli.store import main
+main(sys.argv[1:], prog_name="fer-store")
+"""
 
 
 def measure(command: str, location: Path) -> dict:
     began = time.perf_counter()
-    process = subprocess.Popen([FER_STORE, command, str(location)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output = process.stdout.read().decode(errors="replace")
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
+    run = subprocess.run([sys.executable, "-c", FER_STORE, command, str(location)], capture_output=True, text=True)
+    seconds = time.perf_counter() - began
+    output = run.stdout + run.stderr
+    peak_kb = int(output.rsplit("PEAK_KB ", 1)[1].split()[0])
     return {
         "command": command,
-        "exit": process.returncode,
-        "seconds": round(time.perf_counter() - began, 2),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "exit": run.returncode,
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(peak_kb / 1024, 1),
         "traceback": "Traceback" in output,
         "message": next((line.strip() for line in output.splitlines() if "FAULT" in line or "Error" in line
                          or "refusing" in line), output.strip()[:200])[:200],  # fmt: skip
