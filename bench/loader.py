@@ -4,8 +4,10 @@ Prints JSON: samples per second delivered as float training batches of 64 (image
 soft landmark mask, saliency and landmarks) on the CPU, at S = H = 48 (FER-2013's own size) and
 S = H = 112 (the same faces upscaled), from
 
-- ``store``: :class:`fer_models.data.StoreBatches` streaming the store on local disk (a shard per
-  zarr call, shuffled over a window of shards);
+- ``store``: :class:`fer_models.data.StoreBatches` streaming the store on local disk (whole
+  shards decoded by :mod:`pipeline.shard_reader`, shuffled over a window of shards);
+- ``store_zarr_python``: the same shards read by zarr-python (one ``array[a:b]`` call per shard
+  and field, what StoreBatches did before), made into the same batches: the old path, side by side;
 - ``memory``: the same batches with the selection already in memory (the ceiling);
 - ``http`` and ``s3``: the same store streamed from ``fer-store serve`` and from an S3-compatible
   server (moto) on loopback, with the time to open the store (metadata, selection) from each;
@@ -58,6 +60,26 @@ def rate(batches, n_expected: int) -> float:
         seen += len(batch["image"])
     assert seen == n_expected, (seen, n_expected)
     return seen / (time.perf_counter() - began)
+
+
+def zarr_python_batches(store: Path, selection, shard_size: int):
+    """Shuffled batches of the selected samples, each shard of each field read by zarr-python."""
+    group = open_store(store)
+    arrays = {name: group[name] for name in FIELDS}
+    shards = np.unique(selection.index // shard_size)
+    window = []
+    order = np.random.default_rng(0).permutation(shards)
+    for position, shard in enumerate(order):
+        rows = selection.index[selection.index // shard_size == shard] - shard * shard_size
+        read = {name: array[shard * shard_size : (shard + 1) * shard_size][rows] for name, array in arrays.items()}
+        window.append(read)
+        if len(window) == 8 or position == len(order) - 1:
+            merged = {name: np.concatenate([part[name] for part in window]) for name in FIELDS}
+            order = np.random.default_rng(1).permutation(len(merged["image"]))
+            for first in range(0, len(order), BATCH):
+                rows = order[first : first + BATCH]
+                yield {name: torch.from_numpy(values[rows]) for name, values in merged.items()}
+            window = []
 
 
 def jpeg_batches(root: Path, sources: list[str], size: int, guidance: bool, config):
@@ -120,6 +142,7 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
         "s3": s3,
         "samples": n,
         "store_samples_per_s": round(rate(streaming, n)),
+        "store_zarr_python_samples_per_s": round(rate(zarr_python_batches(store, selection, config.shard_size), n)),
         "memory_samples_per_s": round(rate(in_memory, n)),
         "jpeg_samples_per_s": round(rate(jpeg_batches(root, train_sources, size, False, config), len(train_sources))),
         "jpeg_and_dlib_samples_per_s": round(

@@ -26,6 +26,7 @@ import torch
 
 from pipeline.datasets.label_sets import label_set_from_attrs
 from pipeline.errors import ConfigError, StoreError
+from pipeline.shard_reader import read_shards
 from pipeline.store import ATTRS_KEY, USABLE_STATUSES, open_store
 
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3  # "auto" holds a selection in memory up to this size
@@ -220,25 +221,26 @@ class StoreBatches(torch.utils.data.IterableDataset):
         group = open_store(self.store)
         return {name: group[name] for name in self.fields}
 
-    def _read(self, arrays: dict, start: int, positions: np.ndarray) -> dict[str, np.ndarray]:
-        """The fields of the selected samples at ``positions`` (all in the shard at ``start``)."""
-        rows = self.selection.index[positions] - start
-        stop = start + int(rows[-1]) + 1
-        values = {}
-        for name, array in arrays.items():
-            try:
-                values[name] = array[start:stop][rows]
-            except StoreError:
-                raise
-            except Exception as error:  # noqa: BLE001 - a damaged chunk raises whatever its codec raises
-                raise StoreError(f"cannot read {name!r} samples {start}-{stop - 1} of {self.store} ({type(error).__name__}: "
-                                 f"{error}); the store is damaged: `fer-store verify {self.store}` lists what")  # fmt: skip
-        return values
+    def _read(self, arrays: dict, window: list[tuple[int, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """The fields of the selected samples of each ``(shard start, positions into the
+        selection)`` of ``window``: every file of the window fetched in one round, whole shards
+        decoded (:func:`pipeline.shard_reader.read_shards`), the selected rows kept."""
+        try:
+            shards = read_shards(arrays, [start // self.shard_size for start, _ in window])
+        except Exception as error:  # noqa: BLE001 - a damaged chunk read by zarr raises whatever its codec raises
+            raise StoreError(f"cannot read {self.store}: {error if isinstance(error, StoreError) else repr(error)}; "
+                             f"the store is damaged: `fer-store verify {self.store}` lists what")  # fmt: skip
+        return [
+            {name: shards[name][i][self.selection.index[positions] - start] for name in arrays}
+            for i, (start, positions) in enumerate(window)
+        ]
 
     def _load_all(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
             arrays = self._arrays_of()
-            parts = [self._read(arrays, start, positions) for start, positions in self._blocks()]
+            blocks = self._blocks()
+            parts = [part for first in range(0, len(blocks), self.window_shards)
+                     for part in self._read(arrays, blocks[first : first + self.window_shards])]  # fmt: skip
             self._arrays = {name: np.concatenate([p[name] for p in parts]) for name in self.fields}
         return self._arrays
 
@@ -271,7 +273,7 @@ class StoreBatches(torch.utils.data.IterableDataset):
         carry_positions = np.zeros(0, dtype=np.int64)
         for first in range(0, len(blocks), self.window_shards):
             window = blocks[first : first + self.window_shards]
-            parts = [self._read(handles, start, positions) for start, positions in window]
+            parts = self._read(handles, window)
             positions = np.concatenate([carry_positions, *(p for _, p in window)])
             arrays = {
                 name: np.concatenate(([carry_arrays[name]] if len(carry_positions) else []) + [p[name] for p in parts])

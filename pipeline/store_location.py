@@ -117,6 +117,16 @@ class ContainedLocalStore(LocalStore):
         if not stat.S_ISREG(mode):
             raise StoreError(f"{key} in the store {self.root} is not a regular file; refusing to read it")
 
+    def read_file(self, key: str) -> bytes | None:
+        """The whole file at ``key`` (None if absent), read directly: a fraction of the cost of
+        :meth:`get`'s round trip through zarr's event loop, with the same checks."""
+        self._check_contained(key)
+        try:
+            with open(self.root / key, "rb") as file:
+                return file.read()
+        except FileNotFoundError:
+            return None
+
     async def get(self, key, prototype=None, byte_range=None):
         self._check_contained(key)
         return await super().get(key, prototype, byte_range)
