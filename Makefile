@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python bench/datasets.py
 	$(BIN)/python bench/guidance.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/damaged_stores.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -494,7 +494,7 @@ def check_layouts(attributes: dict[str, Any], layouts: dict[str, ArrayLayout]) -
     if CHECKSUM in layouts and len(layouts[CHECKSUM].shape) == 2:
         specs[CHECKSUM] = checksum_spec(("",) * layouts[CHECKSUM].shape[1])  # the column names are verify's
     if growing:
-        specs[GROWTH_MARK] = ArraySpec(GROWTH_MARK, ("sample",), "uint8", (), 0, per_sample_chunks=False)
+        specs[GROWTH_MARK] = GROWTH_MARK_SPEC
     shard_len = max(1, min(config.shard_size, n))
     problems = []
     for name, layout in layouts.items():
@@ -666,6 +666,7 @@ def bytes_on_disk(path: str | Path) -> int:
 
 
 GROWTH_MARK = "growing"
+GROWTH_MARK_SPEC = ArraySpec(GROWTH_MARK, ("sample",), "uint8", (), 0, per_sample_chunks=False)
 
 
 def begin_growth(path: str | Path, types: tuple[str, ...], models: dict[str, dict[str, str]]) -> None:
@@ -693,8 +694,7 @@ def begin_growth(path: str | Path, types: tuple[str, ...], models: dict[str, dic
     n = group["status"].shape[0]
     for spec in guidance_specs(types, config):
         _create_array(group, spec, n, config.shard_size)
-    mark = ArraySpec(GROWTH_MARK, ("sample",), "uint8", (), 0, per_sample_chunks=False)
-    _create_array(group, mark, n, config.shard_size)
+    _create_array(group, GROWTH_MARK_SPEC, n, config.shard_size)
     provenance["growing"] = {
         "types": list(types),
         "models": models,
