@@ -11,6 +11,9 @@ S = H = 112 (the same faces upscaled), from
 - ``memory``: the same batches with the selection already in memory (the ceiling);
 - ``http`` and ``s3``: the same store streamed from ``fer-store serve`` and from an S3-compatible
   server (moto) on loopback, with the time to open the store (metadata, selection) from each;
+- ``random_sample_ms``: the median time to read one random sample (every field) with
+  :func:`pipeline.shard_reader.read_sample` and with zarr-python (``array[i]`` per field), locally
+  and from ``fer-store serve``;
 - ``jpeg``: decoding the source JPEG files each time and resizing to S, image only (what an
   image-folder loader does);
 - ``jpeg_and_dlib``: decoding plus detection, 68 landmarks, alignment and the three guidance maps
@@ -42,6 +45,7 @@ from pipeline.config import build_config  # noqa: E402
 from pipeline.datasets import get_dataset  # noqa: E402
 from pipeline.models import ModelFiles, thread_models  # noqa: E402
 from pipeline.run import preprocess  # noqa: E402
+from pipeline.shard_reader import read_sample  # noqa: E402
 from pipeline.shard import process_image  # noqa: E402
 from pipeline.stages.decode import decode_image  # noqa: E402
 from pipeline.store import open_store  # noqa: E402
@@ -105,6 +109,23 @@ def jpeg_batches(root: Path, sources: list[str], size: int, guidance: bool, conf
         yield batch
 
 
+def random_sample_ms(location: str, count: int = 200) -> dict:
+    """Median milliseconds to read one random sample's fields, fast path and zarr-python."""
+    group = open_store(location)
+    arrays = {name: group[name] for name in FIELDS}
+    indices = np.random.default_rng(0).integers(0, group["image"].shape[0], count)
+    times = {"shard_reader": [], "zarr_python": []}
+    for index in indices:
+        began = time.perf_counter()
+        read_sample(arrays, int(index))
+        times["shard_reader"].append(time.perf_counter() - began)
+        began = time.perf_counter()
+        for array in arrays.values():
+            array[int(index)]
+        times["zarr_python"].append(time.perf_counter() - began)
+    return {path: round(1e3 * float(np.median(values)), 2) for path, values in times.items()}
+
+
 def remote(location: str, n: int) -> dict:
     """Seconds to open the store and select the train split, and streamed samples per second."""
     began = time.perf_counter()
@@ -129,6 +150,7 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
     n = len(selection)
     with store_server(store) as url:
         http = remote(url, n)
+        http["random_sample_ms"] = random_sample_ms(url)
     with s3_server():
         import s3fs
 
@@ -138,6 +160,7 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
         s3 = remote(f"s3://bench-{size}/s.zarr", n)
     return {
         "local_open_seconds": remote(str(store), n)["open_seconds"],
+        "random_sample_ms": random_sample_ms(str(store)),
         "http": http,
         "s3": s3,
         "samples": n,

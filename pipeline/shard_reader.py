@@ -26,6 +26,7 @@ import numcodecs.zstd
 import numpy as np
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecIndexLocation, ZstdCodec
+from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
@@ -93,26 +94,37 @@ class ShardLayout:
             return out[:rows]
         where = f"{self.key(shard)} (samples {start}-{start + rows - 1})"
         view = np.frombuffer(data, np.uint8)
-        flat = out.reshape(-1).view(np.uint8)
         if not self.sharded:
-            _decompress_into(_checked(view, where), flat, where)
+            self.decode_inner(view, out, where)
             return out[:rows]
-        count = self.shard_len // self.inner_len
+        count = self.inner_count
         if len(view) < 16 * count + 4:
             raise StoreError(f"{where}: the shard file is {len(view)} bytes, too short to hold its index")
-        entries = _checked(view[-(16 * count + 4) :], f"{where}, shard index").view("<u8").reshape(count, 2)
-        size = flat.size // count
+        entries = self.index_entries(view[-(16 * count + 4) :], where)
         for i, (offset, nbytes) in enumerate(entries.tolist()):
-            part = out[i * self.inner_len : (i + 1) * self.inner_len]
-            if offset == NO_CHUNK and nbytes == NO_CHUNK:
-                part[...] = self.fill_value
-                continue
-            if offset + nbytes > len(view) - 16 * count - 4 or nbytes < 4:
+            chunk = None if offset == NO_CHUNK else view[offset : offset + nbytes]
+            if chunk is not None and (offset + nbytes > len(view) - 16 * count - 4 or nbytes < 4):
                 raise StoreError(f"{where}: its index places inner chunk {i} at bytes {offset}-{offset + nbytes}, "
                                  f"outside the file's {len(view)} bytes")  # fmt: skip
-            _decompress_into(_checked(view[offset : offset + nbytes], f"{where}, inner chunk {i}"),
-                             flat[i * size : (i + 1) * size], where)  # fmt: skip
+            self.decode_inner(chunk, out[i * self.inner_len : (i + 1) * self.inner_len], f"{where}, inner chunk {i}")
         return out[:rows]
+
+    @property
+    def inner_count(self) -> int:
+        """Inner chunks per shard."""
+        return self.shard_len // self.inner_len
+
+    def index_entries(self, index: np.ndarray, where: str) -> np.ndarray:
+        """``(inner_count, 2) uint64`` (offset, length) of each inner chunk, from the index bytes
+        at the end of a shard file (its crc32c checked)."""
+        return _checked(index, f"{where}, shard index").view("<u8").reshape(self.inner_count, 2)
+
+    def decode_inner(self, chunk: np.ndarray | None, out: np.ndarray, where: str) -> None:
+        """Decode one inner chunk's bytes (None: never written) into ``out``, ``(inner_len, ...)``."""
+        if chunk is None:
+            out[...] = self.fill_value
+        else:
+            _decompress_into(_checked(chunk, where), out.reshape(-1).view(np.uint8), where)
 
 
 def _little_bytes(codec) -> bool:
@@ -176,3 +188,62 @@ def read_shards(arrays: dict[str, zarr.Array], shards: list[int]) -> dict[str, l
             result[name] = [array[s * length : min((s + 1) * length, array.shape[0])] for s in shards]
     return result
 
+
+
+def read_sample(arrays: dict[str, zarr.Array], index: int) -> dict[str, np.ndarray]:
+    """Every array's values of sample ``index`` (``{name: (*sample_shape)}``), reading only the
+    inner chunk that holds it: the shard indexes of all arrays in one concurrent round, then
+    their inner chunks in another (local files: a seek and a read each). Arrays this module does
+    not decode, and unsharded columns, are read through zarr-python.
+
+    Raises:
+        StoreError: as :meth:`ShardLayout.decode`, or an index entry past the end of its file.
+    """
+    layouts = {name: ShardLayout.of(array) for name, array in arrays.items()}
+    sharded = [name for name, layout in layouts.items() if layout is not None and layout.sharded]
+    values = {name: array[index] for name, array in arrays.items() if name not in sharded}
+    if not sharded:
+        return values
+    store = arrays[sharded[0]].store_path.store
+    shard, row = divmod(index, layouts[sharded[0]].shard_len)
+    indexes = fetch_ranges(store, [(layouts[name].key(shard), -(16 * layouts[name].inner_count + 4), None)
+                                   for name in sharded])  # fmt: skip
+    wanted = []
+    for name, index_bytes in zip(sharded, indexes):
+        layout = layouts[name]
+        where = f"{layout.key(shard)} (sample {index})"
+        if index_bytes is None:
+            wanted.append(None)
+            continue
+        offset, nbytes = layout.index_entries(np.frombuffer(index_bytes, np.uint8), where)[row // layout.inner_len].tolist()
+        wanted.append(None if offset == NO_CHUNK else (layout.key(shard), offset, nbytes))
+    chunks = fetch_ranges(store, [request for request in wanted if request is not None])
+    for name, request in zip(sharded, wanted):
+        layout = layouts[name]
+        out = np.empty((layout.inner_len, *layout.sample_shape), layout.dtype)
+        chunk = None
+        if request is not None:
+            chunk = np.frombuffer(chunks.pop(0), np.uint8)
+            if len(chunk) != request[2]:
+                raise StoreError(f"{request[0]} (sample {index}): its index places an inner chunk at bytes "
+                                 f"{request[1]}-{request[1] + request[2]}, past the end of the file")  # fmt: skip
+        layout.decode_inner(chunk, out, f"{layout.key(shard)} (sample {index})")
+        values[name] = out[row % layout.inner_len]
+    return values
+
+
+def fetch_ranges(store: zarr.abc.store.Store, requests: list[tuple[str, int, int | None]]) -> list[bytes | None]:
+    """Byte ranges of files of ``store``, fetched concurrently: ``(key, start, length)``, or
+    ``(key, -n, None)`` for the last n bytes; None where the file is absent."""
+    if isinstance(store, ContainedLocalStore):
+        return [store.read_range(key, start, length) for key, start, length in requests]
+    prototype = default_buffer_prototype()
+
+    def byte_range(start: int, length: int | None):
+        return SuffixByteRequest(-start) if length is None else RangeByteRequest(start, start + length)
+
+    async def fetch_all():
+        return await asyncio.gather(*(store.get(key, prototype=prototype, byte_range=byte_range(start, length))
+                                      for key, start, length in requests))  # fmt: skip
+
+    return [None if buffer is None else buffer.to_bytes() for buffer in sync(fetch_all())]

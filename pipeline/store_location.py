@@ -127,6 +127,19 @@ class ContainedLocalStore(LocalStore):
         except FileNotFoundError:
             return None
 
+    def read_range(self, key: str, start: int, length: int | None) -> bytes | None:
+        """``length`` bytes from ``start`` of the file at ``key`` (``start`` < 0 and no length:
+        the last ``-start`` bytes); None if absent. Checked as :meth:`read_file`."""
+        self._check_contained(key)
+        try:
+            with open(self.root / key, "rb") as file:
+                file.seek(start, os.SEEK_SET if start >= 0 else os.SEEK_END)
+                return file.read(-1 if length is None else length)
+        except FileNotFoundError:
+            return None
+        except OSError as error:  # a suffix longer than the file
+            raise StoreError(f"cannot read {key} in the store {self.root}: {error}") from None
+
     async def get(self, key, prototype=None, byte_range=None):
         self._check_contained(key)
         return await super().get(key, prototype, byte_range)

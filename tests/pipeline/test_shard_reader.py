@@ -8,8 +8,9 @@ import pytest
 
 from pipeline.errors import StoreError
 from pipeline.pack import pack_store
-from pipeline.shard_reader import ShardLayout, read_shards
+from pipeline.shard_reader import ShardLayout, read_sample, read_shards
 from pipeline.store import open_store
+from tests.sharing.damaged_stores import index_past_the_end
 from tests.sharing.servers import store_server
 
 
@@ -25,10 +26,13 @@ def same_as_zarr(location) -> int:
             expected = array[shard * length : (shard + 1) * length]
             np.testing.assert_array_equal(values, expected, err_msg=f"{location} {name} shard {shard}")
             assert values.dtype == expected.dtype
+    for index in (0, 15, 16, 33, arrays["image"].shape[0] - 1):  # inner chunk edges, the last sample
+        for name, values in read_sample(arrays, index).items():
+            np.testing.assert_array_equal(values, arrays[name][index], err_msg=f"{location} {name} sample {index}")
     return sum(ShardLayout.of(array) is not None for array in arrays.values())
 
 
-def test_every_array_from_disk_zip_and_http_equals_zarr_python(fer_store, tmp_path):
+def test_every_array_and_sample_from_disk_zip_and_http_equals_zarr_python(fer_store, tmp_path):
     fast = same_as_zarr(fer_store)
     assert fast == len(list(open_store(fer_store).array_keys())) - 2  # all but the strings: source, message
     pack_store(fer_store, tmp_path / "fer.zarr.zip")
@@ -47,16 +51,21 @@ def test_missing_files_and_inner_chunks_read_as_the_fill_value(fer_store, tmp_pa
     same_as_zarr(store)  # zarr-python reads the missing file as the fill value too
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "index past the end"])
 def test_damage_is_named(fer_store, tmp_path, damage):
     store = tmp_path / "copy.zarr"
     shutil.copytree(fer_store, store)
     path = store / "image" / "c" / "0" / "0" / "0" / "0"
     data = bytearray(path.read_bytes())
     if damage == "truncate":
-        data = data[: len(data) // 2]
-    else:
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    elif damage == "flip":
         data[len(data) // 4] ^= 1
-    path.write_bytes(bytes(data))
+        path.write_bytes(bytes(data))
+    else:
+        index_past_the_end(store)
+    image = {"image": open_store(store)["image"]}
     with pytest.raises(StoreError, match=r"image/c/0/0/0/0 \(samples 0-31\).*(crc32c|outside the file)"):
-        read_shards({"image": open_store(store)["image"]}, [0])
+        read_shards(image, [0])
+    with pytest.raises(StoreError, match=r"image/c/0/0/0/0 \(sample 3\).*(crc32c|past the end)"):
+        read_sample(image, 3)
