@@ -193,13 +193,15 @@ def computed_arrays(config: PreprocessConfig) -> tuple[str, ...]:
 # Inner chunks of tensor arrays hold a few samples, up to this many raw bytes: each zarr chunk
 # costs about 0.25 ms of Python to read or write, so one-sample chunks would cost more than the
 # guidance computation itself (measured: 0.30 ms/sample/array at 1 sample per 48x48 chunk, 0.03
-# ms at 16), while one sample can still be read without decoding a whole shard.
-INNER_CHUNK_BYTES = 128 * 1024
+# ms at 16), while one sample can still be read without decoding a whole shard. 16 samples is
+# also where whole-shard reads stop gaining and random single-sample reads start losing
+# (bench/inner_chunks.py; docs/benchmarks.md), so the byte cap lets a 112x112 gray map hold 16.
+INNER_CHUNK_BYTES = 256 * 1024
 MAX_SAMPLES_PER_INNER_CHUNK = 16
 
 
 def samples_per_inner_chunk(sample_bytes: int, shard_len: int) -> int:
-    """Largest power of two <= 16 that divides ``shard_len`` and keeps a chunk under 128 KiB."""
+    """Largest power of two <= 16 that divides ``shard_len`` and keeps a chunk under 256 KiB."""
     count = 1
     while (
         count * 2 <= MAX_SAMPLES_PER_INNER_CHUNK
