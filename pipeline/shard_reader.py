@@ -149,8 +149,11 @@ def _checked(data: np.ndarray, where: str) -> np.ndarray:
 
 def _decompress_into(frame: np.ndarray, out: np.ndarray, where: str) -> None:
     size = frame_content_size(frame[:18].tobytes())
+    if size is None:
+        raise StoreError(f"{where}: a zstd frame does not record its size, which zarr always writes; refusing it")
     if size != out.size:
-        raise StoreError(f"{where}: a zstd frame records {size} bytes for a chunk of {out.size}; refusing it")
+        raise StoreError(f"{where}: a zstd frame would decompress to {size:,} bytes where the chunk holds "
+                         f"{out.size:,}; refusing it")  # fmt: skip
     numcodecs.zstd.decompress(frame, out)
 
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import PreprocessConfig, sha256_of_json
-from pipeline.errors import FerStoreError, StoreRefusedError
+from pipeline.errors import FerStoreError, StoreError, StoreRefusedError
 from pipeline.sample_checksums import sample_checksums
+from pipeline.shard_reader import read_shards
 from pipeline.store import (
     ATTRS_KEY, CHECKSUM, Status, array_specs, guidance_specs, open_store, status_counts,
 )  # fmt: skip
@@ -80,8 +81,12 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
             stop = min(start + block, array.shape[0])
             where = f"{name}/{'/'.join(['c', str(start // block)] + ['0'] * (array.ndim - 1))} (samples {start}-{stop - 1})"
             try:
-                values = array[start:stop]
-            except Exception as error:  # noqa: BLE001 - a damaged chunk raises whatever its codec raises
+                values = read_shards({name: array}, [start // block])[name][0]
+            except StoreError as error:  # named by the shard reader: "<where>[, inner chunk i]: ..."
+                text = str(error)
+                faults.append(Fault(where, text[len(where) :].lstrip(":, ") if text.startswith(where) else text))
+                continue
+            except Exception as error:  # noqa: BLE001 - a damaged chunk read by zarr raises whatever its codec raises
                 faults.append(Fault(where, f"{type(error).__name__}: {error}"))
                 continue
             if name == "status":
