@@ -103,7 +103,7 @@ class _Limited:
 class StoreServer(ThreadingHTTPServer):
     # Readers fetch many files at once (every array's metadata on opening, a window of shards
     # while training). socketserver's backlog of 5 drops the connections past it, and each
-    # dropped one waits a second for its SYN to be sent again: opening took 1.2 s, not 0.03 s.
+    # dropped one waits a second for its SYN to be sent again: opening took 1.2 s instead of 0.05 s.
     request_queue_size = 128
 
 
