@@ -157,19 +157,6 @@ def _decompress_into(frame: np.ndarray, out: np.ndarray, where: str) -> None:
     numcodecs.zstd.decompress(frame, out)
 
 
-def fetch(store: zarr.abc.store.Store, keys: list[str]) -> list[bytes | None]:
-    """The whole files at ``keys`` of ``store`` (None where absent), fetched concurrently; a local
-    store's files are read directly, after the same containment checks."""
-    if isinstance(store, ContainedLocalStore):
-        return [store.read_file(key) for key in keys]
-    prototype = default_buffer_prototype()
-
-    async def fetch_all():
-        return await asyncio.gather(*(store.get(key, prototype=prototype) for key in keys))
-
-    return [None if buffer is None else buffer.to_bytes() for buffer in sync(fetch_all())]
-
-
 def read_shards(arrays: dict[str, zarr.Array], shards: list[int]) -> dict[str, list[np.ndarray]]:
     """Every sample of each of ``shards`` of each array: ``{name: [(m, ...) per shard]}``.
 
@@ -181,7 +168,7 @@ def read_shards(arrays: dict[str, zarr.Array], shards: list[int]) -> dict[str, l
     result: dict[str, list[np.ndarray]] = {}
     if fast:
         store = arrays[fast[0]].store_path.store
-        files = fetch(store, [layouts[name].key(shard) for name in fast for shard in shards])
+        files = fetch_ranges(store, [(layouts[name].key(shard), 0, None) for name in fast for shard in shards])
         for i, name in enumerate(fast):
             layout = layouts[name]
             result[name] = [layout.decode(s, files[i * len(shards) + j]) for j, s in enumerate(shards)]
@@ -236,14 +223,17 @@ def read_sample(arrays: dict[str, zarr.Array], index: int) -> dict[str, np.ndarr
 
 
 def fetch_ranges(store: zarr.abc.store.Store, requests: list[tuple[str, int, int | None]]) -> list[bytes | None]:
-    """Byte ranges of files of ``store``, fetched concurrently: ``(key, start, length)``, or
-    ``(key, -n, None)`` for the last n bytes; None where the file is absent."""
+    """Byte ranges of files of ``store``, fetched concurrently (a local store's read directly,
+    after the same containment checks): ``(key, start, length)``, ``(key, 0, None)`` for the whole
+    file, ``(key, -n, None)`` for its last n bytes; None where the file is absent."""
     if isinstance(store, ContainedLocalStore):
         return [store.read_range(key, start, length) for key, start, length in requests]
     prototype = default_buffer_prototype()
 
     def byte_range(start: int, length: int | None):
-        return SuffixByteRequest(-start) if length is None else RangeByteRequest(start, start + length)
+        if length is None:
+            return None if start == 0 else SuffixByteRequest(-start)
+        return RangeByteRequest(start, start + length)
 
     async def fetch_all():
         return await asyncio.gather(*(store.get(key, prototype=prototype, byte_range=byte_range(start, length))

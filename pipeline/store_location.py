@@ -117,19 +117,10 @@ class ContainedLocalStore(LocalStore):
         if not stat.S_ISREG(mode):
             raise StoreError(f"{key} in the store {self.root} is not a regular file; refusing to read it")
 
-    def read_file(self, key: str) -> bytes | None:
-        """The whole file at ``key`` (None if absent), read directly: a fraction of the cost of
-        :meth:`get`'s round trip through zarr's event loop, with the same checks."""
-        self._check_contained(key)
-        try:
-            with open(self.root / key, "rb") as file:
-                return file.read()
-        except FileNotFoundError:
-            return None
-
     def read_range(self, key: str, start: int, length: int | None) -> bytes | None:
-        """``length`` bytes from ``start`` of the file at ``key`` (``start`` < 0 and no length:
-        the last ``-start`` bytes); None if absent. Checked as :meth:`read_file`."""
+        """``length`` bytes from ``start`` of the file at ``key`` (no length: to its end; ``start``
+        < 0: the last ``-start`` bytes); None if absent. Read directly, a fraction of the cost of
+        :meth:`get`'s round trip through zarr's event loop, with the same checks."""
         self._check_contained(key)
         try:
             with open(self.root / key, "rb") as file:

@@ -225,7 +225,3 @@ def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
-
-def raw_chunk_bytes(layout: ArrayLayout) -> int:
-    """Raw bytes of one chunk of ``layout`` (a whole shard for sharded arrays)."""
-    return int(np.prod(layout.chunk_shape)) * ITEM_BYTES[layout.data_type]
