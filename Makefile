@@ -23,7 +23,7 @@ PREPROCESS_ARGS ?=
 # pytest arguments, e.g. PYTEST_ARGS="-m 'not slow'" for the fast tests only.
 PYTEST_ARGS ?=
 
-.PHONY: install demo preprocess test bench clean
+.PHONY: install demo preprocess test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,11 @@ preprocess: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff: lint rules and formatting as configured in pyproject.toml (CI runs it before the tests).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: install
 	$(BIN)/python bench/preprocess.py

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.compute.run import SYNCHRONOUS, preprocess  # noqa: E402
 from pipeline.config import build_config  # noqa: E402
-from pipeline.run import SYNCHRONOUS, preprocess  # noqa: E402
 from tests.conftest import FER_STORE_GUIDANCE, extract_fer2013  # noqa: E402
 from tests.sharing.damaged_stores import CORPUS, make_damaged  # noqa: E402
 
@@ -62,7 +62,7 @@ def main() -> None:
         config = build_config({"detect": {"prior": "full-frame"}, "align": {"size": 48, "color": "gray"},
                                "guidance": {"types": FER_STORE_GUIDANCE}, "shard_size": 32})  # fmt: skip
         preprocess(store, "folder", extract_fer2013(folder / "data", per_class=6), config,
-                   scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None)  # fmt: skip
+                   scheduler=SYNCHRONOUS)  # fmt: skip
         results = {"intact": [measure("info", store), measure("verify", store)]}
         for index, entry in enumerate(CORPUS):
             copy = folder / f"damaged-{index}"

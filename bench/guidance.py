@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.compute.run import SYNCHRONOUS, grow, preprocess  # noqa: E402
 from pipeline.config import build_config  # noqa: E402
 from pipeline.guidance import resolve_guidance  # noqa: E402
-from pipeline.run import SYNCHRONOUS, grow, preprocess  # noqa: E402
 from pipeline.store import bytes_on_disk  # noqa: E402
 from tests.conftest import extract_fer2013  # noqa: E402
 
@@ -36,7 +36,7 @@ def measure(root: Path, size: int, workdir: Path) -> dict:
         "detect": {"prior": "full-frame"}, "align": {"size": size, "color": "gray"},
         "guidance": {"types": ("all",)},
     })  # fmt: skip
-    summary = preprocess(store, "fer2013", root, config, scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None)
+    summary = preprocess(store, "fer2013", root, config, scheduler=SYNCHRONOUS)
     usable = summary.counts["ok"] + summary.counts["ok_prior"]
     n = summary.counts["total"]
     per_type = {
@@ -56,8 +56,8 @@ GROWN = "heatmap_regions,saliency_fine_grained,mask_hull"
 def measure_growth(root: Path, size: int, workdir: Path) -> dict:
     store = workdir / f"grow{size}.zarr"
     config = build_config({"detect": {"prior": "full-frame"}, "align": {"size": size, "color": "gray"}})
-    built = preprocess(store, "fer2013", root, config, scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None)
-    grown = grow(store, GROWN, scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None)
+    built = preprocess(store, "fer2013", root, config, scheduler=SYNCHRONOUS)
+    grown = grow(store, GROWN, scheduler=SYNCHRONOUS)
     return {
         "build_seconds": round(built.seconds, 2),
         "added": GROWN,

@@ -2,7 +2,7 @@
 
 Copies the ``image`` and ``heatmap`` arrays of each store given (built by fer-preprocess, e.g.
 ``make preprocess DATASET=fer2013 SIZE=112``) into stores that differ only in how many samples an
-inner chunk holds, then reads each with :mod:`pipeline.shard_reader`: every shard whole (ms per
+inner chunk holds, then reads each with :mod:`pipeline.store.shard_reader`: every shard whole (ms per
 shard, both arrays) and 200 random samples (median ms per sample, both arrays). Prints JSON.
 
     .venv/bin/python bench/inner_chunks.py --store stores/fer2013-48.zarr --store stores/fer2013-112.zarr
@@ -23,8 +23,8 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.shard_reader import read_sample, read_shards  # noqa: E402
 from pipeline.store import open_store  # noqa: E402
+from pipeline.store.shard_reader import read_sample, read_shards  # noqa: E402
 
 ARRAYS = ("image", "heatmap")
 COUNTS = (1, 2, 4, 8, 16, 32, 64, 256)

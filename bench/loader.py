@@ -5,14 +5,14 @@ soft landmark mask, saliency and landmarks) on the CPU, at S = H = 48 (FER-2013'
 S = H = 112 (the same faces upscaled), from
 
 - ``store``: :class:`fer_models.data.StoreBatches` streaming the store on local disk (whole
-  shards decoded by :mod:`pipeline.shard_reader`, shuffled over a window of shards);
+  shards decoded by :mod:`pipeline.store.shard_reader`, shuffled over a window of shards);
 - ``store_zarr_python``: the same shards read by zarr-python (one ``array[a:b]`` call per shard
   and field, what StoreBatches did before), made into the same batches: the old path, side by side;
 - ``memory``: the same batches with the selection already in memory (the ceiling);
 - ``http`` and ``s3``: the same store streamed from ``fer-store serve`` and from an S3-compatible
   server (moto) on loopback, with the time to open the store (metadata, selection) from each;
 - ``random_sample_ms``: the median time to read one random sample (every field) with
-  :func:`pipeline.shard_reader.read_sample` and with zarr-python (``array[i]`` per field), locally
+  :func:`pipeline.store.shard_reader.read_sample` and with zarr-python (``array[i]`` per field), locally
   and from ``fer-store serve``;
 - ``jpeg``: decoding the source JPEG files each time and resizing to S, image only (what an
   image-folder loader does);
@@ -40,15 +40,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fer_models.data import StoreBatches, select_samples  # noqa: E402
-from fer_models.train import prepare_batch  # noqa: E402
+from fer_models.engine import prepare_batch  # noqa: E402
+from pipeline.compute.model_files import ModelFiles, thread_models  # noqa: E402
+from pipeline.compute.run import preprocess  # noqa: E402
+from pipeline.compute.shard_task import process_image  # noqa: E402
 from pipeline.config import build_config  # noqa: E402
 from pipeline.datasets import get_dataset  # noqa: E402
-from pipeline.models import ModelFiles, thread_models  # noqa: E402
-from pipeline.run import preprocess  # noqa: E402
-from pipeline.shard_reader import read_sample  # noqa: E402
-from pipeline.shard import process_image  # noqa: E402
 from pipeline.stages.decode import decode_image  # noqa: E402
 from pipeline.store import open_store  # noqa: E402
+from pipeline.store.shard_reader import read_sample  # noqa: E402
 from tests.conftest import extract_fer2013  # noqa: E402
 from tests.sharing.servers import s3_server, store_server  # noqa: E402
 
@@ -139,7 +139,7 @@ def remote(location: str, n: int) -> dict:
 def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
     store = workdir / f"s{size}.zarr"
     config = build_config(get_dataset("fer2013").config_defaults, {"align": {"size": size}})
-    preprocess(store, "fer2013", root, config, workers=2, progress=False, echo=lambda _: None)
+    preprocess(store, "fer2013", root, config, workers=2)
     selection = select_samples(store, "train")
     streaming = StoreBatches(store, selection, FIELDS, BATCH, shuffle=True, in_memory=False)
     in_memory = StoreBatches(store, selection, FIELDS, BATCH, shuffle=True, in_memory=True)

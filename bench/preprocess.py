@@ -23,11 +23,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.compute.model_files import ModelFiles, thread_models  # noqa: E402
+from pipeline.compute.run import preprocess  # noqa: E402
+from pipeline.compute.shard_task import StageTimer, process_image  # noqa: E402
 from pipeline.config import build_config  # noqa: E402
 from pipeline.datasets import get_dataset  # noqa: E402
-from pipeline.models import ModelFiles, thread_models  # noqa: E402
-from pipeline.run import preprocess  # noqa: E402
-from pipeline.shard import StageTimer, process_image  # noqa: E402
 from pipeline.stages.decode import decode_image  # noqa: E402
 from tests.conftest import DLIB_FACES, extract_fer2013  # noqa: E402
 
@@ -67,7 +67,7 @@ def serial_loop(root: Path, config) -> dict:
 
 
 def pipeline_run(root: Path, config, workers: int, store: Path) -> dict:
-    summary = preprocess(store, "folder", root, config, workers=workers, progress=False, echo=lambda _: None)
+    summary = preprocess(store, "folder", root, config, workers=workers)
     n = summary.processed
     return {
         "workers": workers,

@@ -33,11 +33,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.compute.model_files import ModelFiles  # noqa: E402
+from pipeline.compute.run import plan_tasks  # noqa: E402
 from pipeline.config import build_config  # noqa: E402
 from pipeline.datasets import get_dataset  # noqa: E402
-from pipeline.models import ModelFiles  # noqa: E402
-from pipeline.run import plan_tasks  # noqa: E402
-from pipeline.store import pending_shards, prepare_store  # noqa: E402
+from pipeline.store.writer import pending_shards, prepare_store  # noqa: E402
 from tests.conftest import FER2013_TGZ  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent

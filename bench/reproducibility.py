@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
-from fer_models.train import TrainConfig, load_checkpoint, train
+from fer_models.checkpoint import load_checkpoint
+from fer_models.config import TrainConfig
+from fer_models.run_directory import train
 
 MODELS = (("cnn", {}), ("resnet18", {"width": 8}))
 RUNS = (("1 thread", 1), ("1 thread again", 1), ("2 threads", 2), ("2 threads again", 2))
@@ -37,7 +39,7 @@ def main() -> None:
                 config = TrainConfig(store=args.store, model=model, options=options, folds=args.folds,
                                      epochs=args.epochs, threads=threads)  # fmt: skip
                 run = Path(scratch) / f"{model}-{name.replace(' ', '-')}"
-                train(config, run, echo=lambda _: None)
+                train(config, run)
                 weights[name] = load_checkpoint(run / "last.pt")["model"]
 
             def same(a: str, b: str) -> bool:

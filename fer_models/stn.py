@@ -76,8 +76,10 @@ class SpatialTransformerCNN(_TransformerCNN):
         return self.classify(image, self.localisation(image))
 
 
-GUIDED_STN_GUIDANCE = ("mask_soft", "mask_binary", "mask_dilated", "saliency", "saliency_fine_grained",
-                       "saliency_network", "mask_hull", "heatmap")  # fmt: skip
+# The maps the localisation network can see: every one-channel map of the catalogue, the paper's
+# soft mask first.
+GUIDED_STN_GUIDANCE = tuple(sorted((name for name, kind in GUIDANCE_TYPES.items() if kind.single_map),
+                                   key=lambda name: name != "mask_soft"))  # fmt: skip
 
 
 @register_model("guided-stn", epochs=30, batch_size=64, lr=1e-3)

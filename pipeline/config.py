@@ -3,7 +3,7 @@
 A :class:`PreprocessConfig` is hashed (:meth:`PreprocessConfig.sha256`) into the store's
 provenance: a store can only be resumed by a run with the same hash. Paths of model files are
 *not* part of the config (they differ between machines); the store records each model file's
-sha256 instead (see :mod:`pipeline.models`).
+sha256 instead (see :mod:`pipeline.compute.model_files`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The guidance types a run can compute, each stored as its own array under its own name.
+"""The guidance catalogue: every guidance type a store can hold, as data.
 
 A run computes the types named in ``GuidanceConfig.types`` (``fer-preprocess --guidance LIST``),
 nothing else, so nobody pays for guidance they do not use. Every type renders from the aligned
@@ -7,107 +7,93 @@ face and its 68 aligned landmarks only (never the source image), and is one of:
 - a map, ``(C, H, H) uint8`` 0..255 covering the S x S aligned crop at the guidance size H;
 - boxes, ``(R, 4) float32`` (left, top, right, bottom) in aligned pixels.
 
-``inputs`` names the stored arrays a type renders from, so a store can grow a type later from
-its stored aligned faces and landmarks alone (:func:`pipeline.run.grow`).
-
-``channels`` names the C channels (or R boxes); ``flip_permutation`` says which channel a
-horizontal flip maps each channel to (None: every channel maps onto itself), so training can flip
-guidance consistently with the image.
+This module is the one list of types: the store schema (array shapes, channel names, flip
+permutations), the contact sheet (one tile per family), the guided spatial transformer (which
+maps it accepts) and the README's table derive from it. How each type is rendered lives apart, in
+:mod:`pipeline.compute.renderers`, so reading a store needs neither dlib nor OpenCV.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-import numpy as np
+from pipeline.landmark_scheme import FLIP_PERMUTATION, N_LANDMARKS
+from pipeline.stages.heatmaps import REGION_GROUPS
+from pipeline.stages.regions import REGION_FLIP, REGIONS
 
-from pipeline.stages.heatmaps import LANDMARK_GROUPS, REGION_GROUPS, render_grouped_heatmaps
-from pipeline.stages.landmarks import FLIP_PERMUTATION, N_LANDMARKS
-from pipeline.stages.masks import (
-    render_binary_landmark_mask, render_dilated_landmark_mask, render_face_hull_mask, soften_mask,
-)  # fmt: skip
-from pipeline.stages.regions import REGION_FLIP, REGIONS, region_boxes
-from pipeline.stages.saliency import fine_grained_saliency, network_saliency, spectral_residual_saliency
-
-if TYPE_CHECKING:
-    from pipeline.config import GuidanceConfig
-    from pipeline.models import LoadedModels
-
-Renderer = Callable[[np.ndarray, np.ndarray, int, "GuidanceConfig", "LoadedModels"], np.ndarray]
-IMAGE_INPUT, LANDMARK_INPUT = ("image",), ("landmarks",)
+FAMILIES = ("heatmap", "saliency", "mask", "regions")
 
 
 @dataclass(frozen=True)
 class GuidanceType:
     """One kind of guidance tensor.
 
-    name: the option value and the store array's name.
-    render: ``(aligned image (S, S) or (S, S, 3) uint8, landmarks (68, 2) float32 aligned pixels,
-        S, guidance config, this thread's loaded models) -> (C, H, H) uint8`` map or
-        ``(R, 4) float32`` boxes.
-    inputs: the store arrays it renders from (``image`` and/or ``landmarks``).
+    name: the ``--guidance`` value and the store array's name.
+    description: one line for people (``--help``, the README's table).
+    family: ``heatmap``, ``saliency``, ``mask`` or ``regions`` (:data:`FAMILIES`).
+    channels: names of the C channels of a map, or of the R boxes.
+    inputs: the stored arrays it renders from (``image`` and/or ``landmarks``), so a store can
+        grow the type later from them alone (:func:`pipeline.compute.run.grow`).
+    flip_permutation: the channel a horizontal flip maps each channel to (None: each maps onto
+        itself), so training flips guidance consistently with the image.
     boxes: True for boxes, False for maps.
-    model: the :class:`~pipeline.models.ModelFiles` field of the model file it needs, if any.
+    model: the :class:`~pipeline.compute.model_files.ModelFiles` field of the user's model file
+        it needs, if any.
     """
 
     name: str
     description: str
+    family: str
     channels: tuple[str, ...]
-    render: Renderer
     inputs: tuple[str, ...]
     flip_permutation: tuple[int, ...] | None = None
     boxes: bool = False
     model: str | None = None
 
+    @property
+    def single_map(self) -> bool:
+        """A one-channel map (what the guided spatial transformer's localisation network sees)."""
+        return not self.boxes and len(self.channels) == 1
 
-def _heatmap(groups: tuple[tuple[int, ...], ...]) -> Renderer:
-    return lambda image, landmarks, s, g, m: render_grouped_heatmaps(landmarks, groups, s, g.size, g.heatmap_sigma)
-
-
-def _mask(render: Callable[[np.ndarray, int, int], np.ndarray]) -> Renderer:
-    return lambda image, landmarks, s, g, m: render(landmarks, s, g.size)[None]
-
-
-def _saliency(render: Callable[[np.ndarray, int], np.ndarray]) -> Renderer:
-    return lambda image, landmarks, s, g, m: render(image, g.size)[None]
+    def array_shape(self) -> str:
+        """The store array's shape, in the README's notation."""
+        return f"(N, {len(self.channels)}, 4) float32" if self.boxes else f"(N, {len(self.channels)}, H, H) uint8"
 
 
-def _network_saliency(image, landmarks, s, g, models) -> np.ndarray:
-    return network_saliency(models.saliency_network, image, g.size)[None]
-
-
+IMAGE_INPUT, LANDMARK_INPUT = ("image",), ("landmarks",)
 GUIDANCE_TYPES: dict[str, GuidanceType] = {
     t.name: t
     for t in (
-        GuidanceType("heatmap", "sum of 68 landmark Gaussians, one channel (PAL)",
-                     ("all_landmarks",), _heatmap((tuple(range(N_LANDMARKS)),)), LANDMARK_INPUT),
-        GuidanceType("heatmap_regions", "landmark Gaussians per region: brows, eyes, nose, mouth, jaw",
-                     tuple(REGION_GROUPS), _heatmap(tuple(REGION_GROUPS.values())), LANDMARK_INPUT),
-        GuidanceType("heatmap_landmarks", "one Gaussian per landmark, 68 channels",
-                     tuple(f"landmark_{i}" for i in range(N_LANDMARKS)), _heatmap(LANDMARK_GROUPS), LANDMARK_INPUT,
+        GuidanceType("heatmap", "sum of the 68 landmark Gaussians (`--heatmap-sigma`, aligned px)", "heatmap",
+                     ("all_landmarks",), LANDMARK_INPUT),
+        GuidanceType("heatmap_regions", "Gaussians per region: brows, eyes, nose, mouth, jaw", "heatmap",
+                     tuple(REGION_GROUPS), LANDMARK_INPUT),
+        GuidanceType("heatmap_landmarks", "one Gaussian per landmark", "heatmap",
+                     tuple(f"landmark_{i}" for i in range(N_LANDMARKS)), LANDMARK_INPUT,
                      flip_permutation=tuple(int(i) for i in FLIP_PERMUTATION)),
-        GuidanceType("saliency", "spectral-residual saliency (Hou and Zhang 2007)",
-                     ("spectral_residual",), _saliency(spectral_residual_saliency), IMAGE_INPUT),
-        GuidanceType("saliency_fine_grained", "fine-grained saliency (Montabone and Soto 2010)",
-                     ("fine_grained",), _saliency(fine_grained_saliency), IMAGE_INPUT),
-        GuidanceType("saliency_network", "a learned saliency network given as an ONNX file (--saliency-model)",
-                     ("network",), _network_saliency, IMAGE_INPUT, model="saliency_network"),
-        GuidanceType("mask_binary", "guided-STN mask: filled brows, eyes, nose, mouth and the jaw line, 255 on 0",
-                     ("binary",), _mask(render_binary_landmark_mask), LANDMARK_INPUT),
-        GuidanceType("mask_soft", "guided-STN soft mask: the binary mask at 255 on 128",
-                     ("soft",), _mask(lambda lm, s, h: soften_mask(render_binary_landmark_mask(lm, s, h))), LANDMARK_INPUT),
-        GuidanceType("mask_dilated", "guided-STN dilated mask: the regions without the jaw, dilated",
-                     ("dilated",), _mask(render_dilated_landmark_mask), LANDMARK_INPUT),
-        GuidanceType("mask_hull", "convex hull of the 68 landmarks: the face region (FERAtt target)",
-                     ("face_hull",), _mask(render_face_hull_mask), LANDMARK_INPUT),
-        GuidanceType("regions", "local region boxes from the inter-ocular distance (region networks)",
-                     tuple(REGIONS), lambda image, landmarks, s, g, m: region_boxes(landmarks, s), LANDMARK_INPUT,
-                     flip_permutation=tuple(int(i) for i in REGION_FLIP), boxes=True),
+        GuidanceType("saliency", "spectral-residual saliency (Hou and Zhang 2007)", "saliency",
+                     ("spectral_residual",), IMAGE_INPUT),
+        GuidanceType("saliency_fine_grained", "fine-grained saliency (Montabone and Soto 2010; OpenCV contrib)",
+                     "saliency", ("fine_grained",), IMAGE_INPUT),
+        GuidanceType("saliency_network", "your saliency network as an ONNX file (`--saliency-model`), see below",
+                     "saliency", ("network",), IMAGE_INPUT, model="saliency_network"),
+        GuidanceType("mask_binary", "guided-STN mask: brows, eyes, nose, mouth filled, jaw line; 255 on 0", "mask",
+                     ("binary",), LANDMARK_INPUT),
+        GuidanceType("mask_soft", "the binary mask at 255 on 128", "mask", ("soft",), LANDMARK_INPUT),
+        GuidanceType("mask_dilated", "the regions without the jaw, dilated", "mask", ("dilated",), LANDMARK_INPUT),
+        GuidanceType("mask_hull", "convex hull of the 68 landmarks (FERAtt's face region)", "mask",
+                     ("face_hull",), LANDMARK_INPUT),
+        GuidanceType("regions", "eye+brow, nose, mouth, cheek boxes in aligned pixels", "regions",
+                     tuple(REGIONS), LANDMARK_INPUT, flip_permutation=tuple(int(i) for i in REGION_FLIP), boxes=True),
     )
 }  # fmt: skip
 DEFAULT_GUIDANCE = ("heatmap", "saliency", "mask_soft")
+
+
+def family_members(family: str) -> tuple[str, ...]:
+    """The types of ``family``, the default one first, then in catalogue order."""
+    members = [name for name, kind in GUIDANCE_TYPES.items() if kind.family == family]
+    return tuple(sorted(members, key=lambda name: name not in DEFAULT_GUIDANCE))
 
 
 def resolve_guidance(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -128,3 +114,8 @@ def resolve_guidance(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...
             f"unknown guidance type {unknown[0]!r}; choose from: {', '.join(GUIDANCE_TYPES)}, or all"
         )
     return tuple(name for name in GUIDANCE_TYPES if name in names)
+
+
+def markdown_table_rows() -> list[str]:
+    """The first three columns of the README's guidance table: type, array, what."""
+    return [f"| `{kind.name}` | `{kind.array_shape()}` | {kind.description} |" for kind in GUIDANCE_TYPES.values()]

@@ -118,11 +118,20 @@ FER_STORE_GUIDANCE = "heatmap,heatmap_regions,saliency,mask_soft,mask_binary,mas
 @pytest.fixture(scope="session")
 def fer_store(tmp_path_factory, fer2013_small) -> Path:
     """84 FER-2013 faces (42 train, 42 test) at S = H = 48, gray, shards of 32 samples."""
+    from pipeline.compute.run import SYNCHRONOUS, preprocess
     from pipeline.config import build_config
-    from pipeline.run import SYNCHRONOUS, preprocess
 
     store = tmp_path_factory.mktemp("fer-models") / "fer.zarr"
     config = build_config({"detect": {"prior": "full-frame"}, "align": {"size": 48, "color": "gray"},
                            "guidance": {"types": FER_STORE_GUIDANCE}, "shard_size": 32})  # fmt: skip
-    preprocess(store, "folder", fer2013_small, config, scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None)
+    preprocess(store, "folder", fer2013_small, config, scheduler=SYNCHRONOUS)
     return store
+
+
+@pytest.fixture(scope="session")
+def synthetic_store(tmp_path_factory) -> Path:
+    """48 synthetic samples at S = H = 32, gray, shards of 16 (tests/synthetic_store.py): no data
+    or dlib model needed."""
+    from tests.synthetic_store import write_synthetic_store
+
+    return write_synthetic_store(tmp_path_factory.mktemp("synthetic") / "synthetic.zarr")

@@ -16,7 +16,7 @@ import math
 import cv2
 import numpy as np
 
-from pipeline.stages.landmarks import LEFT_EYE, OUTER_LIPS, RIGHT_EYE
+from pipeline.landmark_scheme import LEFT_EYE, OUTER_LIPS, RIGHT_EYE
 
 # (x, y) as fractions of the aligned side S: subject's right eye (image left), left eye, mouth.
 TEMPLATE_FRACTIONS = np.array([[0.34, 0.33], [0.66, 0.33], [0.50, 0.687]], dtype=np.float64)

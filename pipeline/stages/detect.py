@@ -14,12 +14,12 @@ import dlib
 import numpy as np
 
 
-def box_from_dlib(rect: "dlib.rectangle") -> np.ndarray:
+def box_from_dlib(rect: dlib.rectangle) -> np.ndarray:
     """dlib's inclusive rectangle -> ``(4,) float32`` (left, top, right, bottom) edges."""
     return np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1], dtype=np.float32)
 
 
-def dlib_rect(box: np.ndarray) -> "dlib.rectangle":
+def dlib_rect(box: np.ndarray) -> dlib.rectangle:
     """``(4,)`` (left, top, right, bottom) edges -> dlib's inclusive integer rectangle."""
     left, top, right, bottom = (int(round(float(v))) for v in box)
     return dlib.rectangle(left, top, max(left, right - 1), max(top, bottom - 1))
@@ -50,7 +50,7 @@ class FaceDetection:
 
 
 def detect_face(
-    detector: "dlib.fhog_object_detector",
+    detector: dlib.fhog_object_detector,
     image: np.ndarray,
     upsample: int,
     prior_box: np.ndarray | None = None,

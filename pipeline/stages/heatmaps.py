@@ -7,9 +7,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.stages.landmarks import (
-    INNER_LIPS, JAW, LEFT_BROW, LEFT_EYE, LOWER_NOSE, N_LANDMARKS, NOSE_BRIDGE, OUTER_LIPS,
-    RIGHT_BROW, RIGHT_EYE,
+from pipeline.landmark_scheme import (
+    INNER_LIPS,
+    JAW,
+    LEFT_BROW,
+    LEFT_EYE,
+    LOWER_NOSE,
+    N_LANDMARKS,
+    NOSE_BRIDGE,
+    OUTER_LIPS,
+    RIGHT_BROW,
+    RIGHT_EYE,
 )  # fmt: skip
 
 # Channels of the per-region heatmap (PAL): both brows in one channel, both eyes in one, so a

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.stages.landmarks import (
+from pipeline.landmark_scheme import (
     INNER_LIPS,
     JAW,
     LEFT_BROW,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.stages.landmarks import LEFT_BROW, LEFT_EYE, OUTER_LIPS, RIGHT_BROW, RIGHT_EYE
+from pipeline.landmark_scheme import LEFT_BROW, LEFT_EYE, OUTER_LIPS, RIGHT_BROW, RIGHT_EYE
 
 REGIONS: dict[str, tuple[tuple[int, ...], float, float]] = {
     "right_eye": ((*RIGHT_BROW, *RIGHT_EYE), 0.9, 0.8),

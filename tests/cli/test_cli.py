@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.stages.landmarks import FLIP_PERMUTATION
+from pipeline.landmark_scheme import FLIP_PERMUTATION
 from pipeline.store import open_store, stored_guidance
 
 BIN = Path(sys.executable).parent

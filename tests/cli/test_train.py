@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
+from fer_models.config import TrainConfig
 from fer_models.data import SubjectFolds, select_samples, subject_folds
-from fer_models.train import TrainConfig, train
+from fer_models.run_directory import train
+from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.errors import ConfigError
-from pipeline.run import SYNCHRONOUS, preprocess
 from tests import dataset_trees as trees
 
 BIN = Path(sys.executable).parent
@@ -24,7 +24,7 @@ BIN = Path(sys.executable).parent
 def fer_store(tmp_path_factory, fer2013_small) -> Path:
     store = tmp_path_factory.mktemp("train") / "fer.zarr"
     config = build_config({"detect": {"prior": "full-frame"}, "align": {"size": 48, "color": "gray"}, "shard_size": 32})
-    preprocess(store, "folder", fer2013_small, config, scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None)
+    preprocess(store, "folder", fer2013_small, config, scheduler=SYNCHRONOUS)
     return store
 
 
@@ -78,15 +78,15 @@ def test_label_sets_and_subject_folds_from_dataset_stores(tmp_path, fer2013_smal
     for name, root in (("ferplus", ferplus_root), ("fer2013", ferplus_root), ("ckplus", ck_root)):
         stores[name] = tmp_path / f"{name}.zarr"
         config = build_config(get_dataset(name).config_defaults, {"shard_size": 32})
-        preprocess(stores[name], name, root, config, scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None)
+        preprocess(stores[name], name, root, config, scheduler=SYNCHRONOUS)
 
-    votes = train(TrainConfig(store=str(stores["ferplus"]), labels="votes", **quick), tmp_path / "votes", echo=lambda _: None)
+    votes = train(TrainConfig(store=str(stores["ferplus"]), labels="votes", **quick), tmp_path / "votes")
     assert votes["labels"][1] == "happiness" and votes["validation_split"] == "val" and votes["test_split"] == "test"
     polarity = select_samples(stores["fer2013"], "train", "polarity")
     assert polarity.class_names == ("negative", "neutral", "positive")
     labels = select_samples(stores["fer2013"], "train", "7")
     assert len(polarity.target) == int((labels.target != 5).sum())  # surprise left out
-    folds = train(TrainConfig(store=str(stores["ckplus"]), folds=3, fold=1, **quick), tmp_path / "ck", echo=lambda _: None)
+    folds = train(TrainConfig(store=str(stores["ckplus"]), folds=3, fold=1, **quick), tmp_path / "ck")
     assert folds["test_split"] == "fold1" and folds["validation_split"] == "fold2"
     assert folds["train_samples"] + folds["validation_samples"] + folds["test_samples"] == 21
     with pytest.raises(ConfigError, match="no label set 'votes' in this store; it has: 7, 6"):

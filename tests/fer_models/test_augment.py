@@ -6,9 +6,10 @@ from torch.nn import functional as F
 
 from fer_models.augment import AugmentConfig, augment_batch, flip_batch, random_transforms, warp_batch
 from fer_models.data import StoreBatches, select_samples
-from fer_models.train import StoreView, prepare_batch
+from fer_models.engine import prepare_batch
+from fer_models.store_view import StoreView
+from pipeline.landmark_scheme import FLIP_PERMUTATION
 from pipeline.stages.heatmaps import LANDMARK_GROUPS, guidance_pixel_centres, render_grouped_heatmaps
-from pipeline.stages.landmarks import FLIP_PERMUTATION
 
 FIELDS = ("image", "landmarks", "heatmap", "heatmap_regions", "mask_soft", "regions")
 

@@ -5,12 +5,13 @@ import torch
 
 from fer_models.augment import flip_batch
 from fer_models.data import StoreBatches, select_samples
+from fer_models.engine import prepare_batch
 from fer_models.feratt import gaussian_structure_loss
 from fer_models.keypoint import KeypointFeatureNet
 from fer_models.pal import privileged_attribution_loss
 from fer_models.sampling import roi_align, sample_points
-from fer_models.train import StoreView, prepare_batch
-from pipeline.stages.landmarks import FLIP_PERMUTATION
+from fer_models.store_view import StoreView
+from pipeline.landmark_scheme import FLIP_PERMUTATION
 
 
 def test_a_landmark_on_a_pixel_centre_reads_exactly_that_feature():

@@ -1,11 +1,14 @@
-"""Every registered model on a batch from a real store: forward, backward, finite gradients."""
+"""Every registered model on a batch from a store (synthetic, then real): forward, backward, finite
+gradients, and a few steps of learning on real faces."""
 
 import pytest
 import torch
 
+from fer_models.config import TrainConfig
 from fer_models.data import StoreBatches, select_samples
+from fer_models.engine import classification_loss, prepare_batch
 from fer_models.registry import create_model, get_model_entry, list_models
-from fer_models.train import TrainConfig, StoreView, build_model, classification_loss, prepare_batch
+from fer_models.store_view import StoreView, build_model
 from pipeline.errors import ConfigError
 
 VARIANTS = [(name, {}) for name in list_models()] + [
@@ -27,11 +30,11 @@ def total_loss(output, batch):
 
 
 @pytest.mark.parametrize("name, options", VARIANTS, ids=lambda v: str(v))
-def test_each_model_runs_forward_and_backward_on_a_store_batch(fer_store, name, options):
-    view = StoreView.open(str(fer_store))
+def test_each_model_runs_forward_and_backward_on_a_store_batch(synthetic_store, name, options):
+    view = StoreView.open(str(synthetic_store))
     torch.manual_seed(0)
-    model = build_model(TrainConfig(store=str(fer_store), model=name, options=options), view, num_classes=7)
-    batch = store_batch(fer_store, model)
+    model = build_model(TrainConfig(store=str(synthetic_store), model=name, options=options), view, num_classes=7)
+    batch = store_batch(synthetic_store, model)
     output = model(batch)
     assert output["logits"].shape == (8, 7)
     loss = total_loss(output, batch)
@@ -64,16 +67,16 @@ def test_each_model_learns_a_few_steps_on_a_small_real_store(fer_store, name, op
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-def test_transformers_start_at_the_identity(fer_store):
+def test_transformers_start_at_the_identity():
     image = torch.rand(2, 1, 48, 48)
     model = create_model("stn", in_channels=1, num_classes=7, image_size=48)
     output = model({"image": image})
     torch.testing.assert_close(output["warped"], image, atol=1e-5, rtol=0)
 
 
-def test_a_model_reading_guidance_the_store_lacks_says_how_to_add_it(fer_store):
-    view = StoreView.open(str(fer_store))
-    config = TrainConfig(store=str(fer_store), model="guided-stn", options={"guidance": "saliency_fine_grained"})
+def test_a_model_reading_guidance_the_store_lacks_says_how_to_add_it(synthetic_store):
+    view = StoreView.open(str(synthetic_store))
+    config = TrainConfig(store=str(synthetic_store), model="guided-stn", options={"guidance": "saliency_fine_grained"})
     with pytest.raises(ConfigError, match=r"reads saliency_fine_grained, which the store .* lacks; add it with "
                                           r"`fer-preprocess .* --guidance saliency_fine_grained`"):  # fmt: skip
         build_model(config, view, 7)

@@ -10,15 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fer_models.train as training
+import fer_models.engine as engine
+from fer_models.config import TrainConfig
 from fer_models.cross_validation import train_all_folds
 from fer_models.data import read_subjects
+from fer_models.evaluation import evaluate_checkpoint
 from fer_models.protocol import resolve_protocol
-from fer_models.train import TrainConfig, evaluate_checkpoint, read_predictions, train
+from fer_models.run_directory import read_predictions, train
+from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.errors import ConfigError
-from pipeline.run import SYNCHRONOUS, preprocess
+from pipeline.progress import Lines
 from tests import dataset_trees as trees
 
 QUICK = dict(epochs=2, batch_size=8, lr=3e-3, seed=3)
@@ -32,7 +35,7 @@ def ck_store(tmp_path_factory, fer2013_small) -> Path:
     trees.write_ckplus(root, fer2013_small, per_class=6, subjects=6)
     store = root.parent / "ck.zarr"
     config = build_config(get_dataset("ckplus").config_defaults, {"shard_size": 32})
-    preprocess(store, "ckplus", root, config, scheduler=SYNCHRONOUS, progress=False, echo=quiet)
+    preprocess(store, "ckplus", root, config, scheduler=SYNCHRONOUS)
     return store
 
 
@@ -40,14 +43,14 @@ def ck_store(tmp_path_factory, fer2013_small) -> Path:
 def evaluated(monkeypatch) -> list[np.ndarray]:
     """The store indices of every evaluation a run makes, in order."""
     calls = []
-    real = training.evaluate_model
+    real = engine.evaluate_model
 
     def recording(*args, **kwargs):
         scores = real(*args, **kwargs)
         calls.append(np.sort(scores["index"]))
         return scores
 
-    monkeypatch.setattr(training, "evaluate_model", recording)
+    monkeypatch.setattr(engine, "evaluate_model", recording)
     return calls
 
 
@@ -61,7 +64,7 @@ def test_a_fold_run_chooses_its_epoch_on_the_next_fold_and_reads_its_test_fold_o
                 or subjects["validation"] & subjects["test"])  # fmt: skip
     assert len(protocol.train) + len(protocol.validation) + len(protocol.test) == 42
 
-    summary = train(config, tmp_path / "run", echo=quiet)
+    summary = train(config, tmp_path / "run")
     assert len(evaluated) >= 4  # one validation pass per epoch, then the test fold
     for scored in evaluated[:3]:
         np.testing.assert_array_equal(scored, protocol.validation.index)
@@ -79,16 +82,16 @@ def test_a_fold_run_chooses_its_epoch_on_the_next_fold_and_reads_its_test_fold_o
 
 def test_without_validation_data_the_last_epoch_is_reported_and_says_so(fer_store, tmp_path, evaluated):
     lines = []
-    summary = train(TrainConfig(store=str(fer_store), **QUICK), tmp_path / "run", echo=lines.append)
+    summary = train(TrainConfig(store=str(fer_store), **QUICK), tmp_path / "run", progress=Lines(lines.append))
     assert "no validation data: the last epoch is reported" in "\n".join(lines)
     assert summary["selected_by"] == "last epoch (no validation data)" and summary["selected_epoch"] == 2
     assert summary["validation_split"] is None and summary["test_split"] == "test"
     assert summary["test_accuracy"] == summary["last_epoch_test_accuracy"]
     assert len(evaluated) == 1  # the test split, once
-    held = train(TrainConfig(store=str(fer_store), val_fraction=0.25, **QUICK), tmp_path / "held", echo=quiet)
+    held = train(TrainConfig(store=str(fer_store), val_fraction=0.25, **QUICK), tmp_path / "held")
     assert held["validation_samples"] == 10 and held["train_samples"] == 32 and held["validation_split"] == "train held out"
     with pytest.raises(ConfigError, match="--eval-split test is also the test split: the epoch would be chosen on the samples reported"):
-        train(TrainConfig(store=str(fer_store), eval_split="test", **QUICK), tmp_path / "bad", echo=quiet)
+        train(TrainConfig(store=str(fer_store), eval_split="test", **QUICK), tmp_path / "bad")
 
 
 def test_hold_out_keeps_each_subject_on_one_side(ck_store):
@@ -104,9 +107,9 @@ def test_hold_out_keeps_each_subject_on_one_side(ck_store):
 
 def test_all_folds_equals_the_separate_runs_and_resumes_fold_by_fold(ck_store, tmp_path):
     config = TrainConfig(store=str(ck_store), folds=3, **QUICK)
-    table = train_all_folds(config, tmp_path / "cv", commands=["fer-train ..."], echo=quiet)
+    table = train_all_folds(config, tmp_path / "cv", commands=["fer-train ..."])
     for fold in range(3):
-        alone = train(TrainConfig(store=str(ck_store), folds=3, fold=fold, **QUICK), tmp_path / f"alone{fold}", echo=quiet)
+        alone = train(TrainConfig(store=str(ck_store), folds=3, fold=fold, **QUICK), tmp_path / f"alone{fold}")
         row = table["folds"][fold]
         assert (row["accuracy"], row["macro_f1"], row["selected_epoch"], row["test_samples"]) == (
             alone["test_accuracy"], alone["test_macro_f1"], alone["selected_epoch"], alone["test_samples"])
@@ -121,7 +124,7 @@ def test_all_folds_equals_the_separate_runs_and_resumes_fold_by_fold(ck_store, t
 
     shutil.rmtree(tmp_path / "cv" / "fold2")
     lines = []
-    again = train_all_folds(config, tmp_path / "cv", echo=lines.append)
+    again = train_all_folds(config, tmp_path / "cv", progress=Lines(lines.append))
     assert [line for line in lines if line.startswith("fold ")] == [
         f"fold 0 of 3: finished earlier in {tmp_path / 'cv' / 'fold0'}",
         f"fold 1 of 3: finished earlier in {tmp_path / 'cv' / 'fold1'}",
@@ -129,11 +132,11 @@ def test_all_folds_equals_the_separate_runs_and_resumes_fold_by_fold(ck_store, t
     ]
     assert again["folds"] == table["folds"] and again["pooled"] == table["pooled"]
     with pytest.raises(ConfigError, match="holds a run with other options .*lr"):
-        train_all_folds(TrainConfig(store=str(ck_store), folds=3, **{**QUICK, "lr": 1e-2}), tmp_path / "cv", echo=quiet)
+        train_all_folds(TrainConfig(store=str(ck_store), folds=3, **{**QUICK, "lr": 1e-2}), tmp_path / "cv")
 
 
 def test_fer_eval_scores_the_held_out_fold_and_refuses_trained_samples(ck_store, tmp_path):
-    summary = train(TrainConfig(store=str(ck_store), folds=3, fold=0, **QUICK), tmp_path / "run", echo=quiet)
+    summary = train(TrainConfig(store=str(ck_store), folds=3, fold=0, **QUICK), tmp_path / "run")
     best = tmp_path / "run" / "best.pt"
     held_out = evaluate_checkpoint(best, str(ck_store), device="cpu")
     assert held_out["scored"] == "fold0" and held_out["accuracy"] == summary["test_accuracy"]

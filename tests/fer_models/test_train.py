@@ -5,7 +5,10 @@ import json
 import pytest
 import torch
 
-from fer_models.train import TrainConfig, evaluate_checkpoint, load_checkpoint, train
+from fer_models.checkpoint import load_checkpoint
+from fer_models.config import TrainConfig
+from fer_models.evaluation import evaluate_checkpoint
+from fer_models.run_directory import train
 from pipeline.errors import ConfigError
 
 QUICK = dict(epochs=3, batch_size=16, lr=3e-3, seed=7)
@@ -13,15 +16,15 @@ QUICK = dict(epochs=3, batch_size=16, lr=3e-3, seed=7)
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(fer_store, tmp_path):
     config = TrainConfig(store=str(fer_store), model="guided-stn", **QUICK)
-    whole = train(config, tmp_path / "whole", echo=lambda _: None)
+    whole = train(config, tmp_path / "whole")
     first = TrainConfig(store=str(fer_store), model="guided-stn", **{**QUICK, "epochs": 1})
-    train(first, tmp_path / "split", echo=lambda _: None)
+    train(first, tmp_path / "split")
     with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
-        train(config, tmp_path / "split", echo=lambda _: None)
+        train(config, tmp_path / "split")
     with pytest.raises(ConfigError, match="these differ from .*: lr"):
         train(TrainConfig(store=str(fer_store), model="guided-stn", **{**QUICK, "lr": 1e-2}), tmp_path / "split",
-              resume=True, echo=lambda _: None)  # fmt: skip
-    resumed = train(config, tmp_path / "split", resume=True, echo=lambda _: None)
+              resume=True)  # fmt: skip
+    resumed = train(config, tmp_path / "split", resume=True)
 
     a, b = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
     assert a["epoch"] == b["epoch"] == 3
@@ -36,7 +39,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(fer_store, tmp_pat
 
 def test_a_run_directory_holds_everything_and_the_checkpoint_scores_again(fer_store, tmp_path):
     out = tmp_path / "run"
-    summary = train(TrainConfig(store=str(fer_store), model="cnn", **QUICK), out, echo=lambda _: None)
+    summary = train(TrainConfig(store=str(fer_store), model="cnn", **QUICK), out)
     assert {p.name for p in out.iterdir()} == {"config.json", "log.jsonl", "last.pt", "best.pt", "confusion.png",
                                                "summary.json", "test_predictions.csv"}  # fmt: skip
     best = torch.load(out / "best.pt", weights_only=True)
@@ -58,22 +61,22 @@ def test_a_run_directory_holds_everything_and_the_checkpoint_scores_again(fer_st
 
 def test_a_run_sets_and_records_its_thread_count_and_puts_torch_back(fer_store, tmp_path):
     before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    summary = train(TrainConfig(store=str(fer_store), threads=2, **{**QUICK, "epochs": 1}), tmp_path / "two", echo=lambda _: None)
+    summary = train(TrainConfig(store=str(fer_store), threads=2, **{**QUICK, "epochs": 1}), tmp_path / "two")
     assert summary["threads"] == 2 and json.loads((tmp_path / "two" / "config.json").read_text())["threads"] == 2
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
     with pytest.raises(ConfigError, match="these differ from .*threads: 2 != 1"):
-        train(TrainConfig(store=str(fer_store), threads=1, **QUICK), tmp_path / "two", resume=True, echo=lambda _: None)
+        train(TrainConfig(store=str(fer_store), threads=1, **QUICK), tmp_path / "two", resume=True)
     with pytest.raises(ConfigError, match="--threads must be 1 or more"):
         TrainConfig(store=str(fer_store), threads=0)
 
 
 def test_a_model_with_terms_of_its_own_logs_each_term(fer_store, tmp_path):
     config = TrainConfig(store=str(fer_store), model="pal", options={"width": 8}, **{**QUICK, "epochs": 1})
-    train(config, tmp_path / "pal", echo=lambda _: None)
+    train(config, tmp_path / "pal")
     record = json.loads((tmp_path / "pal" / "log.jsonl").read_text())
     assert record["train_classification"] > 0 and -1 <= record["train_privileged_attribution"] <= 0
     assert record["train_loss"] == pytest.approx(record["train_classification"] + record["train_privileged_attribution"], abs=1e-5)
-    train(TrainConfig(store=str(fer_store), model="cnn", **{**QUICK, "epochs": 1}), tmp_path / "cnn", echo=lambda _: None)
+    train(TrainConfig(store=str(fer_store), model="cnn", **{**QUICK, "epochs": 1}), tmp_path / "cnn")
     plain = json.loads((tmp_path / "cnn" / "log.jsonl").read_text())
     assert [key for key in plain if key.startswith("train_")] == ["train_loss"]
 

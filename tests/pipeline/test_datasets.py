@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import zarr
 
+from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
-from pipeline.datasets import get_dataset
-from pipeline.datasets import fer2013
+from pipeline.datasets import fer2013, get_dataset
 from pipeline.datasets.label_sets import label_set_from_attrs, label_sets_to_attrs
 from pipeline.errors import ConfigError, DatasetError
-from pipeline.run import SYNCHRONOUS, preprocess
 from pipeline.store import ATTRS_KEY, Status
 from tests import dataset_trees as trees
 
@@ -22,7 +21,7 @@ def build(store: Path, dataset: str, root: Path, **overrides) -> zarr.Group:
     """Preprocess ``root`` with the dataset's defaults (plus ``overrides``) in this process."""
     overrides.setdefault("shard_size", 16)
     config = build_config(get_dataset(dataset).config_defaults, overrides)
-    summary = preprocess(store, dataset, root, config, scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None)
+    summary = preprocess(store, dataset, root, config, scheduler=SYNCHRONOUS)
     assert summary.complete and not summary.failed_shards
     return zarr.open_group(str(store), mode="r")
 

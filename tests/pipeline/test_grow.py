@@ -14,11 +14,14 @@ import pytest
 import zarr
 
 from pipeline import store
+from pipeline.compute.model_files import ModelFiles
+from pipeline.compute.run import SYNCHRONOUS, grow, preprocess
 from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.errors import ConfigError, StoreError, StoreMismatchError
-from pipeline.models import ModelFiles
-from pipeline.run import SYNCHRONOUS, grow, preprocess
+from pipeline.store.growth import begin_growth
+from pipeline.store.schema import GROWTH_MARK
+from pipeline.store.writer import prepare_store
 
 VENV_BIN = Path(sys.executable).parent
 ADDED = ("heatmap_landmarks", "saliency_network", "regions")
@@ -26,12 +29,12 @@ ADDED = ("heatmap_landmarks", "saliency_network", "regions")
 
 def build(path, guidance, **kwargs):
     config = build_config(get_dataset("sample").config_defaults, {"guidance": {"types": guidance}})
-    return preprocess(path, "sample", None, config, scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None, **kwargs)
+    return preprocess(path, "sample", None, config, scheduler=SYNCHRONOUS, **kwargs)
 
 
 def add(path, guidance, **kwargs):
     kwargs.setdefault("scheduler", SYNCHRONOUS)
-    return grow(path, guidance, progress=False, echo=lambda _: None, **kwargs)
+    return grow(path, guidance, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,7 @@ def test_a_grown_store_holds_what_a_full_build_would_have(built, tmp_path, salie
 
     provenance = group.attrs[store.ATTRS_KEY]
     assert "growing" not in provenance and provenance["complete"]
-    assert provenance["config"] == store.read_provenance(built / "default.zarr")["config"]  # the build's own
+    assert provenance["config"] == store.read_provenance(built / "default.zarr").config  # the build's own
     (record,) = provenance["guidance_added"]
     assert record["types"] == list(ADDED)
     assert record["models"] == ModelFiles.locate(saliency_network=saliency_onnx, need_landmarks=False).sha256()
@@ -87,7 +90,7 @@ def test_growth_refuses_what_it_cannot_do_before_any_work(built, tmp_path, salie
     template = tmp_path / "template.zarr"  # a build stopped before any shard was written
     config = build_config(get_dataset("sample").config_defaults)
     manifest = get_dataset("sample").scan(None)
-    store.prepare_store(template, manifest, config, ModelFiles.locate().sha256())
+    prepare_store(template, manifest, config, ModelFiles.locate().sha256())
     with pytest.raises(StoreError, match=r"not complete \(204 of 204 samples pending\); finish it first"):
         add(template, "regions")
 
@@ -109,7 +112,7 @@ def test_growth_refuses_what_it_cannot_do_before_any_work(built, tmp_path, salie
 def test_an_unfinished_growth_is_finished_before_another_starts(built, tmp_path):
     path = tmp_path / "growing.zarr"
     shutil.copytree(built / "default.zarr", path)
-    store.begin_growth(path, ("mask_hull",), {})  # as a growth killed before its first shard leaves it
+    begin_growth(path, ("mask_hull",), {})  # as a growth killed before its first shard leaves it
     group = store.open_store(path)
     assert "mask_hull" in group and store.stored_guidance(group) == ("heatmap", "saliency", "mask_soft")
     with pytest.raises(StoreError, match=r"still adding mask_hull; finish that first with `fer-preprocess .* --guidance mask_hull`"):
@@ -135,7 +138,7 @@ def test_a_killed_growth_resumes_to_the_same_arrays(tmp_path, fer2013_2k):
         [VENV_BIN / "fer-preprocess", killed, *command, "--scheduler", "synchronous"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    marks = killed / store.GROWTH_MARK / "c"
+    marks = killed / GROWTH_MARK / "c"
     total_shards = len(store.shard_bounds(store.open_store(base)["status"].shape[0], 64))
     deadline, done = time.monotonic() + 120, 0
     while time.monotonic() < deadline:

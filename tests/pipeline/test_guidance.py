@@ -3,16 +3,25 @@ import numpy as np
 import pytest
 import skimage.data
 
+from pipeline.compute.renderers import RENDERERS
 from pipeline.config import GuidanceConfig
 from pipeline.errors import ConfigError
 from pipeline.guidance import GUIDANCE_TYPES, resolve_guidance
+from pipeline.landmark_scheme import FLIP_PERMUTATION
 from pipeline.stages.heatmaps import (
-    LANDMARK_GROUPS, REGION_GROUPS, guidance_pixel_centres, render_grouped_heatmaps,
+    LANDMARK_GROUPS,
+    REGION_GROUPS,
+    guidance_pixel_centres,
+    render_grouped_heatmaps,
 )  # fmt: skip
-from pipeline.stages.landmarks import FLIP_PERMUTATION
 from pipeline.stages.masks import (
-    FILLED_REGIONS, SOFT_BACKGROUND, _filled_regions, render_binary_landmark_mask, render_dilated_landmark_mask,
-    render_face_hull_mask, soften_mask,
+    FILLED_REGIONS,
+    SOFT_BACKGROUND,
+    _filled_regions,
+    render_binary_landmark_mask,
+    render_dilated_landmark_mask,
+    render_face_hull_mask,
+    soften_mask,
 )  # fmt: skip
 from pipeline.stages.regions import REGIONS, region_boxes
 from pipeline.stages.saliency import fine_grained_saliency, spectral_residual_saliency
@@ -125,13 +134,13 @@ def test_flip_permutation_is_an_involution_that_swaps_sides():
 @pytest.mark.parametrize("name", [name for name, kind in GUIDANCE_TYPES.items() if kind.model is None])
 @pytest.mark.parametrize("aligned_size, guidance_size", [(112, 112), (48, 64)])
 def test_flipping_landmarks_then_rendering_equals_rendering_then_flipping(name, aligned_size, guidance_size):
-    kind = GUIDANCE_TYPES[name]
+    kind, render = GUIDANCE_TYPES[name], RENDERERS[name]
     config = GuidanceConfig(types=(name,), size=guidance_size, heatmap_sigma=2.0)
     rng = np.random.default_rng(7)
     landmarks = (face_landmarks(112) + rng.normal(0, 1.5, (68, 2))).astype(np.float32) * (aligned_size / 112)
     rgb = cv2.resize(skimage.data.astronaut()[30:230, 150:350], (aligned_size, aligned_size))  # a real face
-    rendered = kind.render(rgb, landmarks, aligned_size, config, None)
-    rendered_flipped = kind.render(rgb[:, ::-1].copy(), flip_landmarks(landmarks, aligned_size), aligned_size, config, None)
+    rendered = render(rgb, landmarks, aligned_size, config, None)
+    rendered_flipped = render(rgb[:, ::-1].copy(), flip_landmarks(landmarks, aligned_size), aligned_size, config, None)
     permutation = list(kind.flip_permutation or range(len(kind.channels)))
     if kind.boxes:
         expected = rendered[permutation].copy()

@@ -2,11 +2,10 @@
 crashes, and the good samples come out exactly as they do on their own."""
 
 import numpy as np
-import pytest
 import zarr
 
+from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
-from pipeline.run import SYNCHRONOUS, preprocess
 from pipeline.store import Status
 from tests.pipeline.hostile_corpus import write_image_corpus, write_row_corpus
 
@@ -15,7 +14,7 @@ COMPARED = ("image", "landmarks", "landmarks_src", "heatmap", "saliency", "mask_
 
 
 def build(store, dataset, root, config):
-    summary = preprocess(store, dataset, root, config, scheduler=SYNCHRONOUS, progress=False, echo=lambda line: None)
+    summary = preprocess(store, dataset, root, config, scheduler=SYNCHRONOUS)
     assert summary.complete and not summary.failed_shards
     group = zarr.open_group(str(store), mode="r")
     return group, {source: i for i, source in enumerate(group["source"][:].tolist())}

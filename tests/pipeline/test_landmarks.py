@@ -4,7 +4,7 @@ import dlib
 import numpy as np
 import pytest
 
-from pipeline.models import ModelFiles, thread_models
+from pipeline.compute.model_files import ModelFiles, thread_models
 from pipeline.stages.decode import decode_image
 from pipeline.stages.detect import detect_face
 from pipeline.stages.landmarks import predict_landmarks

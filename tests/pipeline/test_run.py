@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import zarr
 
+from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
 from pipeline.errors import DatasetError, ModelFileError, StoreError, StoreMismatchError
-from pipeline.run import SYNCHRONOUS, preprocess
 from pipeline.store import ATTRS_KEY, Status, array_specs, read_provenance
 
 VENV_BIN = Path(sys.executable).parent
@@ -23,7 +23,7 @@ VENV_BIN = Path(sys.executable).parent
 
 def run(store, root, config, **kwargs):
     kwargs.setdefault("scheduler", SYNCHRONOUS)
-    return preprocess(store, "folder", root, config, progress=False, echo=lambda line: None, **kwargs)
+    return preprocess(store, "folder", root, config, **kwargs)
 
 
 @pytest.fixture
@@ -84,9 +84,9 @@ def test_a_photo_of_two_people_records_the_face_count_the_score_and_says_which_w
 
 
 def test_a_store_from_before_the_face_counts_still_reads_and_verifies(tmp_path, mixed_folder):
-    from pipeline.inspect import describe_store
-    from pipeline.store import finalize_store
-    from pipeline.verify import verify_store
+    from pipeline.store.writer import finalize_store
+    from pipeline.tools.describe import describe_store
+    from pipeline.tools.verify import verify_store
 
     store = tmp_path / "s.zarr"
     config = build_config({"align": {"size": 64}, "shard_size": 4})
@@ -117,7 +117,7 @@ def test_rerun_does_nothing_and_other_inputs_are_refused_without_changes(tmp_pat
         run(store, mixed_folder, config)
     after = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file() and "zarr.json" not in p.name}
     assert after == before  # no chunk was touched
-    assert read_provenance(store)["complete"] is True
+    assert read_provenance(store).complete is True
 
 
 def test_wrong_root_missing_model_and_foreign_directory_are_clear_errors(tmp_path, mixed_folder):
@@ -229,7 +229,7 @@ def test_a_run_killed_at_five_moments_resumes_to_the_same_store(tmp_path, fer201
         kill_when(process, ready)
         done_at_kill.append(shards_done())
     assert done_at_kill[-1] < total_shards and done_at_kill == sorted(done_at_kill)
-    assert read_provenance(killed)["complete"] is False
+    assert read_provenance(killed).complete is False
 
     resumed = subprocess.run(
         [VENV_BIN / "fer-preprocess", killed, *options, "--workers", "2"], capture_output=True, text=True
@@ -258,9 +258,9 @@ def test_an_affectnet_sized_plan_has_one_task_per_shard_whose_size_does_not_grow
     rows: a task pickles to the same size as one planned from 3,000 rows."""
     import pickle
 
+    from pipeline.compute.model_files import ModelFiles
+    from pipeline.compute.run import plan_tasks
     from pipeline.datasets import Manifest
-    from pipeline.models import ModelFiles
-    from pipeline.run import plan_tasks
     from pipeline.store import shard_bounds
 
     config, models = build_config({"shard_size": 256}), ModelFiles.locate()
@@ -278,9 +278,10 @@ def test_an_affectnet_sized_plan_has_one_task_per_shard_whose_size_does_not_grow
 
 
 def test_a_shard_whose_task_keeps_failing_is_recorded_and_the_next_run_retries_it(tmp_path, fer2013_small):
+    from pipeline.compute.model_files import ModelFiles
     from pipeline.datasets import get_dataset
-    from pipeline.models import ModelFiles
-    from pipeline.store import SHARD_FAILURE_PREFIX, prepare_store
+    from pipeline.store.schema import SHARD_FAILURE_PREFIX
+    from pipeline.store.writer import prepare_store
 
     config = build_config({"detect": {"prior": "full-frame"}, "align": {"size": 48, "color": "gray"}, "shard_size": 32})
     store = tmp_path / "s.zarr"

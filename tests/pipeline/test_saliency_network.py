@@ -7,8 +7,8 @@ import pytest
 import skimage.data
 import torch
 
+from pipeline.compute.model_files import SaliencyNetwork
 from pipeline.errors import ModelFileError
-from pipeline.models import SaliencyNetwork
 from pipeline.stages.saliency import network_saliency, normalise_to_uint8
 from tests.conftest import export_saliency_network
 

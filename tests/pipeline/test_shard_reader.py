@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from pipeline.errors import StoreError
-from pipeline.pack import pack_store
-from pipeline.shard_reader import ShardLayout, read_sample, read_shards
 from pipeline.store import open_store
+from pipeline.store.shard_reader import ShardLayout, read_sample, read_shards
+from pipeline.tools.pack import pack_store
 from tests.sharing.damaged_stores import index_past_the_end
 from tests.sharing.servers import store_server
 

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli.preprocess import main
+from pipeline.compute.slurm import SlurmOptions, parse_slurm_time
 from pipeline.errors import ConfigError
-from pipeline.slurm import SlurmOptions, parse_slurm_time
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from cli.store import main as store_cli
 from cli.train import main as train_cli
 from pipeline.errors import StoreError
-from pipeline.pack import pack_store
 from pipeline.store import open_store
-from pipeline.verify import verify_store
+from pipeline.tools.pack import pack_store
+from pipeline.tools.verify import verify_store
 from tests.sharing.damaged_stores import CORPUS, make_damaged, set_field
 from tests.sharing.servers import NGINX, nginx, s3_server, store_server
 

@@ -1,7 +1,6 @@
 """Verify, pack, refusal of hostile stores, read-only opening, xarray."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,10 +15,10 @@ import zarr
 
 from fer_models.data import StoreBatches, select_samples
 from pipeline.errors import StoreError
-from pipeline.inspect import describe_store, diff_stores
-from pipeline.pack import pack_store
 from pipeline.store import open_store
-from pipeline.verify import verify_store
+from pipeline.tools.describe import describe_store, diff_stores
+from pipeline.tools.pack import pack_store
+from pipeline.tools.verify import verify_store
 
 BIN = Path(sys.executable).parent
 
@@ -152,12 +151,12 @@ def test_reading_a_store_never_writes_to_it(fer_store, tmp_path):
 
 
 def test_diff_marks_what_differs(fer_store, tmp_path, fer2013_small):
+    from pipeline.compute.run import SYNCHRONOUS, preprocess
     from pipeline.config import build_config
-    from pipeline.run import SYNCHRONOUS, preprocess
 
     other = tmp_path / "other.zarr"
     config = build_config({"detect": {"prior": "full-frame"}, "align": {"size": 40, "color": "gray"}, "shard_size": 32})
-    preprocess(other, "folder", fer2013_small, config, scheduler=SYNCHRONOUS, progress=False, echo=lambda _: None)
+    preprocess(other, "folder", fer2013_small, config, scheduler=SYNCHRONOUS)
     text = diff_stores(fer_store, other)
     assert "*  config_sha256" in text and "   manifest_sha256" in text  # marked, unmarked
     assert "* align.size: 48 != 40" in text

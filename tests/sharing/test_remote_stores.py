@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import s3fs
 
-from fer_models.train import TrainConfig, evaluate_checkpoint, train
+from fer_models.config import TrainConfig
+from fer_models.evaluation import evaluate_checkpoint
+from fer_models.run_directory import train
 from pipeline.store import open_store
 from tests.sharing.servers import NGINX, nginx, s3_server, store_server
 
@@ -21,7 +23,7 @@ QUICK = dict(model="cnn", epochs=1, batch_size=16, seed=3)
 @pytest.fixture(scope="module")
 def local_run(fer_store, tmp_path_factory):
     out = tmp_path_factory.mktemp("local-run") / "run"
-    return train(TrainConfig(store=str(fer_store), **QUICK), out, echo=lambda _: None), out
+    return train(TrainConfig(store=str(fer_store), **QUICK), out), out
 
 
 def same_as_local(summary: dict, local: dict) -> None:
@@ -32,10 +34,9 @@ def same_as_local(summary: dict, local: dict) -> None:
 def test_training_from_fer_store_serve_equals_training_from_disk(fer_store, local_run, tmp_path):
     local, local_out = local_run
     with store_server(fer_store) as url:
-        summary = train(TrainConfig(store=url, **QUICK), tmp_path / "run", echo=lambda _: None)
+        summary = train(TrainConfig(store=url, **QUICK), tmp_path / "run")
         same_as_local(summary, local)
-        streamed = train(TrainConfig(store=url, in_memory=False, workers=2, **QUICK), tmp_path / "workers",
-                         echo=lambda _: None)  # fmt: skip
+        streamed = train(TrainConfig(store=url, in_memory=False, workers=2, **QUICK), tmp_path / "workers")  # fmt: skip
         same_as_local(streamed, local)  # spawned loader workers open the URL themselves
         scored = evaluate_checkpoint(local_out / "best.pt", url, "test", device="cpu")
         assert scored["accuracy"] == local["test_accuracy"] and scored["same_preprocessing"]
@@ -54,7 +55,7 @@ def test_training_from_nginx_without_directory_listings(fer_store, local_run, tm
         listing = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{base}/stores/fer.zarr/"],
                                  capture_output=True, text=True)  # fmt: skip
         assert listing.stdout == "403"  # no directory listings
-        summary = train(TrainConfig(store=f"{base}/stores/fer.zarr", **QUICK), tmp_path / "run", echo=lambda _: None)
+        summary = train(TrainConfig(store=f"{base}/stores/fer.zarr", **QUICK), tmp_path / "run")
     same_as_local(summary, local)
 
 
@@ -64,6 +65,6 @@ def test_training_from_an_s3_bucket(fer_store, local_run, tmp_path, monkeypatch)
         bucket = s3fs.S3FileSystem()
         bucket.mkdir("lab-stores")
         bucket.put(str(fer_store), "lab-stores/fer.zarr", recursive=True)
-        summary = train(TrainConfig(store="s3://lab-stores/fer.zarr", **QUICK), tmp_path / "run", echo=lambda _: None)
+        summary = train(TrainConfig(store="s3://lab-stores/fer.zarr", **QUICK), tmp_path / "run")
         same_as_local(summary, local)
         np.testing.assert_array_equal(open_store("s3://lab-stores/fer.zarr")["image"][:], open_store(fer_store)["image"][:])

@@ -8,7 +8,7 @@ and config call for is there, with its dimension names; no sample is pending and
 counts match ``status``; no guidance growth is unfinished; every chunk of every array decodes,
 which checks its crc32c checksum (and the shard index's), so a flipped byte in any chunk is found;
 and every sample's values match the checksums recorded when they were written
-(:mod:`pipeline.sample_checksums`), so a chunk file deleted, replaced or moved is found too.
+(:mod:`pipeline.store.checksums`), so a chunk file deleted, replaced or moved is found too.
 """
 
 from __future__ import annotations
@@ -18,13 +18,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.config import PreprocessConfig, sha256_of_json
+from pipeline.config import sha256_of_json
 from pipeline.errors import FerStoreError, StoreError, StoreRefusedError
-from pipeline.sample_checksums import sample_checksums
-from pipeline.shard_reader import read_shards
-from pipeline.store import (
-    ATTRS_KEY, CHECKSUM, Status, array_specs, guidance_specs, open_store, status_counts,
+from pipeline.store import Status, array_specs, open_store, provenance_of, status_counts
+from pipeline.store.checksums import sample_checksums
+from pipeline.store.schema import (
+    CHECKSUM,
+    FACE_SCORE,
+    FACES_DETECTED,
+    STATUS,
+    SUBJECT,
+    VOTES,
+    guidance_specs,
 )  # fmt: skip
+from pipeline.store.shard_reader import read_shards
 
 
 @dataclass(frozen=True)
@@ -45,28 +52,24 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
     except FerStoreError as error:
         return [Fault("store", str(error))]
     faults: list[Fault] = []
-    provenance = dict(group.attrs[ATTRS_KEY])
+    provenance = provenance_of(group)  # parsed on opening: its config and counts are readable
     if group.metadata.consolidated_metadata is None:
         faults.append(Fault("zarr.json", "no consolidated metadata (the run that built the store did not finish)"))
 
-    if sha256_of_json(provenance.get("config")) != provenance.get("config_sha256"):
+    if sha256_of_json(provenance.config) != provenance.config_sha256:
         faults.append(Fault("provenance", "config_sha256 does not match the recorded config"))
-    try:
-        config = PreprocessConfig.from_dict(provenance["config"])
-    except Exception as error:  # noqa: BLE001 - any damage to the recorded config
-        return [*faults, Fault("provenance", f"the recorded config cannot be read: {error}")]
-    n_votes = group["votes"].shape[1] if "votes" in group else 0
-    detections = "faces_detected" in group or "face_score" in group  # absent from stores of before they existed
-    expected = {spec.name: spec for spec in array_specs(config, n_votes, "subject" in group, detections)}
-    grown = tuple(name for record in provenance.get("guidance_added", []) for name in record["types"])
-    expected.update({spec.name: spec for spec in guidance_specs(grown, config)})
+    config = provenance.preprocess_config
+    n_votes = group[VOTES].shape[1] if VOTES in group else 0
+    detections = FACES_DETECTED in group or FACE_SCORE in group  # absent from stores of before they existed
+    expected = {spec.name: spec for spec in array_specs(config, n_votes, SUBJECT in group, detections)}
+    expected.update({spec.name: spec for spec in guidance_specs(provenance.added_types, config)})
     for name, spec in expected.items():  # shapes, data types and chunks were checked on opening
         if name not in group:
             faults.append(Fault(name, "missing array"))
         elif tuple(group[name].metadata.dimension_names or ()) != spec.dims:
             faults.append(Fault(name, f"dimension names {group[name].metadata.dimension_names}, expected {spec.dims}"))
-    if "growing" in provenance:
-        faults.append(Fault("provenance", f"adding {', '.join(provenance['growing']['types'])} is unfinished"))
+    if provenance.growing is not None:
+        faults.append(Fault("provenance", f"adding {', '.join(provenance.growing_types)} is unfinished"))
 
     checksums = _recorded_checksums(group, faults, progress)
     if checksums is None:
@@ -89,7 +92,7 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
             except Exception as error:  # noqa: BLE001 - a damaged chunk read by zarr raises whatever its codec raises
                 faults.append(Fault(where, f"{type(error).__name__}: {error}"))
                 continue
-            if name == "status":
+            if name == STATUS:
                 status_parts.append(values)
             recorded = None if checksums is None else checksums.get(name, {}).get(start)
             if recorded is not None:
@@ -98,14 +101,14 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
                     faults.append(Fault(where, f"{len(differing)} of {stop - start} samples differ from what was written "
                                                f"(first: sample {start + differing[0]}): the chunk file was deleted, "
                                                "replaced or moved"))  # fmt: skip
-    if "status" in group and not any(f.where.startswith("status/") for f in faults):
+    if STATUS in group and not any(f.where.startswith(f"{STATUS}/") for f in faults):
         counts = status_counts(np.concatenate(status_parts))
         if counts[Status.PENDING.label]:
             faults.append(Fault("status", f"{counts[Status.PENDING.label]} samples pending: the store is incomplete"))
-        recorded = provenance.get("counts", {})
+        recorded = provenance.counts
         if any(recorded.get(key) != value for key, value in counts.items()):
             faults.append(Fault("provenance", f"recorded counts {recorded} differ from the status array's {counts}"))
-        if not provenance.get("complete"):
+        if not provenance.complete:
             faults.append(Fault("provenance", "the store is not marked complete"))
     return faults
 

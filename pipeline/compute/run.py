@@ -1,8 +1,8 @@
 """Dask wiring: plan shards, run one task per pending shard, resume, report.
 
-No image logic lives here: a task is :func:`pipeline.shard.process_shard` on one
-:class:`~pipeline.shard.ShardTask` (building a store) or :func:`pipeline.shard.grow_shard` on one
-:class:`~pipeline.shard.GrowTask` (adding guidance types to a complete store), and it writes its
+No image logic lives here: a task is :func:`pipeline.compute.shard_task.process_shard` on one
+:class:`~pipeline.compute.shard_task.ShardTask` (building a store) or :func:`pipeline.compute.shard_task.grow_shard` on one
+:class:`~pipeline.compute.shard_task.GrowTask` (adding guidance types to a complete store), and it writes its
 own shard of the store.
 """
 
@@ -12,24 +12,32 @@ import contextlib
 import errno
 import logging
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
-
-from pipeline import store
+from pipeline.compute.model_files import ModelFiles, SaliencyNetwork
+from pipeline.compute.shard_task import GrowTask, ShardSummary, ShardTask, grow_shard, process_shard
+from pipeline.compute.slurm import SlurmOptions
 from pipeline.config import PreprocessConfig
 from pipeline.datasets import Manifest, get_dataset
 from pipeline.errors import ConfigError, DiskFullError, StoreError
 from pipeline.guidance import GUIDANCE_TYPES, resolve_guidance
-from pipeline.models import ModelFiles, SaliencyNetwork
-from pipeline.shard import GrowTask, ShardSummary, ShardTask, grow_shard, process_shard
-from pipeline.slurm import SlurmOptions
-from pipeline.store_lock import holds_store_lock
+from pipeline.progress import QUIET, Progress
+from pipeline.store import (
+    Status,
+    bytes_on_disk,
+    growth_in_progress,
+    open_store,
+    provenance_of,
+    shard_bounds,
+    stored_guidance,
+)
+from pipeline.store.growth import begin_growth, finish_growth, growth_pending_shards
+from pipeline.store.lock import holds_store_lock
+from pipeline.store.writer import finalize_store, pending_shards, prepare_store, record_failed_shard
 
 SYNCHRONOUS = "synchronous"
 TASK_RETRIES = 2
@@ -186,8 +194,7 @@ def preprocess(
     scheduler: str | SlurmOptions | None = None,
     workers: int | None = None,
     overwrite: bool = False,
-    progress: bool = True,
-    echo: Callable[[str], None] = lambda line: click.echo(line, err=True),
+    progress: Progress = QUIET,
 ) -> RunSummary:
     """Build (or resume) a guidance store.
 
@@ -200,10 +207,10 @@ def preprocess(
         saliency_model: ONNX file of the ``saliency_network`` guidance type (only with that type).
         scheduler: None for a local cluster, a scheduler address (``tcp://host:8786``) to attach
             to a running cluster, ``"synchronous"`` to run in this process without Dask, or
-            :class:`~pipeline.slurm.SlurmOptions` to run the workers as SLURM jobs.
+            :class:`~pipeline.compute.slurm.SlurmOptions` to run the workers as SLURM jobs.
         workers: local-cluster worker processes (default: one per CPU core).
         overwrite: rebuild an existing store from scratch.
-        progress: show a progress bar on stderr.
+        progress: where to report the run's start and a bar over its samples.
 
     Returns:
         A :class:`RunSummary`. Shards whose task kept failing (after :data:`TASK_RETRIES` retries
@@ -224,33 +231,21 @@ def preprocess(
         )
     models = _locate_models(config.guidance.types, landmark_model, saliency_model, need_landmarks=True)
     root = Path(root).resolve() if root is not None else None
-    created = store.prepare_store(
+    created = prepare_store(
         store_path, manifest, config, models.sha256(), root=root, overwrite=overwrite
     )
-    shards = store.pending_shards(store_path, config.shard_size)
-    n_shards = len(store.shard_bounds(len(manifest), config.shard_size))
-    echo(
+    shards = pending_shards(store_path, config.shard_size)
+    n_shards = len(shard_bounds(len(manifest), config.shard_size))
+    progress.line(
         f"{'created' if created else 'resuming'} {store_path}: {len(manifest)} samples of "
         f"{dataset}, {len(shards)} of {n_shards} shards to do"
     )
     tasks = plan_tasks(store_path, manifest, root, config, models, shards)
-    processed, failures, stage_seconds = _run_with_progress(
-        process_shard, tasks, scheduler, workers, progress, "preprocessing"
-    )
-    for task, error in failures:
-        store.record_failed_shard(store_path, task.start, task.stop, f"{type(error).__name__}: {error}")
-    counts = store.finalize_store(store_path)
-    return RunSummary(
-        store_path=store_path,
-        counts=counts,
-        processed=processed,
-        skipped_shards=n_shards - len(shards),
-        seconds=time.perf_counter() - began,
-        store_bytes=store.bytes_on_disk(store_path),
-        complete=counts[store.Status.PENDING.label] == 0,
-        failed_shards=_describe(failures),
-        stage_seconds=stage_seconds,
-    )
+    outcome = _run_with_progress(process_shard, tasks, scheduler, workers, progress, "preprocessing")
+    for task, error in outcome[1]:
+        record_failed_shard(store_path, task.start, task.stop, f"{type(error).__name__}: {error}")
+    counts = finalize_store(store_path)
+    return _summary(store_path, began, outcome, n_shards - len(shards), counts, counts[Status.PENDING.label] == 0)
 
 
 @holds_store_lock
@@ -261,8 +256,7 @@ def grow(
     saliency_model: str | Path | None = None,
     scheduler: str | SlurmOptions | None = None,
     workers: int | None = None,
-    progress: bool = True,
-    echo: Callable[[str], None] = lambda line: click.echo(line, err=True),
+    progress: Progress = QUIET,
 ) -> RunSummary:
     """Add guidance types to a complete store, rendered from its stored aligned faces and
     landmarks (no decoding, detection or landmarks again), with the store's own sizes and sigma.
@@ -276,7 +270,7 @@ def grow(
         guidance: type names (tuple or comma-separated); types the store already holds are
             skipped.
         saliency_model: the ONNX file, when ``saliency_network`` is asked for.
-        scheduler, workers, progress, echo: as for :func:`preprocess`.
+        scheduler, workers, progress: as for :func:`preprocess`.
 
     Raises:
         StoreError: the store is incomplete, lacks an input a type renders from, or is growing
@@ -289,18 +283,18 @@ def grow(
         requested = resolve_guidance(guidance)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-    group = store.open_store(store_path)
-    provenance = group.attrs[store.ATTRS_KEY]
-    counts = provenance["counts"]
-    if not provenance["complete"]:
-        pending = counts.get(store.Status.PENDING.label, counts["total"])
+    group = open_store(store_path)
+    provenance = provenance_of(group)
+    counts = provenance.counts
+    if not provenance.complete:
+        pending = counts.get(Status.PENDING.label, provenance.total)
         raise StoreError(
             f"the store at {store_path} is not complete ({pending} of {counts['total']} samples pending); "
             "finish it first by running the fer-preprocess command that built it again (same --dataset, "
             "--root and options), then add guidance"
         )
-    growing = store.growth_in_progress(group)
-    new = tuple(name for name in requested if name not in store.stored_guidance(group))
+    growing = growth_in_progress(group)
+    new = tuple(name for name in requested if name not in stored_guidance(group))
     if growing and set(new) - set(growing):
         raise StoreError(
             f"the store at {store_path} is still adding {', '.join(growing)}; finish that first with "
@@ -316,31 +310,46 @@ def grow(
     if missing:
         raise StoreError(f"cannot add guidance to {store_path}: " + "; ".join(missing))
     models = _locate_models(types, None, saliency_model, need_landmarks=False)
-    config = PreprocessConfig.from_dict(provenance["config"])
+    config = provenance.preprocess_config
     if not types:
-        echo(f"{store_path} already holds {', '.join(requested)}; nothing to do")
+        progress.line(f"{store_path} already holds {', '.join(requested)}; nothing to do")
         shards, n_shards = [], 0
     else:
-        store.begin_growth(store_path, types, models.sha256())
-        shards = store.growth_pending_shards(store_path)
-        n_shards = len(store.shard_bounds(counts["total"], config.shard_size))
-        echo(
+        begin_growth(store_path, types, models.sha256())
+        shards = growth_pending_shards(store_path)
+        n_shards = len(shard_bounds(provenance.total, config.shard_size))
+        progress.line(
             f"{'resuming adding' if growing else 'adding'} {', '.join(types)} to {store_path}: "
             f"{len(shards)} of {n_shards} shards to do"
         )
     tasks = [GrowTask(store_path, start, stop, types, config, models) for start, stop in shards]
-    processed, failures, stage_seconds = _run_with_progress(grow_shard, tasks, scheduler, workers, progress, "adding guidance")
-    added = types if types and store.finish_growth(store_path) is not None else ()
-    counts = dict(store.open_store(store_path).attrs[store.ATTRS_KEY]["counts"])
+    outcome = _run_with_progress(grow_shard, tasks, scheduler, workers, progress, "adding guidance")
+    added = types if types and finish_growth(store_path) is not None else ()
+    counts = dict(provenance_of(open_store(store_path)).counts)
+    return _summary(store_path, began, outcome, n_shards - len(shards), counts, not types or bool(added), added)
+
+
+def _summary(
+    store_path: str,
+    began: float,
+    outcome: tuple[int, list[tuple[ShardTask | GrowTask, BaseException]], dict[str, float]],
+    skipped_shards: int,
+    counts: dict[str, int],
+    complete: bool,
+    added: tuple[str, ...] = (),
+) -> RunSummary:
+    """The summary of a run that started at ``began`` (``time.perf_counter()``) and whose tasks
+    ended with ``outcome`` (:func:`_run_with_progress`)."""
+    processed, failures, stage_seconds = outcome
     return RunSummary(
         store_path=store_path,
         counts=counts,
         processed=processed,
-        skipped_shards=n_shards - len(shards),
+        skipped_shards=skipped_shards,
         seconds=time.perf_counter() - began,
-        store_bytes=store.bytes_on_disk(store_path),
-        complete=not types or bool(added),
-        failed_shards=_describe(failures),
+        store_bytes=bytes_on_disk(store_path),
+        complete=complete,
+        failed_shards=[f"samples {task.start}-{task.stop - 1}: {type(error).__name__}: {error}" for task, error in failures],
         stage_seconds=stage_seconds,
         guidance_added=added,
     )
@@ -370,22 +379,19 @@ def _run_with_progress(
     tasks: list,
     scheduler: str | SlurmOptions | None,
     workers: int | None,
-    progress: bool,
+    progress: Progress,
     label: str,
 ) -> tuple[int, list[tuple[ShardTask | GrowTask, BaseException]], dict[str, float]]:
     """Run the tasks with a progress bar; return (samples processed, (task, error) of each task
     that kept failing, stage seconds)."""
     processed, failures, stage_seconds = 0, [], Counter()
     store_path = tasks[0].store_path if tasks else ""
-    with click.progressbar(
-        length=sum(t.stop - t.start for t in tasks), label=label, file=sys.stderr
-    ) if progress else contextlib.nullcontext() as bar:
+    with progress.bar(label, sum(t.stop - t.start for t in tasks)) as advance:
         for outcome in _run_tasks(function, tasks, scheduler, workers):
             if isinstance(outcome, ShardSummary):
                 processed += outcome.stop - outcome.start
                 stage_seconds.update(outcome.stage_seconds)
-                if bar is not None:
-                    bar.update(outcome.stop - outcome.start)
+                advance(outcome.stop - outcome.start)
             elif _is_disk_full(outcome[1]):
                 raise DiskFullError(
                     f"the disk holding {store_path} is full ({outcome[1].strerror}). The run stopped; "
@@ -402,6 +408,3 @@ def _is_disk_full(error: BaseException) -> bool:
     failed (another write) cannot help, only the user can."""
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
-
-def _describe(failures: list[tuple[ShardTask | GrowTask, BaseException]]) -> list[str]:
-    return [f"samples {task.start}-{task.stop - 1}: {type(error).__name__}: {error}" for task, error in failures]

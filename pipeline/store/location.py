@@ -10,7 +10,7 @@ A store location is one of:
   ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``; ``AWS_ANON=1`` for public buckets);
 - a zipped store, ``*.zarr.zip`` (``fer-store pack``), local.
 
-Before zarr interprets anything, the raw JSON metadata is checked (:mod:`pipeline.store_metadata`
+Before zarr interprets anything, the raw JSON metadata is checked (:mod:`pipeline.store.metadata`
 and the schema's own check): only the data types and codecs this project writes, array names that
 cannot be paths, shapes and chunks within bounds and as the schema lays them out, consolidated
 metadata that agrees with each array's own. A stranger's store cannot make the reader unpickle
@@ -34,14 +34,19 @@ import zarr
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, ZipStore
 
-import pipeline.bounded_zstd  # noqa: F401 - zarr's zstd, bounded: a chunk never decompresses past its size
+import pipeline.store.bounded_zstd  # noqa: F401 - zarr's zstd, bounded: a chunk never decompresses past its size
 from pipeline.errors import StoreError, StoreRefusedError
-from pipeline.store_metadata import (
-    MAX_ARRAY_DOCUMENT_BYTES, MAX_ARRAYS, MAX_CHUNK_BYTES, MAX_ROOT_DOCUMENT_BYTES, ArrayLayout,
-    check_array_name, fetch_document, parse_array_document, read_document,
+from pipeline.store.metadata import (
+    MAX_ARRAY_DOCUMENT_BYTES,
+    MAX_ARRAYS,
+    MAX_CHUNK_BYTES,
+    MAX_ROOT_DOCUMENT_BYTES,
+    ArrayLayout,
+    check_array_name,
+    fetch_document,
+    parse_array_document,
+    read_document,
 )  # fmt: skip
-
-REMOTE_SCHEMES = ("http", "https", "s3")
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,7 @@ def open_group_readonly(location: str | Path, check_schema: SchemaCheck) -> zarr
     Remote and zipped stores are read through their consolidated metadata (one request, then one
     per array to compare each array's own ``zarr.json`` with its consolidated copy); a local
     directory without it (a run that has not finished) is listed instead. Each array's metadata
-    must pass :func:`~pipeline.store_metadata.parse_array_document`, then ``check_schema(root
+    must pass :func:`~pipeline.store.metadata.parse_array_document`, then ``check_schema(root
     attributes, {name: layout})`` returns the schema's objections. zarr reads nothing before all
     of this passed.
 

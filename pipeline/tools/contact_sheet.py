@@ -15,19 +15,26 @@ import numpy as np
 
 from pipeline.datasets import get_dataset
 from pipeline.errors import StoreError
+from pipeline.guidance import FAMILIES, family_members
 from pipeline.stages.decode import decode_image, to_rgb
-from pipeline.store import ATTRS_KEY, USABLE_STATUSES, Status, open_store, stored_guidance, undecided_faces
+from pipeline.store import (
+    USABLE_STATUSES,
+    Provenance,
+    Status,
+    open_store,
+    provenance_of,
+    stored_guidance,
+    undecided_faces,
+)  # fmt: skip
+from pipeline.store.schema import FACE_SCORE, FACES_DETECTED, IMAGE, LABEL, LANDMARKS, MESSAGE, SOURCE, SPLIT, STATUS
 
 TILE = 112
 CAPTION = 30
 COLUMNS = 3  # samples per sheet row
-# The three guidance tiles of a sample: the first array of each family the store holds (several
-# channels are shown as their maximum); region boxes are drawn on the face tile.
-TILE_FAMILIES = (
-    ("heatmap", "heatmap_regions", "heatmap_landmarks"),
-    ("saliency", "saliency_fine_grained", "saliency_network"),
-    ("mask_soft", "mask_binary", "mask_dilated", "mask_hull"),
-)
+# The three guidance tiles of a sample: of each map family, the first type the store holds (the
+# default one first; several channels are shown as their maximum); region boxes are drawn on the
+# face tile.
+TILE_FAMILIES = tuple(family_members(family) for family in FAMILIES if family != "regions")
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -87,18 +94,18 @@ def _wrap(text: str, width_chars: int) -> list[str]:
     return lines + [line] if line else lines
 
 
-def _sample_cell(group, provenance: dict, held: tuple[str, ...], index: int) -> np.ndarray:
+def _sample_cell(group, provenance: Provenance, held: tuple[str, ...], index: int) -> np.ndarray:
     """One sample's tiles and caption; ``held`` is the guidance the store holds."""
-    size = group["image"].shape[-1]
-    status = Status(int(group["status"][index]))
-    label = int(group["label"][index])
-    label_name = provenance["label_names"][label] if label >= 0 else "?"
-    split_name = provenance["splits"][int(group["split"][index])]
+    size = group[IMAGE].shape[-1]
+    status = Status(int(group[STATUS][index]))
+    label = int(group[LABEL][index])
+    label_name = provenance.label_names[label] if label >= 0 else "?"
+    split_name = provenance.splits[int(group[SPLIT][index])]
     cell = np.full((TILE + CAPTION, 4 * TILE, 3), 255, np.uint8)
     if status in USABLE_STATUSES:
-        face = _face_tile(group["image"][index])
+        face = _face_tile(group[IMAGE][index])
         marked = face.copy()
-        for x, y in group["landmarks"][index] * (TILE / size):
+        for x, y in group[LANDMARKS][index] * (TILE / size):
             cv2.circle(marked, (int(x), int(y)), 1, (0, 255, 0), -1, cv2.LINE_AA)
         if "regions" in held:
             for left, top, right, bottom in group["regions"][index] * (TILE / size):
@@ -115,10 +122,10 @@ def _sample_cell(group, provenance: dict, held: tuple[str, ...], index: int) -> 
             tiles.append(tile)
         cell[:TILE] = np.hstack(tiles)
     else:
-        source = _source_image(provenance, str(group["source"][index]))
+        source = _source_image(provenance, str(group[SOURCE][index]))
         if source is not None:
             cell[:TILE, :TILE] = _fit(source, TILE, TILE)
-        for row, text in enumerate(_wrap(str(group["message"][index]), 44)[:5]):
+        for row, text in enumerate(_wrap(str(group[MESSAGE][index]), 44)[:5]):
             cv2.putText(cell, text, (TILE + 6, 18 + 18 * row), _FONT, 0.4, (0, 0, 160), 1, cv2.LINE_AA)
     caption = f"#{index} {label_name} [{split_name}] {status.label}"
     color = (0, 110, 0) if status in USABLE_STATUSES else (0, 0, 170)
@@ -126,13 +133,14 @@ def _sample_cell(group, provenance: dict, held: tuple[str, ...], index: int) -> 
     return cell
 
 
-def _source_image(provenance: dict, source: str) -> np.ndarray | None:
+def _source_image(provenance: Provenance, source: str) -> np.ndarray | None:
     """The source image as BGR, or None when it cannot be read here."""
     try:
-        adapter = get_dataset(provenance["dataset"])
-        root = provenance.get("root")
+        adapter = get_dataset(provenance.dataset)
+        root = provenance.root
         raw = adapter.read(Path(root) if root else None, source)
-        pixels = raw if isinstance(raw, np.ndarray) else decode_image(raw, max_pixels=provenance["config"]["decode"]["max_pixels"])
+        max_pixels = provenance.preprocess_config.decode.max_pixels
+        pixels = raw if isinstance(raw, np.ndarray) else decode_image(raw, max_pixels=max_pixels)
         return cv2.cvtColor(to_rgb(pixels), cv2.COLOR_RGB2BGR)
     except Exception:  # noqa: BLE001 - a missing or broken source is shown as text only
         return None
@@ -141,7 +149,7 @@ def _source_image(provenance: dict, source: str) -> np.ndarray | None:
 def render_contact_sheet(path: str | Path, indices: np.ndarray) -> np.ndarray:
     """``(rows * (TILE + CAPTION), COLUMNS * 4 * TILE, 3) uint8 BGR`` sheet of the given samples."""
     group = open_store(path)
-    provenance = group.attrs[ATTRS_KEY]
+    provenance = provenance_of(group)
     held = stored_guidance(group)
     cells = [_sample_cell(group, provenance, held, int(i)) for i in indices]
     blank = np.full((TILE + CAPTION, 4 * TILE, 3), 255, np.uint8)
@@ -164,12 +172,12 @@ def chosen_samples(
             that records no detections.
     """
     group = open_store(path)
-    provenance = group.attrs[ATTRS_KEY]
+    provenance = provenance_of(group)
     only = undecided_faces(group) if several_faces else None
     if several_faces and only is None:
         raise StoreError(f"{path} records no face counts (built before fer-preprocess recorded them)")
     indices = select_samples(
-        group["status"][:], group["split"][:], list(provenance["splits"]),
+        group[STATUS][:], group[SPLIT][:], list(provenance.splits),
         split_name=split, statuses=tuple(statuses), count=count, only=only,
     )  # fmt: skip
     if len(indices) == 0:
@@ -181,14 +189,14 @@ def chosen_samples(
 def sample_lines(path: str | Path, indices: np.ndarray) -> list[str]:
     """One line per sample: index, status, faces found, detector score, source and message."""
     group = open_store(path)
-    columns = {name: group[name][:] for name in ("status", "source", "message")}
-    faces = group["faces_detected"][:] if "faces_detected" in group else None
-    scores = group["face_score"][:] if "face_score" in group else None
+    columns = {name: group[name][:] for name in (STATUS, SOURCE, MESSAGE)}
+    faces = group[FACES_DETECTED][:] if FACES_DETECTED in group else None
+    scores = group[FACE_SCORE][:] if FACE_SCORE in group else None
     lines = []
     for i in indices:
         detected = "-" if faces is None else f"{int(faces[i])} faces, score {float(scores[i]):.2f}"
-        lines.append(f"{int(i)}\t{Status(int(columns['status'][i])).label}\t{detected}\t{columns['source'][i]}\t"
-                     f"{columns['message'][i]}")  # fmt: skip
+        lines.append(f"{int(i)}\t{Status(int(columns[STATUS][i])).label}\t{detected}\t{columns[SOURCE][i]}\t"
+                     f"{columns[MESSAGE][i]}")  # fmt: skip
     return lines
 
 

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 from pipeline.errors import StoreError
-from pipeline.store import open_store
+from pipeline.store import read_provenance
 
 
 def pack_store(store: str | Path, out: str | Path) -> int:
@@ -30,8 +30,8 @@ def pack_store(store: str | Path, out: str | Path) -> int:
         raise StoreError(f"name the packed store *.zarr.zip, not {out.name}")
     if out.exists():
         raise StoreError(f"{out} exists; choose another name or delete it")
-    provenance = open_store(store).attrs["fer_store"]
-    if not provenance.get("complete") or "growing" in provenance:
+    provenance = read_provenance(store)
+    if not provenance.complete or provenance.growing is not None:
         raise StoreError(f"{store} is not finished (a run or a guidance growth did not complete); finish it before packing")
     files = sorted(p for p in store.rglob("*") if p.is_file())
     partial = out.with_name(out.name + ".partial")

@@ -23,7 +23,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from zarr.abc.store import RangeByteRequest, Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync

@@ -1,7 +1,7 @@
 """Reading whole shards at the speed of decompression.
 
 zarr-python owns the format: it writes the stores, and its metadata (checked on opening, see
-:mod:`pipeline.store_location`) says how each array is laid out. For reading, though, it spends
+:mod:`pipeline.store.location`) says how each array is laid out. For reading, though, it spends
 about 0.5 ms of Python per inner chunk, several times the cost of decompressing it. This module
 decodes the one chunk layout this project writes -- a shard of inner chunks, each ``bytes`` ->
 ``zstd`` -> ``crc32c``, with a ``bytes`` -> ``crc32c`` index at the end; or an unsharded chunk
@@ -25,14 +25,14 @@ import google_crc32c
 import numcodecs.zstd
 import numpy as np
 import zarr
-from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecIndexLocation, ZstdCodec
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecIndexLocation, ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from pipeline.bounded_zstd import frame_content_size
 from pipeline.errors import StoreError
-from pipeline.store_location import ContainedLocalStore
+from pipeline.store.bounded_zstd import frame_content_size
+from pipeline.store.location import ContainedLocalStore
 
 NO_CHUNK = 2**64 - 1  # a shard index entry of an inner chunk never written (all fill value)
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import differing_keys
-from pipeline.store import ATTRS_KEY, Status, bytes_on_disk, open_store, stored_guidance, undecided_faces
-from pipeline.store_location import StoreLocation
+from pipeline.store import Status, bytes_on_disk, open_store, provenance_of, stored_guidance, undecided_faces
+from pipeline.store.location import StoreLocation
+from pipeline.store.schema import FACES_DETECTED, LABEL, SPLIT, STATUS
 
 
 def _table(rows: list[list[str]]) -> list[str]:
@@ -21,15 +22,15 @@ def describe_store(path: str | Path) -> str:
     """Dataset, counts per status / split / label, arrays (shape, dtype, chunks, bytes) and
     provenance of the store at ``path``, as text."""
     group = open_store(path)
-    prov = group.attrs[ATTRS_KEY]
-    status = group["status"][:]
-    split = group["split"][:]
-    label = group["label"][:]
+    prov = provenance_of(group)
+    status = group[STATUS][:]
+    split = group[SPLIT][:]
+    label = group[LABEL][:]
     n = status.size
     lines = [
         f"store     {path}",
-        f"dataset   {prov['dataset']}   samples {n}   complete {prov['complete']}   "
-        f"schema v{prov['schema_version']}   created {prov['created']}",
+        f"dataset   {prov.dataset}   samples {n}   complete {prov.complete}   "
+        f"schema v{prov.schema_version}   created {prov.created}",
         "",
         "status",
     ]
@@ -38,12 +39,12 @@ def describe_store(path: str | Path) -> str:
     usable = np.isin(status, [int(Status.OK), int(Status.OK_PRIOR)])
     lines += _table(
         [[name, str(int((split == i).sum())), str(int(((split == i) & usable).sum()))]
-         for i, name in enumerate(prov["splits"])]
+         for i, name in enumerate(prov.splits)]
     )
     lines += ["", *face_lines(group, status)]
     lines += ["", "label (all / usable)"]
-    names = list(prov["label_names"]) + ["(unknown)"]
-    codes = list(range(len(prov["label_names"]))) + [-1]
+    names = list(prov.label_names) + ["(unknown)"]
+    codes = list(range(len(prov.label_names))) + [-1]
     lines += _table(
         [[name, str(int((label == c).sum())), str(int(((label == c) & usable).sum()))]
          for name, c in zip(names, codes) if (label == c).any() or c >= 0]
@@ -51,22 +52,22 @@ def describe_store(path: str | Path) -> str:
     lines += ["", "label sets (fer-train --labels NAME; the first is the default)"]
     lines += _table(
         [[name, definition["kind"], ", ".join(definition["names"])]
-         for name, definition in prov["label_sets"].items()]
+         for name, definition in prov.label_sets.items()]
     )
     lines += ["", "arrays"]
     lines += array_table(group, path)
     lines += ["", "provenance"]
-    lines += [f"  config_sha256    {prov['config_sha256']}", f"  manifest_sha256  {prov['manifest_sha256']}"]
-    for role, model in prov["models"].items():
+    lines += [f"  config_sha256    {prov.config_sha256}", f"  manifest_sha256  {prov.manifest_sha256}"]
+    for role, model in prov.models.items():
         lines.append(f"  model {role:<10} {model['file']} sha256 {model['sha256'][:16]}...")
-    lines.append("  versions         " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()))
-    lines.append("  config           " + json.dumps(prov["config"], sort_keys=True))
-    for added in prov.get("guidance_added", []):
-        models = "".join(f", {m['file']} sha256 {m['sha256'][:16]}..." for m in added["models"].values())
-        lines.append(f"  added            {', '.join(added['types'])} ({added['finished']}{models})")
-    if "growing" in prov:
+    lines.append("  versions         " + ", ".join(f"{k} {v}" for k, v in prov.versions.items()))
+    lines.append("  config           " + json.dumps(prov.config, sort_keys=True))
+    for added in prov.guidance_added:
+        models = "".join(f", {m['file']} sha256 {m['sha256'][:16]}..." for m in added.models.values())
+        lines.append(f"  added            {', '.join(added.types)} ({added.finished}{models})")
+    if prov.growing is not None:
         lines.append(
-            f"  ADDING           {', '.join(prov['growing']['types'])} (unfinished, not offered to training; "
+            f"  ADDING           {', '.join(prov.growing_types)} (unfinished, not offered to training; "
             "run fer-preprocess STORE --guidance with them again to finish)"
         )
     return "\n".join(lines)
@@ -78,7 +79,7 @@ def face_lines(group, status: np.ndarray) -> list[str]:
     undecided = undecided_faces(group)
     if undecided is None:
         return ["faces found by the detector: not recorded (a store built before fer-preprocess recorded them)"]
-    faces = group["faces_detected"][:]
+    faces = group[FACES_DETECTED][:]
     ran = status != Status.PENDING
     lines = ["faces found by the detector (samples)"]
     lines += _table([["none (or not run)", str(int(((faces == 0) & ran).sum()))], ["one", str(int((faces == 1).sum()))],
@@ -92,7 +93,7 @@ def array_table(group, location: str | Path) -> list[str]:
     """One row per array: shape, dtype, chunk, shard, dimension names, and for a local store the
     bytes on disk (total and per sample)."""
     local = StoreLocation.parse(location)
-    n = group["status"].shape[0]
+    n = group[STATUS].shape[0]
     rows = [["name", "shape", "dtype", "chunk", "shard", "dims", "on disk", "per sample"]]
     for name, array in sorted(group.arrays()):
         on_disk = bytes_on_disk(Path(local.path) / name) if local.is_local else None
@@ -115,7 +116,7 @@ def diff_stores(a: str | Path, b: str | Path) -> str:
     """``fer-store diff``: provenance, config and counts of two stores side by side; differences
     are marked with ``*``."""
     group_a, group_b = open_store(a), open_store(b)  # once each: a remote open is a request
-    pa, pb = dict(group_a.attrs[ATTRS_KEY]), dict(group_b.attrs[ATTRS_KEY])
+    pa, pb = provenance_of(group_a), provenance_of(group_b)
     ga, gb = stored_guidance(group_a), stored_guidance(group_b)
 
     def row(name: str, va, vb) -> list[str]:
@@ -123,16 +124,16 @@ def diff_stores(a: str | Path, b: str | Path) -> str:
 
     rows = [[" ", "", str(a), str(b)]]
     for key in ("dataset", "schema_version", "complete", "created", "config_sha256", "manifest_sha256"):
-        rows.append(row(key, pa.get(key), pb.get(key)))
-    for key in sorted(set(pa["counts"]) | set(pb["counts"])):
-        rows.append(row(f"count {key}", pa["counts"].get(key, 0), pb["counts"].get(key, 0)))
+        rows.append(row(key, getattr(pa, key), getattr(pb, key)))
+    for key in sorted(set(pa.counts) | set(pb.counts)):
+        rows.append(row(f"count {key}", pa.counts.get(key, 0), pb.counts.get(key, 0)))
     rows.append(row("guidance", ", ".join(ga), ", ".join(gb)))
-    for role in sorted(set(pa["models"]) | set(pb["models"])):
-        rows.append(row(f"model {role}", pa["models"].get(role, {}).get("sha256", "-")[:16],
-                        pb["models"].get(role, {}).get("sha256", "-")[:16]))  # fmt: skip
-    for key in sorted(set(pa["versions"]) | set(pb["versions"])):
-        rows.append(row(f"version {key}", pa["versions"].get(key), pb["versions"].get(key)))
-    config = differing_keys(pa["config"], pb["config"])
+    for role in sorted(set(pa.models) | set(pb.models)):
+        rows.append(row(f"model {role}", pa.models.get(role, {}).get("sha256", "-")[:16],
+                        pb.models.get(role, {}).get("sha256", "-")[:16]))  # fmt: skip
+    for key in sorted(set(pa.versions) | set(pb.versions)):
+        rows.append(row(f"version {key}", pa.versions.get(key), pb.versions.get(key)))
+    config = differing_keys(pa.config, pb.config)
     lines = _table(rows)
     lines += ["", "config: identical" if not config else "config differs:"] + [f"  * {line}" for line in config]
     return "\n".join(lines)

@@ -174,8 +174,8 @@ class LoadedModels:
     """One thread's models; the dlib ones are None when no landmark model is in use (growing a
     store needs no detection)."""
 
-    detector: "dlib.fhog_object_detector | None"
-    predictor: "dlib.shape_predictor | None"
+    detector: dlib.fhog_object_detector | None
+    predictor: dlib.shape_predictor | None
     saliency_network: SaliencyNetwork | None = None
 
 

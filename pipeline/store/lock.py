@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import inspect
 import json
 import os
 import socket
@@ -21,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.errors import StoreError
+from pipeline.progress import QUIET, Progress
 
 
 class StoreLockedError(StoreError):
@@ -43,7 +43,7 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def store_lock(store: str | Path, echo: Callable[[str], None] = lambda line: None) -> Iterator[None]:
+def store_lock(store: str | Path, progress: Progress = QUIET) -> Iterator[None]:
     """Hold the write lock of ``store`` for the duration of the block.
 
     Raises:
@@ -71,7 +71,7 @@ def store_lock(store: str | Path, echo: Callable[[str], None] = lambda line: Non
                     f"a fer-preprocess on host {holder.get('host')} (pid {holder.get('pid')}, started "
                     f"{holder.get('started')}) holds {path}; if that run is dead, delete {path} and run again"
                 ) from None
-            echo(f"taking over the stale lock {path} (pid {holder.get('pid')} is gone)")
+            progress.line(f"taking over the stale lock {path} (pid {holder.get('pid')} is gone)")
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             continue
@@ -86,13 +86,12 @@ def store_lock(store: str | Path, echo: Callable[[str], None] = lambda line: Non
 
 
 def holds_store_lock(function: Callable) -> Callable:
-    """Decorate a writer whose first argument is the store path (and which may take ``echo``) so
-    that it runs holding :func:`store_lock`."""
-    default_echo = inspect.signature(function).parameters["echo"].default
+    """Decorate a writer whose first argument is the store path (and which may take a ``progress``
+    keyword) so that it runs holding :func:`store_lock`."""
 
     @functools.wraps(function)
     def locked(store_path, *args, **kwargs):
-        with store_lock(store_path, kwargs.get("echo", default_echo)):
+        with store_lock(store_path, kwargs.get("progress", QUIET)):
             return function(store_path, *args, **kwargs)
 
     return locked

@@ -1,0 +1,78 @@
+"""Checkpoints: written atomically, loaded with ``weights_only=True``, compared with a config.
+
+A checkpoint carries the model and optimizer state, the epoch, the history, the selected epoch,
+the configuration, the class names and label set, and the store's provenance hashes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fer_models.config import TrainConfig
+from pipeline.config import differing_keys
+from pipeline.errors import ConfigError
+
+# 2: the protocol of fer_models.protocol (format-1 fold runs chose their epoch on the test fold).
+CHECKPOINT_FORMAT = 2
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
+    """Write atomically: a run killed while saving keeps the previous file."""
+    partial = path.with_suffix(".partial")
+    torch.save(checkpoint, partial)
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`train`, loaded with ``weights_only=True``.
+
+    Raises:
+        ConfigError: not a checkpoint of this project.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"no checkpoint at {path}") from None
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise ConfigError(f"{path} is not a readable checkpoint: {error}") from None
+    if isinstance(checkpoint, dict) and checkpoint.get("format") == 1:
+        raise ConfigError(f"{path} was written by an earlier fer-train (checkpoint format 1), whose fold runs chose "
+                          "their epoch on the test fold; train it again with this version")  # fmt: skip
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ConfigError(f"{path} is not a checkpoint written by fer-train (format {CHECKPOINT_FORMAT})")
+    return checkpoint
+
+
+def options_differing(checkpoint: dict[str, Any], config: TrainConfig) -> list[str]:
+    """``["lr: 0.003 != 0.01", ...]``: where ``config`` differs from the checkpoint's run, apart
+    from ``epochs`` (which a resumed run may raise)."""
+    stored = {k: v for k, v in checkpoint["config"].items() if k != "epochs"}
+    current = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k != "epochs"}
+    return differing_keys(stored, current)
+
+
+def load_initial_weights(model: torch.nn.Module, path: str) -> str:
+    """Load a user's weights (a state dict, or a fer-train checkpoint) into the tensors of
+    ``model`` with the same names and shapes; returns a one-line report.
+
+    Raises:
+        ConfigError: unreadable, or no tensor matches.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001
+        raise ConfigError(f"--init {path}: cannot read it as weights ({error})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    own = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and getattr(v, "shape", None) == own[k].shape}
+    if not matching:
+        raise ConfigError(f"--init {path}: none of its {len(state)} tensors matches a parameter of this model by name and shape")
+    model.load_state_dict(matching, strict=False)
+    return f"--init {path}: loaded {len(matching)} of the model's {len(own)} tensors ({len(state) - len(matching)} in the file unused)"

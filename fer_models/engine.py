@@ -1,0 +1,214 @@
+"""The training engine: one epoch, one evaluation, on the CPU or CUDA.
+
+:class:`Trainer` holds what lives across epochs (model, optimizer, loaders, history); each epoch's
+random draws are seeded from ``(seed, epoch)``. On CUDA it trains with autocast (bf16 where the
+GPU has it), channels-last images and pinned, non-blocking copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from fer_models.augment import AugmentConfig, augment_batch
+from fer_models.checkpoint import CHECKPOINT_FORMAT, load_initial_weights
+from fer_models.config import TrainConfig
+from fer_models.data import Selection, StoreBatches, make_loader
+from fer_models.metrics import accuracy, confusion_matrix, macro_f1
+from fer_models.protocol import resolve_protocol
+from fer_models.store_view import StoreView, build_model, model_fields
+from pipeline.errors import ConfigError
+from pipeline.progress import QUIET, Progress
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when present, else the CPU.
+
+    Raises:
+        ConfigError: CUDA asked for but not available.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: this torch build sees no CUDA GPU; use --device cpu or auto")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown --device {device!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+@contextlib.contextmanager
+def reproducible_torch(threads: int):
+    """Run with ``threads`` intra-op CPU threads and torch's deterministic algorithms (warning
+    where an op has none), restoring the previous settings afterwards."""
+    previous = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous[0])
+        torch.use_deterministic_algorithms(previous[1])
+
+
+def prepare_batch(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Move a loader batch to ``device``; uint8 maps and images become float32 in [0, 1]."""
+    out = {}
+    for name, values in batch.items():
+        values = values.to(device, non_blocking=True)
+        out[name] = values.float().div_(255.0) if values.dtype == torch.uint8 else values
+    return out
+
+
+def classification_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy against class indices ``(B,)`` (class-weighted) or distributions ``(B, K)``."""
+    if target.dim() == 2:
+        return -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+    return F.cross_entropy(logits.float(), target, weight=weight)
+
+
+class Trainer:
+    """Everything of one run that lives across epochs."""
+
+    def __init__(self, config: TrainConfig, progress: Progress = QUIET):
+        self.config = config.resolved()
+        self.progress = progress
+        self.device = resolve_device(self.config.device)
+        self.view = StoreView.open(self.config.store)
+        self.protocol = resolve_protocol(self.config, self.config.store, list(self.view.provenance.splits))
+        self.train_selection = self.protocol.train
+        self.class_names = self.train_selection.class_names
+        torch.manual_seed(self.config.seed)
+        self.model = build_model(self.config, self.view, len(self.class_names))
+        if self.config.init:
+            progress.line(load_initial_weights(self.model, self.config.init))
+        self.model = self.model.to(self.device)
+        self.fields = model_fields(self.model)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if self.cuda else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        self.class_weight = None
+        if self.config.balance == "weights" and self.train_selection.target.ndim == 1:
+            counts = np.bincount(self.train_selection.hard_target, minlength=len(self.class_names))
+            weight = counts.sum() / np.maximum(counts, 1) / len(self.class_names)
+            self.class_weight = torch.tensor(weight, dtype=torch.float32, device=self.device)
+        self.train_batches = self.batches(self.train_selection, shuffle=True)
+        validation = self.protocol.validation
+        # read once, scored every epoch
+        self.validation_batches = None if validation is None else self.batches(validation, shuffle=False)
+        self.epoch, self.history, self.best = 0, [], {"epoch": 0, "accuracy": -1.0}
+
+    def batches(self, selection: Selection, shuffle: bool) -> StoreBatches:
+        return StoreBatches(
+            self.config.store, selection, self.fields, self.config.batch_size, shuffle=shuffle, seed=self.config.seed,
+            drop_last=shuffle and len(selection) > self.config.batch_size, in_memory=self.config.in_memory,
+        )  # fmt: skip
+
+    def _loader(self, batches: StoreBatches):
+        workers = 0 if batches.in_memory else self.config.workers
+        return make_loader(batches, num_workers=workers, pin_memory=self.cuda)
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=self.amp_dtype) if self.cuda else contextlib.nullcontext()
+
+    def _input(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.cuda:
+            batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the train split; returns the mean loss (``loss``) and, for a model with
+        terms of its own, each term's mean beside the classification loss."""
+        torch.manual_seed(self.config.seed * 1_000_003 + epoch)  # dropout and friends
+        augment_generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        augment = AugmentConfig() if self.config.augment else None
+        self.train_batches.set_epoch(epoch)
+        self.model.train()
+        sums: Counter[str] = Counter()
+        seen = 0
+        with self.progress.bar(f"epoch {epoch}/{self.config.epochs}", len(self.train_batches)) as advance:
+            for batch in self._loader(self.train_batches):
+                batch = prepare_batch(batch, self.device)
+                if augment is not None:
+                    batch = augment_batch(batch, augment, self.view.permutations, augment_generator)
+                with self._autocast():
+                    output = self.model(self._input(batch))
+                    terms = {"classification": classification_loss(output["logits"], batch["target"], self.class_weight),
+                             **output.get("losses", {})}  # a model's own terms  # fmt: skip
+                    loss = sum(terms.values())
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                n = len(batch["target"])
+                sums["loss"] += loss.item() * n
+                if len(terms) > 1:
+                    for name, term in terms.items():
+                        sums[name] += term.item() * n
+                seen += n
+                advance(1)
+        return {name: value / max(seen, 1) for name, value in sums.items()}
+
+    def evaluate(self, batches: StoreBatches) -> dict[str, Any]:
+        """Loss, accuracy, macro-F1, confusion matrix and predictions on ``batches`` (hard labels:
+        the most voted class of a soft target); see :func:`evaluate_model`."""
+        return evaluate_model(self.model, self._loader(batches), self.device, len(self.class_names), self._autocast,
+                              self._input)  # fmt: skip
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "best": self.best,
+            "config": dataclasses.asdict(self.config),
+            "class_names": list(self.class_names),
+            "label_set": self.train_selection.label_set,
+            "store": {"location": self.config.store,
+                      **{key: getattr(self.view.provenance, key) for key in ("dataset", "config_sha256", "manifest_sha256")}},
+        }
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.epoch, self.history, self.best = checkpoint["epoch"], checkpoint["history"], checkpoint["best"]
+
+
+def evaluate_model(model, loader, device, num_classes: int, autocast=contextlib.nullcontext, to_input=lambda b: b) -> dict[str, Any]:
+    """Score ``model`` over ``loader``.
+
+    Returns:
+        ``loss`` (mean cross-entropy), ``accuracy``, ``macro_f1``, ``confusion`` (``(K, K)`` nested
+        lists, rows true classes), and per sample in loader order ``index`` (store indices),
+        ``target`` and ``predicted`` (class indices), each ``(N,) int64`` numpy arrays.
+    """
+    model.eval()
+    predicted, truth, index, loss_sum = [], [], [], 0.0
+    with torch.no_grad():
+        for batch in loader:
+            batch = prepare_batch(batch, device)
+            with autocast():
+                logits = model(to_input(batch))["logits"]
+            loss_sum += classification_loss(logits, batch["target"], None).item() * len(batch["target"])
+            target = batch["target"] if batch["target"].dim() == 1 else batch["target"].argmax(1)
+            predicted.append(logits.argmax(1).cpu())
+            truth.append(target.cpu())
+            index.append(batch["index"].cpu())
+    truth_all, predicted_all = torch.cat(truth).numpy(), torch.cat(predicted).numpy()
+    confusion = confusion_matrix(truth_all, predicted_all, num_classes)
+    return {"loss": loss_sum / max(len(truth_all), 1), "accuracy": accuracy(confusion), "macro_f1": macro_f1(confusion),
+            "confusion": confusion.tolist(), "index": torch.cat(index).numpy(), "target": truth_all,
+            "predicted": predicted_all}  # fmt: skip

@@ -1,0 +1,155 @@
+"""Training runs: a run directory from a configuration, resumable, with what selected each figure.
+
+Which samples train, which choose the epoch and which are reported is the run's protocol
+(:mod:`fer_models.protocol`): the test samples are read once, after the last epoch.
+
+A run directory holds ``config.json`` (the resolved configuration), ``log.jsonl`` (one line per
+epoch: train loss, validation loss, accuracy, macro-F1, seconds), ``last.pt`` and ``best.pt``
+(the last and the selected epoch's checkpoints, carrying the configuration, the class names and
+the store's provenance hashes; they load with ``torch.load(..., weights_only=True)``), and, when
+the run has test samples, ``confusion.png``, ``test_predictions.csv`` (store index, target and
+predicted class of each test sample at the selected epoch) and ``summary.json`` (what selected the
+epoch; test figures at the selected and at the last epoch).
+
+Every random draw of an epoch (shuffle order, augmentation, dropout) is seeded from
+``(seed, epoch)``, and the run sets its number of CPU threads (``threads``, recorded) and torch's
+deterministic algorithms, so on the CPU a run is bit-identical to another with the same
+configuration on the same torch build, and a run resumed from ``last.pt`` ends exactly where an
+uninterrupted one ends. CUDA kernels are not all deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer_models.checkpoint import load_checkpoint, options_differing, save_checkpoint
+from fer_models.config import TrainConfig
+from fer_models.confusion_png import write_confusion_png
+from fer_models.engine import Trainer, reproducible_torch
+from pipeline.errors import ConfigError
+from pipeline.progress import QUIET, Progress
+
+
+def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: Progress = QUIET) -> dict[str, Any]:
+    """Train ``config.model`` on the protocol's training samples, select an epoch on its
+    validation samples (the last epoch when it has none), then score the test samples once, at the
+    selected and at the last epoch, and write the run directory (see the module docstring).
+
+    Args:
+        resume: continue the run in ``out_dir`` from its ``last.pt`` (same configuration; only
+            ``epochs`` may grow; ``threads`` left unset takes the run's own).
+
+    Returns:
+        The summary (also written to ``summary.json``).
+
+    Raises:
+        ConfigError: a bad option, a store lacking what the model reads, ``out_dir`` holding
+            another run (without ``resume``), or a resume with another configuration.
+    """
+    out = Path(out_dir)
+    last = out / "last.pt"
+    if last.exists() and not resume:
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    checkpoint = load_checkpoint(last) if resume and last.exists() else None
+    if checkpoint is not None and config.threads is None:
+        config = dataclasses.replace(config, threads=checkpoint["config"].get("threads"))
+    with reproducible_torch(config.resolved().threads):
+        return _train(config, out, checkpoint, progress)
+
+
+def _train(config: TrainConfig, out: Path, checkpoint: dict | None, progress: Progress) -> dict[str, Any]:
+    trainer = Trainer(config, progress)
+    last, best = out / "last.pt", out / "best.pt"
+    if checkpoint is not None:
+        differ = options_differing(checkpoint, trainer.config)
+        if differ:
+            raise ConfigError(f"--resume needs the run's own options; these differ from {last}: {'; '.join(differ)}")
+        trainer.restore(checkpoint)
+        progress.line(f"resuming {out} after epoch {trainer.epoch}")
+    protocol = trainer.protocol
+    if trainer.epoch == 0:
+        progress.line(f"train {protocol.train_name} ({len(protocol.train)} samples); epoch chosen by {protocol.selected_by}; "
+             + (f"reported on {protocol.test_name} ({len(protocol.test)} samples) after the last epoch"
+                if protocol.test is not None else "no test samples: nothing is reported"))  # fmt: skip
+        if protocol.validation is None:
+            progress.line("no validation data: the last epoch is reported (--val-fraction F holds out part of the "
+                 "training samples to choose the epoch on)")  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(trainer.config), indent=2))
+    began = time.perf_counter() - (trainer.history[-1]["seconds"] if trainer.history else 0.0)
+    for epoch in range(trainer.epoch + 1, trainer.config.epochs + 1):
+        train_losses = trainer.train_epoch(epoch)
+        trainer.epoch = epoch
+        record = {"epoch": epoch, "train_loss": round(train_losses["loss"], 6),
+                  **{f"train_{name}": round(value, 6) for name, value in train_losses.items() if name != "loss"}}  # fmt: skip
+        if trainer.validation_batches is None:
+            improved = True  # the last epoch is the selected one
+        else:
+            scores = trainer.evaluate(trainer.validation_batches)
+            record.update(validation_loss=round(scores["loss"], 6), validation_accuracy=scores["accuracy"],
+                          validation_macro_f1=scores["macro_f1"])  # fmt: skip
+            improved = scores["accuracy"] > trainer.best["accuracy"]
+        record["seconds"] = round(time.perf_counter() - began, 2)
+        trainer.history.append(record)
+        if improved:
+            trainer.best = {"epoch": epoch, "accuracy": record.get("validation_accuracy")}
+        checkpoint = trainer.checkpoint()
+        if improved:
+            save_checkpoint(checkpoint, best)
+        save_checkpoint(checkpoint, last)
+        (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trainer.history))
+        progress.line(json.dumps(record))
+    return _report(trainer, out)
+
+
+def _report(trainer: Trainer, out: Path) -> dict[str, Any]:
+    """Score the test samples at the last epoch (the model as trained) and at the selected one
+    (``best.pt``), write ``summary.json``, ``confusion.png`` and ``test_predictions.csv``."""
+    protocol = trainer.protocol
+    selected_epoch = trainer.best["epoch"]
+    summary = {
+        "model": trainer.config.model, "options": trainer.config.options, "labels": list(trainer.class_names),
+        "label_set": trainer.train_selection.label_set, "device": str(trainer.device), "threads": trainer.config.threads,
+        "epochs": trainer.config.epochs, "train_split": protocol.train_name, "train_samples": len(protocol.train),
+        "validation_split": protocol.validation_name,
+        "validation_samples": 0 if protocol.validation is None else len(protocol.validation),
+        "selected_by": protocol.selected_by, "selected_epoch": selected_epoch,
+        "selected_validation_accuracy": trainer.best["accuracy"],
+        "test_split": protocol.test_name, "test_samples": 0 if protocol.test is None else len(protocol.test),
+    }  # fmt: skip
+    if protocol.test is not None:
+        test_batches = trainer.batches(protocol.test, shuffle=False)
+        last_scores = trainer.evaluate(test_batches)  # the model is at the last epoch
+        if selected_epoch != trainer.epoch:
+            trainer.restore(load_checkpoint(out / "best.pt"))
+            scores = trainer.evaluate(test_batches)
+        else:
+            scores = last_scores
+        summary.update({
+            "test_accuracy": scores["accuracy"], "test_macro_f1": scores["macro_f1"], "confusion": scores["confusion"],
+            "last_epoch_test_accuracy": last_scores["accuracy"], "last_epoch_test_macro_f1": last_scores["macro_f1"],
+        })  # fmt: skip
+        write_confusion_png(np.array(scores["confusion"]), trainer.class_names, out / "confusion.png",
+                            title=f"{trainer.config.model}, epoch {selected_epoch}, {protocol.test_name}")  # fmt: skip
+        write_predictions(out / "test_predictions.csv", scores)
+    summary["seconds"] = trainer.history[-1]["seconds"] if trainer.history else 0.0
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def write_predictions(path: Path, scores: dict[str, Any]) -> None:
+    """``index,target,predicted`` per scored sample (store index, class indices), one CSV row each."""
+    rows = zip(scores["index"].tolist(), scores["target"].tolist(), scores["predicted"].tolist())
+    path.write_text("index,target,predicted\n" + "".join(f"{i},{t},{p}\n" for i, t, p in rows))
+
+
+def read_predictions(path: Path) -> dict[str, np.ndarray]:
+    """The ``index``, ``target`` and ``predicted`` columns of :func:`write_predictions`, ``(N,) int64``."""
+    values = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
+    return {"index": values[:, 0], "target": values[:, 1], "predicted": values[:, 2]}

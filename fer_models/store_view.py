@@ -1,0 +1,66 @@
+"""What training needs to know about a store, and the model sized for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fer_models.config import TrainConfig
+from fer_models.registry import create_model, get_model_entry
+from pipeline.errors import ConfigError
+from pipeline.guidance import GUIDANCE_TYPES
+from pipeline.store import Provenance, open_store, provenance_of, stored_guidance
+from pipeline.store.schema import IMAGE, LANDMARKS
+
+
+@dataclass
+class StoreView:
+    """What training needs to know about a store: its group, provenance and flip permutations."""
+
+    path: str
+    provenance: Provenance
+    image_shape: tuple[int, int, int]  # (C, S, S)
+    guidance_size: int
+    permutations: dict[str, torch.Tensor | None]
+
+    @classmethod
+    def open(cls, path: str) -> StoreView:
+        group = open_store(path)
+        provenance = provenance_of(group)
+        permutations: dict[str, torch.Tensor | None] = {LANDMARKS: torch.tensor(provenance.landmark_flip_permutation)}
+        for name in stored_guidance(group):
+            permutation = group[name].attrs.get("flip_permutation")
+            permutations[name] = None if permutation is None else torch.tensor(permutation)
+        return cls(path, provenance, tuple(group[IMAGE].shape[1:]), provenance.preprocess_config.guidance.size,
+                   permutations)  # fmt: skip
+
+    def check_inputs(self, model_name: str, inputs: tuple[str, ...]) -> None:
+        """Raises ConfigError naming each array the model reads that the store lacks, and the
+        preprocessing option that produces it."""
+        held = {IMAGE, LANDMARKS, *self.permutations}
+        missing = [name for name in inputs if name not in held]
+        if missing:
+            guidance = [name for name in missing if name in GUIDANCE_TYPES]
+            hint = (
+                f"; add it with `fer-preprocess {self.path} --guidance {','.join(guidance)}` "
+                f"(or build with --guidance ...,{','.join(guidance)})" if guidance else ""
+            )
+            raise ConfigError(f"model {model_name!r} reads {', '.join(missing)}, which the store {self.path} lacks{hint}")
+
+
+def build_model(config: TrainConfig, view: StoreView, num_classes: int) -> torch.nn.Module:
+    """The configured model, sized for the store's images (and guidance maps)."""
+    channels, size, _ = view.image_shape
+    kwargs = dict(config.options)
+    if "guidance_size" in get_model_entry(config.model).options():
+        kwargs.setdefault("guidance_size", view.guidance_size)
+    model = create_model(config.model, in_channels=channels, num_classes=num_classes, image_size=size, **kwargs)
+    view.check_inputs(config.model, tuple(model.inputs))
+    return model
+
+
+def model_fields(model: torch.nn.Module) -> tuple[str, ...]:
+    """The store arrays a model's batches carry: the image (augmentation moves everything with
+    it), then what the model reads."""
+    return tuple(dict.fromkeys((IMAGE, *model.inputs)))

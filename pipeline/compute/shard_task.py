@@ -1,0 +1,191 @@
+"""One shard's task: read its samples, run the per-image chain, write the shard.
+
+:func:`process_shard` runs :func:`~pipeline.compute.image_chain.process_image` over one shard,
+records a status and message for every sample (a bad sample never stops the shard), writes the
+shard's region of the store itself and returns a small :class:`ShardSummary`. :func:`grow_shard`
+adds guidance types to one shard of a complete store, rendering them from the stored aligned
+faces and landmarks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.compute.image_chain import SampleResult, StageTimer, process_image, render_guidance
+from pipeline.compute.model_files import ModelFiles, thread_models
+from pipeline.config import PreprocessConfig
+from pipeline.datasets import get_dataset
+from pipeline.errors import DatasetError, UnreadableImageError
+from pipeline.guidance import GUIDANCE_TYPES
+from pipeline.stages.decode import decode_image
+from pipeline.store import USABLE_STATUSES, Status, array_specs, open_store, status_counts
+from pipeline.store.growth import write_grown_shard
+from pipeline.store.schema import (
+    BASE_COMPUTED_ARRAYS,
+    FACE_SCORE,
+    FACES_DETECTED,
+    IMAGE,
+    LANDMARKS,
+    MESSAGE,
+    STATUS,
+    computed_arrays,
+    guidance_specs,
+)  # fmt: skip
+from pipeline.store.writer import write_shard
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything a worker needs for one shard; small and picklable (no models, no pixels)."""
+
+    store_path: str
+    dataset: str
+    root: str | None
+    start: int
+    sources: tuple[str, ...]
+    prior_boxes: np.ndarray | None  # (n, 4) float32 or None
+    config: PreprocessConfig
+    models: ModelFiles
+    prior_landmarks: np.ndarray | None = None  # (n, 68, 2) float32 or None
+    skip: tuple[str, ...] | None = None  # per row: why it is not processed, "" if it is
+
+    @property
+    def stop(self) -> int:
+        return self.start + len(self.sources)
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    start: int
+    stop: int
+    counts: dict[str, int]
+    seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _empty_shard_arrays(n: int, config: PreprocessConfig) -> dict[str, np.ndarray]:
+    computed = computed_arrays(config)
+    arrays = {
+        spec.name: np.full((n, *spec.sample_shape), spec.fill_value, dtype=spec.dtype)
+        for spec in array_specs(config)
+        if spec.name in computed and spec.dtype is not str
+    }
+    arrays[MESSAGE] = np.array([""] * n, dtype=object)
+    return arrays
+
+
+def process_shard(task: ShardTask) -> ShardSummary:
+    """Compute and write one shard. Runs on a Dask worker (or in process); never raises for a
+    bad sample: unreadable inputs get status ``unreadable``, any other per-sample error ``failed``.
+    """
+    began = time.perf_counter()
+    adapter = get_dataset(task.dataset)
+    models = thread_models(task.models)
+    root = Path(task.root) if task.root is not None else None
+    n = len(task.sources)
+    arrays = _empty_shard_arrays(n, task.config)
+    status = np.zeros(n, dtype=np.uint8)
+    timer = StageTimer()
+    for i, source in enumerate(task.sources):
+        prior = None if task.prior_boxes is None else task.prior_boxes[i]
+        prior_landmarks = None if task.prior_landmarks is None else task.prior_landmarks[i]
+        if task.skip is not None and task.skip[i]:
+            status[i], arrays[MESSAGE][i] = Status.FAILED, task.skip[i]
+            continue
+        try:
+            try:
+                raw = adapter.read(root, source)
+            except (OSError, RuntimeError, DatasetError) as error:  # RuntimeError: symlink loop
+                raise UnreadableImageError(f"cannot read {source}: {error}") from None
+            timer.lap("read")
+            if isinstance(raw, np.ndarray):
+                pixels = raw
+            else:
+                pixels = decode_image(raw, max_pixels=task.config.decode.max_pixels)
+            timer.lap("decode")
+            result = process_image(pixels, prior, task.config, models, timer, prior_landmarks)
+        except UnreadableImageError as error:
+            result = SampleResult(Status.UNREADABLE, str(error))
+        except Exception as error:  # noqa: BLE001 - a bad sample never stops the shard
+            result = SampleResult(Status.FAILED, f"{type(error).__name__}: {error}")
+        status[i] = result.status
+        arrays[MESSAGE][i] = result.message
+        arrays[FACES_DETECTED][i] = min(result.faces_detected, 255)
+        arrays[FACE_SCORE][i] = result.face_score
+        if result.status in USABLE_STATUSES:
+            for name in BASE_COMPUTED_ARRAYS:
+                arrays[name][i] = getattr(result, name)
+            for name, values in result.guidance.items():
+                arrays[name][i] = values
+        timer.lap("other")
+    write_shard(task.store_path, task.start, arrays, status)
+    timer.lap("write")
+    return ShardSummary(
+        start=task.start,
+        stop=task.stop,
+        counts=status_counts(status),
+        seconds=time.perf_counter() - began,
+        stage_seconds=dict(timer.seconds),
+    )
+
+
+@dataclass(frozen=True)
+class GrowTask:
+    """One shard of a complete store to add guidance ``types`` to (small and picklable)."""
+
+    store_path: str
+    start: int
+    stop: int
+    types: tuple[str, ...]
+    config: PreprocessConfig  # the store's own configuration (sizes, sigma)
+    models: ModelFiles
+
+
+def grow_shard(task: GrowTask) -> ShardSummary:
+    """Render ``task.types`` for one shard from its stored aligned faces and landmarks and write
+    them, then the shard's growth mark. Samples that are not ok keep zeroed guidance. A sample
+    whose rendering raises is recorded as it would be in a full run: status ``failed``, with the
+    error in ``message``; the shard goes on."""
+    began = time.perf_counter()
+    timer = StageTimer()
+    models = thread_models(task.models)
+    group = open_store(task.store_path)
+    status = group[STATUS][task.start : task.stop]
+    needs = {name for kind in task.types for name in GUIDANCE_TYPES[kind].inputs}
+    images = group[IMAGE][task.start : task.stop] if IMAGE in needs else None
+    landmarks = group[LANDMARKS][task.start : task.stop] if LANDMARKS in needs else None
+    timer.lap("read")
+    n = task.stop - task.start
+    specs = guidance_specs(task.types, task.config)
+    arrays = {spec.name: np.zeros((n, *spec.sample_shape), dtype=spec.dtype) for spec in specs}
+    messages = {}
+    for i in range(n):
+        if status[i] not in USABLE_STATUSES:
+            continue
+        aligned = None
+        if images is not None:
+            aligned = images[i, 0] if images.shape[1] == 1 else images[i].transpose(1, 2, 0)
+        try:
+            rendered = render_guidance(
+                task.types, aligned, None if landmarks is None else landmarks[i], task.config, models, timer
+            )
+        except Exception as error:  # noqa: BLE001 - a bad sample never stops the shard
+            messages[i] = f"{type(error).__name__}: {error}"
+            continue
+        for name, values in rendered.items():
+            arrays[name][i] = values
+    if messages:
+        message = group[MESSAGE][task.start : task.stop]
+        for i, text in messages.items():
+            status[i], message[i] = Status.FAILED, text
+        arrays[MESSAGE] = message
+        arrays[STATUS] = status
+    write_grown_shard(task.store_path, task.start, arrays)
+    timer.lap("write")
+    return ShardSummary(
+        task.start, task.stop, status_counts(status), time.perf_counter() - began, dict(timer.seconds)
+    )
