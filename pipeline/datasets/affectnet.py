@@ -26,12 +26,11 @@ import numpy as np
 
 from pipeline.datasets.label_sets import POLARITY_NAMES, LabelSet
 from pipeline.datasets.manifest import Manifest
-from pipeline.datasets.paths import escapes_root, read_file_inside, require_directory
+from pipeline.datasets.paths import FilesUnderRoot, escapes_root, require_directory
 from pipeline.datasets.tables import csv_rows, malformed, parse_field, require_file
 from pipeline.errors import DatasetError
 
 LABEL_NAMES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
-UNLABELLED_CODES = {8: "none", 9: "uncertain", 10: "no-face"}
 SPLIT_FILES = {"train": "training.csv", "val": "validation.csv"}
 LISTS_DIR = "Manually_Annotated_file_lists"
 IMAGES_DIR = "Manually_Annotated_Images"
@@ -123,7 +122,7 @@ def _parse_row(path: Path, line: int, row: list[str]) -> dict:
     }
 
 
-class AffectNetDataset:
+class AffectNetDataset(FilesUnderRoot):
     name = "affectnet"
     config_defaults = CONFIG_DEFAULTS
 
@@ -151,5 +150,3 @@ class AffectNetDataset:
             skip=tuple(columns["skip"]) if any(columns["skip"]) else None, label_sets=LABEL_SETS,
         )  # fmt: skip
 
-    def read(self, root: Path | None, source: str) -> bytes:
-        return read_file_inside(Path(root), source)

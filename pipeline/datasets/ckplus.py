@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.datasets.label_sets import LabelSet
 from pipeline.datasets.manifest import Manifest
-from pipeline.datasets.paths import read_file_inside, require_directory
+from pipeline.datasets.paths import FilesUnderRoot, require_directory
 from pipeline.errors import DatasetError
 
 LABEL_NAMES = ("anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise")
@@ -36,7 +36,7 @@ CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
 _FILE_NAME = re.compile(r"^(S\d+)_(\d+)_(\d+)\.(?i:png|jpg|jpeg)$")
 
 
-class CkPlusDataset:
+class CkPlusDataset(FilesUnderRoot):
     name = "ckplus"
     config_defaults = CONFIG_DEFAULTS
 
@@ -70,5 +70,3 @@ class CkPlusDataset:
             skip=tuple(skip) if any(skip) else None, label_sets=LABEL_SETS,
         )  # fmt: skip
 
-    def read(self, root: Path | None, source: str) -> bytes:
-        return read_file_inside(Path(root), source)

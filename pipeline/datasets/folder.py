@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.datasets.manifest import Manifest
-from pipeline.datasets.paths import read_file_inside, require_directory
+from pipeline.datasets.paths import FilesUnderRoot, require_directory
 from pipeline.errors import DatasetError
 
 _SPLIT_ORDER = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
@@ -28,7 +28,7 @@ def _visible_children(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
-class FolderDataset:
+class FolderDataset(FilesUnderRoot):
     name = "folder"
     config_defaults: dict[str, dict[str, Any]] = {}
 
@@ -71,5 +71,3 @@ class FolderDataset:
             split=np.array(split_ids),
         )
 
-    def read(self, root: Path | None, source: str) -> bytes:
-        return read_file_inside(Path(root), source)

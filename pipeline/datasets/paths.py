@@ -50,3 +50,11 @@ def read_file_inside(root: Path, source: str) -> bytes:
         kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a special file"
         raise DatasetError(f"{source} is {kind}, not an image file")
     return path.read_bytes()
+
+
+class FilesUnderRoot:
+    """The ``read`` of an adapter whose sources are files under the dataset root."""
+
+    def read(self, root: Path | None, source: str) -> bytes:
+        """The encoded file ``root / source`` (see :func:`read_file_inside`)."""
+        return read_file_inside(Path(root), source)

@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.datasets.label_sets import LabelSet
 from pipeline.datasets.manifest import Manifest
-from pipeline.datasets.paths import read_file_inside, require_directory
+from pipeline.datasets.paths import FilesUnderRoot, require_directory
 from pipeline.datasets.tables import malformed, require_file
 from pipeline.errors import DatasetError
 
@@ -82,7 +82,7 @@ def scan_label_file(path: Path, shown_as: Path | None = None) -> list[LabelLine]
     return lines
 
 
-class RafDbDataset:
+class RafDbDataset(FilesUnderRoot):
     """RAF-DB basic, reading either the aligned faces or the original photos."""
 
     def __init__(self, images: str):
@@ -116,5 +116,3 @@ class RafDbDataset:
             skip=skip if any(skip) else None, label_sets=LABEL_SETS,
         )  # fmt: skip
 
-    def read(self, root: Path | None, source: str) -> bytes:
-        return read_file_inside(Path(root), source)

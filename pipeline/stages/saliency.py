@@ -21,42 +21,25 @@ def spectral_residual_saliency(image: np.ndarray, guidance_size: int) -> np.ndar
         ``(H, H) uint8``, min-max normalised to 0..255 (all zeros for a constant image).
         Deterministic: the same image always gives the same map.
     """
+    return _opencv_static_saliency(image, guidance_size, cv2.saliency.StaticSaliencySpectralResidual_create)
+
+
+def fine_grained_saliency(image: np.ndarray, guidance_size: int) -> np.ndarray:
+    """Fine-grained static saliency (Montabone and Soto 2010, centre-surround differences on an
+    integral image), OpenCV's implementation. Shapes and range as :func:`spectral_residual_saliency`."""
+    return _opencv_static_saliency(image, guidance_size, cv2.saliency.StaticSaliencyFineGrained_create)
+
+
+def _opencv_static_saliency(image: np.ndarray, guidance_size: int, create: Callable) -> np.ndarray:
     # The OpenCV object is cheap to create (tens of microseconds) and cannot be pickled or
     # shared between threads, so one is made per call.
     gray = to_gray(image)
     if gray.min() == gray.max():  # no spectrum to speak of; OpenCV returns edge artefacts
         return np.zeros((guidance_size, guidance_size), dtype=np.uint8)
-    detector = cv2.saliency.StaticSaliencySpectralResidual_create()
-    ok, saliency = detector.computeSaliency(gray)
+    ok, saliency = create().computeSaliency(gray)
     if not ok:
-        raise RuntimeError("OpenCV spectral-residual saliency failed")
-    saliency = cv2.resize(
-        saliency.astype(np.float32), (guidance_size, guidance_size), interpolation=cv2.INTER_AREA
-    )
-    return normalise_to_uint8(saliency)
-
-
-def fine_grained_saliency(image: np.ndarray, guidance_size: int) -> np.ndarray:
-    """Fine-grained static saliency (Montabone and Soto 2010, centre-surround differences on an
-    integral image), OpenCV's implementation.
-
-    Args:
-        image: ``(S, S) uint8`` or ``(S, S, 3) uint8 RGB`` aligned face.
-        guidance_size: H, side of the output map.
-
-    Returns:
-        ``(H, H) uint8``, min-max normalised to 0..255 (all zeros for a constant image).
-        Deterministic.
-    """
-    gray = to_gray(image)
-    if gray.min() == gray.max():
-        return np.zeros((guidance_size, guidance_size), dtype=np.uint8)
-    ok, saliency = cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(gray)
-    if not ok:
-        raise RuntimeError("OpenCV fine-grained saliency failed")
-    saliency = cv2.resize(
-        saliency.astype(np.float32), (guidance_size, guidance_size), interpolation=cv2.INTER_AREA
-    )
+        raise RuntimeError(f"OpenCV saliency ({create.__name__}) failed")
+    saliency = cv2.resize(saliency.astype(np.float32), (guidance_size, guidance_size), interpolation=cv2.INTER_AREA)
     return normalise_to_uint8(saliency)
 
 
@@ -67,7 +50,7 @@ def network_saliency(
 
     Args:
         network: maps an ``(S, S) or (S, S, 3) uint8`` face to its raw ``(h, w) float32`` map, as
-            :class:`pipeline.models.SaliencyNetwork` does for an ONNX file.
+            :class:`pipeline.compute.model_files.SaliencyNetwork` does for an ONNX file.
         image: ``(S, S) uint8`` or ``(S, S, 3) uint8 RGB`` aligned face.
         guidance_size: H, side of the output map.
 
