@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.compute.run import SYNCHRONOUS, preprocess  # noqa: E402
-from pipeline.config import build_config  # noqa: E402
-from tests.conftest import FER_STORE_GUIDANCE, extract_fer2013  # noqa: E402
-from tests.sharing.damaged_stores import CORPUS, make_damaged  # noqa: E402
+from pipeline.compute.run import SYNCHRONOUS, preprocess
+from pipeline.config import build_config
+from tests.conftest import FER_STORE_GUIDANCE, extract_fer2013
+from tests.sharing.damaged_stores import CORPUS, make_damaged
 
 # fer-store in a fresh interpreter that prints its peak resident memory (VmHWM, which exec resets;
 # the child's ru_maxrss would include the memory of this process it was forked from) on exit.
@@ -50,8 +50,10 @@ def measure(command: str, location: Path) -> dict:
         "seconds": round(seconds, 2),
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "traceback": "Traceback" in output,
-        "message": next((line.strip() for line in output.splitlines() if "FAULT" in line or "Error" in line
-                         or "refusing" in line), output.strip()[:200])[:200],  # fmt: skip
+        "message": next(
+            (line.strip() for line in output.splitlines() if "FAULT" in line or "Error" in line or "refusing" in line),
+            output.strip()[:200],
+        )[:200],
     }
 
 
@@ -59,10 +61,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         store = folder / "fer.zarr"
-        config = build_config({"detect": {"prior": "full-frame"}, "align": {"size": 48, "color": "gray"},
-                               "guidance": {"types": FER_STORE_GUIDANCE}, "shard_size": 32})  # fmt: skip
-        preprocess(store, "folder", extract_fer2013(folder / "data", per_class=6), config,
-                   scheduler=SYNCHRONOUS)  # fmt: skip
+        config = build_config(
+            {
+                "detect": {"prior": "full-frame"},
+                "align": {"size": 48, "color": "gray"},
+                "guidance": {"types": FER_STORE_GUIDANCE},
+                "shard_size": 32,
+            }
+        )
+        preprocess(store, "folder", extract_fer2013(folder / "data", per_class=6), config, scheduler=SYNCHRONOUS)
         results = {"intact": [measure("info", store), measure("verify", store)]}
         for index, entry in enumerate(CORPUS):
             copy = folder / f"damaged-{index}"

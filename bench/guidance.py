@@ -23,19 +23,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.compute.run import SYNCHRONOUS, grow, preprocess  # noqa: E402
-from pipeline.config import build_config  # noqa: E402
-from pipeline.guidance import resolve_guidance  # noqa: E402
-from pipeline.store import bytes_on_disk  # noqa: E402
-from tests.conftest import extract_fer2013  # noqa: E402
+from pipeline.compute.run import SYNCHRONOUS, grow, preprocess
+from pipeline.config import build_config
+from pipeline.guidance import resolve_guidance
+from pipeline.store import bytes_on_disk
+from tests.conftest import extract_fer2013
 
 
 def measure(root: Path, size: int, workdir: Path) -> dict:
     store = workdir / f"s{size}.zarr"
-    config = build_config({
-        "detect": {"prior": "full-frame"}, "align": {"size": size, "color": "gray"},
-        "guidance": {"types": ("all",)},
-    })  # fmt: skip
+    config = build_config(
+        {
+            "detect": {"prior": "full-frame"},
+            "align": {"size": size, "color": "gray"},
+            "guidance": {"types": ("all",)},
+        }
+    )
     summary = preprocess(store, "fer2013", root, config, scheduler=SYNCHRONOUS)
     usable = summary.counts["ok"] + summary.counts["ok_prior"]
     n = summary.counts["total"]
@@ -46,8 +49,12 @@ def measure(root: Path, size: int, workdir: Path) -> dict:
         }
         for name in resolve_guidance("all")
     }
-    return {"samples": n, "usable": usable, "image_bytes_per_sample": round(bytes_on_disk(store / "image") / n),
-            "guidance": per_type}  # fmt: skip
+    return {
+        "samples": n,
+        "usable": usable,
+        "image_bytes_per_sample": round(bytes_on_disk(store / "image") / n),
+        "guidance": per_type,
+    }
 
 
 GROWN = "heatmap_regions,saliency_fine_grained,mask_hull"

@@ -23,8 +23,8 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.store import open_store  # noqa: E402
-from pipeline.store.shard_reader import read_sample, read_shards  # noqa: E402
+from pipeline.store import open_store
+from pipeline.store.shard_reader import read_sample, read_shards
 
 ARRAYS = ("image", "heatmap")
 COUNTS = (1, 2, 4, 8, 16, 32, 64, 256)
@@ -36,9 +36,15 @@ def relayout(source: zarr.Group, destination: Path, samples: int) -> zarr.Group:
     for name in ARRAYS:
         array = source[name]
         shard = array.shards
-        copy = group.create_array(name, shape=array.shape, dtype=array.dtype, chunks=(samples, *shard[1:]),
-                                  shards=shard, compressors=[ZstdCodec(level=3), Crc32cCodec()],
-                                  fill_value=array.metadata.fill_value)  # fmt: skip
+        copy = group.create_array(
+            name,
+            shape=array.shape,
+            dtype=array.dtype,
+            chunks=(samples, *shard[1:]),
+            shards=shard,
+            compressors=[ZstdCodec(level=3), Crc32cCodec()],
+            fill_value=array.metadata.fill_value,
+        )
         copy[:] = array[:]
     return group
 
@@ -59,7 +65,9 @@ def measure(group: zarr.Group, folder: Path) -> dict:
     return {
         "ms_per_shard": round(1e3 * whole, 2),
         "ms_per_random_sample": round(1e3 * float(np.median(times)), 3),
-        "bytes_per_sample": round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / arrays["image"].shape[0]),
+        "bytes_per_sample": round(
+            sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / arrays["image"].shape[0]
+        ),
     }
 
 
@@ -76,7 +84,10 @@ def main() -> None:
             for samples in COUNTS:
                 folder = Path(workdir) / f"s{size}-{samples}.zarr"
                 rows[samples] = measure(relayout(source, folder, samples), folder)
-            result[f"S={size}"] = {"image_inner_chunk_now": list(source["image"].chunks), "samples_per_inner_chunk": rows}
+            result[f"S={size}"] = {
+                "image_inner_chunk_now": list(source["image"].chunks),
+                "samples_per_inner_chunk": rows,
+            }
     print(json.dumps(result, indent=1))
 
 

@@ -39,18 +39,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fer_models.data import StoreBatches, select_samples  # noqa: E402
-from fer_models.engine import prepare_batch  # noqa: E402
-from pipeline.compute.model_files import ModelFiles, thread_models  # noqa: E402
-from pipeline.compute.run import preprocess  # noqa: E402
-from pipeline.compute.shard_task import process_image  # noqa: E402
-from pipeline.config import build_config  # noqa: E402
-from pipeline.datasets import get_dataset  # noqa: E402
-from pipeline.stages.decode import decode_image  # noqa: E402
-from pipeline.store import open_store  # noqa: E402
-from pipeline.store.shard_reader import read_sample  # noqa: E402
-from tests.conftest import extract_fer2013  # noqa: E402
-from tests.sharing.servers import s3_server, store_server  # noqa: E402
+from fer_models.data import StoreBatches, select_samples
+from fer_models.engine import prepare_batch
+from pipeline.compute.image_chain import process_image
+from pipeline.compute.model_files import ModelFiles, thread_models
+from pipeline.compute.run import preprocess
+from pipeline.config import build_config
+from pipeline.datasets import get_dataset
+from pipeline.stages.decode import decode_image
+from pipeline.store import open_store
+from pipeline.store.shard_reader import read_sample
+from tests.conftest import extract_fer2013
+from tests.sharing.servers import s3_server, store_server
 
 FIELDS = ("image", "heatmap", "mask_soft", "saliency", "landmarks")
 BATCH = 64
@@ -98,7 +98,9 @@ def jpeg_batches(root: Path, sources: list[str], size: int, guidance: bool, conf
                 result = process_image(pixels, None, config, models)
                 if result.image is None:  # no face: the paper scripts skip or blank it
                     result.image = np.zeros((1, size, size), np.uint8)
-                    result.guidance = {k: np.zeros((1, size, size), np.uint8) for k in ("heatmap", "mask_soft", "saliency")}
+                    result.guidance = {
+                        k: np.zeros((1, size, size), np.uint8) for k in ("heatmap", "mask_soft", "saliency")
+                    }
                 images.append(result.image)
                 maps.append(np.concatenate([result.guidance[k] for k in ("heatmap", "mask_soft", "saliency")]))
             else:
@@ -171,7 +173,9 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
         "jpeg_and_dlib_samples_per_s": round(
             rate(jpeg_batches(root, train_sources[:dlib_images], size, True, config), dlib_images), 1
         ),
-        "store_bytes_per_sample": round(sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) / manifest.__len__()),
+        "store_bytes_per_sample": round(
+            sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) / manifest.__len__()
+        ),
     }
 
 

@@ -23,13 +23,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.compute.model_files import ModelFiles, thread_models  # noqa: E402
-from pipeline.compute.run import preprocess  # noqa: E402
-from pipeline.compute.shard_task import StageTimer, process_image  # noqa: E402
-from pipeline.config import build_config  # noqa: E402
-from pipeline.datasets import get_dataset  # noqa: E402
-from pipeline.stages.decode import decode_image  # noqa: E402
-from tests.conftest import DLIB_FACES, extract_fer2013  # noqa: E402
+from pipeline.compute.image_chain import StageTimer, process_image
+from pipeline.compute.model_files import ModelFiles, thread_models
+from pipeline.compute.run import preprocess
+from pipeline.config import build_config
+from pipeline.datasets import get_dataset
+from pipeline.stages.decode import decode_image
+from tests.conftest import DLIB_FACES, extract_fer2013
 
 
 def dlib_photo_folder(destination: Path, copies: int) -> Path:
@@ -89,7 +89,10 @@ def main() -> None:
         fer = extract_fer2013(scratch / "fer", per_class=-(-args.fer_images // 14))
         photos = dlib_photo_folder(scratch / "dlib", copies=8)
         cases = {
-            "fer2013_48px": (fer, build_config({"detect": {"prior": "full-frame"}, "align": {"size": 48, "color": "gray"}})),
+            "fer2013_48px": (
+                fer,
+                build_config({"detect": {"prior": "full-frame"}, "align": {"size": 48, "color": "gray"}}),
+            ),
             "dlib_photos": (photos, build_config({"align": {"size": 112}, "shard_size": 16})),
         }
         results = {}
@@ -99,11 +102,20 @@ def main() -> None:
                 "serial_loop": serial_loop(root, config),
                 "pipeline": [pipeline_run(root, config, w, scratch / f"{name}-{w}.zarr") for w in (1, 2)],
             }
-    print(json.dumps({
-        "benchmark": "preprocess",
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(), "numpy": np.__version__},
-        "results": results,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "benchmark": "preprocess",
+                "machine": {
+                    "cpus": __import__("os").cpu_count(),
+                    "python": platform.python_version(),
+                    "numpy": np.__version__,
+                },
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

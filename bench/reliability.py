@@ -33,12 +33,12 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.compute.model_files import ModelFiles  # noqa: E402
-from pipeline.compute.run import plan_tasks  # noqa: E402
-from pipeline.config import build_config  # noqa: E402
-from pipeline.datasets import get_dataset  # noqa: E402
-from pipeline.store.writer import pending_shards, prepare_store  # noqa: E402
-from tests.conftest import FER2013_TGZ  # noqa: E402
+from pipeline.compute.model_files import ModelFiles
+from pipeline.compute.run import plan_tasks
+from pipeline.config import build_config
+from pipeline.datasets import get_dataset
+from pipeline.store.writer import pending_shards, prepare_store
+from tests.conftest import FER2013_TGZ
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -93,8 +93,21 @@ def measure_memory(sizes: list[int], work: Path) -> dict:
         root = work / f"fer-{n}"
         count = extract_first(root, n)
         store = work / f"fer-{n}.zarr"
-        command = [VENV_BIN / "fer-preprocess", store, "--dataset", "folder", "--root", root, "--prior", "full-frame",
-                   "--size", "48", "--workers", "2", "--no-progress"]  # fmt: skip
+        command = [
+            VENV_BIN / "fer-preprocess",
+            store,
+            "--dataset",
+            "folder",
+            "--root",
+            root,
+            "--prior",
+            "full-frame",
+            "--size",
+            "48",
+            "--workers",
+            "2",
+            "--no-progress",
+        ]
         result[str(count)] = peak_memory(command)
         shutil.rmtree(root)
         shutil.rmtree(store)

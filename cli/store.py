@@ -29,11 +29,27 @@ def info(store):
 @main.command()
 @click.argument("store")
 @click.option("--split", help="Only samples of this split.")
-@click.option("--status", "statuses", multiple=True, help="Only samples with this status (repeatable): ok, ok_prior, no_face, unreadable, failed.")
-@click.option("--several-faces", is_flag=True, help="Only ok samples whose photo showed several faces, the largest kept for lack of a dataset box.")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    help="Only samples with this status (repeatable): ok, ok_prior, no_face, unreadable, failed.",
+)
+@click.option(
+    "--several-faces",
+    is_flag=True,
+    help="Only ok samples whose photo showed several faces, the largest kept for lack of a dataset box.",
+)
 @click.option("--n", "count", type=int, default=24, show_default=True, help="Number of samples.")
-@click.option("--list", "as_list", is_flag=True, help="Print index, status, faces, score, source and message of each sample instead of drawing.")
-@click.option("--out", type=click.Path(dir_okay=False), default="contact-sheet.png", show_default=True, help="PNG to write.")
+@click.option(
+    "--list",
+    "as_list",
+    is_flag=True,
+    help="Print index, status, faces, score, source and message of each sample instead of drawing.",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default="contact-sheet.png", show_default=True, help="PNG to write."
+)
 def show(store, split, statuses, several_faces, count, as_list, out):
     """Write a contact sheet PNG: aligned faces with landmarks, heatmap, saliency and mask (or, with
     --list, one line per sample)."""
@@ -99,7 +115,9 @@ def diff(a, b):
 
 @main.command()
 @click.argument("store", type=click.Path(file_okay=False, exists=True))
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for the lab network).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for the lab network)."
+)
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--log/--no-log", default=False, help="Log each request.")
 def serve(store, host, port, log):

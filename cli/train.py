@@ -51,60 +51,163 @@ def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--store", required=True, help="Guidance store built by fer-preprocess.")
 @click.option("--model", type=click.Choice(list_models()), default=DEFAULT["model"])
-@click.option("--option", "model_options", multiple=True, metavar="KEY=VALUE",
-              help="A model option, repeatable (e.g. guided-stn: guidance=saliency; see docs/training.md).")
-@click.option("--labels", help="Label set recorded in the store (7, 8, polarity, votes, ...; see fer-store info). [the store's first]")
+@click.option(
+    "--option",
+    "model_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A model option, repeatable (e.g. guided-stn: guidance=saliency; see docs/training.md).",
+)
+@click.option(
+    "--labels",
+    help="Label set recorded in the store (7, 8, polarity, votes, ...; see fer-store info). [the store's first]",
+)
 @click.option("--epochs", type=int, help="[the model's default]")
 @click.option("--batch-size", type=int, help="[the model's default]")
 @click.option("--lr", type=float, help="Adam learning rate. [the model's default]")
 @click.option("--seed", type=int, default=DEFAULT["seed"])
-@click.option("--device", default=DEFAULT["device"], help="auto (CUDA with mixed precision when present), cpu, cuda or cuda:N.")
+@click.option(
+    "--device", default=DEFAULT["device"], help="auto (CUDA with mixed precision when present), cpu, cuda or cuda:N."
+)
 @click.option("--train-split", help="Split trained on. [train, or the store's only split]")
 @click.option("--eval-split", help="Validation split: its accuracy picks the epoch. [val, unless it is the test split]")
 @click.option("--test-split", help="Split scored once, after the last epoch. [test, else val]")
-@click.option("--val-fraction", type=float, default=DEFAULT["val_fraction"], help="Validate on this share of the training subjects (or samples, where the store has no subjects) instead. [off; with --folds: the next fold validates]")
-@click.option("--folds", type=int, default=DEFAULT["folds"], help="Split the train split into K subject-independent folds (needs subjects, e.g. ckplus). [off]")
-@click.option("--fold", type=int, default=DEFAULT["fold"], help="With --folds: the fold tested; the next one validates, the others train.")
-@click.option("--all-folds", is_flag=True, help="With --folds: run every fold into OUT/fold<I> and write OUT/folds.md, folds.json and the pooled confusion.png (run again to resume).")
-@click.option("--balance", type=click.Choice(BALANCES), default=DEFAULT["balance"], help="Class-weighted loss for imbalanced sets, or none.")
-@click.option("--augment/--no-augment", default=DEFAULT["augment"], help="Flip, small affine, brightness/contrast; guidance moves with the image.")
-@click.option("--workers", type=int, default=DEFAULT["workers"], help="Loader processes when streaming a large store (spawn).")
-@click.option("--in-memory", type=click.Choice(["auto", "yes", "no"]), default=DEFAULT["in_memory"], help="Hold the selected samples in memory. [auto: up to 2 GiB]")
-@click.option("--init", type=click.Path(dir_okay=False), help="Start from these weights (a state dict or checkpoint; tensors matched by name and shape).")
-@click.option("--threads", type=int, help="CPU threads; recorded, since the same seed gives other weights at another thread count. [torch's default]")
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=DEFAULT["val_fraction"],
+    help="Validate on this share of the training subjects (or samples, where the store has no subjects) instead. [off; with --folds: the next fold validates]",
+)
+@click.option(
+    "--folds",
+    type=int,
+    default=DEFAULT["folds"],
+    help="Split the train split into K subject-independent folds (needs subjects, e.g. ckplus). [off]",
+)
+@click.option(
+    "--fold",
+    type=int,
+    default=DEFAULT["fold"],
+    help="With --folds: the fold tested; the next one validates, the others train.",
+)
+@click.option(
+    "--all-folds",
+    is_flag=True,
+    help="With --folds: run every fold into OUT/fold<I> and write OUT/folds.md, folds.json and the pooled confusion.png (run again to resume).",
+)
+@click.option(
+    "--balance",
+    type=click.Choice(BALANCES),
+    default=DEFAULT["balance"],
+    help="Class-weighted loss for imbalanced sets, or none.",
+)
+@click.option(
+    "--augment/--no-augment",
+    default=DEFAULT["augment"],
+    help="Flip, small affine, brightness/contrast; guidance moves with the image.",
+)
+@click.option(
+    "--workers", type=int, default=DEFAULT["workers"], help="Loader processes when streaming a large store (spawn)."
+)
+@click.option(
+    "--in-memory",
+    type=click.Choice(["auto", "yes", "no"]),
+    default=DEFAULT["in_memory"],
+    help="Hold the selected samples in memory. [auto: up to 2 GiB]",
+)
+@click.option(
+    "--init",
+    type=click.Path(dir_okay=False),
+    help="Start from these weights (a state dict or checkpoint; tensors matched by name and shape).",
+)
+@click.option(
+    "--threads",
+    type=int,
+    help="CPU threads; recorded, since the same seed gives other weights at another thread count. [torch's default]",
+)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUT from its last.pt.")
 @click.option("--progress/--no-progress", default=True, help="A progress bar per epoch.")
-def main(store, model, model_options, labels, epochs, batch_size, lr, seed, device, train_split, eval_split, test_split,
-         val_fraction, folds, fold, all_folds, balance, augment, workers, in_memory, init, threads, out, resume,
-         progress):  # fmt: skip
+def main(
+    store,
+    model,
+    model_options,
+    labels,
+    epochs,
+    batch_size,
+    lr,
+    seed,
+    device,
+    train_split,
+    eval_split,
+    test_split,
+    val_fraction,
+    folds,
+    fold,
+    all_folds,
+    balance,
+    augment,
+    workers,
+    in_memory,
+    init,
+    threads,
+    out,
+    resume,
+    progress,
+):
     """Train MODEL on the store's usable samples (status ok / ok_prior, known label) without
     recomputing any guidance. The epoch is chosen on validation samples and the test samples are
     scored once, at the end (docs/training.md). OUT gets config.json, log.jsonl, last.pt, best.pt,
     confusion.png, test_predictions.csv and summary.json."""
     with user_errors():
         config = TrainConfig(
-            store=store, model=model, options=parse_options(model, model_options), epochs=epochs,
-            batch_size=batch_size, lr=lr, seed=seed, labels=labels, train_split=train_split, eval_split=eval_split,
-            test_split=test_split, folds=folds, fold=fold, val_fraction=val_fraction, device=device, balance=balance,
-            augment=augment, workers=workers, in_memory={"auto": "auto", "yes": True, "no": False}[in_memory],
-            init=init, threads=threads,
-        )  # fmt: skip
+            store=store,
+            model=model,
+            options=parse_options(model, model_options),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            labels=labels,
+            train_split=train_split,
+            eval_split=eval_split,
+            test_split=test_split,
+            folds=folds,
+            fold=fold,
+            val_fraction=val_fraction,
+            device=device,
+            balance=balance,
+            augment=augment,
+            workers=workers,
+            in_memory={"auto": "auto", "yes": True, "no": False}[in_memory],
+            init=init,
+            threads=threads,
+        )
         if all_folds:
-            table = train_all_folds(config, out, commands=fold_commands(sys.argv, out, folds),
-                                    progress=ConsoleProgress(bars=progress, err=False))  # fmt: skip
+            table = train_all_folds(
+                config,
+                out,
+                commands=fold_commands(sys.argv, out, folds),
+                progress=ConsoleProgress(bars=progress, err=False),
+            )
             mean, std, pooled = table["mean"], table["std"], table["pooled"]
-            click.echo(f"done: {folds} folds, accuracy {mean['accuracy']:.4f} ± {std['accuracy']:.4f} "
-                       f"(pooled {pooled['accuracy']:.4f}), macro-F1 {mean['macro_f1']:.4f} ± {std['macro_f1']:.4f} "
-                       f"-> {Path(out) / 'folds.md'}")  # fmt: skip
+            click.echo(
+                f"done: {folds} folds, accuracy {mean['accuracy']:.4f} ± {std['accuracy']:.4f} "
+                f"(pooled {pooled['accuracy']:.4f}), macro-F1 {mean['macro_f1']:.4f} ± {std['macro_f1']:.4f} "
+                f"-> {Path(out) / 'folds.md'}"
+            )
             return
         summary = train(config, out, resume=resume, progress=ConsoleProgress(bars=progress, err=False))
     if summary["test_split"] is None:
-        click.echo(f"done: epoch {summary['selected_epoch']} selected ({summary['selected_by']}); no test samples -> {out}")
+        click.echo(
+            f"done: epoch {summary['selected_epoch']} selected ({summary['selected_by']}); no test samples -> {out}"
+        )
         return
-    click.echo(f"done: epoch {summary['selected_epoch']} selected ({summary['selected_by']}); {summary['test_split']} "
-               f"accuracy {summary['test_accuracy']:.4f}, macro-F1 {summary['test_macro_f1']:.4f} "
-               f"(last epoch {summary['last_epoch_test_accuracy']:.4f}) -> {out}")  # fmt: skip
+    click.echo(
+        f"done: epoch {summary['selected_epoch']} selected ({summary['selected_by']}); {summary['test_split']} "
+        f"accuracy {summary['test_accuracy']:.4f}, macro-F1 {summary['test_macro_f1']:.4f} "
+        f"(last epoch {summary['last_epoch_test_accuracy']:.4f}) -> {out}"
+    )
 
 
 def fold_commands(argv: list[str], out: str, folds: int) -> list[str]:
@@ -139,18 +242,31 @@ def evaluate(checkpoint, store, split, fold, allow_seen, device, batch_size, out
     with user_errors():
         if split is not None and fold is not None:
             raise ConfigError("give --split or --fold, not both")
-        result = evaluate_checkpoint(checkpoint, store, split, fold=fold, device=device, batch_size=batch_size,
-                                     allow_seen=allow_seen, out=out)  # fmt: skip
+        result = evaluate_checkpoint(
+            checkpoint, store, split, fold=fold, device=device, batch_size=batch_size, allow_seen=allow_seen, out=out
+        )
     if result["trained_samples_scored"]:
-        click.echo(f"WARNING: {result['trained_samples_scored']} of the {result['samples']} samples scored were "
-                   "trained on by this checkpoint (--allow-seen); the figures overstate it on unseen faces", err=True)  # fmt: skip
+        click.echo(
+            f"WARNING: {result['trained_samples_scored']} of the {result['samples']} samples scored were "
+            "trained on by this checkpoint (--allow-seen); the figures overstate it on unseen faces",
+            err=True,
+        )
     if result["validation_samples_scored"]:
-        click.echo(f"warning: {result['validation_samples_scored']} of the samples scored chose this checkpoint's "
-                   "epoch (its validation samples); the figures are optimistic", err=True)  # fmt: skip
+        click.echo(
+            f"warning: {result['validation_samples_scored']} of the samples scored chose this checkpoint's "
+            "epoch (its validation samples); the figures are optimistic",
+            err=True,
+        )
     if result["trained_samples_scored"] is None:
-        click.echo(f"warning: {store} holds other rows than the checkpoint's training store, so which of its samples "
-                   "the checkpoint saw cannot be checked", err=True)  # fmt: skip
+        click.echo(
+            f"warning: {store} holds other rows than the checkpoint's training store, so which of its samples "
+            "the checkpoint saw cannot be checked",
+            err=True,
+        )
     if not result["same_preprocessing"]:
-        click.echo(f"warning: {store} was preprocessed with another configuration than the store this checkpoint "
-                   "was trained on (fer-store diff shows how); the scores may not compare", err=True)  # fmt: skip
+        click.echo(
+            f"warning: {store} was preprocessed with another configuration than the store this checkpoint "
+            "was trained on (fer-store diff shows how); the scores may not compare",
+            err=True,
+        )
     click.echo(json.dumps(result, indent=2))

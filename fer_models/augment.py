@@ -127,7 +127,9 @@ def warp_batch(batch: dict[str, torch.Tensor], forward: torch.Tensor, size: int)
             out[name] = _move_points(values, forward, size)
         elif values.dim() == 3 and values.shape[-1] == 4:
             left, top, right, bottom = values.unbind(-1)
-            corners = torch.stack([torch.stack(c, -1) for c in ((left, top), (right, top), (left, bottom), (right, bottom))], 2)
+            corners = torch.stack(
+                [torch.stack(c, -1) for c in ((left, top), (right, top), (left, bottom), (right, bottom))], 2
+            )
             moved = _move_points(corners.flatten(1, 2), forward, size).view(*corners.shape)
             out[name] = torch.cat([moved.amin(2), moved.amax(2)], -1).clamp(0, size)
         else:

@@ -42,8 +42,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for a bad file
         raise ConfigError(f"{path} is not a readable checkpoint: {error}") from None
     if isinstance(checkpoint, dict) and checkpoint.get("format") == 1:
-        raise ConfigError(f"{path} was written by an earlier fer-train (checkpoint format 1), whose fold runs chose "
-                          "their epoch on the test fold; train it again with this version")  # fmt: skip
+        raise ConfigError(
+            f"{path} was written by an earlier fer-train (checkpoint format 1), whose fold runs chose "
+            "their epoch on the test fold; train it again with this version"
+        )
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path} is not a checkpoint written by fer-train (format {CHECKPOINT_FORMAT})")
     return checkpoint
@@ -73,6 +75,8 @@ def load_initial_weights(model: torch.nn.Module, path: str) -> str:
     own = model.state_dict()
     matching = {k: v for k, v in state.items() if k in own and getattr(v, "shape", None) == own[k].shape}
     if not matching:
-        raise ConfigError(f"--init {path}: none of its {len(state)} tensors matches a parameter of this model by name and shape")
+        raise ConfigError(
+            f"--init {path}: none of its {len(state)} tensors matches a parameter of this model by name and shape"
+        )
     model.load_state_dict(matching, strict=False)
     return f"--init {path}: loaded {len(matching)} of the model's {len(own)} tensors ({len(state) - len(matching)} in the file unused)"

@@ -16,11 +16,18 @@ from fer_models.registry import register_model
 def baseline_features(in_channels: int) -> nn.Sequential:
     """``(B, C, S, S) -> (B, 10, s, s)`` with ``s = ((S - 4) // 2 - 4) // 2``."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, 10, 3), nn.ReLU(),
-        nn.Conv2d(10, 10, 3), nn.MaxPool2d(2), nn.ReLU(),
-        nn.Conv2d(10, 10, 3), nn.ReLU(),
-        nn.Conv2d(10, 10, 3), nn.BatchNorm2d(10), nn.MaxPool2d(2), nn.ReLU(),
-    )  # fmt: skip
+        nn.Conv2d(in_channels, 10, 3),
+        nn.ReLU(),
+        nn.Conv2d(10, 10, 3),
+        nn.MaxPool2d(2),
+        nn.ReLU(),
+        nn.Conv2d(10, 10, 3),
+        nn.ReLU(),
+        nn.Conv2d(10, 10, 3),
+        nn.BatchNorm2d(10),
+        nn.MaxPool2d(2),
+        nn.ReLU(),
+    )
 
 
 def baseline_classifier(image_size: int, num_classes: int, dropout: float) -> nn.Sequential:

@@ -45,8 +45,10 @@ class TrainConfig:
         if self.folds and not 0 <= self.fold < self.folds:
             raise ConfigError(f"--fold must be between 0 and {self.folds - 1} with --folds {self.folds}")
         if self.folds and (self.eval_split or self.test_split):
-            raise ConfigError("--folds tests fold --fold and validates on the next fold (or --val-fraction); "
-                              "leave out --eval-split and --test-split")  # fmt: skip
+            raise ConfigError(
+                "--folds tests fold --fold and validates on the next fold (or --val-fraction); "
+                "leave out --eval-split and --test-split"
+            )
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be at least 0 and below 1, got {self.val_fraction}")
         if self.threads is not None and self.threads < 1:

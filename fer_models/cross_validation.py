@@ -26,8 +26,9 @@ from pipeline.errors import ConfigError
 from pipeline.progress import QUIET, Progress
 
 
-def train_all_folds(config: TrainConfig, out_dir: str | Path, *, commands: list[str] | None = None,
-                    progress: Progress = QUIET) -> dict[str, Any]:  # fmt: skip
+def train_all_folds(
+    config: TrainConfig, out_dir: str | Path, *, commands: list[str] | None = None, progress: Progress = QUIET
+) -> dict[str, Any]:
     """Train fold 0 to K-1 of ``config.folds`` into ``out_dir/fold<I>`` and write the table.
 
     Args:
@@ -57,12 +58,18 @@ def train_all_folds(config: TrainConfig, out_dir: str | Path, *, commands: list[
         else:
             progress.line(f"fold {fold} of {config.folds}: finished earlier in {fold_dir}")
         summaries.append(summary)
-    table = fold_table(summaries, [read_predictions(out / f"fold{i}" / "test_predictions.csv") for i in range(config.folds)])
+    table = fold_table(
+        summaries, [read_predictions(out / f"fold{i}" / "test_predictions.csv") for i in range(config.folds)]
+    )
     table["commands"] = commands or []
     (out / "folds.json").write_text(json.dumps(table, indent=2))
     (out / "folds.md").write_text(fold_table_markdown(table))
-    write_confusion_png(np.array(table["pooled"]["confusion"]), table["labels"], out / "confusion.png",
-                        title=f"{config.model}, {config.folds} folds pooled")  # fmt: skip
+    write_confusion_png(
+        np.array(table["pooled"]["confusion"]),
+        table["labels"],
+        out / "confusion.png",
+        title=f"{config.model}, {config.folds} folds pooled",
+    )
     return table
 
 
@@ -98,30 +105,44 @@ def fold_table(summaries: list[dict[str, Any]], predictions: list[dict[str, np.n
     """
     labels = summaries[0]["labels"]
     rows = [
-        {"fold": i, "train_samples": s["train_samples"], "validation_split": s["validation_split"],
-         "validation_samples": s["validation_samples"], "test_samples": s["test_samples"],
-         "selected_epoch": s["selected_epoch"], "accuracy": s["test_accuracy"], "macro_f1": s["test_macro_f1"],
-         "last_epoch_accuracy": s["last_epoch_test_accuracy"]}
+        {
+            "fold": i,
+            "train_samples": s["train_samples"],
+            "validation_split": s["validation_split"],
+            "validation_samples": s["validation_samples"],
+            "test_samples": s["test_samples"],
+            "selected_epoch": s["selected_epoch"],
+            "accuracy": s["test_accuracy"],
+            "macro_f1": s["test_macro_f1"],
+            "last_epoch_accuracy": s["last_epoch_test_accuracy"],
+        }
         for i, s in enumerate(summaries)
-    ]  # fmt: skip
+    ]
     target = np.concatenate([p["target"] for p in predictions])
     predicted = np.concatenate([p["predicted"] for p in predictions])
     confusion = confusion_matrix(target, predicted, len(labels))
     metrics = ("accuracy", "macro_f1", "last_epoch_accuracy")
     return {
-        "model": summaries[0]["model"], "options": summaries[0]["options"], "labels": labels,
-        "epochs": summaries[0]["epochs"], "selected_by": [s["selected_by"] for s in summaries],
+        "model": summaries[0]["model"],
+        "options": summaries[0]["options"],
+        "labels": labels,
+        "epochs": summaries[0]["epochs"],
+        "selected_by": [s["selected_by"] for s in summaries],
         "folds": rows,
         "mean": {m: float(np.mean([r[m] for r in rows])) for m in metrics},
         "std": {m: float(np.std([r[m] for r in rows], ddof=1)) if len(rows) > 1 else 0.0 for m in metrics},
-        "pooled": {"samples": int(len(target)), "accuracy": accuracy(confusion), "macro_f1": macro_f1(confusion),
-                   "confusion": confusion.tolist()},
-    }  # fmt: skip
+        "pooled": {
+            "samples": int(len(target)),
+            "accuracy": accuracy(confusion),
+            "macro_f1": macro_f1(confusion),
+            "confusion": confusion.tolist(),
+        },
+    }
 
 
 def fold_table_markdown(table: dict[str, Any]) -> str:
     """The table of :func:`fold_table` as Markdown (percentages, two decimals)."""
-    pct = lambda value: f"{100 * value:.2f}"  # noqa: E731
+    pct = lambda value: f"{100 * value:.2f}"
     lines = [
         f"# {table['model']}{' ' + json.dumps(table['options']) if table['options'] else ''}, {len(table['folds'])} "
         f"subject folds, {table['epochs']} epochs",
@@ -131,12 +152,14 @@ def fold_table_markdown(table: dict[str, Any]) -> str:
         "",
         "| fold | train | validation | test | selected epoch | accuracy | macro-F1 | last-epoch accuracy |",
         "|---|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
+    ]
     for row in table["folds"]:
         validation = f"{row['validation_split']} ({row['validation_samples']})" if row["validation_split"] else "none"
-        lines.append(f"| {row['fold']} | {row['train_samples']} | {validation} | {row['test_samples']} | "
-                     f"{row['selected_epoch']} | {pct(row['accuracy'])} | {pct(row['macro_f1'])} | "
-                     f"{pct(row['last_epoch_accuracy'])} |")  # fmt: skip
+        lines.append(
+            f"| {row['fold']} | {row['train_samples']} | {validation} | {row['test_samples']} | "
+            f"{row['selected_epoch']} | {pct(row['accuracy'])} | {pct(row['macro_f1'])} | "
+            f"{pct(row['last_epoch_accuracy'])} |"
+        )
     mean, std, pooled = table["mean"], table["std"], table["pooled"]
     lines += [
         f"| mean ± std | | | | | {pct(mean['accuracy'])} ± {pct(std['accuracy'])} | "
@@ -145,10 +168,15 @@ def fold_table_markdown(table: dict[str, Any]) -> str:
         f"| pooled ({pooled['samples']} test predictions) | | | | | {pct(pooled['accuracy'])} | "
         f"{pct(pooled['macro_f1'])} | |",
         "",
-        "Epoch selection: " + ("the best validation accuracy on the validation column's samples"
-                               if table["folds"][0]["validation_split"] else "the last epoch (no validation data)") + ".",
+        "Epoch selection: "
+        + (
+            "the best validation accuracy on the validation column's samples"
+            if table["folds"][0]["validation_split"]
+            else "the last epoch (no validation data)"
+        )
+        + ".",
         "Pooled confusion matrix: confusion.png.",
-    ]  # fmt: skip
+    ]
     if table["commands"]:
         lines += ["", "Commands:", "", "```sh", *table["commands"], "```"]
     return "\n".join(lines) + "\n"

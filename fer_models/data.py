@@ -227,9 +227,11 @@ class StoreBatches(torch.utils.data.IterableDataset):
         decoded (:func:`pipeline.store.shard_reader.read_shards`), the selected rows kept."""
         try:
             shards = read_shards(arrays, [start // self.shard_size for start, _ in window])
-        except Exception as error:  # noqa: BLE001 - a damaged chunk read by zarr raises whatever its codec raises
-            raise StoreError(f"cannot read {self.store}: {error if isinstance(error, StoreError) else repr(error)}; "
-                             f"the store is damaged: `fer-store verify {self.store}` lists what")  # fmt: skip
+        except Exception as error:  # a damaged chunk read by zarr raises whatever its codec raises
+            raise StoreError(
+                f"cannot read {self.store}: {error if isinstance(error, StoreError) else repr(error)}; "
+                f"the store is damaged: `fer-store verify {self.store}` lists what"
+            ) from error
         return [
             {name: shards[name][i][self.selection.index[positions] - start] for name in arrays}
             for i, (start, positions) in enumerate(window)
@@ -239,8 +241,11 @@ class StoreBatches(torch.utils.data.IterableDataset):
         if self._arrays is None:
             arrays = self._arrays_of()
             blocks = self._blocks()
-            parts = [part for first in range(0, len(blocks), self.window_shards)
-                     for part in self._read(arrays, blocks[first : first + self.window_shards])]  # fmt: skip
+            parts = [
+                part
+                for first in range(0, len(blocks), self.window_shards)
+                for part in self._read(arrays, blocks[first : first + self.window_shards])
+            ]
             self._arrays = {name: np.concatenate([p[name] for p in parts]) for name in self.fields}
         return self._arrays
 

@@ -111,9 +111,15 @@ class Trainer:
 
     def batches(self, selection: Selection, shuffle: bool) -> StoreBatches:
         return StoreBatches(
-            self.config.store, selection, self.fields, self.config.batch_size, shuffle=shuffle, seed=self.config.seed,
-            drop_last=shuffle and len(selection) > self.config.batch_size, in_memory=self.config.in_memory,
-        )  # fmt: skip
+            self.config.store,
+            selection,
+            self.fields,
+            self.config.batch_size,
+            shuffle=shuffle,
+            seed=self.config.seed,
+            drop_last=shuffle and len(selection) > self.config.batch_size,
+            in_memory=self.config.in_memory,
+        )
 
     def _loader(self, batches: StoreBatches):
         workers = 0 if batches.in_memory else self.config.workers
@@ -144,8 +150,10 @@ class Trainer:
                     batch = augment_batch(batch, augment, self.view.permutations, augment_generator)
                 with self._autocast():
                     output = self.model(self._input(batch))
-                    terms = {"classification": classification_loss(output["logits"], batch["target"], self.class_weight),
-                             **output.get("losses", {})}  # a model's own terms  # fmt: skip
+                    terms = {
+                        "classification": classification_loss(output["logits"], batch["target"], self.class_weight),
+                        **output.get("losses", {}),
+                    }  # a model's own terms
                     loss = sum(terms.values())
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
@@ -163,8 +171,9 @@ class Trainer:
     def evaluate(self, batches: StoreBatches) -> dict[str, Any]:
         """Loss, accuracy, macro-F1, confusion matrix and predictions on ``batches`` (hard labels:
         the most voted class of a soft target); see :func:`evaluate_model`."""
-        return evaluate_model(self.model, self._loader(batches), self.device, len(self.class_names), self._autocast,
-                              self._input)  # fmt: skip
+        return evaluate_model(
+            self.model, self._loader(batches), self.device, len(self.class_names), self._autocast, self._input
+        )
 
     def checkpoint(self) -> dict[str, Any]:
         return {
@@ -177,8 +186,10 @@ class Trainer:
             "config": dataclasses.asdict(self.config),
             "class_names": list(self.class_names),
             "label_set": self.train_selection.label_set,
-            "store": {"location": self.config.store,
-                      **{key: getattr(self.view.provenance, key) for key in ("dataset", "config_sha256", "manifest_sha256")}},
+            "store": {
+                "location": self.config.store,
+                **{key: getattr(self.view.provenance, key) for key in ("dataset", "config_sha256", "manifest_sha256")},
+            },
         }
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
@@ -187,7 +198,9 @@ class Trainer:
         self.epoch, self.history, self.best = checkpoint["epoch"], checkpoint["history"], checkpoint["best"]
 
 
-def evaluate_model(model, loader, device, num_classes: int, autocast=contextlib.nullcontext, to_input=lambda b: b) -> dict[str, Any]:
+def evaluate_model(
+    model, loader, device, num_classes: int, autocast=contextlib.nullcontext, to_input=lambda b: b
+) -> dict[str, Any]:
     """Score ``model`` over ``loader``.
 
     Returns:
@@ -209,6 +222,12 @@ def evaluate_model(model, loader, device, num_classes: int, autocast=contextlib.
             index.append(batch["index"].cpu())
     truth_all, predicted_all = torch.cat(truth).numpy(), torch.cat(predicted).numpy()
     confusion = confusion_matrix(truth_all, predicted_all, num_classes)
-    return {"loss": loss_sum / max(len(truth_all), 1), "accuracy": accuracy(confusion), "macro_f1": macro_f1(confusion),
-            "confusion": confusion.tolist(), "index": torch.cat(index).numpy(), "target": truth_all,
-            "predicted": predicted_all}  # fmt: skip
+    return {
+        "loss": loss_sum / max(len(truth_all), 1),
+        "accuracy": accuracy(confusion),
+        "macro_f1": macro_f1(confusion),
+        "confusion": confusion.tolist(),
+        "index": torch.cat(index).numpy(),
+        "target": truth_all,
+        "predicted": predicted_all,
+    }

@@ -18,9 +18,17 @@ from fer_models.store_view import StoreView, build_model, model_fields
 from pipeline.errors import ConfigError
 
 
-def evaluate_checkpoint(checkpoint_path: str | Path, store: str, split: str | None = None, *, fold: int | None = None,
-                        device: str = "auto", batch_size: int = 256, allow_seen: bool = False,
-                        out: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+def evaluate_checkpoint(
+    checkpoint_path: str | Path,
+    store: str,
+    split: str | None = None,
+    *,
+    fold: int | None = None,
+    device: str = "auto",
+    batch_size: int = 256,
+    allow_seen: bool = False,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
     """Score a checkpoint with its own label set on the samples its run reported (the default), on
     ``split`` of ``store``, or on subject fold ``fold`` of its fold run; write ``confusion.png``
     and ``metrics.json`` to ``out`` when given.
@@ -47,21 +55,27 @@ def evaluate_checkpoint(checkpoint_path: str | Path, store: str, split: str | No
         if not config.folds:
             raise ConfigError(f"--fold: {checkpoint_path} is not from a fold run (fer-train --folds K); use --split")
         if not 0 <= fold < config.folds:
-            raise ConfigError(f"--fold must be between 0 and {config.folds - 1} for this {config.folds}-fold checkpoint")
+            raise ConfigError(
+                f"--fold must be between 0 and {config.folds - 1} for this {config.folds}-fold checkpoint"
+            )
         folds = SubjectFolds.only(config.folds, fold)
         selection = select_samples(store, train_split_name(config, splits), checkpoint["label_set"], folds)
         scored = f"fold{fold}"
     elif split is None:
         if protocol is None:
-            raise ConfigError(f"{store} holds other rows than the store {checkpoint_path} was trained from; name a --split")
+            raise ConfigError(
+                f"{store} holds other rows than the store {checkpoint_path} was trained from; name a --split"
+            )
         if protocol.test is None:
             raise ConfigError(f"the run of {checkpoint_path} had no test samples; name a --split")
         selection, scored = protocol.test, protocol.test_name
     else:
         selection, scored = select_samples(store, split, checkpoint["label_set"]), split
     if list(selection.class_names) != checkpoint["class_names"]:
-        raise ConfigError(f"label set {checkpoint['label_set']!r} of {store} has classes {list(selection.class_names)}; "
-                          f"the checkpoint was trained on {checkpoint['class_names']}")  # fmt: skip
+        raise ConfigError(
+            f"label set {checkpoint['label_set']!r} of {store} has classes {list(selection.class_names)}; "
+            f"the checkpoint was trained on {checkpoint['class_names']}"
+        )
     seen = validated = None
     if protocol is not None:
         seen = int(np.isin(selection.index, protocol.train.index).sum())
@@ -72,23 +86,37 @@ def evaluate_checkpoint(checkpoint_path: str | Path, store: str, split: str | No
                 f"(its run trained on {protocol.train_name}); its figure would say nothing about unseen faces. "
                 f"Score what the run held out: leave out --split/--fold ({protocol.test_name or 'no test samples'}), "
                 "or pass --allow-seen to score them anyway"
-            )  # fmt: skip
+            )
     torch_device = resolve_device(device)
     model = build_model(config, view, len(selection.class_names))
     model.load_state_dict(checkpoint["model"])
     model.to(torch_device)
     batches = StoreBatches(store, selection, model_fields(model), batch_size)
-    scores = evaluate_model(model, make_loader(batches, pin_memory=torch_device.type == "cuda"), torch_device,
-                            len(selection.class_names))  # fmt: skip
-    result = {"checkpoint": str(checkpoint_path), "store": store, "scored": scored, "samples": len(selection),
-              "model": config.model, "label_set": checkpoint["label_set"], "epoch": checkpoint["epoch"],
-              "same_preprocessing": view.provenance.config_sha256 == checkpoint["store"]["config_sha256"],
-              "same_rows": same_rows, "trained_samples_scored": seen, "validation_samples_scored": validated,
-              **{key: scores[key] for key in ("loss", "accuracy", "macro_f1", "confusion")}}  # fmt: skip
+    scores = evaluate_model(
+        model, make_loader(batches, pin_memory=torch_device.type == "cuda"), torch_device, len(selection.class_names)
+    )
+    result = {
+        "checkpoint": str(checkpoint_path),
+        "store": store,
+        "scored": scored,
+        "samples": len(selection),
+        "model": config.model,
+        "label_set": checkpoint["label_set"],
+        "epoch": checkpoint["epoch"],
+        "same_preprocessing": view.provenance.config_sha256 == checkpoint["store"]["config_sha256"],
+        "same_rows": same_rows,
+        "trained_samples_scored": seen,
+        "validation_samples_scored": validated,
+        **{key: scores[key] for key in ("loss", "accuracy", "macro_f1", "confusion")},
+    }
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        write_confusion_png(np.array(scores["confusion"]), selection.class_names, out / "confusion.png",
-                            title=f"{config.model} epoch {checkpoint['epoch']}, {scored}")  # fmt: skip
+        write_confusion_png(
+            np.array(scores["confusion"]),
+            selection.class_names,
+            out / "confusion.png",
+            title=f"{config.model} epoch {checkpoint['epoch']}, {scored}",
+        )
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
     return result

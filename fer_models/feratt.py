@@ -25,7 +25,9 @@ from fer_models.registry import register_model
 
 
 def _conv(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()
+    )
 
 
 class AttentionUNet(nn.Module):
@@ -35,7 +37,11 @@ class AttentionUNet(nn.Module):
     def __init__(self, in_channels: int, maps: int, width: int = 32, sigmoid: bool = True):
         super().__init__()
         self.sigmoid = sigmoid
-        self.enc1, self.enc2, self.enc3 = _conv(in_channels, width), _conv(width, 2 * width), _conv(2 * width, 4 * width)
+        self.enc1, self.enc2, self.enc3 = (
+            _conv(in_channels, width),
+            _conv(width, 2 * width),
+            _conv(2 * width, 4 * width),
+        )
         self.dec2, self.dec1 = _conv(6 * width, 2 * width), _conv(3 * width, width)
         self.out = nn.Conv2d(width, maps, 1)
 
@@ -111,9 +117,19 @@ class FERAtt(nn.Module):
     width: first-stage channels of the classifier. maps: attention maps (and feature channels).
     """
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 7, image_size: int = 112, width: int = 32,
-                 maps: int = 32, embedding: int = 64, attention: bool = True, reconstruction_weight: float = 1.0,
-                 structure_weight: float = 0.1, structure_sigma: float = 1.0):  # fmt: skip
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 7,
+        image_size: int = 112,
+        width: int = 32,
+        maps: int = 32,
+        embedding: int = 64,
+        attention: bool = True,
+        reconstruction_weight: float = 1.0,
+        structure_weight: float = 0.1,
+        structure_sigma: float = 1.0,
+    ):
         super().__init__()
         self.use_attention = attention
         self.inputs = ("image", "mask_hull") if attention else ("image",)
@@ -125,7 +141,10 @@ class FERAtt(nn.Module):
         self.embed = nn.Linear(8 * width, embedding)
         self.head = nn.Linear(embedding, num_classes)
         self.reconstruction_weight, self.structure_weight, self.structure_sigma = (
-            reconstruction_weight, structure_weight, structure_sigma)  # fmt: skip
+            reconstruction_weight,
+            structure_weight,
+            structure_sigma,
+        )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         image, output, losses = batch["image"], {}, {}
@@ -141,7 +160,9 @@ class FERAtt(nn.Module):
         output.update(logits=self.head(embedding), embedding=embedding)
         if self.training and self.structure_weight > 0 and "target" in batch:
             target = batch["target"] if batch["target"].dim() == 1 else batch["target"].argmax(1)
-            losses["structure"] = self.structure_weight * gaussian_structure_loss(embedding, target, self.structure_sigma)
+            losses["structure"] = self.structure_weight * gaussian_structure_loss(
+                embedding, target, self.structure_sigma
+            )
         if losses:
             output["losses"] = losses
         return output

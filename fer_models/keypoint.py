@@ -47,9 +47,18 @@ class KeypointFeatureNet(nn.Module):
 
     inputs = ("image", "landmarks")
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 7, image_size: int = 112, width: int = 64,
-                 stage: int = 3, sigma: float = 0.05, regularisation: float = 1.0, attention: bool = True,
-                 heads: int = 4):  # fmt: skip
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 7,
+        image_size: int = 112,
+        width: int = 64,
+        stage: int = 3,
+        sigma: float = 0.05,
+        regularisation: float = 1.0,
+        attention: bool = True,
+        heads: int = 4,
+    ):
         super().__init__()
         if not 1 <= stage <= 4:
             raise ConfigError(f"keypoint stage must be 1 to 4, got {stage}")

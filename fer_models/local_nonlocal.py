@@ -27,7 +27,9 @@ from pipeline.stages.regions import REGIONS
 
 
 def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU())
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()
+    )
 
 
 class RegionNet(nn.Module):
@@ -52,8 +54,16 @@ class LocalNonLocalNet(nn.Module):
 
     inputs = ("image", "regions")
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 7, image_size: int = 112, width: int = 32,
-                 region_size: int = 6, dim: int = 64, weights: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 7,
+        image_size: int = 112,
+        width: int = 32,
+        region_size: int = 6,
+        dim: int = 64,
+        weights: bool = True,
+    ):
         super().__init__()
         regions = len(REGIONS)
         self.region_size = region_size

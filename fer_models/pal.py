@@ -35,7 +35,9 @@ def _standardise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / (std + 1e-6)
 
 
-def privileged_attribution_loss(attribution: torch.Tensor, heatmap: torch.Tensor, strategy: str = "all") -> torch.Tensor:
+def privileged_attribution_loss(
+    attribution: torch.Tensor, heatmap: torch.Tensor, strategy: str = "all"
+) -> torch.Tensor:
     """Minus the mean cross-correlation of standardised attribution and heatmap.
 
     Args:
@@ -65,9 +67,17 @@ class PrivilegedAttributionResNet(nn.Module):
 
     inputs = ("image", "heatmap")
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 7, image_size: int = 112, width: int = 64,
-                 layer: int = 3, weight: float = 1.0, strategy: str = "all",
-                 attribution: str = "gradient_x_activation"):  # fmt: skip
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 7,
+        image_size: int = 112,
+        width: int = 64,
+        layer: int = 3,
+        weight: float = 1.0,
+        strategy: str = "all",
+        attribution: str = "gradient_x_activation",
+    ):
         super().__init__()
         if not 1 <= layer <= 4:
             raise ConfigError(f"pal layer must be 1 to 4, got {layer}")

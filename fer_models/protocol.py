@@ -82,7 +82,9 @@ def resolve_protocol(config: TrainConfig, store: str | Path, splits: list[str]) 
     if test_split is None:
         test_split = next((name for name in ("test", "val") if name in splits and name != train_split), None)
     if test_split == train_split:
-        raise ConfigError(f"--test-split {test_split} is also the train split; report on samples the model has not seen")
+        raise ConfigError(
+            f"--test-split {test_split} is also the train split; report on samples the model has not seen"
+        )
     validation_split = config.eval_split
     if validation_split in (train_split, test_split) and validation_split is not None:
         role = "train" if validation_split == train_split else "test"
@@ -90,8 +92,13 @@ def resolve_protocol(config: TrainConfig, store: str | Path, splits: list[str]) 
             f"--eval-split {validation_split} is also the {role} split: the epoch would be chosen on "
             f"{'the training samples' if role == 'train' else 'the samples reported'}; name another split, "
             "or hold out part of the train split with --val-fraction F"
-        )  # fmt: skip
-    if validation_split is None and not config.val_fraction and "val" in splits and "val" not in (train_split, test_split):
+        )
+    if (
+        validation_split is None
+        and not config.val_fraction
+        and "val" in splits
+        and "val" not in (train_split, test_split)
+    ):
         validation_split = "val"
 
     train = select_samples(store, train_split, config.labels)
@@ -101,7 +108,9 @@ def resolve_protocol(config: TrainConfig, store: str | Path, splits: list[str]) 
         return Protocol(train, validation, test, train_split, validation_split, test_split)
     if config.val_fraction:
         train, validation, how = hold_out(store, train, config.val_fraction, config.seed)
-        return Protocol(train, validation, test, f"{train_split} ({how} held out)", f"{train_split} held out", test_split)
+        return Protocol(
+            train, validation, test, f"{train_split} ({how} held out)", f"{train_split} held out", test_split
+        )
     return Protocol(train, None, test, train_split, None, test_split)
 
 
@@ -118,18 +127,30 @@ def _fold_protocol(config: TrainConfig, store: str | Path, train_split: str) -> 
     if config.val_fraction:
         rest = select_samples(store, train_split, config.labels, SubjectFolds.all_but(k, fold))
         train, validation, how = hold_out(store, rest, config.val_fraction, config.seed)
-        return Protocol(train, validation, test, f"{train_split} folds but {fold} ({how} held out)",
-                        f"folds but {fold}, held out", test_name)  # fmt: skip
+        return Protocol(
+            train,
+            validation,
+            test,
+            f"{train_split} folds but {fold} ({how} held out)",
+            f"folds but {fold}, held out",
+            test_name,
+        )
     if k < 3:
         raise ConfigError(
             f"--folds {k} leaves no fold to train on once fold {fold} is tested and the next one validates; "
             "use --folds 3 or more, or --val-fraction F to validate on part of the training fold"
-        )  # fmt: skip
+        )
     validation_fold = (fold + 1) % k
     train = select_samples(store, train_split, config.labels, SubjectFolds.all_but(k, fold, validation_fold))
     validation = select_samples(store, train_split, config.labels, SubjectFolds.only(k, validation_fold))
-    return Protocol(train, validation, test, f"{train_split} folds but {fold} and {validation_fold}",
-                    f"fold{validation_fold}", test_name)  # fmt: skip
+    return Protocol(
+        train,
+        validation,
+        test,
+        f"{train_split} folds but {fold} and {validation_fold}",
+        f"fold{validation_fold}",
+        test_name,
+    )
 
 
 def hold_out(store: str | Path, selection: Selection, fraction: float, seed: int) -> tuple[Selection, Selection, str]:

@@ -23,7 +23,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(channels)
         self.shortcut = nn.Identity()
         if stride != 1 or in_channels != channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -41,16 +43,23 @@ class ResNet18(nn.Module):
 
     inputs = ("image",)
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 7, image_size: int = 112, width: int = 64,
-                 stem: str = "auto"):  # fmt: skip
+    def __init__(
+        self, in_channels: int = 3, num_classes: int = 7, image_size: int = 112, width: int = 64, stem: str = "auto"
+    ):
         super().__init__()
         if stem not in ("auto", "small", "imagenet"):
             raise ConfigError(f"resnet18 stem must be auto, small or imagenet; got {stem!r}")
         if stem == "small" or (stem == "auto" and image_size <= 64):
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+            )
         else:
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
-                                      nn.ReLU(), nn.MaxPool2d(3, 2, 1))  # fmt: skip
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_channels, width, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.MaxPool2d(3, 2, 1),
+            )
         widths = [width, 2 * width, 4 * width, 8 * width]
         stages, previous = [], width
         for i, channels in enumerate(widths):

@@ -36,7 +36,9 @@ from pipeline.errors import ConfigError
 from pipeline.progress import QUIET, Progress
 
 
-def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: Progress = QUIET) -> dict[str, Any]:
+def train(
+    config: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: Progress = QUIET
+) -> dict[str, Any]:
     """Train ``config.model`` on the protocol's training samples, select an epoch on its
     validation samples (the last epoch when it has none), then score the test samples once, at the
     selected and at the last epoch, and write the run directory (see the module docstring).
@@ -74,26 +76,39 @@ def _train(config: TrainConfig, out: Path, checkpoint: dict | None, progress: Pr
         progress.line(f"resuming {out} after epoch {trainer.epoch}")
     protocol = trainer.protocol
     if trainer.epoch == 0:
-        progress.line(f"train {protocol.train_name} ({len(protocol.train)} samples); epoch chosen by {protocol.selected_by}; "
-             + (f"reported on {protocol.test_name} ({len(protocol.test)} samples) after the last epoch"
-                if protocol.test is not None else "no test samples: nothing is reported"))  # fmt: skip
+        progress.line(
+            f"train {protocol.train_name} ({len(protocol.train)} samples); epoch chosen by {protocol.selected_by}; "
+            + (
+                f"reported on {protocol.test_name} ({len(protocol.test)} samples) after the last epoch"
+                if protocol.test is not None
+                else "no test samples: nothing is reported"
+            )
+        )
         if protocol.validation is None:
-            progress.line("no validation data: the last epoch is reported (--val-fraction F holds out part of the "
-                 "training samples to choose the epoch on)")  # fmt: skip
+            progress.line(
+                "no validation data: the last epoch is reported (--val-fraction F holds out part of the "
+                "training samples to choose the epoch on)"
+            )
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(trainer.config), indent=2))
     began = time.perf_counter() - (trainer.history[-1]["seconds"] if trainer.history else 0.0)
     for epoch in range(trainer.epoch + 1, trainer.config.epochs + 1):
         train_losses = trainer.train_epoch(epoch)
         trainer.epoch = epoch
-        record = {"epoch": epoch, "train_loss": round(train_losses["loss"], 6),
-                  **{f"train_{name}": round(value, 6) for name, value in train_losses.items() if name != "loss"}}  # fmt: skip
+        record = {
+            "epoch": epoch,
+            "train_loss": round(train_losses["loss"], 6),
+            **{f"train_{name}": round(value, 6) for name, value in train_losses.items() if name != "loss"},
+        }
         if trainer.validation_batches is None:
             improved = True  # the last epoch is the selected one
         else:
             scores = trainer.evaluate(trainer.validation_batches)
-            record.update(validation_loss=round(scores["loss"], 6), validation_accuracy=scores["accuracy"],
-                          validation_macro_f1=scores["macro_f1"])  # fmt: skip
+            record.update(
+                validation_loss=round(scores["loss"], 6),
+                validation_accuracy=scores["accuracy"],
+                validation_macro_f1=scores["macro_f1"],
+            )
             improved = scores["accuracy"] > trainer.best["accuracy"]
         record["seconds"] = round(time.perf_counter() - began, 2)
         trainer.history.append(record)
@@ -114,15 +129,23 @@ def _report(trainer: Trainer, out: Path) -> dict[str, Any]:
     protocol = trainer.protocol
     selected_epoch = trainer.best["epoch"]
     summary = {
-        "model": trainer.config.model, "options": trainer.config.options, "labels": list(trainer.class_names),
-        "label_set": trainer.train_selection.label_set, "device": str(trainer.device), "threads": trainer.config.threads,
-        "epochs": trainer.config.epochs, "train_split": protocol.train_name, "train_samples": len(protocol.train),
+        "model": trainer.config.model,
+        "options": trainer.config.options,
+        "labels": list(trainer.class_names),
+        "label_set": trainer.train_selection.label_set,
+        "device": str(trainer.device),
+        "threads": trainer.config.threads,
+        "epochs": trainer.config.epochs,
+        "train_split": protocol.train_name,
+        "train_samples": len(protocol.train),
         "validation_split": protocol.validation_name,
         "validation_samples": 0 if protocol.validation is None else len(protocol.validation),
-        "selected_by": protocol.selected_by, "selected_epoch": selected_epoch,
+        "selected_by": protocol.selected_by,
+        "selected_epoch": selected_epoch,
         "selected_validation_accuracy": trainer.best["accuracy"],
-        "test_split": protocol.test_name, "test_samples": 0 if protocol.test is None else len(protocol.test),
-    }  # fmt: skip
+        "test_split": protocol.test_name,
+        "test_samples": 0 if protocol.test is None else len(protocol.test),
+    }
     if protocol.test is not None:
         test_batches = trainer.batches(protocol.test, shuffle=False)
         last_scores = trainer.evaluate(test_batches)  # the model is at the last epoch
@@ -131,12 +154,21 @@ def _report(trainer: Trainer, out: Path) -> dict[str, Any]:
             scores = trainer.evaluate(test_batches)
         else:
             scores = last_scores
-        summary.update({
-            "test_accuracy": scores["accuracy"], "test_macro_f1": scores["macro_f1"], "confusion": scores["confusion"],
-            "last_epoch_test_accuracy": last_scores["accuracy"], "last_epoch_test_macro_f1": last_scores["macro_f1"],
-        })  # fmt: skip
-        write_confusion_png(np.array(scores["confusion"]), trainer.class_names, out / "confusion.png",
-                            title=f"{trainer.config.model}, epoch {selected_epoch}, {protocol.test_name}")  # fmt: skip
+        summary.update(
+            {
+                "test_accuracy": scores["accuracy"],
+                "test_macro_f1": scores["macro_f1"],
+                "confusion": scores["confusion"],
+                "last_epoch_test_accuracy": last_scores["accuracy"],
+                "last_epoch_test_macro_f1": last_scores["macro_f1"],
+            }
+        )
+        write_confusion_png(
+            np.array(scores["confusion"]),
+            trainer.class_names,
+            out / "confusion.png",
+            title=f"{trainer.config.model}, epoch {selected_epoch}, {protocol.test_name}",
+        )
         write_predictions(out / "test_predictions.csv", scores)
     summary["seconds"] = trainer.history[-1]["seconds"] if trainer.history else 0.0
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -30,7 +30,9 @@ def sample_points(features: torch.Tensor, points: torch.Tensor, size: int) -> to
         ``(B, P, C)``; zeros outside the crop.
     """
     grid = to_normalised(points, size).unsqueeze(1).to(features.dtype)  # (B, 1, P, 2)
-    return F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, :, 0].transpose(1, 2)
+    return F.grid_sample(features, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, :, 0].transpose(
+        1, 2
+    )
 
 
 def roi_align(features: torch.Tensor, boxes: torch.Tensor, size: int, output: int) -> torch.Tensor:

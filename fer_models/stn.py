@@ -27,9 +27,13 @@ class Localisation(nn.Module):
     def __init__(self, in_channels: int, size: int):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 8, 7), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Conv2d(8, 10, 5), nn.MaxPool2d(2), nn.ReLU(),
-        )  # fmt: skip
+            nn.Conv2d(in_channels, 8, 7),
+            nn.MaxPool2d(2),
+            nn.ReLU(),
+            nn.Conv2d(8, 10, 5),
+            nn.MaxPool2d(2),
+            nn.ReLU(),
+        )
         side = ((size - 6) // 2 - 4) // 2
         if side < 1:
             raise ConfigError(f"the localisation network needs inputs of at least 18 pixels, got {size}")
@@ -43,8 +47,7 @@ class Localisation(nn.Module):
 
 
 class _TransformerCNN(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, image_size: int, dropout: float,
-                 localisation: Localisation):  # fmt: skip
+    def __init__(self, in_channels: int, num_classes: int, image_size: int, dropout: float, localisation: Localisation):
         super().__init__()
         self.localisation = localisation
         self.features = baseline_features(in_channels)
@@ -78,8 +81,9 @@ class SpatialTransformerCNN(_TransformerCNN):
 
 # The maps the localisation network can see: every one-channel map of the catalogue, the paper's
 # soft mask first.
-GUIDED_STN_GUIDANCE = tuple(sorted((name for name, kind in GUIDANCE_TYPES.items() if kind.single_map),
-                                   key=lambda name: name != "mask_soft"))  # fmt: skip
+GUIDED_STN_GUIDANCE = tuple(
+    sorted((name for name, kind in GUIDANCE_TYPES.items() if kind.single_map), key=lambda name: name != "mask_soft")
+)
 
 
 @register_model("guided-stn", epochs=30, batch_size=64, lr=1e-3)
@@ -91,13 +95,21 @@ class GuidedSpatialTransformerCNN(_TransformerCNN):
     Returns ``logits (B, K)``, ``theta (B, 2, 3)`` and the ``warped`` image.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 7, image_size: int = 48, dropout: float = 0.5,
-                 guidance: str = "mask_soft", guidance_size: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 7,
+        image_size: int = 48,
+        dropout: float = 0.5,
+        guidance: str = "mask_soft",
+        guidance_size: int = 0,
+    ):
         if guidance not in GUIDED_STN_GUIDANCE:
             raise ConfigError(f"guided-stn guidance must be one of {', '.join(GUIDED_STN_GUIDANCE)}; got {guidance!r}")
         channels = len(GUIDANCE_TYPES[guidance].channels)
-        super().__init__(in_channels, num_classes, image_size, dropout,
-                         Localisation(channels, guidance_size or image_size))  # fmt: skip
+        super().__init__(
+            in_channels, num_classes, image_size, dropout, Localisation(channels, guidance_size or image_size)
+        )
         self.guidance = guidance
         self.inputs = ("image", guidance)
 

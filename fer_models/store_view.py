@@ -32,8 +32,9 @@ class StoreView:
         for name in stored_guidance(group):
             permutation = group[name].attrs.get("flip_permutation")
             permutations[name] = None if permutation is None else torch.tensor(permutation)
-        return cls(path, provenance, tuple(group[IMAGE].shape[1:]), provenance.preprocess_config.guidance.size,
-                   permutations)  # fmt: skip
+        return cls(
+            path, provenance, tuple(group[IMAGE].shape[1:]), provenance.preprocess_config.guidance.size, permutations
+        )
 
     def check_inputs(self, model_name: str, inputs: tuple[str, ...]) -> None:
         """Raises ConfigError naming each array the model reads that the store lacks, and the
@@ -44,9 +45,13 @@ class StoreView:
             guidance = [name for name in missing if name in GUIDANCE_TYPES]
             hint = (
                 f"; add it with `fer-preprocess {self.path} --guidance {','.join(guidance)}` "
-                f"(or build with --guidance ...,{','.join(guidance)})" if guidance else ""
+                f"(or build with --guidance ...,{','.join(guidance)})"
+                if guidance
+                else ""
             )
-            raise ConfigError(f"model {model_name!r} reads {', '.join(missing)}, which the store {self.path} lacks{hint}")
+            raise ConfigError(
+                f"model {model_name!r} reads {', '.join(missing)}, which the store {self.path} lacks{hint}"
+            )
 
 
 def build_model(config: TrainConfig, view: StoreView, num_classes: int) -> torch.nn.Module:

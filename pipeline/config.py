@@ -124,9 +124,7 @@ class GuidanceConfig:
         if self.size != 0 and not 8 <= self.size <= 1024:
             raise ConfigError(f"guidance size must be between 8 and 1024 pixels, got {self.size}")
         if not 0.25 <= self.heatmap_sigma <= 64:
-            raise ConfigError(
-                f"heatmap_sigma must be between 0.25 and 64 aligned pixels, got {self.heatmap_sigma}"
-            )
+            raise ConfigError(f"heatmap_sigma must be between 0.25 and 64 aligned pixels, got {self.heatmap_sigma}")
 
 
 @dataclass(frozen=True)

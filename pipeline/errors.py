@@ -45,7 +45,9 @@ class StoreRefusedError(StoreError):
 
     def __init__(self, location: str, problems: list[str]):
         self.location, self.problems = location, tuple(problems)
-        shown = "\n  - ".join(self.problems[:12]) + (f"\n  ... and {len(self.problems) - 12} more" if len(self.problems) > 12 else "")
+        shown = "\n  - ".join(self.problems[:12]) + (
+            f"\n  ... and {len(self.problems) - 12} more" if len(self.problems) > 12 else ""
+        )
         super().__init__(f"refusing the store at {location}: its metadata is damaged or hostile:\n  - {shown}")
 
     def __reduce__(self):

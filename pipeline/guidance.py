@@ -64,29 +64,77 @@ IMAGE_INPUT, LANDMARK_INPUT = ("image",), ("landmarks",)
 GUIDANCE_TYPES: dict[str, GuidanceType] = {
     t.name: t
     for t in (
-        GuidanceType("heatmap", "sum of the 68 landmark Gaussians (`--heatmap-sigma`, aligned px)", "heatmap",
-                     ("all_landmarks",), LANDMARK_INPUT),
-        GuidanceType("heatmap_regions", "Gaussians per region: brows, eyes, nose, mouth, jaw", "heatmap",
-                     tuple(REGION_GROUPS), LANDMARK_INPUT),
-        GuidanceType("heatmap_landmarks", "one Gaussian per landmark", "heatmap",
-                     tuple(f"landmark_{i}" for i in range(N_LANDMARKS)), LANDMARK_INPUT,
-                     flip_permutation=tuple(int(i) for i in FLIP_PERMUTATION)),
-        GuidanceType("saliency", "spectral-residual saliency (Hou and Zhang 2007)", "saliency",
-                     ("spectral_residual",), IMAGE_INPUT),
-        GuidanceType("saliency_fine_grained", "fine-grained saliency (Montabone and Soto 2010; OpenCV contrib)",
-                     "saliency", ("fine_grained",), IMAGE_INPUT),
-        GuidanceType("saliency_network", "your saliency network as an ONNX file (`--saliency-model`), see below",
-                     "saliency", ("network",), IMAGE_INPUT, model="saliency_network"),
-        GuidanceType("mask_binary", "guided-STN mask: brows, eyes, nose, mouth filled, jaw line; 255 on 0", "mask",
-                     ("binary",), LANDMARK_INPUT),
+        GuidanceType(
+            "heatmap",
+            "sum of the 68 landmark Gaussians (`--heatmap-sigma`, aligned px)",
+            "heatmap",
+            ("all_landmarks",),
+            LANDMARK_INPUT,
+        ),
+        GuidanceType(
+            "heatmap_regions",
+            "Gaussians per region: brows, eyes, nose, mouth, jaw",
+            "heatmap",
+            tuple(REGION_GROUPS),
+            LANDMARK_INPUT,
+        ),
+        GuidanceType(
+            "heatmap_landmarks",
+            "one Gaussian per landmark",
+            "heatmap",
+            tuple(f"landmark_{i}" for i in range(N_LANDMARKS)),
+            LANDMARK_INPUT,
+            flip_permutation=tuple(int(i) for i in FLIP_PERMUTATION),
+        ),
+        GuidanceType(
+            "saliency",
+            "spectral-residual saliency (Hou and Zhang 2007)",
+            "saliency",
+            ("spectral_residual",),
+            IMAGE_INPUT,
+        ),
+        GuidanceType(
+            "saliency_fine_grained",
+            "fine-grained saliency (Montabone and Soto 2010; OpenCV contrib)",
+            "saliency",
+            ("fine_grained",),
+            IMAGE_INPUT,
+        ),
+        GuidanceType(
+            "saliency_network",
+            "your saliency network as an ONNX file (`--saliency-model`), see below",
+            "saliency",
+            ("network",),
+            IMAGE_INPUT,
+            model="saliency_network",
+        ),
+        GuidanceType(
+            "mask_binary",
+            "guided-STN mask: brows, eyes, nose, mouth filled, jaw line; 255 on 0",
+            "mask",
+            ("binary",),
+            LANDMARK_INPUT,
+        ),
         GuidanceType("mask_soft", "the binary mask at 255 on 128", "mask", ("soft",), LANDMARK_INPUT),
         GuidanceType("mask_dilated", "the regions without the jaw, dilated", "mask", ("dilated",), LANDMARK_INPUT),
-        GuidanceType("mask_hull", "convex hull of the 68 landmarks (FERAtt's face region)", "mask",
-                     ("face_hull",), LANDMARK_INPUT),
-        GuidanceType("regions", "eye+brow, nose, mouth, cheek boxes in aligned pixels", "regions",
-                     tuple(REGIONS), LANDMARK_INPUT, flip_permutation=tuple(int(i) for i in REGION_FLIP), boxes=True),
+        GuidanceType(
+            "mask_hull",
+            "convex hull of the 68 landmarks (FERAtt's face region)",
+            "mask",
+            ("face_hull",),
+            LANDMARK_INPUT,
+        ),
+        GuidanceType(
+            "regions",
+            "eye+brow, nose, mouth, cheek boxes in aligned pixels",
+            "regions",
+            tuple(REGIONS),
+            LANDMARK_INPUT,
+            flip_permutation=tuple(int(i) for i in REGION_FLIP),
+            boxes=True,
+        ),
     )
-}  # fmt: skip
+}
 DEFAULT_GUIDANCE = ("heatmap", "saliency", "mask_soft")
 
 
@@ -110,9 +158,7 @@ def resolve_guidance(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...
         return tuple(name for name, kind in GUIDANCE_TYPES.items() if kind.model is None)
     unknown = [name for name in names if name not in GUIDANCE_TYPES]
     if unknown:
-        raise ValueError(
-            f"unknown guidance type {unknown[0]!r}; choose from: {', '.join(GUIDANCE_TYPES)}, or all"
-        )
+        raise ValueError(f"unknown guidance type {unknown[0]!r}; choose from: {', '.join(GUIDANCE_TYPES)}, or all")
     return tuple(name for name in GUIDANCE_TYPES if name in names)
 
 

@@ -80,7 +80,9 @@ def fer2013_2k(tmp_path_factory) -> Path:
     return extract_fer2013(tmp_path_factory.mktemp("fer2013-2k"), per_class=150)
 
 
-def export_saliency_network(path: Path, channels: int = 3, input_size: int | None = None, out_channels: int = 1) -> Path:
+def export_saliency_network(
+    path: Path, channels: int = 3, input_size: int | None = None, out_channels: int = 1
+) -> Path:
     """Export a small, fixed-seed torch saliency network to ONNX at ``path`` and return it.
 
     ``(B, channels, h, w) float32 0..1 -> (B, out_channels, h/2, w/2)``, a sigmoid map; h and w
@@ -92,17 +94,24 @@ def export_saliency_network(path: Path, channels: int = 3, input_size: int | Non
 
     torch.manual_seed(0)
     network = torch.nn.Sequential(
-        torch.nn.Conv2d(channels, 8, 5, padding=2), torch.nn.ReLU(),
-        torch.nn.Conv2d(8, out_channels, 5, padding=2, stride=2), torch.nn.Sigmoid(),
-    ).eval()  # fmt: skip
+        torch.nn.Conv2d(channels, 8, 5, padding=2),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, out_channels, 5, padding=2, stride=2),
+        torch.nn.Sigmoid(),
+    ).eval()
     side = input_size or 64
     free = {} if input_size else {"image": {0: "batch", 2: "height", 3: "width"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            network, torch.rand(1, channels, side, side), str(path), dynamo=False,
-            input_names=["image"], output_names=["saliency"], dynamic_axes=free,
-        )  # fmt: skip
+            network,
+            torch.rand(1, channels, side, side),
+            str(path),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["saliency"],
+            dynamic_axes=free,
+        )
     return path
 
 
@@ -122,8 +131,14 @@ def fer_store(tmp_path_factory, fer2013_small) -> Path:
     from pipeline.config import build_config
 
     store = tmp_path_factory.mktemp("fer-models") / "fer.zarr"
-    config = build_config({"detect": {"prior": "full-frame"}, "align": {"size": 48, "color": "gray"},
-                           "guidance": {"types": FER_STORE_GUIDANCE}, "shard_size": 32})  # fmt: skip
+    config = build_config(
+        {
+            "detect": {"prior": "full-frame"},
+            "align": {"size": 48, "color": "gray"},
+            "guidance": {"types": FER_STORE_GUIDANCE},
+            "shard_size": 32,
+        }
+    )
     preprocess(store, "folder", fer2013_small, config, scheduler=SYNCHRONOUS)
     return store
 

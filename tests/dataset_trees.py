@@ -84,11 +84,15 @@ class AffectNetRow:
     def csv_line(self) -> str:
         left, top, right, bottom = (float(v) for v in self.box)
         marks = ";".join(f"{v:.2f}" for v in self.landmarks.reshape(-1))
-        return (f"{self.path},{left:.0f},{top:.0f},{right - left:.0f},{bottom - top:.0f},{marks},"
-                f"{self.expression},{self.valence},{self.arousal}")  # fmt: skip
+        return (
+            f"{self.path},{left:.0f},{top:.0f},{right - left:.0f},{bottom - top:.0f},{marks},"
+            f"{self.expression},{self.valence},{self.arousal}"
+        )
 
 
-AFFECTNET_HEADER = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
+AFFECTNET_HEADER = (
+    "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
+)
 
 
 def write_affectnet(root: Path, dlib_faces: Path) -> list[AffectNetRow]:
@@ -113,11 +117,17 @@ def write_affectnet(root: Path, dlib_faces: Path) -> list[AffectNetRow]:
         (images / path).parent.mkdir(parents=True, exist_ok=True)
         crop.save(images / path, quality=95) if suffix == ".jpg" else crop.save(images / path)
         offset = np.array([left, top], dtype=np.float32)
-        rows.append(AffectNetRow(
-            path=path, box=box - np.tile(offset, 2), landmarks=points - offset,
-            expression=(0, 1, 2, 3, 4, 5, 6, 7, 8)[i], valence=round(-0.9 + 0.2 * i, 2),
-            arousal=round(0.5 - 0.1 * i, 2), split="train" if i < 5 else "val",
-        ))  # fmt: skip
+        rows.append(
+            AffectNetRow(
+                path=path,
+                box=box - np.tile(offset, 2),
+                landmarks=points - offset,
+                expression=(0, 1, 2, 3, 4, 5, 6, 7, 8)[i],
+                valence=round(-0.9 + 0.2 * i, 2),
+                arousal=round(0.5 - 0.1 * i, 2),
+                split="train" if i < 5 else "val",
+            )
+        )
     missing = AffectNetRow("999/missing.jpg", rows[0].box, rows[0].landmarks, 10, -2.0, -2.0, "val")
     rows.append(missing)
     lists = root / "Manually_Annotated_file_lists"
@@ -149,8 +159,15 @@ def write_rafdb(root: Path, dlib_faces: Path) -> None:
     (root / "EmoLabel" / "list_patition_label.txt").write_text(text)
 
 
-CKPLUS_FROM_FER = {"anger": "angry", "contempt": "neutral", "disgust": "disgust", "fear": "fear",
-                   "happy": "happy", "sadness": "sad", "surprise": "surprise"}  # fmt: skip
+CKPLUS_FROM_FER = {
+    "anger": "angry",
+    "contempt": "neutral",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happy": "happy",
+    "sadness": "sad",
+    "surprise": "surprise",
+}
 
 
 def write_ckplus(root: Path, fer_folders: Path, per_class: int = 3, subjects: int = 5) -> list[tuple[str, str, str]]:

@@ -40,8 +40,9 @@ def write_synthetic_store(
 ) -> Path:
     """Write and finalise an ``n``-sample gray store at S = H = ``size``; returns its path."""
     path = Path(path)
-    config = build_config({"align": {"size": size, "color": "gray"}, "guidance": {"types": ",".join(guidance)},
-                           "shard_size": shard_size})  # fmt: skip
+    config = build_config(
+        {"align": {"size": size, "color": "gray"}, "guidance": {"types": ",".join(guidance)}, "shard_size": shard_size}
+    )
     manifest = synthetic_manifest(n)
     prepare_store(path, manifest, config, {"landmarks": {"file": "synthetic", "sha256": "0" * 64}})
     specs = {spec.name: spec for spec in array_specs(config)}

@@ -77,11 +77,7 @@ def process_image(
     """
     timer = timer or StageTimer()
     height, width = pixels.shape[:2]
-    if (
-        config.landmarks.source == "dataset"
-        and prior_landmarks is not None
-        and np.isfinite(prior_landmarks).all()
-    ):
+    if config.landmarks.source == "dataset" and prior_landmarks is not None and np.isfinite(prior_landmarks).all():
         landmarks_src = np.asarray(prior_landmarks, dtype=np.float32)
         if prior_box is not None and np.isfinite(prior_box).all():
             box = np.asarray(prior_box, dtype=np.float32)

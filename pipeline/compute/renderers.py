@@ -20,7 +20,7 @@ from pipeline.stages.masks import (
     render_dilated_landmark_mask,
     render_face_hull_mask,
     soften_mask,
-)  # fmt: skip
+)
 from pipeline.stages.regions import region_boxes
 from pipeline.stages.saliency import fine_grained_saliency, network_saliency, spectral_residual_saliency
 

@@ -143,13 +143,16 @@ def dask_client(scheduler: str | SlurmOptions | None, workers: int | None) -> It
             yield client
         return
     n_workers = workers or os.cpu_count() or 1
-    with LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.CRITICAL,  # a failing shard is reported in the summary, not as worker tracebacks
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,  # a failing shard is reported in the summary, not as worker tracebacks
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -226,14 +229,10 @@ def preprocess(
     adapter = get_dataset(dataset)
     manifest = adapter.scan(None if root is None else Path(root))
     if config.landmarks.source == "dataset" and manifest.prior_landmarks is None:
-        raise ConfigError(
-            f"the {dataset} dataset provides no landmarks; use --landmarks dlib (the default)"
-        )
+        raise ConfigError(f"the {dataset} dataset provides no landmarks; use --landmarks dlib (the default)")
     models = _locate_models(config.guidance.types, landmark_model, saliency_model, need_landmarks=True)
     root = Path(root).resolve() if root is not None else None
-    created = prepare_store(
-        store_path, manifest, config, models.sha256(), root=root, overwrite=overwrite
-    )
+    created = prepare_store(store_path, manifest, config, models.sha256(), root=root, overwrite=overwrite)
     shards = pending_shards(store_path, config.shard_size)
     n_shards = len(shard_bounds(len(manifest), config.shard_size))
     progress.line(
@@ -349,7 +348,9 @@ def _summary(
         seconds=time.perf_counter() - began,
         store_bytes=bytes_on_disk(store_path),
         complete=complete,
-        failed_shards=[f"samples {task.start}-{task.stop - 1}: {type(error).__name__}: {error}" for task, error in failures],
+        failed_shards=[
+            f"samples {task.start}-{task.stop - 1}: {type(error).__name__}: {error}" for task, error in failures
+        ],
         stage_seconds=stage_seconds,
         guidance_added=added,
     )
@@ -407,4 +408,3 @@ def _is_disk_full(error: BaseException) -> bool:
     """No space left (ENOSPC) or over quota (EDQUOT): retrying the task or recording its samples as
     failed (another write) cannot help, only the user can."""
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
-

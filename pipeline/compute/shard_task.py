@@ -34,7 +34,7 @@ from pipeline.store.schema import (
     STATUS,
     computed_arrays,
     guidance_specs,
-)  # fmt: skip
+)
 from pipeline.store.writer import write_shard
 
 
@@ -186,6 +186,4 @@ def grow_shard(task: GrowTask) -> ShardSummary:
         arrays[STATUS] = status
     write_grown_shard(task.store_path, task.start, arrays)
     timer.lap("write")
-    return ShardSummary(
-        task.start, task.stop, status_counts(status), time.perf_counter() - began, dict(timer.seconds)
-    )
+    return ShardSummary(task.start, task.stop, status_counts(status), time.perf_counter() - began, dict(timer.seconds))

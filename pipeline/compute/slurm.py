@@ -104,8 +104,12 @@ class SlurmOptions:
             "queue": self.queue,
             "account": self.account,
             "job_extra_directives": list(self.directives),
-            "worker_extra_args": ["--lifetime", f"{self.lifetime_seconds}s",
-                                  "--lifetime-stagger", f"{parse_duration(self.stagger, '--slurm-stagger')}s"],  # fmt: skip
+            "worker_extra_args": [
+                "--lifetime",
+                f"{self.lifetime_seconds}s",
+                "--lifetime-stagger",
+                f"{parse_duration(self.stagger, '--slurm-stagger')}s",
+            ],
             "log_directory": self.log_directory,
             "python": self.python or sys.executable,
             "scheduler_options": {"dashboard_address": None},

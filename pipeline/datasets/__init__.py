@@ -36,9 +36,15 @@ class DatasetAdapter(Protocol):
 DATASETS: dict[str, DatasetAdapter] = {
     adapter.name: adapter
     for adapter in (
-        AffectNetDataset(), Fer2013Dataset(), FerPlusDataset(), RafDbDataset("aligned"),
-        RafDbDataset("original"), CkPlusDataset(), FolderDataset(), SampleDataset(),
-    )  # fmt: skip
+        AffectNetDataset(),
+        Fer2013Dataset(),
+        FerPlusDataset(),
+        RafDbDataset("aligned"),
+        RafDbDataset("original"),
+        CkPlusDataset(),
+        FolderDataset(),
+        SampleDataset(),
+    )
 }
 
 
@@ -46,9 +52,7 @@ def get_dataset(name: str) -> DatasetAdapter:
     try:
         return DATASETS[name]
     except KeyError:
-        raise DatasetError(
-            f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}"
-        ) from None
+        raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(sorted(DATASETS))}") from None
 
 
 __all__ = ["DATASETS", "DatasetAdapter", "Manifest", "get_dataset"]

@@ -35,9 +35,16 @@ SPLIT_FILES = {"train": "training.csv", "val": "validation.csv"}
 LISTS_DIR = "Manually_Annotated_file_lists"
 IMAGES_DIR = "Manually_Annotated_Images"
 HEADER = (
-    "subDirectory_filePath", "face_x", "face_y", "face_width", "face_height",
-    "facial_landmarks", "expression", "valence", "arousal",
-)  # fmt: skip
+    "subDirectory_filePath",
+    "face_x",
+    "face_y",
+    "face_width",
+    "face_height",
+    "facial_landmarks",
+    "expression",
+    "valence",
+    "arousal",
+)
 POLARITY_THRESHOLDS = (-0.2, 0.2)  # negative < -0.2 <= neutral <= 0.2 < positive (guided-STN paper)
 LABEL_SETS = (
     LabelSet.from_labels("7", LABEL_NAMES, {name: (name,) for name in LABEL_NAMES[:7]}),
@@ -83,8 +90,14 @@ def scan_split_file(path: Path) -> dict[str, list]:
         try:
             parsed = _parse_row(path, line, row)
         except DatasetError as problem:
-            parsed = {"label": -1, "valence": np.nan, "arousal": np.nan, "box": (np.nan,) * 4,
-                      "landmarks": np.full((68, 2), np.nan, dtype=np.float32), "skip": str(problem)}  # fmt: skip
+            parsed = {
+                "label": -1,
+                "valence": np.nan,
+                "arousal": np.nan,
+                "box": (np.nan,) * 4,
+                "landmarks": np.full((68, 2), np.nan, dtype=np.float32),
+                "skip": str(problem),
+            }
         columns["source"].append(f"{IMAGES_DIR}/{relative}" if relative else f"{path.name}, line {line}")
         for key, value in parsed.items():
             columns[key].append(value)
@@ -97,20 +110,29 @@ def _parse_row(path: Path, line: int, row: list[str]) -> dict:
     fields = dict(zip(HEADER, (cell.strip() for cell in row)))
     relative = fields["subDirectory_filePath"]
     if not relative or escapes_root(relative):
-        raise malformed(path, line, f"path {relative!r} must be relative to {IMAGES_DIR}/ and stay inside it",
-                        "subDirectory_filePath")  # fmt: skip
+        raise malformed(
+            path,
+            line,
+            f"path {relative!r} must be relative to {IMAGES_DIR}/ and stay inside it",
+            "subDirectory_filePath",
+        )
     x, y, width, height = (
         parse_field(path, line, name, fields[name], _float, "a number")
         for name in ("face_x", "face_y", "face_width", "face_height")
     )
-    landmarks = parse_field(path, line, "facial_landmarks", fields["facial_landmarks"], _landmarks,
-                            "136 numbers separated by ';' (68 x;y pairs)")  # fmt: skip
+    landmarks = parse_field(
+        path,
+        line,
+        "facial_landmarks",
+        fields["facial_landmarks"],
+        _landmarks,
+        "136 numbers separated by ';' (68 x;y pairs)",
+    )
     code = parse_field(path, line, "expression", fields["expression"], int, "an expression code 0-10")
     if not 0 <= code <= 10:
         raise malformed(path, line, f"unknown expression code {code}; AffectNet codes are 0-10", "expression")
     valence, arousal = (
-        parse_field(path, line, name, fields[name], _float, "a number")
-        for name in ("valence", "arousal")
+        parse_field(path, line, name, fields[name], _float, "a number") for name in ("valence", "arousal")
     )
     return {
         "label": code if code < len(LABEL_NAMES) else -1,
@@ -129,8 +151,10 @@ class AffectNetDataset(FilesUnderRoot):
     def scan(self, root: Path | None) -> Manifest:
         root = require_directory(root, self.name)
         files = {
-            split: require_file(root / LISTS_DIR / file, f"AffectNet's {split} list; DATA_ROOT must be the folder "
-                                f"holding {LISTS_DIR}/ and {IMAGES_DIR}/")  # fmt: skip
+            split: require_file(
+                root / LISTS_DIR / file,
+                f"AffectNet's {split} list; DATA_ROOT must be the folder holding {LISTS_DIR}/ and {IMAGES_DIR}/",
+            )
             for split, file in SPLIT_FILES.items()
         }
         if not (root / IMAGES_DIR).is_dir():
@@ -142,11 +166,16 @@ class AffectNetDataset(FilesUnderRoot):
                 columns.setdefault(key, []).extend(values)
             split += [split_id] * (len(columns["source"]) - len(split))
         return Manifest(
-            dataset=self.name, label_names=LABEL_NAMES, splits=tuple(SPLIT_FILES),
-            source=tuple(columns["source"]), label=np.array(columns["label"]), split=np.array(split),
-            valence=np.array(columns["valence"]), arousal=np.array(columns["arousal"]),
+            dataset=self.name,
+            label_names=LABEL_NAMES,
+            splits=tuple(SPLIT_FILES),
+            source=tuple(columns["source"]),
+            label=np.array(columns["label"]),
+            split=np.array(split),
+            valence=np.array(columns["valence"]),
+            arousal=np.array(columns["arousal"]),
             prior_box=np.array(columns["box"]).reshape(-1, 4),
             prior_landmarks=np.array(columns["landmarks"]).reshape(-1, 68, 2),
-            skip=tuple(columns["skip"]) if any(columns["skip"]) else None, label_sets=LABEL_SETS,
-        )  # fmt: skip
-
+            skip=tuple(columns["skip"]) if any(columns["skip"]) else None,
+            label_sets=LABEL_SETS,
+        )

@@ -60,13 +60,22 @@ class CkPlusDataset(FilesUnderRoot):
                 labels.append(LABEL_NAMES.index(folder.name))
                 subjects.append(match.group(1) if match else "")
                 # A file named otherwise has no subject, so no fold could hold it: recorded, not read.
-                skip.append("" if match else f"{relative}: expected a file named S<subject>_<sequence>_<frame>.png "
-                            "(the subject decides its fold)")  # fmt: skip
+                skip.append(
+                    ""
+                    if match
+                    else f"{relative}: expected a file named S<subject>_<sequence>_<frame>.png "
+                    "(the subject decides its fold)"
+                )
         if not sources:
             raise DatasetError(f"no images in the CK+ class folders under {root}")
         return Manifest(
-            dataset=self.name, label_names=LABEL_NAMES, splits=("all",), source=tuple(sources),
-            label=np.array(labels), split=np.zeros(len(sources)), subject=tuple(subjects),
-            skip=tuple(skip) if any(skip) else None, label_sets=LABEL_SETS,
-        )  # fmt: skip
-
+            dataset=self.name,
+            label_names=LABEL_NAMES,
+            splits=("all",),
+            source=tuple(sources),
+            label=np.array(labels),
+            split=np.zeros(len(sources)),
+            subject=tuple(subjects),
+            skip=tuple(skip) if any(skip) else None,
+            label_sets=LABEL_SETS,
+        )

@@ -37,10 +37,11 @@ LABEL_SETS = (
     LabelSet.identity("7", LABEL_NAMES),
     # Polarity as in the guided-STN paper; surprise is left out.
     LabelSet.from_labels(
-        "polarity", LABEL_NAMES,
+        "polarity",
+        LABEL_NAMES,
         {"negative": ("angry", "disgust", "fear", "sad"), "neutral": ("neutral",), "positive": ("happy",)},
     ),
-)  # fmt: skip
+)
 # Pre-cropped faces: when the detector finds none, the whole 48x48 frame is the face box.
 CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
     "detect": {"prior": "full-frame"},
@@ -182,9 +183,15 @@ class Fer2013Dataset:
                 )
             sources, labels, splits = self._scan_folders(root, folder)
         return Manifest(
-            dataset=self.name, label_names=LABEL_NAMES, splits=SPLITS, source=sources,
-            label=labels, split=splits, skip=skip if skip and any(skip) else None, label_sets=LABEL_SETS,
-        )  # fmt: skip
+            dataset=self.name,
+            label_names=LABEL_NAMES,
+            splits=SPLITS,
+            source=sources,
+            label=labels,
+            split=splits,
+            skip=skip if skip and any(skip) else None,
+            label_sets=LABEL_SETS,
+        )
 
     @staticmethod
     def _scan_folders(root: Path, folder: Path) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:

@@ -33,11 +33,15 @@ LABEL_SETS = (
     LabelSet("votes", LABEL_NAMES, "votes", vote_columns=tuple(range(8))),
     LabelSet.from_labels("7", LABEL_NAMES, {name: (name,) for name in LABEL_NAMES[:7]}),
     LabelSet.from_labels(
-        "polarity", LABEL_NAMES,
-        {"negative": ("sadness", "anger", "disgust", "fear", "contempt"), "neutral": ("neutral",),
-         "positive": ("happiness",)},
+        "polarity",
+        LABEL_NAMES,
+        {
+            "negative": ("sadness", "anger", "disgust", "fear", "contempt"),
+            "neutral": ("neutral",),
+            "positive": ("happiness",),
+        },
     ),
-)  # fmt: skip
+)
 
 
 def majority_labels(votes: np.ndarray) -> np.ndarray:
@@ -52,7 +56,9 @@ def majority_labels(votes: np.ndarray) -> np.ndarray:
     return np.where(has_majority & (top < len(LABEL_NAMES)), top, -1).astype(np.int16)
 
 
-def scan_votes(path: Path, usage_splits: np.ndarray, shown_as: Path | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+def scan_votes(
+    path: Path, usage_splits: np.ndarray, shown_as: Path | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """Vote counts and skip reasons of every row of ``fer2013new.csv``.
 
     Args:
@@ -83,13 +89,16 @@ def scan_votes(path: Path, usage_splits: np.ndarray, shown_as: Path | None = Non
         usage = fer2013.USAGE_SPLITS[row[0].strip()]
         if index < len(usage_splits) and usage != usage_splits[index]:
             raise malformed(
-                path, line,
+                path,
+                line,
                 f"Usage {row[0].strip()} differs from row {index} of {fer2013.CSV_NAME} "
                 f"({fer2013.SPLITS[usage_splits[index]]}); the two files must be in the same row order",
                 "Usage",
-            )  # fmt: skip
+            )
         votes.append(counts)
-        skip.append("" if name else f"FERPlus drops this image (empty 'Image name', votes {dict(zip(VOTE_NAMES, counts))})")
+        skip.append(
+            "" if name else f"FERPlus drops this image (empty 'Image name', votes {dict(zip(VOTE_NAMES, counts))})"
+        )
     if len(votes) != len(usage_splits):
         raise DatasetError(
             f"{path} has {len(votes)} data rows but {fer2013.CSV_NAME} beside it has {len(usage_splits)}; "
@@ -117,17 +126,26 @@ class FerPlusDataset:
 
     def scan(self, root: Path | None) -> Manifest:
         root = require_directory(root, self.name)
-        pixels = require_file(root / fer2013.CSV_NAME, f"FERPlus takes its pixels from the official {fer2013.CSV_NAME}, beside {VOTES_NAME}")
+        pixels = require_file(
+            root / fer2013.CSV_NAME,
+            f"FERPlus takes its pixels from the official {fer2013.CSV_NAME}, beside {VOTES_NAME}",
+        )
         labels_file = require_file(root / VOTES_NAME, f"the FERPlus labels file, beside {fer2013.CSV_NAME}")
         _, splits, pixel_problems = fer2013.scan_csv(pixels, Path(fer2013.CSV_NAME))
         votes, vote_problems = scan_votes(labels_file, splits, Path(VOTES_NAME))
         skip = tuple(pixel or vote for pixel, vote in zip(pixel_problems, vote_problems))
         return Manifest(
-            dataset=self.name, label_names=LABEL_NAMES, splits=fer2013.SPLITS,
+            dataset=self.name,
+            label_names=LABEL_NAMES,
+            splits=fer2013.SPLITS,
             source=tuple(fer2013.row_source(i) for i in range(len(splits))),
-            label=majority_labels(votes), split=splits, votes=votes, vote_names=VOTE_NAMES,
-            skip=skip, label_sets=LABEL_SETS,
-        )  # fmt: skip
+            label=majority_labels(votes),
+            split=splits,
+            votes=votes,
+            vote_names=VOTE_NAMES,
+            skip=skip,
+            label_sets=LABEL_SETS,
+        )
 
     def read(self, root: Path | None, source: str) -> np.ndarray:
         """A row's ``(48, 48) uint8`` pixels from ``fer2013.csv``."""

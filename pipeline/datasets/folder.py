@@ -37,8 +37,7 @@ class FolderDataset(FilesUnderRoot):
         top = [p for p in _visible_children(root) if p.is_dir()]
         if not top:
             raise DatasetError(
-                f"{root} holds no class folders; expected <root>/<class>/<image> or "
-                "<root>/<split>/<class>/<image>"
+                f"{root} holds no class folders; expected <root>/<class>/<image> or <root>/<split>/<class>/<image>"
             )
         has_splits = all(
             any(child.is_dir() for child in _visible_children(folder))
@@ -70,4 +69,3 @@ class FolderDataset(FilesUnderRoot):
             label=np.array(labels),
             split=np.array(split_ids),
         )
-

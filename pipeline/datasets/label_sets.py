@@ -67,16 +67,23 @@ class LabelSet:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "names": list(self.names), "kind": self.kind, "mapping": list(self.mapping),
-            "thresholds": list(self.thresholds), "vote_columns": list(self.vote_columns),
-        }  # fmt: skip
+            "names": list(self.names),
+            "kind": self.kind,
+            "mapping": list(self.mapping),
+            "thresholds": list(self.thresholds),
+            "vote_columns": list(self.vote_columns),
+        }
 
     @classmethod
     def from_dict(cls, name: str, data: dict[str, Any]) -> LabelSet:
         return cls(
-            name, tuple(data["names"]), data["kind"], tuple(data["mapping"]),
-            tuple(data["thresholds"]), tuple(data["vote_columns"]),
-        )  # fmt: skip
+            name,
+            tuple(data["names"]),
+            data["kind"],
+            tuple(data["mapping"]),
+            tuple(data["thresholds"]),
+            tuple(data["vote_columns"]),
+        )
 
     def targets(
         self, label: np.ndarray, valence: np.ndarray | None = None, votes: np.ndarray | None = None

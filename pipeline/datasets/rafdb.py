@@ -32,10 +32,11 @@ LABEL_FILE = "EmoLabel/list_patition_label.txt"
 LABEL_SETS = (
     LabelSet.identity("7", LABEL_NAMES),
     LabelSet.from_labels(
-        "polarity", LABEL_NAMES,
+        "polarity",
+        LABEL_NAMES,
         {"negative": ("fear", "disgust", "sadness", "anger"), "neutral": ("neutral",), "positive": ("happiness",)},
     ),
-)  # fmt: skip
+)
 _LINE = re.compile(r"^(train|test)_(\d+)\.jpg$")
 
 
@@ -90,8 +91,9 @@ class RafDbDataset(FilesUnderRoot):
         self.name = "rafdb" if images == "aligned" else "rafdb-original"
         if images == "aligned":
             self.config_defaults: dict[str, dict[str, Any]] = {
-                "detect": {"prior": "full-frame"}, "align": {"size": 100},
-            }  # fmt: skip
+                "detect": {"prior": "full-frame"},
+                "align": {"size": 100},
+            }
         else:
             self.config_defaults = {}
 
@@ -100,19 +102,26 @@ class RafDbDataset(FilesUnderRoot):
 
     def scan(self, root: Path | None) -> Manifest:
         root = require_directory(root, self.name)
-        label_file = require_file(root / LABEL_FILE, "RAF-DB's label list; DATA_ROOT must be the basic set's "
-                                  "folder holding EmoLabel/ and Image/")  # fmt: skip
+        label_file = require_file(
+            root / LABEL_FILE,
+            "RAF-DB's label list; DATA_ROOT must be the basic set's folder holding EmoLabel/ and Image/",
+        )
         image_dir = root / "Image" / self.images
         if not image_dir.is_dir():
             other = "rafdb-original" if self.images == "aligned" else "rafdb"
-            raise DatasetError(f"{image_dir} not found: the {self.name} dataset reads Image/{self.images}/ "
-                               f"(for the other image folder use --dataset {other})")  # fmt: skip
+            raise DatasetError(
+                f"{image_dir} not found: the {self.name} dataset reads Image/{self.images}/ "
+                f"(for the other image folder use --dataset {other})"
+            )
         lines = scan_label_file(label_file, Path(LABEL_FILE))
         skip = tuple(line.problem for line in lines)
         return Manifest(
-            dataset=self.name, label_names=LABEL_NAMES, splits=SPLITS,
+            dataset=self.name,
+            label_names=LABEL_NAMES,
+            splits=SPLITS,
             source=tuple(self._source(line.stem) if line.stem else f"{LABEL_FILE}, line {line.line}" for line in lines),
-            label=np.array([line.label for line in lines]), split=np.array([line.split for line in lines]),
-            skip=skip if any(skip) else None, label_sets=LABEL_SETS,
-        )  # fmt: skip
-
+            label=np.array([line.label for line in lines]),
+            split=np.array([line.split for line in lines]),
+            skip=skip if any(skip) else None,
+            label_sets=LABEL_SETS,
+        )

@@ -25,9 +25,7 @@ TEMPLATE_FRACTIONS = np.array([[0.34, 0.33], [0.66, 0.33], [0.50, 0.687]], dtype
 def anchor_points(landmarks: np.ndarray) -> np.ndarray:
     """``(68, 2)`` landmarks -> ``(3, 2) float64``: right-eye, left-eye and outer-lip centres."""
     points = np.asarray(landmarks, dtype=np.float64)
-    return np.stack(
-        [points[RIGHT_EYE].mean(0), points[LEFT_EYE].mean(0), points[OUTER_LIPS].mean(0)]
-    )
+    return np.stack([points[RIGHT_EYE].mean(0), points[LEFT_EYE].mean(0), points[OUTER_LIPS].mean(0)])
 
 
 def similarity_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -63,9 +61,7 @@ def aligned_from_src_matrix(landmarks_src: np.ndarray, size: int) -> np.ndarray:
     Returns:
         ``(2, 3) float32`` ``aligned_from_src``.
     """
-    return similarity_from_points(anchor_points(landmarks_src), TEMPLATE_FRACTIONS * size).astype(
-        np.float32
-    )
+    return similarity_from_points(anchor_points(landmarks_src), TEMPLATE_FRACTIONS * size).astype(np.float32)
 
 
 def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -66,7 +66,9 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width < 1 or height < 1:
         raise UnreadableImageError(f"image has no pixels ({width}x{height})")
     if min(width, height) < MIN_SIDE:
-        raise UnreadableImageError(f"image is {width}x{height} pixels, too small to hold a face (at least {MIN_SIDE} a side)")
+        raise UnreadableImageError(
+            f"image is {width}x{height} pixels, too small to hold a face (at least {MIN_SIDE} a side)"
+        )
     if width * height > max_pixels:
         raise UnreadableImageError(
             f"image is {width}x{height} = {width * height:,} pixels, over the limit of "

@@ -18,7 +18,7 @@ from pipeline.landmark_scheme import (
     OUTER_LIPS,
     RIGHT_BROW,
     RIGHT_EYE,
-)  # fmt: skip
+)
 
 # Channels of the per-region heatmap (PAL): both brows in one channel, both eyes in one, so a
 # horizontal flip maps every channel onto itself.

@@ -9,9 +9,7 @@ import numpy as np
 from pipeline.stages.detect import dlib_rect
 
 
-def predict_landmarks(
-    predictor: dlib.shape_predictor, image: np.ndarray, box: np.ndarray
-) -> np.ndarray:
+def predict_landmarks(predictor: dlib.shape_predictor, image: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Place the 68 landmarks inside a face box.
 
     Args:

@@ -37,11 +37,10 @@ def _to_opencv_points(points: np.ndarray) -> np.ndarray:
     return np.round((points - 0.5) * (1 << _SUBPIXEL_BITS)).astype(np.int32)
 
 
-def _filled_regions(
-    landmarks: np.ndarray, aligned_size: int, guidance_size: int, groups=FILLED_REGIONS.values()
-) -> np.ndarray:
+def _filled_regions(landmarks: np.ndarray, aligned_size: int, guidance_size: int, groups=None) -> np.ndarray:
     """``(H, H) uint8`` {0, 255}: the convex hull of each group of landmark indices (by default
     every :data:`FILLED_REGIONS` entry), filled."""
+    groups = FILLED_REGIONS.values() if groups is None else groups
     points = np.asarray(landmarks, dtype=np.float64) * (guidance_size / aligned_size)
     mask = np.zeros((guidance_size, guidance_size), dtype=np.uint8)
     for indices in groups:
@@ -50,9 +49,7 @@ def _filled_regions(
     return mask
 
 
-def render_binary_landmark_mask(
-    landmarks: np.ndarray, aligned_size: int, guidance_size: int
-) -> np.ndarray:
+def render_binary_landmark_mask(landmarks: np.ndarray, aligned_size: int, guidance_size: int) -> np.ndarray:
     """Filled brows, eyes, nose, mouth and inner mouth plus the jaw line, white on black.
 
     Args:

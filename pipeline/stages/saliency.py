@@ -43,9 +43,7 @@ def _opencv_static_saliency(image: np.ndarray, guidance_size: int, create: Calla
     return normalise_to_uint8(saliency)
 
 
-def network_saliency(
-    network: Callable[[np.ndarray], np.ndarray], image: np.ndarray, guidance_size: int
-) -> np.ndarray:
+def network_saliency(network: Callable[[np.ndarray], np.ndarray], image: np.ndarray, guidance_size: int) -> np.ndarray:
     """Saliency from a learned network (for example MSI-Net, as the guided-STN paper used).
 
     Args:

@@ -23,12 +23,27 @@ from pipeline.store.access import (
     store_exists,
     stored_guidance,
     undecided_faces,
-)  # fmt: skip
+)
 from pipeline.store.provenance import ATTRS_KEY, SCHEMA_VERSION, Growth, Provenance
 from pipeline.store.schema import USABLE_STATUSES, ArraySpec, Status, array_specs, shard_bounds, status_counts
 
 __all__ = [
-    "ATTRS_KEY", "SCHEMA_VERSION", "USABLE_STATUSES", "ArraySpec", "Growth", "Provenance", "Status", "array_specs",
-    "bytes_on_disk", "growth_in_progress", "open_store", "provenance_of", "read_provenance", "shard_bounds",
-    "status_counts", "store_exists", "stored_guidance", "undecided_faces",
-]  # fmt: skip
+    "ATTRS_KEY",
+    "SCHEMA_VERSION",
+    "USABLE_STATUSES",
+    "ArraySpec",
+    "Growth",
+    "Provenance",
+    "Status",
+    "array_specs",
+    "bytes_on_disk",
+    "growth_in_progress",
+    "open_store",
+    "provenance_of",
+    "read_provenance",
+    "shard_bounds",
+    "status_counts",
+    "store_exists",
+    "stored_guidance",
+    "undecided_faces",
+]

@@ -61,11 +61,15 @@ class BoundedZstdCodec(ZstdCodec):
         head = chunk_bytes[:18].to_bytes()  # the longest frame header
         size, limit = frame_content_size(head), raw_size_limit(chunk_spec)
         if size is None:
-            raise StoreError("a chunk's zstd frame does not record its size, which zarr always writes; refusing to "
-                             "decompress it without a bound")  # fmt: skip
+            raise StoreError(
+                "a chunk's zstd frame does not record its size, which zarr always writes; refusing to "
+                "decompress it without a bound"
+            )
         if size > limit:
-            raise StoreError(f"a chunk would decompress to {size:,} bytes, more than the {limit:,} its "
-                             f"{'x'.join(map(str, chunk_spec.shape))} values take (a zstd bomb); refusing it")  # fmt: skip
+            raise StoreError(
+                f"a chunk would decompress to {size:,} bytes, more than the {limit:,} its "
+                f"{'x'.join(map(str, chunk_spec.shape))} values take (a zstd bomb); refusing it"
+            )
         return super()._decode_sync(chunk_bytes, chunk_spec)
 
 

@@ -27,7 +27,7 @@ from pipeline.store.writer import (
     unfinished_shards,
     utc_now,
     write_provenance,
-)  # fmt: skip
+)
 
 
 def begin_growth(path: str | Path, types: tuple[str, ...], models: dict[str, dict[str, str]]) -> None:

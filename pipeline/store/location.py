@@ -46,7 +46,7 @@ from pipeline.store.metadata import (
     fetch_document,
     parse_array_document,
     read_document,
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,6 @@ class StoreLocation:
             return FsspecStore.from_url(self.path, read_only=True, storage_options=options or None)
         except (ImportError, ValueError) as error:
             raise StoreError(f"cannot open {self.text}: {error}") from None
-
 
 
 class ContainedLocalStore(LocalStore):
@@ -160,8 +159,10 @@ def _check_zip_members(path: str) -> None:
         if member.compress_type != zipfile.ZIP_STORED:  # chunks are compressed already: no deflate gains 100x
             limit = min(limit, 100 * member.compress_size + 2**20)
         if member.file_size > limit:
-            raise StoreError(f"{path}: the member {member.filename!r} unpacks to {member.file_size:,} bytes from "
-                             f"{member.compress_size:,}; no store holds such a file, so the zip is refused")  # fmt: skip
+            raise StoreError(
+                f"{path}: the member {member.filename!r} unpacks to {member.file_size:,} bytes from "
+                f"{member.compress_size:,}; no store holds such a file, so the zip is refused"
+            )
 
 
 SchemaCheck = Callable[[dict[str, Any], dict[str, ArrayLayout]], list[str]]
@@ -194,8 +195,10 @@ def open_group_readonly(location: str | Path, check_schema: SchemaCheck) -> zarr
     if root is None:
         raise StoreError(f"no store at {parsed.text} (expected a Zarr v3 group with zarr.json)")
     if root.get("zarr_format") != 3 or root.get("node_type") != "group":
-        raise StoreError(f"{parsed.text} is not a Zarr format 3 group (its zarr.json says zarr_format "
-                         f"{root.get('zarr_format')!r}, node_type {root.get('node_type')!r})")  # fmt: skip
+        raise StoreError(
+            f"{parsed.text} is not a Zarr format 3 group (its zarr.json says zarr_format "
+            f"{root.get('zarr_format')!r}, node_type {root.get('node_type')!r})"
+        )
     attributes = root.get("attributes", {})
     if not isinstance(attributes, dict):
         raise StoreError(f"{parsed.text}: the root zarr.json's 'attributes' is not an object")
@@ -206,8 +209,11 @@ def open_group_readonly(location: str | Path, check_schema: SchemaCheck) -> zarr
                 f"{parsed.text} has no consolidated metadata, which a remote or zipped store needs; "
                 "the run that built it did not finish (run fer-preprocess on it again where it was built)"
             )
-        names = sorted(entry.name for entry in os.scandir(parsed.path)
-                       if entry.is_dir() and not entry.name.startswith(".") and os.path.lexists(Path(entry.path, "zarr.json")))  # fmt: skip
+        names = sorted(
+            entry.name
+            for entry in os.scandir(parsed.path)
+            if entry.is_dir() and not entry.name.startswith(".") and os.path.lexists(Path(entry.path, "zarr.json"))
+        )
         documents = dict(zip(names, _read_documents(store, names)))
     else:
         documents = consolidated.get("metadata") if isinstance(consolidated, dict) else None
@@ -266,6 +272,8 @@ def _check_documents(
             if isinstance(own, StoreError):
                 problems.append(f"array {name!r}: {own}")
             elif own != documents[name]:
-                problems.append(f"array {name!r}: its own {name}/zarr.json is missing or differs from the "
-                                "consolidated metadata in the root zarr.json")  # fmt: skip
+                problems.append(
+                    f"array {name!r}: its own {name}/zarr.json is missing or differs from the "
+                    "consolidated metadata in the root zarr.json"
+                )
     return problems, layouts

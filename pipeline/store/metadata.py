@@ -83,8 +83,10 @@ async def fetch_document(store: Store, key: str, limit: int) -> dict[str, Any] |
 def parse_document(key: str, data: bytes, limit: int) -> dict[str, Any]:
     """The JSON object in ``data``, the bytes read from ``key``; see :func:`read_document`."""
     if len(data) > limit:
-        raise StoreError(f"{key} is larger than {limit:,} bytes, far more than any FER store's metadata; "
-                         "the store is damaged or hostile and is refused")  # fmt: skip
+        raise StoreError(
+            f"{key} is larger than {limit:,} bytes, far more than any FER store's metadata; "
+            "the store is damaged or hostile and is refused"
+        )
     try:
         document = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as error:
@@ -101,8 +103,10 @@ def parse_document(key: str, data: bytes, limit: int) -> dict[str, Any]:
 def check_array_name(name: Any) -> None:
     """Refuse an array name that is not a plain lower-case identifier (a path, ``..``, empty)."""
     if not isinstance(name, str) or not ARRAY_NAME.fullmatch(name):
-        raise StoreError(f"the store names an array {name!r}; FER store arrays are named like 'mask_soft' "
-                         "(no path separators, no '..'), so the store is refused")  # fmt: skip
+        raise StoreError(
+            f"the store names an array {name!r}; FER store arrays are named like 'mask_soft' "
+            "(no path separators, no '..'), so the store is refused"
+        )
 
 
 def parse_array_document(name: str, document: Any) -> ArrayLayout:
@@ -119,7 +123,9 @@ def parse_array_document(name: str, document: Any) -> ArrayLayout:
     if document.get("zarr_format") != 3:
         raise StoreError(f"array {name!r} is not Zarr format 3; refusing to open it")
     if document.get("node_type") != "array":
-        raise StoreError(f"{name!r}: node_type {document.get('node_type')!r}; a FER store holds arrays only below its root")
+        raise StoreError(
+            f"{name!r}: node_type {document.get('node_type')!r}; a FER store holds arrays only below its root"
+        )
     data_type = document.get("data_type")
     if not isinstance(data_type, str) or data_type not in ALLOWED_DATA_TYPES:
         raise StoreError(
@@ -157,19 +163,27 @@ def parse_array_document(name: str, document: Any) -> ArrayLayout:
         raise StoreError(f"array {name!r}: sharding is not its first codec, which a FER store never writes")
     _bounded(name, "chunk_grid.chunk_shape", chunk_shape, data_type, MAX_CHUNK_BYTES)
     encoding = document.get("chunk_key_encoding")
-    if not (isinstance(encoding, dict) and encoding.get("name") == "default"
-            and (encoding.get("configuration") or {}).get("separator", "/") == "/"):  # fmt: skip
-        raise StoreError(f"array {name!r}: field 'chunk_key_encoding' is {_short(encoding)}; a FER store uses "
-                         "the default encoding with '/'")  # fmt: skip
+    if not (
+        isinstance(encoding, dict)
+        and encoding.get("name") == "default"
+        and (encoding.get("configuration") or {}).get("separator", "/") == "/"
+    ):
+        raise StoreError(
+            f"array {name!r}: field 'chunk_key_encoding' is {_short(encoding)}; a FER store uses "
+            "the default encoding with '/'"
+        )
     dimension_names = document.get("dimension_names")
     if dimension_names is not None:
         if not isinstance(dimension_names, list) or not all(isinstance(d, str) for d in dimension_names):
-            raise StoreError(f"array {name!r}: field 'dimension_names' is {_short(dimension_names)}, not a list of names")
+            raise StoreError(
+                f"array {name!r}: field 'dimension_names' is {_short(dimension_names)}, not a list of names"
+            )
         _same_rank(name, "dimension_names", dimension_names, shape)
     if not isinstance(document.get("attributes", {}), dict):
         raise StoreError(f"array {name!r}: field 'attributes' is not an object")
-    return ArrayLayout(name, data_type, shape, chunk_shape, inner,
-                       None if dimension_names is None else tuple(dimension_names))  # fmt: skip
+    return ArrayLayout(
+        name, data_type, shape, chunk_shape, inner, None if dimension_names is None else tuple(dimension_names)
+    )
 
 
 def _codecs(name: str, codecs: list) -> list[dict]:
@@ -195,16 +209,21 @@ def _codecs(name: str, codecs: list) -> list[dict]:
 
 def _integers(name: str, field: str, value: Any, minimum: int) -> tuple[int, ...]:
     ok = (
-        isinstance(value, list) and len(value) <= MAX_RANK
+        isinstance(value, list)
+        and len(value) <= MAX_RANK
         and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value)
-    )  # fmt: skip
+    )
     if not ok:
         kind = "non-negative" if minimum == 0 else "positive"
-        raise StoreError(f"array {name!r}: field {field!r} is {_short(value)}; it must be a list of at most "
-                         f"{MAX_RANK} {kind} integers, so the store is refused")  # fmt: skip
+        raise StoreError(
+            f"array {name!r}: field {field!r} is {_short(value)}; it must be a list of at most "
+            f"{MAX_RANK} {kind} integers, so the store is refused"
+        )
     if value and value[0] > MAX_SAMPLES:
-        raise StoreError(f"array {name!r}: field {field!r} is {_short(value)}: {value[0]:,} samples, more than "
-                         f"the {MAX_SAMPLES:,} a FER store may hold, so the store is refused")  # fmt: skip
+        raise StoreError(
+            f"array {name!r}: field {field!r} is {_short(value)}: {value[0]:,} samples, more than "
+            f"the {MAX_SAMPLES:,} a FER store may hold, so the store is refused"
+        )
     return tuple(value)
 
 
@@ -216,11 +235,12 @@ def _same_rank(name: str, field: str, value, shape: tuple[int, ...]) -> None:
 def _bounded(name: str, field: str, chunk: tuple[int, ...], data_type: str, limit: int) -> None:
     raw = math.prod(chunk) * ITEM_BYTES[data_type]
     if raw > limit:
-        raise StoreError(f"array {name!r}: field {field!r} is {list(chunk)}, {raw:,} bytes a chunk, over the "
-                         f"limit of {limit:,}; the store is damaged or hostile and is refused")  # fmt: skip
+        raise StoreError(
+            f"array {name!r}: field {field!r} is {list(chunk)}, {raw:,} bytes a chunk, over the "
+            f"limit of {limit:,}; the store is damaged or hostile and is refused"
+        )
 
 
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-

@@ -24,11 +24,25 @@ from pipeline.store.metadata import ArrayLayout
 from pipeline.store.provenance import Provenance
 
 # Array names. Per sample: the aligned face and where it came from,
-IMAGE, LANDMARKS, LANDMARKS_SRC, BOX_SRC, ALIGNED_FROM_SRC = "image", "landmarks", "landmarks_src", "box_src", "aligned_from_src"
+IMAGE, LANDMARKS, LANDMARKS_SRC, BOX_SRC, ALIGNED_FROM_SRC = (
+    "image",
+    "landmarks",
+    "landmarks_src",
+    "box_src",
+    "aligned_from_src",
+)
 # what the face detector saw (every status): how many faces, the kept one's score,
 FACES_DETECTED, FACE_SCORE = "faces_detected", "face_score"
 # the dataset's rows (the manifest's columns; votes and subject only where the dataset has them),
-LABEL, VALENCE, AROUSAL, SPLIT, SOURCE, VOTES, SUBJECT = "label", "valence", "arousal", "split", "source", "votes", "subject"
+LABEL, VALENCE, AROUSAL, SPLIT, SOURCE, VOTES, SUBJECT = (
+    "label",
+    "valence",
+    "arousal",
+    "split",
+    "source",
+    "votes",
+    "subject",
+)
 # the outcome (written last by each shard task) and its message,
 STATUS, MESSAGE = "status", "message"
 # per array, the CRC-32 of each sample's values (pipeline.store.checksums); its ``channels``
@@ -96,8 +110,10 @@ SEVERAL_FACES_PREFIX = "several faces found"
 
 def several_faces_message(faces: int, score: float) -> str:
     """The message of a sample whose largest of ``faces`` detections was kept for lack of a box."""
-    return (f"{SEVERAL_FACES_PREFIX} ({faces}); the largest was kept (detector score {score:.2f}), "
-            "as no dataset box says which person is meant")  # fmt: skip
+    return (
+        f"{SEVERAL_FACES_PREFIX} ({faces}); the largest was kept (detector score {score:.2f}), "
+        "as no dataset box says which person is meant"
+    )
 
 
 def guidance_spec(name: str, aligned_size: int, guidance_size: int) -> ArraySpec:
@@ -106,13 +122,26 @@ def guidance_spec(name: str, aligned_size: int, guidance_size: int) -> ArraySpec
     ``(sample, region, edge)``."""
     kind = GUIDANCE_TYPES[name]
     if kind.boxes:
-        return ArraySpec(name, ("sample", "region", "edge"), "float32", (len(kind.channels), 4), 0.0,
-                         per_sample_chunks=False, channels=kind.channels, flip_permutation=kind.flip_permutation)  # fmt: skip
+        return ArraySpec(
+            name,
+            ("sample", "region", "edge"),
+            "float32",
+            (len(kind.channels), 4),
+            0.0,
+            per_sample_chunks=False,
+            channels=kind.channels,
+            flip_permutation=kind.flip_permutation,
+        )
     return ArraySpec(
-        name, ("sample", f"{name}_channel", "gy", "gx"), "uint8",
-        (len(kind.channels), guidance_size, guidance_size), 0, per_sample_chunks=True,
-        channels=kind.channels, flip_permutation=kind.flip_permutation,
-    )  # fmt: skip
+        name,
+        ("sample", f"{name}_channel", "gy", "gx"),
+        "uint8",
+        (len(kind.channels), guidance_size, guidance_size),
+        0,
+        per_sample_chunks=True,
+        channels=kind.channels,
+        flip_permutation=kind.flip_permutation,
+    )
 
 
 def guidance_specs(types: tuple[str, ...], config: PreprocessConfig) -> tuple[ArraySpec, ...]:
@@ -139,10 +168,13 @@ def array_specs(
         ArraySpec(ALIGNED_FROM_SRC, ("sample", "row", "col"), "float32", (2, 3), 0.0, **column),
         *guidance_specs(config.guidance.types, config),
         *(
-            (ArraySpec(FACES_DETECTED, ("sample",), "uint8", (), 0, **column),
-             ArraySpec(FACE_SCORE, ("sample",), "float32", (), float("nan"), **column))
-            if detections else ()
-        ),  # fmt: skip
+            (
+                ArraySpec(FACES_DETECTED, ("sample",), "uint8", (), 0, **column),
+                ArraySpec(FACE_SCORE, ("sample",), "float32", (), float("nan"), **column),
+            )
+            if detections
+            else ()
+        ),
         ArraySpec(LABEL, ("sample",), "int16", (), -1, **column),
         ArraySpec(VALENCE, ("sample",), "float32", (), float("nan"), **column),
         ArraySpec(AROUSAL, ("sample",), "float32", (), float("nan"), **column),
@@ -160,8 +192,15 @@ def array_specs(
 
 def checksum_spec(columns: tuple[str, ...]) -> ArraySpec:
     """The ``checksum`` array: ``(N, len(columns)) uint32``, 0 where nothing is recorded."""
-    return ArraySpec(CHECKSUM, ("sample", "checksummed_array"), "uint32", (len(columns),), 0,
-                     per_sample_chunks=False, channels=columns)  # fmt: skip
+    return ArraySpec(
+        CHECKSUM,
+        ("sample", "checksummed_array"),
+        "uint32",
+        (len(columns),),
+        0,
+        per_sample_chunks=False,
+        channels=columns,
+    )
 
 
 def checksum_columns(specs: tuple[ArraySpec, ...]) -> tuple[str, ...]:
@@ -254,24 +293,32 @@ def check_layouts(attributes: dict[str, Any], layouts: dict[str, ArrayLayout]) -
     for name, layout in layouts.items():
         spec = specs.get(name)
         if spec is None:
-            problems.append(f"array {name!r} is not one the schema defines for this store's config; "
-                            f"a FER store's arrays are {', '.join(specs)}")  # fmt: skip
+            problems.append(
+                f"array {name!r} is not one the schema defines for this store's config; "
+                f"a FER store's arrays are {', '.join(specs)}"
+            )
             continue
         expected = (n, *spec.sample_shape)
         if layout.shape != expected:
-            problems.append(f"array {name!r}: field 'shape' is {list(layout.shape)}; the store's {n} samples and "
-                            f"its config call for {list(expected)}")  # fmt: skip
+            problems.append(
+                f"array {name!r}: field 'shape' is {list(layout.shape)}; the store's {n} samples and "
+                f"its config call for {list(expected)}"
+            )
             continue
         data_type = "string" if spec.dtype is str else np.dtype(spec.dtype).name
         if layout.data_type != data_type:
             problems.append(f"array {name!r}: field 'data_type' is {layout.data_type!r}; the schema's is {data_type!r}")
         if layout.chunk_shape != (shard_len, *spec.sample_shape):
-            problems.append(f"array {name!r}: field 'chunk_grid.chunk_shape' is {list(layout.chunk_shape)}; "
-                            f"the schema's is one shard, {[shard_len, *spec.sample_shape]}")  # fmt: skip
+            problems.append(
+                f"array {name!r}: field 'chunk_grid.chunk_shape' is {list(layout.chunk_shape)}; "
+                f"the schema's is one shard, {[shard_len, *spec.sample_shape]}"
+            )
         inner = layout.inner_chunk_shape
         if spec.per_sample_chunks and (inner is None or inner[1:] != spec.sample_shape):
-            problems.append(f"array {name!r}: its inner chunks are {None if inner is None else list(inner)}; the "
-                            f"schema's hold whole samples, [k, {', '.join(map(str, spec.sample_shape))}]")  # fmt: skip
+            problems.append(
+                f"array {name!r}: its inner chunks are {None if inner is None else list(inner)}; the "
+                f"schema's hold whole samples, [k, {', '.join(map(str, spec.sample_shape))}]"
+            )
         elif not spec.per_sample_chunks and inner is not None:
             problems.append(f"array {name!r} is sharded; the schema stores it as one chunk per shard")
     return problems

@@ -69,11 +69,23 @@ class ShardLayout:
         else:
             inner_len = array.chunks[0]
         dtype = array.dtype
-        if dtype.kind not in "uif" or not _is_bytes_zstd_crc(codecs) or tuple(array.chunks[1:]) != tuple(array.shape[1:]):
+        if (
+            dtype.kind not in "uif"
+            or not _is_bytes_zstd_crc(codecs)
+            or tuple(array.chunks[1:]) != tuple(array.shape[1:])
+        ):
             return None
         shard_len = (array.shards or array.chunks)[0]
-        return cls(array.path, array.shape[0], tuple(array.shape[1:]), np.dtype(dtype).newbyteorder("<"),
-                   array.metadata.fill_value, shard_len, inner_len, sharded)  # fmt: skip
+        return cls(
+            array.path,
+            array.shape[0],
+            tuple(array.shape[1:]),
+            np.dtype(dtype).newbyteorder("<"),
+            array.metadata.fill_value,
+            shard_len,
+            inner_len,
+            sharded,
+        )
 
     def key(self, shard: int) -> str:
         return "/".join([self.path, "c", str(shard)] + ["0"] * len(self.sample_shape))
@@ -104,8 +116,10 @@ class ShardLayout:
         for i, (offset, nbytes) in enumerate(entries.tolist()):
             chunk = None if offset == NO_CHUNK else view[offset : offset + nbytes]
             if chunk is not None and (offset + nbytes > len(view) - 16 * count - 4 or nbytes < 4):
-                raise StoreError(f"{where}: its index places inner chunk {i} at bytes {offset}-{offset + nbytes}, "
-                                 f"outside the file's {len(view)} bytes")  # fmt: skip
+                raise StoreError(
+                    f"{where}: its index places inner chunk {i} at bytes {offset}-{offset + nbytes}, "
+                    f"outside the file's {len(view)} bytes"
+                )
             self.decode_inner(chunk, out[i * self.inner_len : (i + 1) * self.inner_len], f"{where}, inner chunk {i}")
         return out[:rows]
 
@@ -136,8 +150,12 @@ def _is_bytes_crc(codecs) -> bool:
 
 
 def _is_bytes_zstd_crc(codecs) -> bool:
-    return (len(codecs) == 3 and _little_bytes(codecs[0]) and isinstance(codecs[1], ZstdCodec)
-            and isinstance(codecs[2], Crc32cCodec))  # fmt: skip
+    return (
+        len(codecs) == 3
+        and _little_bytes(codecs[0])
+        and isinstance(codecs[1], ZstdCodec)
+        and isinstance(codecs[2], Crc32cCodec)
+    )
 
 
 def _checked(data: np.ndarray, where: str) -> np.ndarray:
@@ -152,8 +170,9 @@ def _decompress_into(frame: np.ndarray, out: np.ndarray, where: str) -> None:
     if size is None:
         raise StoreError(f"{where}: a zstd frame does not record its size, which zarr always writes; refusing it")
     if size != out.size:
-        raise StoreError(f"{where}: a zstd frame would decompress to {size:,} bytes where the chunk holds "
-                         f"{out.size:,}; refusing it")  # fmt: skip
+        raise StoreError(
+            f"{where}: a zstd frame would decompress to {size:,} bytes where the chunk holds {out.size:,}; refusing it"
+        )
     numcodecs.zstd.decompress(frame, out)
 
 
@@ -179,7 +198,6 @@ def read_shards(arrays: dict[str, zarr.Array], shards: list[int]) -> dict[str, l
     return result
 
 
-
 def read_sample(arrays: dict[str, zarr.Array], index: int) -> dict[str, np.ndarray]:
     """Every array's values of sample ``index`` (``{name: (*sample_shape)}``), reading only the
     inner chunk that holds it: the shard indexes of all arrays in one concurrent round, then
@@ -196,8 +214,9 @@ def read_sample(arrays: dict[str, zarr.Array], index: int) -> dict[str, np.ndarr
         return values
     store = arrays[sharded[0]].store_path.store
     shard, row = divmod(index, layouts[sharded[0]].shard_len)
-    indexes = fetch_ranges(store, [(layouts[name].key(shard), -(16 * layouts[name].inner_count + 4), None)
-                                   for name in sharded])  # fmt: skip
+    indexes = fetch_ranges(
+        store, [(layouts[name].key(shard), -(16 * layouts[name].inner_count + 4), None) for name in sharded]
+    )
     wanted = []
     for name, index_bytes in zip(sharded, indexes):
         layout = layouts[name]
@@ -205,7 +224,9 @@ def read_sample(arrays: dict[str, zarr.Array], index: int) -> dict[str, np.ndarr
         if index_bytes is None:
             wanted.append(None)
             continue
-        offset, nbytes = layout.index_entries(np.frombuffer(index_bytes, np.uint8), where)[row // layout.inner_len].tolist()
+        offset, nbytes = layout.index_entries(np.frombuffer(index_bytes, np.uint8), where)[
+            row // layout.inner_len
+        ].tolist()
         wanted.append(None if offset == NO_CHUNK else (layout.key(shard), offset, nbytes))
     chunks = fetch_ranges(store, [request for request in wanted if request is not None])
     for name, request in zip(sharded, wanted):
@@ -215,8 +236,10 @@ def read_sample(arrays: dict[str, zarr.Array], index: int) -> dict[str, np.ndarr
         if request is not None:
             chunk = np.frombuffer(chunks.pop(0), np.uint8)
             if len(chunk) != request[2]:
-                raise StoreError(f"{request[0]} (sample {index}): its index places an inner chunk at bytes "
-                                 f"{request[1]}-{request[1] + request[2]}, past the end of the file")  # fmt: skip
+                raise StoreError(
+                    f"{request[0]} (sample {index}): its index places an inner chunk at bytes "
+                    f"{request[1]}-{request[1] + request[2]}, past the end of the file"
+                )
         layout.decode_inner(chunk, out, f"{layout.key(shard)} (sample {index})")
         values[name] = out[row % layout.inner_len]
     return values
@@ -236,7 +259,11 @@ def fetch_ranges(store: zarr.abc.store.Store, requests: list[tuple[str, int, int
         return RangeByteRequest(start, start + length)
 
     async def fetch_all():
-        return await asyncio.gather(*(store.get(key, prototype=prototype, byte_range=byte_range(start, length))
-                                      for key, start, length in requests))  # fmt: skip
+        return await asyncio.gather(
+            *(
+                store.get(key, prototype=prototype, byte_range=byte_range(start, length))
+                for key, start, length in requests
+            )
+        )
 
     return [None if buffer is None else buffer.to_bytes() for buffer in sync(fetch_all())]

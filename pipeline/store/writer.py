@@ -48,7 +48,7 @@ from pipeline.store.schema import (
     samples_per_inner_chunk,
     shard_bounds,
     status_counts,
-)  # fmt: skip
+)
 
 
 def _create_array(group: zarr.Group, spec: ArraySpec, n: int, shard_size: int) -> zarr.Array:
@@ -121,9 +121,7 @@ def prepare_store(
     if path.exists():
         if not store_exists(path):
             if not (path.is_dir() and not any(path.iterdir())):
-                raise StoreError(
-                    f"{path} exists and is not a Zarr store; choose another STORE path or delete it"
-                )
+                raise StoreError(f"{path} exists and is not a Zarr store; choose another STORE path or delete it")
             path.rmdir()
         elif overwrite:
             open_store(path)  # refuse to delete a directory that is not a FER store
@@ -155,8 +153,10 @@ def _check_resumable(path: Path, manifest: Manifest, config: PreprocessConfig, m
             problems.append(f"{role} model differs: store used {stored}, this run {current}")
     lacking = [name for name in DETECTION_ARRAYS if name not in group]
     if lacking and pending_shards(path, config.shard_size):  # a complete store has nothing to write
-        problems.append(f"it was created by an earlier fer-preprocess, without the arrays {', '.join(lacking)}; "
-                        "finish it with that version, or rebuild it with --overwrite")  # fmt: skip
+        problems.append(
+            f"it was created by an earlier fer-preprocess, without the arrays {', '.join(lacking)}; "
+            "finish it with that version, or rebuild it with --overwrite"
+        )
     hint = ""
     stored_types = set(provenance.preprocess_config.guidance.types) | set(stored_guidance(group))
     extra = [name for name in config.guidance.types if name not in stored_types]
@@ -175,9 +175,7 @@ def _check_resumable(path: Path, manifest: Manifest, config: PreprocessConfig, m
         )
 
 
-def _write_template(
-    path: Path, manifest: Manifest, config: PreprocessConfig, models, root: str | None
-) -> None:
+def _write_template(path: Path, manifest: Manifest, config: PreprocessConfig, models, root: str | None) -> None:
     """Write the template (every array, the manifest columns, the provenance) beside ``path``
     and rename it into place, so a run killed while writing it leaves no half-made store."""
     partial = path.with_name(path.name + ".partial")
@@ -187,9 +185,7 @@ def _write_template(
     partial.rename(path)
 
 
-def _write_template_at(
-    path: Path, manifest: Manifest, config: PreprocessConfig, models, root: str | None
-) -> None:
+def _write_template_at(path: Path, manifest: Manifest, config: PreprocessConfig, models, root: str | None) -> None:
     n = len(manifest)
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     n_votes = 0 if manifest.votes is None else manifest.votes.shape[1]
@@ -251,7 +247,7 @@ def write_provenance(group: zarr.Group, provenance: Provenance) -> None:
 
 def utc_now() -> str:
     """The time now, as the provenance records times: UTC ISO-8601 to the second."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _set_complete(path: Path, complete: bool) -> None:

@@ -25,7 +25,7 @@ from pipeline.store import (
     provenance_of,
     stored_guidance,
     undecided_faces,
-)  # fmt: skip
+)
 from pipeline.store.schema import FACE_SCORE, FACES_DETECTED, IMAGE, LABEL, LANDMARKS, MESSAGE, SOURCE, SPLIT, STATUS
 
 TILE = 112
@@ -39,8 +39,14 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def select_samples(
-    status: np.ndarray, split: np.ndarray, split_names: list[str], *, split_name: str | None,
-    statuses: tuple[str, ...], count: int, only: np.ndarray | None = None,
+    status: np.ndarray,
+    split: np.ndarray,
+    split_names: list[str],
+    *,
+    split_name: str | None,
+    statuses: tuple[str, ...],
+    count: int,
+    only: np.ndarray | None = None,
 ) -> np.ndarray:
     """Indices of up to ``count`` samples matching the filters (and ``only``, ``(N,) bool``, where
     given), spread evenly over the store."""
@@ -161,7 +167,11 @@ def render_contact_sheet(path: str | Path, indices: np.ndarray) -> np.ndarray:
 
 
 def chosen_samples(
-    path: str | Path, *, split: str | None = None, statuses: tuple[str, ...] = (), count: int = 24,
+    path: str | Path,
+    *,
+    split: str | None = None,
+    statuses: tuple[str, ...] = (),
+    count: int = 24,
     several_faces: bool = False,
 ) -> np.ndarray:
     """Store indices of up to ``count`` samples of ``split`` with one of ``statuses`` (any where
@@ -177,9 +187,14 @@ def chosen_samples(
     if several_faces and only is None:
         raise StoreError(f"{path} records no face counts (built before fer-preprocess recorded them)")
     indices = select_samples(
-        group[STATUS][:], group[SPLIT][:], list(provenance.splits),
-        split_name=split, statuses=tuple(statuses), count=count, only=only,
-    )  # fmt: skip
+        group[STATUS][:],
+        group[SPLIT][:],
+        list(provenance.splits),
+        split_name=split,
+        statuses=tuple(statuses),
+        count=count,
+        only=only,
+    )
     if len(indices) == 0:
         filters = f"split={split}, status={list(statuses) or 'any'}" + (", several faces" if several_faces else "")
         raise StoreError(f"no samples in {path} match the filters ({filters})")
@@ -195,8 +210,10 @@ def sample_lines(path: str | Path, indices: np.ndarray) -> list[str]:
     lines = []
     for i in indices:
         detected = "-" if faces is None else f"{int(faces[i])} faces, score {float(scores[i]):.2f}"
-        lines.append(f"{int(i)}\t{Status(int(columns[STATUS][i])).label}\t{detected}\t{columns[SOURCE][i]}\t"
-                     f"{columns[MESSAGE][i]}")  # fmt: skip
+        lines.append(
+            f"{int(i)}\t{Status(int(columns[STATUS][i])).label}\t{detected}\t{columns[SOURCE][i]}\t"
+            f"{columns[MESSAGE][i]}"
+        )
     return lines
 
 

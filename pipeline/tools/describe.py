@@ -38,21 +38,25 @@ def describe_store(path: str | Path) -> str:
     lines += ["", "split (all / usable)"]
     usable = np.isin(status, [int(Status.OK), int(Status.OK_PRIOR)])
     lines += _table(
-        [[name, str(int((split == i).sum())), str(int(((split == i) & usable).sum()))]
-         for i, name in enumerate(prov.splits)]
+        [
+            [name, str(int((split == i).sum())), str(int(((split == i) & usable).sum()))]
+            for i, name in enumerate(prov.splits)
+        ]
     )
     lines += ["", *face_lines(group, status)]
     lines += ["", "label (all / usable)"]
     names = list(prov.label_names) + ["(unknown)"]
     codes = list(range(len(prov.label_names))) + [-1]
     lines += _table(
-        [[name, str(int((label == c).sum())), str(int(((label == c) & usable).sum()))]
-         for name, c in zip(names, codes) if (label == c).any() or c >= 0]
+        [
+            [name, str(int((label == c).sum())), str(int(((label == c) & usable).sum()))]
+            for name, c in zip(names, codes)
+            if (label == c).any() or c >= 0
+        ]
     )
     lines += ["", "label sets (fer-train --labels NAME; the first is the default)"]
     lines += _table(
-        [[name, definition["kind"], ", ".join(definition["names"])]
-         for name, definition in prov.label_sets.items()]
+        [[name, definition["kind"], ", ".join(definition["names"])] for name, definition in prov.label_sets.items()]
     )
     lines += ["", "arrays"]
     lines += array_table(group, path)
@@ -82,10 +86,17 @@ def face_lines(group, status: np.ndarray) -> list[str]:
     faces = group[FACES_DETECTED][:]
     ran = status != Status.PENDING
     lines = ["faces found by the detector (samples)"]
-    lines += _table([["none (or not run)", str(int(((faces == 0) & ran).sum()))], ["one", str(int((faces == 1).sum()))],
-                     ["several", str(int((faces > 1).sum()))],
-                     ["several, largest kept (no box to choose)", f"{int(undecided.sum())}   "
-                      "(fer-store show STORE --several-faces --list)"]])  # fmt: skip
+    lines += _table(
+        [
+            ["none (or not run)", str(int(((faces == 0) & ran).sum()))],
+            ["one", str(int((faces == 1).sum()))],
+            ["several", str(int((faces > 1).sum()))],
+            [
+                "several, largest kept (no box to choose)",
+                f"{int(undecided.sum())}   (fer-store show STORE --several-faces --list)",
+            ],
+        ]
+    )
     return lines
 
 
@@ -97,13 +108,18 @@ def array_table(group, location: str | Path) -> list[str]:
     rows = [["name", "shape", "dtype", "chunk", "shard", "dims", "on disk", "per sample"]]
     for name, array in sorted(group.arrays()):
         on_disk = bytes_on_disk(Path(local.path) / name) if local.is_local else None
-        rows.append([
-            name, str(tuple(array.shape)), str(array.dtype), str(tuple(array.chunks)),
-            str(tuple(array.shards)) if array.shards else "-",
-            ",".join(array.metadata.dimension_names or ()),
-            "-" if on_disk is None else f"{on_disk / 1e6:.2f} MB",
-            "-" if on_disk is None else f"{on_disk / max(n, 1):.0f} B",
-        ])  # fmt: skip
+        rows.append(
+            [
+                name,
+                str(tuple(array.shape)),
+                str(array.dtype),
+                str(tuple(array.chunks)),
+                str(tuple(array.shards)) if array.shards else "-",
+                ",".join(array.metadata.dimension_names or ()),
+                "-" if on_disk is None else f"{on_disk / 1e6:.2f} MB",
+                "-" if on_disk is None else f"{on_disk / max(n, 1):.0f} B",
+            ]
+        )
     return _table(rows)
 
 
@@ -129,8 +145,13 @@ def diff_stores(a: str | Path, b: str | Path) -> str:
         rows.append(row(f"count {key}", pa.counts.get(key, 0), pb.counts.get(key, 0)))
     rows.append(row("guidance", ", ".join(ga), ", ".join(gb)))
     for role in sorted(set(pa.models) | set(pb.models)):
-        rows.append(row(f"model {role}", pa.models.get(role, {}).get("sha256", "-")[:16],
-                        pb.models.get(role, {}).get("sha256", "-")[:16]))  # fmt: skip
+        rows.append(
+            row(
+                f"model {role}",
+                pa.models.get(role, {}).get("sha256", "-")[:16],
+                pb.models.get(role, {}).get("sha256", "-")[:16],
+            )
+        )
     for key in sorted(set(pa.versions) | set(pb.versions)):
         rows.append(row(f"version {key}", pa.versions.get(key), pb.versions.get(key)))
     config = differing_keys(pa.config, pb.config)

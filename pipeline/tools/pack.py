@@ -32,7 +32,9 @@ def pack_store(store: str | Path, out: str | Path) -> int:
         raise StoreError(f"{out} exists; choose another name or delete it")
     provenance = read_provenance(store)
     if not provenance.complete or provenance.growing is not None:
-        raise StoreError(f"{store} is not finished (a run or a guidance growth did not complete); finish it before packing")
+        raise StoreError(
+            f"{store} is not finished (a run or a guidance growth did not complete); finish it before packing"
+        )
     files = sorted(p for p in store.rglob("*") if p.is_file())
     partial = out.with_name(out.name + ".partial")
     with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:

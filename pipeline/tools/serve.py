@@ -30,7 +30,7 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
         self.root, self.quiet = root, quiet
         super().__init__(*args, **kwargs)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args) -> None:
         if not self.quiet:
             super().log_message(format, *args)
 
@@ -41,10 +41,10 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
             return None
         return target if target.is_file() else None
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+    def do_HEAD(self) -> None:
         self._respond(body=False)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._respond(body=True)
 
     def _respond(self, body: bool) -> None:

@@ -30,7 +30,7 @@ from pipeline.store.schema import (
     SUBJECT,
     VOTES,
     guidance_specs,
-)  # fmt: skip
+)
 from pipeline.store.shard_reader import read_shards
 
 
@@ -73,8 +73,10 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
 
     checksums = _recorded_checksums(group, faults, progress)
     if checksums is None:
-        progress("note: no per-sample checksums (a store written before they were recorded): a deleted or moved "
-                 "chunk file cannot be told from samples never written")  # fmt: skip
+        progress(
+            "note: no per-sample checksums (a store written before they were recorded): a deleted or moved "
+            "chunk file cannot be told from samples never written"
+        )
     status_parts = []
     for name in sorted(set(group.array_keys()) - {CHECKSUM}):
         array = group[name]
@@ -82,7 +84,9 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
         progress(f"checking {name}")
         for start in range(0, array.shape[0], block):
             stop = min(start + block, array.shape[0])
-            where = f"{name}/{'/'.join(['c', str(start // block)] + ['0'] * (array.ndim - 1))} (samples {start}-{stop - 1})"
+            where = (
+                f"{name}/{'/'.join(['c', str(start // block)] + ['0'] * (array.ndim - 1))} (samples {start}-{stop - 1})"
+            )
             try:
                 values = read_shards({name: array}, [start // block])[name][0]
             except StoreError as error:  # named by the shard reader: "<where>[, inner chunk i]: ..."
@@ -98,9 +102,14 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
             if recorded is not None:
                 differing = np.flatnonzero(sample_checksums(values) != recorded)
                 if len(differing):
-                    faults.append(Fault(where, f"{len(differing)} of {stop - start} samples differ from what was written "
-                                               f"(first: sample {start + differing[0]}): the chunk file was deleted, "
-                                               "replaced or moved"))  # fmt: skip
+                    faults.append(
+                        Fault(
+                            where,
+                            f"{len(differing)} of {stop - start} samples differ from what was written "
+                            f"(first: sample {start + differing[0]}): the chunk file was deleted, "
+                            "replaced or moved",
+                        )
+                    )
     if STATUS in group and not any(f.where.startswith(f"{STATUS}/") for f in faults):
         counts = status_counts(np.concatenate(status_parts))
         if counts[Status.PENDING.label]:
@@ -134,7 +143,11 @@ def _recorded_checksums(
         try:
             values = array[start:stop]
         except Exception as error:  # noqa: BLE001 - as for any other chunk
-            faults.append(Fault(f"{CHECKSUM}/c/{start // block}/0 (samples {start}-{stop - 1})", f"{type(error).__name__}: {error}"))
+            faults.append(
+                Fault(
+                    f"{CHECKSUM}/c/{start // block}/0 (samples {start}-{stop - 1})", f"{type(error).__name__}: {error}"
+                )
+            )
             continue
         for name in found:
             recorded = values[:, columns.index(name)]

@@ -49,7 +49,9 @@ def test_show_writes_a_readable_png_including_failed_samples(sample_store, tmp_p
 
 
 def test_preprocess_errors_name_what_to_change(tmp_path):
-    missing = cli("fer-preprocess", tmp_path / "s.zarr", "--dataset", "folder", "--root", tmp_path / "nope", check=False)
+    missing = cli(
+        "fer-preprocess", tmp_path / "s.zarr", "--dataset", "folder", "--root", tmp_path / "nope", check=False
+    )
     assert missing.returncode == 1 and "DATA_ROOT" in missing.stderr and "Traceback" not in missing.stderr
     bad_size = cli("fer-preprocess", tmp_path / "s.zarr", "--dataset", "sample", "--size", "4", check=False)
     assert bad_size.returncode == 1 and "aligned size must be between 16 and 1024" in bad_size.stderr
@@ -60,8 +62,18 @@ def test_preprocess_errors_name_what_to_change(tmp_path):
 def test_preprocess_reports_a_summary_as_json(tmp_path):
     import json
 
-    result = cli("fer-preprocess", tmp_path / "s.zarr", "--dataset", "sample", "--scheduler", "synchronous",
-                 "--size", "32", "--no-progress", "--json")  # fmt: skip
+    result = cli(
+        "fer-preprocess",
+        tmp_path / "s.zarr",
+        "--dataset",
+        "sample",
+        "--scheduler",
+        "synchronous",
+        "--size",
+        "32",
+        "--no-progress",
+        "--json",
+    )
     summary = json.loads(result.stdout)
     assert summary["complete"] and summary["counts"]["total"] == 204
     assert summary["counts"]["ok"] > 50 and summary["counts"]["no_face"] > 100
@@ -69,8 +81,19 @@ def test_preprocess_reports_a_summary_as_json(tmp_path):
 
 def test_a_store_holds_exactly_the_guidance_asked_for(tmp_path):
     store = tmp_path / "some.zarr"
-    cli("fer-preprocess", store, "--dataset", "sample", "--scheduler", "synchronous", "--no-progress",
-        "--guidance", "regions,mask_hull,heatmap_landmarks", "--guidance-size", "32")  # fmt: skip
+    cli(
+        "fer-preprocess",
+        store,
+        "--dataset",
+        "sample",
+        "--scheduler",
+        "synchronous",
+        "--no-progress",
+        "--guidance",
+        "regions,mask_hull,heatmap_landmarks",
+        "--guidance-size",
+        "32",
+    )
     group = open_store(store)
     assert stored_guidance(group) == ("heatmap_landmarks", "mask_hull", "regions")
     assert "heatmap" not in group and "saliency" not in group and "mask_soft" not in group
@@ -94,7 +117,9 @@ def test_preprocess_without_dataset_adds_guidance_to_a_store(sample_store, tmp_p
 
     store = tmp_path / "grown.zarr"
     shutil.copytree(sample_store, store)
-    result = cli("fer-preprocess", store, "--guidance", "regions,mask_hull", "--scheduler", "synchronous", "--no-progress")
+    result = cli(
+        "fer-preprocess", store, "--guidance", "regions,mask_hull", "--scheduler", "synchronous", "--no-progress"
+    )
     assert "adding mask_hull, regions to" in result.stderr and "guidance   added mask_hull, regions" in result.stdout
     assert "added            mask_hull, regions (" in cli("fer-store", "info", store).stdout
     with_size = cli("fer-preprocess", store, "--guidance", "heatmap_regions", "--size", "48", check=False)

@@ -31,30 +31,77 @@ def fer_store(tmp_path_factory, fer2013_small) -> Path:
 def test_fer_train_runs_one_epoch_from_the_store_and_fer_eval_scores_it(fer_store, tmp_path):
     out = tmp_path / "run"
     result = subprocess.run(
-        [BIN / "fer-train", "--store", fer_store, "--model", "guided-stn", "--option", "guidance=saliency",
-         "--epochs", "1", "--batch-size", "16", "--out", out],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            BIN / "fer-train",
+            "--store",
+            fer_store,
+            "--model",
+            "guided-stn",
+            "--option",
+            "guidance=saliency",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--out",
+            out,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "epoch 1/1" in result.stderr  # the progress bar
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1]
     assert log[0]["train_loss"] > 0 and not any("test" in key for key in log[0])  # the test split is read at the end
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["train_samples"] == 42 and summary["test_samples"] == 42 and summary["options"] == {"guidance": "saliency"}
+    assert (
+        summary["train_samples"] == 42
+        and summary["test_samples"] == 42
+        and summary["options"] == {"guidance": "saliency"}
+    )
     assert 0.0 <= summary["test_accuracy"] <= 1.0 and "no validation data: the last epoch is reported" in result.stdout
-    scored = subprocess.run([BIN / "fer-eval", "--checkpoint", out / "best.pt", "--store", fer_store, "--split", "test",
-                             "--out", tmp_path / "eval"], capture_output=True, text=True)  # fmt: skip
+    scored = subprocess.run(
+        [
+            BIN / "fer-eval",
+            "--checkpoint",
+            out / "best.pt",
+            "--store",
+            fer_store,
+            "--split",
+            "test",
+            "--out",
+            tmp_path / "eval",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert scored.returncode == 0, scored.stderr
     assert json.loads(scored.stdout)["accuracy"] == summary["test_accuracy"]
-    bad = subprocess.run([BIN / "fer-train", "--store", fer_store, "--model", "guided-stn", "--option", "guidence=x",
-                          "--out", tmp_path / "bad"], capture_output=True, text=True)  # fmt: skip
+    bad = subprocess.run(
+        [
+            BIN / "fer-train",
+            "--store",
+            fer_store,
+            "--model",
+            "guided-stn",
+            "--option",
+            "guidence=x",
+            "--out",
+            tmp_path / "bad",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 1 and "KEY among: dropout=0.5, guidance='mask_soft'" in bad.stderr
 
 
 def test_fer_train_names_a_missing_split(fer_store, tmp_path):
-    result = subprocess.run([BIN / "fer-train", "--store", fer_store, "--eval-split", "val", "--out", tmp_path / "r"],
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [BIN / "fer-train", "--store", fer_store, "--eval-split", "val", "--out", tmp_path / "r"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1 and "no split 'val'" in result.stderr and "train, test" in result.stderr
 
 

@@ -42,10 +42,16 @@ def test_a_flipped_samples_landmarks_land_on_the_flipped_features(fer_store):
     # Flipped landmark i is the mirror image of original landmark FLIP_PERMUTATION[i]: the flipped
     # image (and every flipped map) holds at it what the original holds at that landmark.
     for key in ("image", "heatmap", "mask_soft"):
-        torch.testing.assert_close(sample_at(flipped[key], flipped["landmarks"], 48),
-                                   sample_at(batch[key], batch["landmarks"][:, permutation], 48), atol=1e-5, rtol=0)  # fmt: skip
+        torch.testing.assert_close(
+            sample_at(flipped[key], flipped["landmarks"], 48),
+            sample_at(batch[key], batch["landmarks"][:, permutation], 48),
+            atol=1e-5,
+            rtol=0,
+        )
     # Region channels swap sides: the flipped right-eye box is the mirrored left-eye box.
-    np.testing.assert_allclose(flipped["regions"][:, 0, [0, 2]].numpy(), 48 - batch["regions"][:, 1, [2, 0]].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        flipped["regions"][:, 0, [0, 2]].numpy(), 48 - batch["regions"][:, 1, [2, 0]].numpy(), atol=1e-5
+    )
     right_brows = flipped["heatmap_regions"][:, 0]  # channel 0 holds both brows, which swap with each other
     torch.testing.assert_close(right_brows, batch["heatmap_regions"][:, 0].flip(-1))
 
@@ -55,8 +61,11 @@ def test_warped_maps_keep_their_peaks_on_the_moved_landmarks_at_any_resolution()
     size, guidance_size = 48, 64  # maps at another resolution than the image
     landmarks = rng.uniform(14, 34, (2, 68, 2)).astype(np.float32)
     maps = np.stack([render_grouped_heatmaps(lm, LANDMARK_GROUPS, size, guidance_size, sigma=1.5) for lm in landmarks])
-    batch = {"image": torch.rand(2, 1, size, size), "landmarks": torch.from_numpy(landmarks),
-             "heatmap_landmarks": torch.from_numpy(maps).float() / 255}  # fmt: skip
+    batch = {
+        "image": torch.rand(2, 1, size, size),
+        "landmarks": torch.from_numpy(landmarks),
+        "heatmap_landmarks": torch.from_numpy(maps).float() / 255,
+    }
     config = AugmentConfig(flip=0.0, degrees=15, scale=0.1, translate=0.08, brightness=0, contrast=0)
     _, forward = random_transforms(2, config, torch.Generator().manual_seed(1))
     warped = warp_batch(batch, forward, size)

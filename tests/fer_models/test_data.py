@@ -39,7 +39,9 @@ def test_both_read_paths_give_the_same_tensors(fer_store, batch_size):
 def test_shuffling_is_reproducible_per_epoch_and_keeps_every_sample_once(fer_store):
     selection = select_samples(fer_store, "train")
     for in_memory in (True, False):
-        batches = StoreBatches(fer_store, selection, FIELDS, 8, shuffle=True, seed=3, in_memory=in_memory, window_shards=1)
+        batches = StoreBatches(
+            fer_store, selection, FIELDS, 8, shuffle=True, seed=3, in_memory=in_memory, window_shards=1
+        )
         batches.set_epoch(1)
         first = collect(batches)
         again = collect(batches)

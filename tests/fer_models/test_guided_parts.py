@@ -34,12 +34,16 @@ def test_roi_align_of_a_box_on_the_feature_grid_returns_its_pixels():
     crops = roi_align(features, boxes, 48, output=4)
     assert crops.shape == (2, 2, 3, 4, 4)
     torch.testing.assert_close(crops[:, 0], features[:, :, 3:7, 2:6], rtol=0, atol=1e-5)
-    torch.testing.assert_close(roi_align(features, boxes, 48, output=2)[:, 1], features[:, :, 0:2, 0:2], rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        roi_align(features, boxes, 48, output=2)[:, 1], features[:, :, 0:2, 0:2], rtol=0, atol=1e-5
+    )
 
 
 def test_keypoint_features_of_a_flipped_batch_are_the_permuted_features(fer_store):
-    batch = prepare_batch(next(iter(StoreBatches(fer_store, select_samples(fer_store, "train"),
-                                                 ("image", "landmarks"), 8))), torch.device("cpu"))  # fmt: skip
+    batch = prepare_batch(
+        next(iter(StoreBatches(fer_store, select_samples(fer_store, "train"), ("image", "landmarks"), 8))),
+        torch.device("cpu"),
+    )
     conv = torch.nn.Conv2d(1, 6, 3, padding=1)
     with torch.no_grad():
         conv.weight.copy_((conv.weight + conv.weight.flip(-1)) / 2)  # mirror-symmetric: flip-equivariant
@@ -52,8 +56,10 @@ def test_keypoint_features_of_a_flipped_batch_are_the_permuted_features(fer_stor
 
 
 def test_keypoint_regularisation_is_zero_without_noise_and_positive_with_it(fer_store):
-    batch = prepare_batch(next(iter(StoreBatches(fer_store, select_samples(fer_store, "train"),
-                                                 ("image", "landmarks"), 8))), torch.device("cpu"))  # fmt: skip
+    batch = prepare_batch(
+        next(iter(StoreBatches(fer_store, select_samples(fer_store, "train"), ("image", "landmarks"), 8))),
+        torch.device("cpu"),
+    )
     torch.manual_seed(0)
     still = KeypointFeatureNet(in_channels=1, image_size=48, width=16, sigma=0.0)
     assert still(batch)["losses"]["keypoint_regularisation"].item() == 0.0

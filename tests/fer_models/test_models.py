@@ -12,10 +12,13 @@ from fer_models.store_view import StoreView, build_model
 from pipeline.errors import ConfigError
 
 VARIANTS = [(name, {}) for name in list_models()] + [
-    ("guided-stn", {"guidance": "saliency"}), ("guided-stn", {"guidance": "mask_binary"}),
-    ("feratt", {"attention": False}), ("local-nonlocal", {"weights": False}), ("keypoint", {"attention": False}),
+    ("guided-stn", {"guidance": "saliency"}),
+    ("guided-stn", {"guidance": "mask_binary"}),
+    ("feratt", {"attention": False}),
+    ("local-nonlocal", {"weights": False}),
+    ("keypoint", {"attention": False}),
     ("pal", {"strategy": "half", "attribution": "gradient"}),
-]  # fmt: skip
+]
 SMALL = {"resnet18": {"width": 16}, "pal": {"width": 16}, "keypoint": {"width": 16}, "feratt": {"width": 16}}
 
 
@@ -77,8 +80,11 @@ def test_transformers_start_at_the_identity():
 def test_a_model_reading_guidance_the_store_lacks_says_how_to_add_it(synthetic_store):
     view = StoreView.open(str(synthetic_store))
     config = TrainConfig(store=str(synthetic_store), model="guided-stn", options={"guidance": "saliency_fine_grained"})
-    with pytest.raises(ConfigError, match=r"reads saliency_fine_grained, which the store .* lacks; add it with "
-                                          r"`fer-preprocess .* --guidance saliency_fine_grained`"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"reads saliency_fine_grained, which the store .* lacks; add it with "
+        r"`fer-preprocess .* --guidance saliency_fine_grained`",
+    ):
         build_model(config, view, 7)
     with pytest.raises(ConfigError, match="guided-stn guidance must be one of mask_soft"):
         create_model("guided-stn", guidance="regions")

@@ -25,7 +25,7 @@ from pipeline.progress import Lines
 from tests import dataset_trees as trees
 
 QUICK = dict(epochs=2, batch_size=8, lr=3e-3, seed=3)
-quiet = lambda _: None  # noqa: E731
+quiet = lambda _: None
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +54,21 @@ def evaluated(monkeypatch) -> list[np.ndarray]:
     return calls
 
 
-def test_a_fold_run_chooses_its_epoch_on_the_next_fold_and_reads_its_test_fold_only_at_the_end(ck_store, tmp_path, evaluated):
+def test_a_fold_run_chooses_its_epoch_on_the_next_fold_and_reads_its_test_fold_only_at_the_end(
+    ck_store, tmp_path, evaluated
+):
     config = TrainConfig(store=str(ck_store), folds=3, fold=1, **{**QUICK, "epochs": 3})
     protocol = resolve_protocol(config, str(ck_store), ["all"])
-    subjects = {name: set(read_subjects(ck_store, part.index)) for name, part in
-                (("train", protocol.train), ("validation", protocol.validation), ("test", protocol.test))}  # fmt: skip
+    subjects = {
+        name: set(read_subjects(ck_store, part.index))
+        for name, part in (("train", protocol.train), ("validation", protocol.validation), ("test", protocol.test))
+    }
     assert all(subjects.values())
-    assert not (subjects["train"] & subjects["validation"] or subjects["train"] & subjects["test"]
-                or subjects["validation"] & subjects["test"])  # fmt: skip
+    assert not (
+        subjects["train"] & subjects["validation"]
+        or subjects["train"] & subjects["test"]
+        or subjects["validation"] & subjects["test"]
+    )
     assert len(protocol.train) + len(protocol.validation) + len(protocol.test) == 42
 
     summary = train(config, tmp_path / "run")
@@ -89,14 +96,21 @@ def test_without_validation_data_the_last_epoch_is_reported_and_says_so(fer_stor
     assert summary["test_accuracy"] == summary["last_epoch_test_accuracy"]
     assert len(evaluated) == 1  # the test split, once
     held = train(TrainConfig(store=str(fer_store), val_fraction=0.25, **QUICK), tmp_path / "held")
-    assert held["validation_samples"] == 10 and held["train_samples"] == 32 and held["validation_split"] == "train held out"
-    with pytest.raises(ConfigError, match="--eval-split test is also the test split: the epoch would be chosen on the samples reported"):
+    assert (
+        held["validation_samples"] == 10
+        and held["train_samples"] == 32
+        and held["validation_split"] == "train held out"
+    )
+    with pytest.raises(
+        ConfigError, match="--eval-split test is also the test split: the epoch would be chosen on the samples reported"
+    ):
         train(TrainConfig(store=str(fer_store), eval_split="test", **QUICK), tmp_path / "bad")
 
 
 def test_hold_out_keeps_each_subject_on_one_side(ck_store):
-    protocol = resolve_protocol(TrainConfig(store=str(ck_store), folds=3, fold=0, val_fraction=0.3, seed=1),
-                                str(ck_store), ["all"])  # fmt: skip
+    protocol = resolve_protocol(
+        TrainConfig(store=str(ck_store), folds=3, fold=0, val_fraction=0.3, seed=1), str(ck_store), ["all"]
+    )
     train_subjects = set(read_subjects(ck_store, protocol.train.index))
     validation_subjects = set(read_subjects(ck_store, protocol.validation.index))
     assert train_subjects and validation_subjects and not train_subjects & validation_subjects
@@ -112,7 +126,11 @@ def test_all_folds_equals_the_separate_runs_and_resumes_fold_by_fold(ck_store, t
         alone = train(TrainConfig(store=str(ck_store), folds=3, fold=fold, **QUICK), tmp_path / f"alone{fold}")
         row = table["folds"][fold]
         assert (row["accuracy"], row["macro_f1"], row["selected_epoch"], row["test_samples"]) == (
-            alone["test_accuracy"], alone["test_macro_f1"], alone["selected_epoch"], alone["test_samples"])
+            alone["test_accuracy"],
+            alone["test_macro_f1"],
+            alone["selected_epoch"],
+            alone["test_samples"],
+        )
     assert table["pooled"]["samples"] == 42 and sum(r["test_samples"] for r in table["folds"]) == 42
     correct = sum(round(r["accuracy"] * r["test_samples"]) for r in table["folds"])
     assert table["pooled"]["accuracy"] == pytest.approx(correct / 42)
@@ -151,24 +169,42 @@ def test_fer_eval_scores_the_held_out_fold_and_refuses_trained_samples(ck_store,
     assert seen["trained_samples_scored"] == summary["train_samples"]
 
     fer_eval = Path(sys.executable).parent / "fer-eval"
-    refused = subprocess.run([fer_eval, "--checkpoint", best, "--store", ck_store, "--split", "all"],
-                             capture_output=True, text=True)  # fmt: skip
+    refused = subprocess.run(
+        [fer_eval, "--checkpoint", best, "--store", ck_store, "--split", "all"], capture_output=True, text=True
+    )
     assert refused.returncode == 1 and "--allow-seen" in refused.stderr and "Traceback" not in refused.stderr
-    loud = subprocess.run([fer_eval, "--checkpoint", best, "--store", ck_store, "--split", "all", "--allow-seen"],
-                          capture_output=True, text=True)  # fmt: skip
+    loud = subprocess.run(
+        [fer_eval, "--checkpoint", best, "--store", ck_store, "--split", "all", "--allow-seen"],
+        capture_output=True,
+        text=True,
+    )
     assert loud.returncode == 0 and "WARNING: " in loud.stderr and "were trained on by this checkpoint" in loud.stderr
 
 
 def test_fer_train_all_folds_writes_the_table_and_the_commands(ck_store, tmp_path):
     fer_train = Path(sys.executable).parent / "fer-train"
     out = tmp_path / "cv"
-    args = [fer_train, "--store", ck_store, "--folds", "3", "--all-folds", "--epochs", "1", "--batch-size", "8",
-            "--no-progress", "--out", out]  # fmt: skip
+    args = [
+        fer_train,
+        "--store",
+        ck_store,
+        "--folds",
+        "3",
+        "--all-folds",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--no-progress",
+        "--out",
+        out,
+    ]
     result = subprocess.run(args, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "done: 3 folds, accuracy" in result.stdout
     table = json.loads((out / "folds.json").read_text())
     assert table["commands"][0].startswith("fer-train --store") and "--all-folds" in table["commands"][0]
-    assert table["commands"][2] == (f"fer-train --store {ck_store} --folds 3 --epochs 1 --batch-size 8 --no-progress "
-                                    f"--fold 1 --out {out / 'fold1'}")  # fmt: skip
+    assert table["commands"][2] == (
+        f"fer-train --store {ck_store} --folds 3 --epochs 1 --batch-size 8 --no-progress --fold 1 --out {out / 'fold1'}"
+    )
     assert {p.name for p in out.iterdir()} == {"fold0", "fold1", "fold2", "folds.json", "folds.md", "confusion.png"}

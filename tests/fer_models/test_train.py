@@ -22,15 +22,18 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(fer_store, tmp_pat
     with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
         train(config, tmp_path / "split")
     with pytest.raises(ConfigError, match="these differ from .*: lr"):
-        train(TrainConfig(store=str(fer_store), model="guided-stn", **{**QUICK, "lr": 1e-2}), tmp_path / "split",
-              resume=True)  # fmt: skip
+        train(
+            TrainConfig(store=str(fer_store), model="guided-stn", **{**QUICK, "lr": 1e-2}),
+            tmp_path / "split",
+            resume=True,
+        )
     resumed = train(config, tmp_path / "split", resume=True)
 
     a, b = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
     assert a["epoch"] == b["epoch"] == 3
     for key, tensor in a["model"].items():
         torch.testing.assert_close(b["model"][key], tensor, rtol=0, atol=0, msg=key)
-    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
+    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]
     assert strip(a["history"]) == strip(b["history"])
     assert whole["test_accuracy"] == resumed["test_accuracy"] and whole["confusion"] == resumed["confusion"]
     lines = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
@@ -40,8 +43,15 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(fer_store, tmp_pat
 def test_a_run_directory_holds_everything_and_the_checkpoint_scores_again(fer_store, tmp_path):
     out = tmp_path / "run"
     summary = train(TrainConfig(store=str(fer_store), model="cnn", **QUICK), out)
-    assert {p.name for p in out.iterdir()} == {"config.json", "log.jsonl", "last.pt", "best.pt", "confusion.png",
-                                               "summary.json", "test_predictions.csv"}  # fmt: skip
+    assert {p.name for p in out.iterdir()} == {
+        "config.json",
+        "log.jsonl",
+        "last.pt",
+        "best.pt",
+        "confusion.png",
+        "summary.json",
+        "test_predictions.csv",
+    }
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["epoch"] == summary["selected_epoch"] and best["store"]["config_sha256"]
     assert best["store"]["location"] == str(fer_store)
@@ -75,7 +85,9 @@ def test_a_model_with_terms_of_its_own_logs_each_term(fer_store, tmp_path):
     train(config, tmp_path / "pal")
     record = json.loads((tmp_path / "pal" / "log.jsonl").read_text())
     assert record["train_classification"] > 0 and -1 <= record["train_privileged_attribution"] <= 0
-    assert record["train_loss"] == pytest.approx(record["train_classification"] + record["train_privileged_attribution"], abs=1e-5)
+    assert record["train_loss"] == pytest.approx(
+        record["train_classification"] + record["train_privileged_attribution"], abs=1e-5
+    )
     train(TrainConfig(store=str(fer_store), model="cnn", **{**QUICK, "epochs": 1}), tmp_path / "cnn")
     plain = json.loads((tmp_path / "cnn" / "log.jsonl").read_text())
     assert [key for key in plain if key.startswith("train_")] == ["train_loss"]
@@ -91,10 +103,23 @@ def test_a_training_run_killed_mid_epoch_resumes_to_the_same_metrics(fer_store, 
     from pathlib import Path
 
     fer_train = Path(sys.executable).parent / "fer-train"
-    options = ["--store", str(fer_store), "--model", "guided-stn", "--epochs", "6", "--batch-size", "4", "--seed", "5",
-               "--no-progress"]  # fmt: skip
+    options = [
+        "--store",
+        str(fer_store),
+        "--model",
+        "guided-stn",
+        "--epochs",
+        "6",
+        "--batch-size",
+        "4",
+        "--seed",
+        "5",
+        "--no-progress",
+    ]
     killed = tmp_path / "killed"
-    process = subprocess.Popen([fer_train, *options, "--out", killed], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [fer_train, *options, "--out", killed], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     log, deadline = killed / "log.jsonl", time.monotonic() + 120
     while time.monotonic() < deadline and not (log.exists() and len(log.read_text().splitlines()) >= 2):
         time.sleep(0.01)
@@ -109,6 +134,8 @@ def test_a_training_run_killed_mid_epoch_resumes_to_the_same_metrics(fer_store, 
     a, b = (json.loads((path / "summary.json").read_text()) for path in (killed, tmp_path / "whole"))
     for key in ("selected_epoch", "test_accuracy", "test_macro_f1", "confusion"):
         assert a[key] == b[key], key
-    strip = lambda path: [{k: v for k, v in json.loads(line).items() if k != "seconds"}  # noqa: E731
-                          for line in (path / "log.jsonl").read_text().splitlines()]  # fmt: skip
+    strip = lambda path: [
+        {k: v for k, v in json.loads(line).items() if k != "seconds"}
+        for line in (path / "log.jsonl").read_text().splitlines()
+    ]
     assert strip(killed) == strip(tmp_path / "whole")

@@ -46,7 +46,11 @@ def huge_png(side: int) -> bytes:
 
 
 def zero_width_png() -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 64, 8, 0, 0, 0, 0)) + _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 64, 8, 0, 0, 0, 0))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -88,32 +92,57 @@ def write_image_corpus(root: Path, face_photo: Path, no_face_photo: Path, crowd_
     add("truncated JPEG", "broken/truncated.jpg", jpeg[: len(jpeg) // 2], unreadable, "not a readable image")
     add("truncated PNG", "broken/truncated.png", png[: len(png) // 2], unreadable, "not a readable image")
     add("text named .jpg", "broken/notes.jpg", b"shopping list: eggs, milk\n", unreadable, "not a readable image")
-    add("HTML error page named .jpg", "broken/error-page.jpg",
-        b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>", unreadable, "not a readable image")  # fmt: skip
+    add(
+        "HTML error page named .jpg",
+        "broken/error-page.jpg",
+        b"<!DOCTYPE html><html><body><h1>502 Bad Gateway</h1></body></html>",
+        unreadable,
+        "not a readable image",
+    )
     add("PNG header with zero width", "broken/zero-width.png", zero_width_png(), unreadable, "not a readable image")
-    add("1x1 pixel image", "broken/one-pixel.png", encode(Image.new("RGB", (1, 1), (200, 150, 120)), "PNG"),
-        unreadable, "too small to hold a face")  # fmt: skip
+    add(
+        "1x1 pixel image",
+        "broken/one-pixel.png",
+        encode(Image.new("RGB", (1, 1), (200, 150, 120)), "PNG"),
+        unreadable,
+        "too small to hold a face",
+    )
     add("20000x20000 image", "broken/huge.png", huge_png(20000), unreadable, "over the limit")
 
-    add("16-bit grayscale PNG", "formats/sixteen-bit.png",
-        encode(Image.fromarray(np.asarray(gray, dtype=np.uint16) * 257), "PNG"))  # fmt: skip
+    add(
+        "16-bit grayscale PNG",
+        "formats/sixteen-bit.png",
+        encode(Image.fromarray(np.asarray(gray, dtype=np.uint16) * 257), "PNG"),
+    )
     add("CMYK JPEG", "formats/cmyk.jpg", encode(face.convert("CMYK"), "JPEG", quality=92))
     add("RGBA PNG", "formats/rgba.png", encode(face.convert("RGBA"), "PNG"))
     add("palette PNG", "formats/palette.png", encode(face.quantize(256), "PNG"))
     add("grayscale with alpha PNG", "formats/gray-alpha.png", encode(face.convert("LA"), "PNG"))
     exif = Image.Exif()
     exif[0x0112] = 6  # stored turned 90 degrees anticlockwise; viewers turn it back clockwise
-    add("EXIF-rotated photo", "formats/exif-rotated.jpg",
-        encode(face.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=92, exif=exif.tobytes()))  # fmt: skip
-    add("animated GIF", "formats/animated.gif",
-        encode(face, "GIF", save_all=True, append_images=[Image.new("RGB", face.size)], duration=100, loop=0))  # fmt: skip
+    add(
+        "EXIF-rotated photo",
+        "formats/exif-rotated.jpg",
+        encode(face.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=92, exif=exif.tobytes()),
+    )
+    add(
+        "animated GIF",
+        "formats/animated.gif",
+        encode(face, "GIF", save_all=True, append_images=[Image.new("RGB", face.size)], duration=100, loop=0),
+    )
     add("TIFF", "formats/face.tiff", encode(face, "TIFF"))
     add("BMP", "formats/face.bmp", encode(face, "BMP"))
     add("WebP", "formats/face.webp", encode(face, "WEBP", quality=90))
     add("JPEG with trailing garbage", "formats/trailing-garbage.jpg", jpeg + os.urandom(4096))
 
     add("image with no face", "content/no-face.jpg", no_face_photo.read_bytes(), (Status.NO_FACE,), "no face found")
-    add("image with 20+ faces", "content/crowd.jpg", crowd_photo.read_bytes(), OK, "several faces found (24); the largest was kept")
+    add(
+        "image with 20+ faces",
+        "content/crowd.jpg",
+        crowd_photo.read_bytes(),
+        OK,
+        "several faces found (24); the largest was kept",
+    )
 
     add("path with spaces and non-ASCII characters", "names/Émotion été — face 01.jpg", jpeg)
     add("duplicate file (first copy)", "names/duplicate-a.jpg", jpeg)
@@ -123,9 +152,17 @@ def write_image_corpus(root: Path, face_photo: Path, no_face_photo: Path, crowd_
     os.symlink(loop.name, loop)  # points at itself
     dangling = add("dangling symlink", "links/dangling.jpg", None, unreadable, "cannot read")
     os.symlink("no-such-file.jpg", dangling)
-    escaping = add("symlink escaping the dataset root", "links/outside.jpg", None, unreadable, "outside the dataset root")
+    escaping = add(
+        "symlink escaping the dataset root", "links/outside.jpg", None, unreadable, "outside the dataset root"
+    )
     os.symlink(outside / "face.jpg", escaping)
-    fifo = add("FIFO named .jpg (would block a reader forever)", "links/fifo.jpg", None, unreadable, "a FIFO, not an image file")
+    fifo = add(
+        "FIFO named .jpg (would block a reader forever)",
+        "links/fifo.jpg",
+        None,
+        unreadable,
+        "a FIFO, not an image file",
+    )
     os.mkfifo(fifo)
     if os.geteuid() != 0:  # root reads any file whatever its mode
         locked = add("unreadable file permissions", "links/no-permission.jpg", jpeg, unreadable, "Permission denied")
@@ -166,8 +203,12 @@ def write_row_corpus(root: Path, face_photo: Path) -> list[Row]:
         Row("good row", good, usable),
         Row("row with missing fields", good[:4], failed, "expected 9 columns"),
         Row("row with extra fields", [*good, "x"], failed, "expected 9 columns"),
-        Row("non-numeric landmarks", change(5, "nose;" + landmarks.split(";", 1)[1]), failed,
-            "column 'facial_landmarks'"),  # fmt: skip
+        Row(
+            "non-numeric landmarks",
+            change(5, "nose;" + landmarks.split(";", 1)[1]),
+            failed,
+            "column 'facial_landmarks'",
+        ),
         Row("too few landmarks", change(5, landmarks.rsplit(";", 2)[0]), failed, "expected 136 numbers"),
         Row("non-numeric box", change(1, "left"), failed, "column 'face_x': expected a number"),
         Row("infinite box", change(3, "inf"), failed, "column 'face_width'"),
@@ -180,8 +221,7 @@ def write_row_corpus(root: Path, face_photo: Path) -> list[Row]:
         Row("image file missing", change(0, "1/missing.jpg"), (Status.UNREADABLE,), "No such file"),
         Row("good row after the bad ones", good, usable),
     ]
-    header = ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,"
-              "valence,arousal")  # fmt: skip
+    header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
     (lists / "training.csv").write_text("\n".join([header, *(",".join(r.fields) for r in rows)]) + "\n")
     (lists / "validation.csv").write_text("\n".join([header, ",".join(good)]) + "\n")
     return rows

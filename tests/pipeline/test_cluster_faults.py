@@ -29,14 +29,40 @@ def cluster(tmp_path):
     a killed worker stays dead."""
     scheduler_file = tmp_path / "scheduler.json"
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    processes = [subprocess.Popen([VENV_BIN / "dask", "scheduler", "--scheduler-file", scheduler_file,
-                                   "--port", "0", "--dashboard-address", ":0", "--no-show"], **quiet)]  # fmt: skip
+    processes = [
+        subprocess.Popen(
+            [
+                VENV_BIN / "dask",
+                "scheduler",
+                "--scheduler-file",
+                scheduler_file,
+                "--port",
+                "0",
+                "--dashboard-address",
+                ":0",
+                "--no-show",
+            ],
+            **quiet,
+        )
+    ]
     try:
         wait_for(scheduler_file.exists, 60, "the scheduler")
         address = json.loads(scheduler_file.read_text())["address"]
         workers = [
-            subprocess.Popen([VENV_BIN / "dask", "worker", address, "--nthreads", "1", "--no-nanny",
-                              "--no-dashboard", "--name", f"worker-{i}"], **quiet)  # fmt: skip
+            subprocess.Popen(
+                [
+                    VENV_BIN / "dask",
+                    "worker",
+                    address,
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--no-dashboard",
+                    "--name",
+                    f"worker-{i}",
+                ],
+                **quiet,
+            )
             for i in range(2)
         ]
         processes += workers
@@ -54,13 +80,28 @@ def cluster(tmp_path):
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path, fer2013_2k, cluster):
     address, workers = cluster
-    options = ["--dataset", "folder", "--root", str(fer2013_2k), "--prior", "full-frame",
-               "--size", "48", "--shard-size", "64", "--no-progress"]  # fmt: skip
+    options = [
+        "--dataset",
+        "folder",
+        "--root",
+        str(fer2013_2k),
+        "--prior",
+        "full-frame",
+        "--size",
+        "48",
+        "--shard-size",
+        "64",
+        "--no-progress",
+    ]
     store = tmp_path / "s.zarr"
     n = len(expected_tree(fer2013_2k))
     total_shards = -(-n // 64)
-    run = subprocess.Popen([VENV_BIN / "fer-preprocess", store, *options, "--scheduler", address],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    run = subprocess.Popen(
+        [VENV_BIN / "fer-preprocess", store, *options, "--scheduler", address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     chunks = store / "status" / "c"
     wait_for(lambda: chunks.exists() and len(list(chunks.iterdir())) >= 4, 120, "four shards")
     os.kill(workers[0].pid, signal.SIGKILL)
@@ -74,6 +115,7 @@ def test_a_worker_killed_mid_run_loses_nothing(tmp_path, fer2013_2k, cluster):
     assert f"this run   {n} samples" in output and ", complete)" in output and "FAILED" not in output
 
     fresh = tmp_path / "fresh.zarr"
-    subprocess.run([VENV_BIN / "fer-preprocess", fresh, *options, "--scheduler", "synchronous"], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [VENV_BIN / "fer-preprocess", fresh, *options, "--scheduler", "synchronous"], check=True, capture_output=True
+    )
     stores_equal(store, fresh)

@@ -98,7 +98,10 @@ def test_fer2013_csv_with_a_wrong_header_stops_the_scan(tmp_path):
         (lambda t: t.replace("\n0,", "\n9,", 1), "column 'emotion': unknown emotion code 9"),
         (lambda t: t.replace(",Training\n", ",Train\n", 1), "column 'Usage': unknown Usage 'Train'"),
         (lambda t: t.replace("\n0,70 ", "\n0,", 1), "column 'pixels': expected 2304 grey values, got 2303"),
-        (lambda t: t.replace(",Training\n", ",Training,extra\n", 1), "expected 3 columns (emotion,pixels,Usage), got 4"),
+        (
+            lambda t: t.replace(",Training\n", ",Training,extra\n", 1),
+            "expected 3 columns (emotion,pixels,Usage), got 4",
+        ),
     ],
 )
 def test_a_malformed_fer2013_csv_row_is_a_failed_sample_and_the_others_are_kept(tmp_path, edit, expected):
@@ -243,10 +246,16 @@ def test_affectnet_wrong_header_is_refused_before_any_work(affectnet):
     ("edit", "expected"),
     [
         (lambda t: t.replace(";", ",", 1), "training.csv, line 2: expected 9 columns"),
-        (lambda t: _replace_field(t, 5, lambda v: v.rsplit(";", 2)[0]), "column 'facial_landmarks': expected 136 numbers"),
+        (
+            lambda t: _replace_field(t, 5, lambda v: v.rsplit(";", 2)[0]),
+            "column 'facial_landmarks': expected 136 numbers",
+        ),
         (lambda t: _replace_field(t, 6, lambda v: "11"), "column 'expression': unknown expression code 11"),
         (lambda t: _replace_field(t, 1, lambda v: "left"), "column 'face_x': expected a number, got 'left'"),
-        (lambda t: _replace_field(t, 0, lambda v: "../../etc/passwd"), "column 'subDirectory_filePath': path '../../etc/passwd'"),
+        (
+            lambda t: _replace_field(t, 0, lambda v: "../../etc/passwd"),
+            "column 'subDirectory_filePath': path '../../etc/passwd'",
+        ),
         (lambda t: _replace_field(t, 0, lambda v: "/etc/passwd"), "must be relative"),
     ],
 )
@@ -309,7 +318,8 @@ def test_rafdb_errors(tmp_path, dlib_faces):
     labels.write_text(text.replace("train_00002.jpg 1", "train_00002.jpg 8") + "train_00001.jpg\n")
     manifest = get_dataset("rafdb").scan(tmp_path)  # malformed lines become failed samples
     assert manifest.skip[0] == "" and manifest.skip[1] == (
-        "EmoLabel/list_patition_label.txt, line 2, column 'label': unknown label '8'; RAF-DB basic labels are 1-7")
+        "EmoLabel/list_patition_label.txt, line 2, column 'label': unknown label '8'; RAF-DB basic labels are 1-7"
+    )
     assert manifest.source[1] == "Image/aligned/train_00002_aligned.jpg" and manifest.label[1] == -1
     last = len(text.splitlines()) + 1
     assert manifest.source[-1] == f"EmoLabel/list_patition_label.txt, line {last}"

@@ -34,15 +34,29 @@ def small_disk(tmp_path):
 
 @pytest.mark.slow
 def test_a_full_disk_stops_the_run_keeps_its_work_and_it_resumes(tmp_path, fer2013_2k, small_disk):
-    options = ["--dataset", "folder", "--root", str(fer2013_2k), "--prior", "full-frame",
-               "--size", "48", "--shard-size", "64", "--no-progress"]  # fmt: skip
+    options = [
+        "--dataset",
+        "folder",
+        "--root",
+        str(fer2013_2k),
+        "--prior",
+        "full-frame",
+        "--size",
+        "48",
+        "--shard-size",
+        "64",
+        "--no-progress",
+    ]
     fresh = tmp_path / "fresh.zarr"
-    subprocess.run([VENV_BIN / "fer-preprocess", fresh, *options, "--scheduler", "synchronous"], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [VENV_BIN / "fer-preprocess", fresh, *options, "--scheduler", "synchronous"], check=True, capture_output=True
+    )
     assert mount_tmpfs(small_disk, bytes_on_disk(fresh) // 2, remount=True).returncode == 0
 
     store = small_disk / "s.zarr"
-    full = subprocess.run([VENV_BIN / "fer-preprocess", store, *options, "--workers", "2"], capture_output=True, text=True)
+    full = subprocess.run(
+        [VENV_BIN / "fer-preprocess", store, *options, "--workers", "2"], capture_output=True, text=True
+    )
     assert full.returncode == 1
     assert f"the disk holding {store} is full (No space left on device)" in full.stderr
     assert "run the same command again to resume" in full.stderr and "Traceback" not in full.stderr
@@ -55,7 +69,9 @@ def test_a_full_disk_stops_the_run_keeps_its_work_and_it_resumes(tmp_path, fer20
         np.testing.assert_array_equal(group[name][:][done], reference[name][:][done], err_msg=name)
 
     assert mount_tmpfs(small_disk, 4 * bytes_on_disk(fresh), remount=True).returncode == 0
-    resumed = subprocess.run([VENV_BIN / "fer-preprocess", store, *options, "--workers", "2"], capture_output=True, text=True)
+    resumed = subprocess.run(
+        [VENV_BIN / "fer-preprocess", store, *options, "--workers", "2"], capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
     stores_equal(store, fresh)

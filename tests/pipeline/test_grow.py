@@ -100,11 +100,15 @@ def test_growth_refuses_what_it_cannot_do_before_any_work(built, tmp_path, salie
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr's note that consolidated metadata is not in the v3 spec
         zarr.consolidate_metadata(str(without_images))  # a store slimmed down by hand
-    with pytest.raises(StoreError, match="saliency_fine_grained renders from the stored 'image', which this store lacks"):
+    with pytest.raises(
+        StoreError, match="saliency_fine_grained renders from the stored 'image', which this store lacks"
+    ):
         add(without_images, "saliency_fine_grained,regions")
     assert add(without_images, "regions").guidance_added == ("regions",)  # landmarks are enough
 
-    with pytest.raises(StoreMismatchError, match=r"To add regions to this store, run `fer-preprocess .* --guidance regions`"):
+    with pytest.raises(
+        StoreMismatchError, match=r"To add regions to this store, run `fer-preprocess .* --guidance regions`"
+    ):
         build(default, "heatmap,saliency,mask_soft,regions")
     assert store.stored_guidance(store.open_store(default)) == ("heatmap", "saliency", "mask_soft")
 
@@ -115,7 +119,9 @@ def test_an_unfinished_growth_is_finished_before_another_starts(built, tmp_path)
     begin_growth(path, ("mask_hull",), {})  # as a growth killed before its first shard leaves it
     group = store.open_store(path)
     assert "mask_hull" in group and store.stored_guidance(group) == ("heatmap", "saliency", "mask_soft")
-    with pytest.raises(StoreError, match=r"still adding mask_hull; finish that first with `fer-preprocess .* --guidance mask_hull`"):
+    with pytest.raises(
+        StoreError, match=r"still adding mask_hull; finish that first with `fer-preprocess .* --guidance mask_hull`"
+    ):
         add(path, "regions")
     summary = add(path, "mask_hull", scheduler=None, workers=2)  # a real local cluster
     assert summary.guidance_added == ("mask_hull",) and summary.processed == 204
@@ -126,18 +132,35 @@ def test_an_unfinished_growth_is_finished_before_another_starts(built, tmp_path)
 def test_a_killed_growth_resumes_to_the_same_arrays(tmp_path, fer2013_2k):
     base = tmp_path / "base.zarr"
     subprocess.run(
-        [VENV_BIN / "fer-preprocess", base, "--dataset", "folder", "--root", fer2013_2k, "--prior", "full-frame",
-         "--size", "48", "--shard-size", "64", "--no-progress", "--scheduler", "synchronous"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            VENV_BIN / "fer-preprocess",
+            base,
+            "--dataset",
+            "folder",
+            "--root",
+            fer2013_2k,
+            "--prior",
+            "full-frame",
+            "--size",
+            "48",
+            "--shard-size",
+            "64",
+            "--no-progress",
+            "--scheduler",
+            "synchronous",
+        ],
+        check=True,
+        capture_output=True,
+    )
     killed, whole = tmp_path / "killed.zarr", tmp_path / "whole.zarr"
     shutil.copytree(base, killed)
     shutil.copytree(base, whole)
     command = ["--guidance", "mask_hull,saliency_fine_grained", "--no-progress"]
     process = subprocess.Popen(
         [VENV_BIN / "fer-preprocess", killed, *command, "--scheduler", "synchronous"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     marks = killed / GROWTH_MARK / "c"
     total_shards = len(store.shard_bounds(store.open_store(base)["status"].shape[0], 64))
     deadline, done = time.monotonic() + 120, 0
@@ -151,13 +174,15 @@ def test_a_killed_growth_resumes_to_the_same_arrays(tmp_path, fer2013_2k):
     assert 3 <= done < total_shards, "the growth should have been killed part-way"
     assert store.stored_guidance(store.open_store(killed)) == ("heatmap", "saliency", "mask_soft")
 
-    resumed = subprocess.run([VENV_BIN / "fer-preprocess", killed, *command, "--workers", "2"],
-                             capture_output=True, text=True)  # fmt: skip
+    resumed = subprocess.run(
+        [VENV_BIN / "fer-preprocess", killed, *command, "--workers", "2"], capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming adding saliency_fine_grained, mask_hull" in resumed.stderr
     assert "guidance   added saliency_fine_grained, mask_hull" in resumed.stdout
-    subprocess.run([VENV_BIN / "fer-preprocess", whole, *command, "--scheduler", "synchronous"], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [VENV_BIN / "fer-preprocess", whole, *command, "--scheduler", "synchronous"], check=True, capture_output=True
+    )
     a, b = store.open_store(killed), store.open_store(whole)
     assert sorted(a.array_keys()) == sorted(b.array_keys())
     for name in ("saliency_fine_grained", "mask_hull", "status"):

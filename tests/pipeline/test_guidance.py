@@ -13,7 +13,7 @@ from pipeline.stages.heatmaps import (
     REGION_GROUPS,
     guidance_pixel_centres,
     render_grouped_heatmaps,
-)  # fmt: skip
+)
 from pipeline.stages.masks import (
     FILLED_REGIONS,
     SOFT_BACKGROUND,
@@ -22,7 +22,7 @@ from pipeline.stages.masks import (
     render_dilated_landmark_mask,
     render_face_hull_mask,
     soften_mask,
-)  # fmt: skip
+)
 from pipeline.stages.regions import REGIONS, region_boxes
 from pipeline.stages.saliency import fine_grained_saliency, spectral_residual_saliency
 from tests.pipeline.test_align import synthetic_landmarks

@@ -61,7 +61,5 @@ def test_largest_of_several_faces_wins(dlib_faces, models):
     assert len(rects) > 5
     largest = max(rects, key=lambda r: r.area())
     found = detect_face(models.detector, image, upsample=0)
-    np.testing.assert_array_equal(
-        found.box, [largest.left(), largest.top(), largest.right() + 1, largest.bottom() + 1]
-    )
+    np.testing.assert_array_equal(found.box, [largest.left(), largest.top(), largest.right() + 1, largest.bottom() + 1])
     assert found.faces == len(rects) and found.undecided

@@ -73,13 +73,23 @@ def test_a_photo_of_two_people_records_the_face_count_the_score_and_says_which_w
     two, one = index["faces/2008_001009.jpg"], index["faces/Tom_Cruise_avp_2014_4.jpg"]
     assert (faces[two], faces[one], faces[index["none/dogs.jpg"]], faces[index["broken/empty.jpg"]]) == (2, 1, 0, 0)
     assert score[one] > 0 and score[two] > 0 and np.isnan(score[index["none/dogs.jpg"]])
-    assert message[two] == (f"several faces found (2); the largest was kept (detector score {score[two]:.2f}), "
-                            "as no dataset box says which person is meant")  # fmt: skip
+    assert message[two] == (
+        f"several faces found (2); the largest was kept (detector score {score[two]:.2f}), "
+        "as no dataset box says which person is meant"
+    )
     info = subprocess.run([VENV_BIN / "fer-store", "info", store], capture_output=True, text=True, check=True).stdout
-    counts = dict(re.findall(r"\n  (none \(or not run\)|one|several|several, largest kept \(no box to choose\)) +(\d+)", info))
-    assert counts == {"none (or not run)": "5", "one": "1", "several": "1", "several, largest kept (no box to choose)": "1"}
-    listed = subprocess.run([VENV_BIN / "fer-store", "show", store, "--several-faces", "--list"],
-                            capture_output=True, text=True, check=True).stdout.splitlines()  # fmt: skip
+    counts = dict(
+        re.findall(r"\n  (none \(or not run\)|one|several|several, largest kept \(no box to choose\)) +(\d+)", info)
+    )
+    assert counts == {
+        "none (or not run)": "5",
+        "one": "1",
+        "several": "1",
+        "several, largest kept (no box to choose)": "1",
+    }
+    listed = subprocess.run(
+        [VENV_BIN / "fer-store", "show", store, "--several-faces", "--list"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     assert listed == [f"{two}\tok\t2 faces, score {score[two]:.2f}\tfaces/2008_001009.jpg\t{message[two]}"]
 
 
@@ -139,10 +149,7 @@ def test_wrong_root_missing_model_and_foreign_directory_are_clear_errors(tmp_pat
 
 def expected_tree(root: Path):
     """(source, class, split) of every file of a <split>/<class>/<file> tree."""
-    return sorted(
-        (p.relative_to(root).as_posix(), p.parent.name, p.parent.parent.name)
-        for p in root.glob("*/*/*")
-    )
+    return sorted((p.relative_to(root).as_posix(), p.parent.name, p.parent.parent.name) for p in root.glob("*/*/*"))
 
 
 @pytest.mark.slow
@@ -170,10 +177,12 @@ def test_two_thousand_fer2013_images_through_a_local_cluster(tmp_path, fer2013_2
     assert prov["splits"] == ["train", "test"]
     assert prov["label_names"] == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
     stored = sorted(
-        zip(group["source"][:].tolist(),
+        zip(
+            group["source"][:].tolist(),
             [prov["label_names"][i] for i in group["label"][:]],
-            [prov["splits"][i] for i in group["split"][:]])
-    )  # fmt: skip
+            [prov["splits"][i] for i in group["split"][:]],
+        )
+    )
     assert stored == tree
     assert prov["counts"]["ok"] + prov["counts"]["ok_prior"] == n
     assert prov["models"]["landmarks"]["sha256"] and prov["manifest_sha256"] and prov["config_sha256"]
@@ -206,8 +215,19 @@ def test_a_run_killed_at_five_moments_resumes_to_the_same_store(tmp_path, fer201
     """SIGKILL while the store is being created, after the first shard, at a third, at two thirds
     and one shard before the end; each time the next run resumes the store, and the last one
     completes it. The result equals an uninterrupted run's, array by array."""
-    options = ["--dataset", "folder", "--root", str(fer2013_2k), "--prior", "full-frame",
-               "--size", "48", "--shard-size", "64", "--no-progress"]  # fmt: skip
+    options = [
+        "--dataset",
+        "folder",
+        "--root",
+        str(fer2013_2k),
+        "--prior",
+        "full-frame",
+        "--size",
+        "48",
+        "--shard-size",
+        "64",
+        "--no-progress",
+    ]
     killed = tmp_path / "killed.zarr"
     total_shards = -(-len(expected_tree(fer2013_2k)) // 64)
 
@@ -224,8 +244,11 @@ def test_a_run_killed_at_five_moments_resumes_to_the_same_store(tmp_path, fer201
     ]
     done_at_kill = []
     for ready in moments:
-        process = subprocess.Popen([VENV_BIN / "fer-preprocess", killed, *options, "--scheduler", "synchronous"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        process = subprocess.Popen(
+            [VENV_BIN / "fer-preprocess", killed, *options, "--scheduler", "synchronous"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         kill_when(process, ready)
         done_at_kill.append(shards_done())
     assert done_at_kill[-1] < total_shards and done_at_kill == sorted(done_at_kill)
@@ -238,8 +261,9 @@ def test_a_run_killed_at_five_moments_resumes_to_the_same_store(tmp_path, fer201
     assert "resuming" in resumed.stderr and not killed.with_name("killed.zarr.partial").exists()
 
     fresh = tmp_path / "fresh.zarr"
-    subprocess.run([VENV_BIN / "fer-preprocess", fresh, *options, "--scheduler", "synchronous"], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [VENV_BIN / "fer-preprocess", fresh, *options, "--scheduler", "synchronous"], check=True, capture_output=True
+    )
     stores_equal(killed, fresh)
 
 
@@ -266,9 +290,16 @@ def test_an_affectnet_sized_plan_has_one_task_per_shard_whose_size_does_not_grow
     config, models = build_config({"shard_size": 256}), ModelFiles.locate()
 
     def plan(n):
-        manifest = Manifest(dataset="affectnet", label_names=("a", "b"), splits=("train",),
-                            source=tuple(f"{i // 1000}/{i:06d}.jpg" for i in range(n)), label=np.zeros(n),
-                            split=np.zeros(n), prior_box=np.zeros((n, 4)), prior_landmarks=np.zeros((n, 68, 2)))  # fmt: skip
+        manifest = Manifest(
+            dataset="affectnet",
+            label_names=("a", "b"),
+            splits=("train",),
+            source=tuple(f"{i // 1000}/{i:06d}.jpg" for i in range(n)),
+            label=np.zeros(n),
+            split=np.zeros(n),
+            prior_box=np.zeros((n, 4)),
+            prior_landmarks=np.zeros((n, 68, 2)),
+        )
         return plan_tasks("s.zarr", manifest, Path("root"), config, models, shard_bounds(n, 256))
 
     large, small = plan(300_000), plan(3_000)

@@ -19,9 +19,11 @@ def torch_map(path_of_onnx, image: np.ndarray, channels: int = 3) -> np.ndarray:
     """The exported network's map computed by torch itself: rebuild it with the same seed."""
     torch.manual_seed(0)
     network = torch.nn.Sequential(
-        torch.nn.Conv2d(channels, 8, 5, padding=2), torch.nn.ReLU(),
-        torch.nn.Conv2d(8, 1, 5, padding=2, stride=2), torch.nn.Sigmoid(),
-    ).eval()  # fmt: skip
+        torch.nn.Conv2d(channels, 8, 5, padding=2),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 1, 5, padding=2, stride=2),
+        torch.nn.Sigmoid(),
+    ).eval()
     batch = torch.from_numpy(image.transpose(2, 0, 1)[None].astype(np.float32) / 255)
     with torch.no_grad():
         return network(batch)[0, 0].numpy()

@@ -22,8 +22,16 @@ def test_slurm_time_formats(text, seconds):
 
 
 def test_the_job_script_asks_for_the_options_and_workers_retire_before_the_walltime(tmp_path):
-    options = SlurmOptions(jobs=3, cores=6, memory="24GB", walltime="02:00:00", queue="cpu", account="fer-lab",
-                           directives=("--constraint=avx2",), log_directory=str(tmp_path / "logs"))  # fmt: skip
+    options = SlurmOptions(
+        jobs=3,
+        cores=6,
+        memory="24GB",
+        walltime="02:00:00",
+        queue="cpu",
+        account="fer-lab",
+        directives=("--constraint=avx2",),
+        log_directory=str(tmp_path / "logs"),
+    )
     script = options.job_script()
     directives = [line for line in script.splitlines() if line.startswith("#SBATCH")]
     for expected in ("-p cpu", "-A fer-lab", "--cpus-per-task=6", "-t 02:00:00", "--constraint=avx2", "-n 1"):
@@ -50,14 +58,29 @@ def test_a_lifetime_reaching_the_walltime_is_refused():
 
 def test_the_cli_prints_the_job_script_and_refuses_without_slurm(tmp_path):
     runner = CliRunner()
-    printed = runner.invoke(main, [str(tmp_path / "s.zarr"), "--dataset", "sample", "--cluster", "slurm",
-                                   "--slurm-walltime", "08:00:00", "--slurm-cores", "4", "--slurm-job-script"])  # fmt: skip
+    printed = runner.invoke(
+        main,
+        [
+            str(tmp_path / "s.zarr"),
+            "--dataset",
+            "sample",
+            "--cluster",
+            "slurm",
+            "--slurm-walltime",
+            "08:00:00",
+            "--slurm-cores",
+            "4",
+            "--slurm-job-script",
+        ],
+    )
     assert printed.exit_code == 0 and "#SBATCH -t 08:00:00" in printed.output and "--lifetime 27900s" in printed.output
     assert not (tmp_path / "s.zarr").exists()
 
     stray = runner.invoke(main, [str(tmp_path / "s.zarr"), "--dataset", "sample", "--slurm-queue", "cpu"])
     assert stray.exit_code == 2 and "need --cluster slurm" in stray.output
-    both = runner.invoke(main, [str(tmp_path / "s.zarr"), "--dataset", "sample", "--cluster", "slurm", "--workers", "2"])
+    both = runner.invoke(
+        main, [str(tmp_path / "s.zarr"), "--dataset", "sample", "--cluster", "slurm", "--workers", "2"]
+    )
     assert both.exit_code == 2 and "leave out --scheduler and --workers" in both.output
     if shutil.which("sbatch") is None:
         refused = runner.invoke(main, [str(tmp_path / "s.zarr"), "--dataset", "sample", "--cluster", "slurm"])

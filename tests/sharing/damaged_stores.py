@@ -151,13 +151,19 @@ def array_without_own_metadata(store: Path) -> None:
 
 
 def consolidated_disagrees(store: Path) -> None:
-    _edit_json(store / "zarr.json", lambda root: root["consolidated_metadata"]["metadata"]["image"].update(fill_value=7))
+    _edit_json(
+        store / "zarr.json", lambda root: root["consolidated_metadata"]["metadata"]["image"].update(fill_value=7)
+    )
 
 
 def extra_array(store: Path) -> None:
     shutil.copytree(store / "label", store / "notes")
-    _edit_json(store / "zarr.json", lambda root: root["consolidated_metadata"]["metadata"].update(
-        notes=root["consolidated_metadata"]["metadata"]["label"]))  # fmt: skip
+    _edit_json(
+        store / "zarr.json",
+        lambda root: root["consolidated_metadata"]["metadata"].update(
+            notes=root["consolidated_metadata"]["metadata"]["label"]
+        ),
+    )
 
 
 def zip_bomb(store: Path) -> Path:
@@ -176,55 +182,111 @@ def zip_bomb(store: Path) -> Path:
 
 
 CORPUS: tuple[DamagedStore, ...] = (
-    DamagedStore("shape of 10**15 samples", set_field("image", ("shape",), [10**15, 1, 48, 48]),
-                 "array 'image': field 'shape' is [1000000000000000, 1, 48, 48]: 1,000,000,000,000,000 samples"),
-    DamagedStore("inner chunks of 10**12 samples", set_field("image", ("codecs", 0, "configuration", "chunk_shape"), [10**12, 1, 48, 48]),
-                 "array 'image': field 'sharding_indexed.chunk_shape' is [1000000000000, 1, 48, 48]: 1,000,000,000,000 samples"),
-    DamagedStore("chunks of 10**12 samples", set_field("label", ("chunk_grid", "configuration", "chunk_shape"), [10**12]),
-                 "array 'label': field 'chunk_grid.chunk_shape' is [1000000000000]"),
-    DamagedStore("negative shape", set_field("label", ("shape",), [-84]),
-                 "array 'label': field 'shape' is [-84]; it must be a list of at most 8 non-negative integers"),
-    DamagedStore("float shape", set_field("label", ("shape",), [84.5]),
-                 "array 'label': field 'shape' is [84.5]; it must be a list"),
-    DamagedStore("shape of another rank than its chunks", set_field("label", ("shape",), [84, 2]),
-                 "array 'label': field 'chunk_grid.chunk_shape' has 1 entries for an array of rank 2"),
-    DamagedStore("shape off the sample count", set_field("label", ("shape",), [85]),
-                 "array 'label': field 'shape' is [85]; the store's 84 samples and its config call for [84]"),
-    DamagedStore("sample count off the arrays", lambda store: edit_provenance(store, lambda p: p["counts"].update(total=10**6)),
-                 "field 'shape' is [84, 1, 48, 48]; the store's 1000000 samples"),
-    DamagedStore("array name with ../", lambda store: rename_in_consolidated(store, "label", "../../etc"),
-                 "the store names an array '../../etc'; FER store arrays are named like 'mask_soft'"),
-    DamagedStore("array name with a path separator", lambda store: rename_in_consolidated(store, "label", "label/c"),
-                 "the store names an array 'label/c'"),
-    DamagedStore("object data type", set_field("message", ("data_type",), "object"),
-                 "array 'message' has data type 'object'"),
-    DamagedStore("pickle codec", set_field("label", ("codecs", 1), {"name": "numcodecs.pickle"}),
-                 "array 'label' uses the codec 'numcodecs.pickle'"),
-    DamagedStore("data type other than the schema's", set_field("label", ("data_type",), "float32"),
-                 "array 'label': field 'data_type' is 'float32'; the schema's is 'int16'"),
-    DamagedStore("array the schema does not define", extra_array,
-                 "array 'notes' is not one the schema defines for this store's config"),
-    DamagedStore("consolidated metadata disagreeing with an array's own", consolidated_disagrees,
-                 "array 'image': its own image/zarr.json is missing or differs from the consolidated metadata"),
-    DamagedStore("array's own zarr.json missing", array_without_own_metadata,
-                 "array 'valence': its own valence/zarr.json is missing or differs"),
+    DamagedStore(
+        "shape of 10**15 samples",
+        set_field("image", ("shape",), [10**15, 1, 48, 48]),
+        "array 'image': field 'shape' is [1000000000000000, 1, 48, 48]: 1,000,000,000,000,000 samples",
+    ),
+    DamagedStore(
+        "inner chunks of 10**12 samples",
+        set_field("image", ("codecs", 0, "configuration", "chunk_shape"), [10**12, 1, 48, 48]),
+        "array 'image': field 'sharding_indexed.chunk_shape' is [1000000000000, 1, 48, 48]: 1,000,000,000,000 samples",
+    ),
+    DamagedStore(
+        "chunks of 10**12 samples",
+        set_field("label", ("chunk_grid", "configuration", "chunk_shape"), [10**12]),
+        "array 'label': field 'chunk_grid.chunk_shape' is [1000000000000]",
+    ),
+    DamagedStore(
+        "negative shape",
+        set_field("label", ("shape",), [-84]),
+        "array 'label': field 'shape' is [-84]; it must be a list of at most 8 non-negative integers",
+    ),
+    DamagedStore(
+        "float shape",
+        set_field("label", ("shape",), [84.5]),
+        "array 'label': field 'shape' is [84.5]; it must be a list",
+    ),
+    DamagedStore(
+        "shape of another rank than its chunks",
+        set_field("label", ("shape",), [84, 2]),
+        "array 'label': field 'chunk_grid.chunk_shape' has 1 entries for an array of rank 2",
+    ),
+    DamagedStore(
+        "shape off the sample count",
+        set_field("label", ("shape",), [85]),
+        "array 'label': field 'shape' is [85]; the store's 84 samples and its config call for [84]",
+    ),
+    DamagedStore(
+        "sample count off the arrays",
+        lambda store: edit_provenance(store, lambda p: p["counts"].update(total=10**6)),
+        "field 'shape' is [84, 1, 48, 48]; the store's 1000000 samples",
+    ),
+    DamagedStore(
+        "array name with ../",
+        lambda store: rename_in_consolidated(store, "label", "../../etc"),
+        "the store names an array '../../etc'; FER store arrays are named like 'mask_soft'",
+    ),
+    DamagedStore(
+        "array name with a path separator",
+        lambda store: rename_in_consolidated(store, "label", "label/c"),
+        "the store names an array 'label/c'",
+    ),
+    DamagedStore(
+        "object data type", set_field("message", ("data_type",), "object"), "array 'message' has data type 'object'"
+    ),
+    DamagedStore(
+        "pickle codec",
+        set_field("label", ("codecs", 1), {"name": "numcodecs.pickle"}),
+        "array 'label' uses the codec 'numcodecs.pickle'",
+    ),
+    DamagedStore(
+        "data type other than the schema's",
+        set_field("label", ("data_type",), "float32"),
+        "array 'label': field 'data_type' is 'float32'; the schema's is 'int16'",
+    ),
+    DamagedStore(
+        "array the schema does not define",
+        extra_array,
+        "array 'notes' is not one the schema defines for this store's config",
+    ),
+    DamagedStore(
+        "consolidated metadata disagreeing with an array's own",
+        consolidated_disagrees,
+        "array 'image': its own image/zarr.json is missing or differs from the consolidated metadata",
+    ),
+    DamagedStore(
+        "array's own zarr.json missing",
+        array_without_own_metadata,
+        "array 'valence': its own valence/zarr.json is missing or differs",
+    ),
     DamagedStore("root zarr.json over 16 MiB", oversized_root, "zarr.json is larger than 16,777,216 bytes"),
     DamagedStore("JSON nested 100,000 deep", deep_nesting, "zarr.json is nested too deeply to be Zarr metadata"),
     DamagedStore("root zarr.json not UTF-8", not_utf8, "zarr.json is not UTF-8 text"),
     DamagedStore("integer of 5,000 digits", huge_integer, "zarr.json is not valid JSON"),
-    DamagedStore("schema version 2", lambda store: edit_provenance(store, lambda p: p.update(schema_version=2)),
-                 "has schema version 2; this version of the software reads version 1"),
-    DamagedStore("Zarr format 2 root", lambda store: _edit_json(store / "zarr.json", lambda root: root.update(zarr_format=2)),
-                 "is not a Zarr format 3 group"),
+    DamagedStore(
+        "schema version 2",
+        lambda store: edit_provenance(store, lambda p: p.update(schema_version=2)),
+        "has schema version 2; this version of the software reads version 1",
+    ),
+    DamagedStore(
+        "Zarr format 2 root",
+        lambda store: _edit_json(store / "zarr.json", lambda root: root.update(zarr_format=2)),
+        "is not a Zarr format 3 group",
+    ),
     DamagedStore("zip member that is a zip bomb", zip_bomb, "unpacks to 268,435,456 bytes"),
-    DamagedStore("chunk file symlinked out of the store", symlink_out, "outside the store; refusing to read it", "verify"),
+    DamagedStore(
+        "chunk file symlinked out of the store", symlink_out, "outside the store; refusing to read it", "verify"
+    ),
     DamagedStore("FIFO as a chunk file", fifo_chunk, "is not a regular file; refusing to read it", "verify"),
     DamagedStore("zstd bomb chunk", zstd_bomb, "would decompress to 268,435,456 bytes", "verify"),
     DamagedStore("shard index entry past the file end", index_past_the_end, "image/c/0/0/0/0 (samples 0-31)", "verify"),
     DamagedStore("truncated shard", truncate_shard, "heatmap/c/1/0/0/0 (samples 32-63)", "verify"),
     DamagedStore("shard files swapped", swap_shards, "32 of 32 samples differ from what was written", "verify"),
-    DamagedStore("chunk file deleted", delete_chunk, "samples differ from what was written (first: sample 32)", "verify"),
-)  # fmt: skip
+    DamagedStore(
+        "chunk file deleted", delete_chunk, "samples differ from what was written (first: sample 32)", "verify"
+    ),
+)
 
 
 def make_damaged(original: Path, folder: Path, entry: DamagedStore) -> Path:

@@ -40,15 +40,20 @@ def nginx(root: Path, workdir: Path) -> Iterator[str]:
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read the test's 0700 folders
-    temp = " ".join(f"{kind}_temp_path {workdir / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = " ".join(
+        f"{kind}_temp_path {workdir / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     (workdir / "nginx.conf").write_text(
         f"{user}worker_processes 1; daemon off; pid {workdir / 'nginx.pid'}; error_log {workdir / 'error.log'};\n"
         f"events {{ worker_connections 64; }}\n"
         f"http {{ access_log off; {temp} default_type application/octet-stream; types {{ application/json json; }}\n"
         f"  server {{ listen 127.0.0.1:{port}; root {root}; autoindex off; location / {{ }} }} }}\n"
     )
-    process = subprocess.Popen([NGINX, "-c", str(workdir / "nginx.conf"), "-p", str(workdir)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    process = subprocess.Popen(
+        [NGINX, "-c", str(workdir / "nginx.conf"), "-p", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for_port(port)
         yield f"http://127.0.0.1:{port}"
@@ -81,8 +86,12 @@ def s3_server(monkeypatch=None) -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    for key, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "lab", "AWS_SECRET_ACCESS_KEY": "lab",
-                       "AWS_REGION": "us-east-1"}.items():  # fmt: skip
+    for key, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "lab",
+        "AWS_SECRET_ACCESS_KEY": "lab",
+        "AWS_REGION": "us-east-1",
+    }.items():
         if monkeypatch is not None:
             monkeypatch.setenv(key, value)
         else:

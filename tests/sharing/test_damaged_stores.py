@@ -48,8 +48,13 @@ def test_each_damaged_store_is_refused_or_named_by_verify(entry, fer_store, tmp_
 def test_every_tool_refuses_a_hostile_store(fer_store, tmp_path):
     location = make_damaged(fer_store, tmp_path, CORPUS[0])  # 10**15 samples
     expected = CORPUS[0].expected
-    for args in (["info", location], ["ls", location], ["show", location, "--out", tmp_path / "s.png"],
-                 ["show", location, "--list"], ["diff", fer_store, location]):  # fmt: skip
+    for args in (
+        ["info", location],
+        ["ls", location],
+        ["show", location, "--out", tmp_path / "s.png"],
+        ["show", location, "--list"],
+        ["diff", fer_store, location],
+    ):
         code, output = run_cli(store_cli, *args)
         assert code == 1 and expected in output, (args, output)
     code, output = run_cli(train_cli, "--store", location, "--epochs", "1", "--out", tmp_path / "run")
@@ -59,8 +64,19 @@ def test_every_tool_refuses_a_hostile_store(fer_store, tmp_path):
 
 def test_training_names_a_damaged_chunk_instead_of_a_traceback(fer_store, tmp_path):
     location = make_damaged(fer_store, tmp_path, next(e for e in CORPUS if e.kind == "truncated shard"))
-    code, output = run_cli(train_cli, "--store", location, "--model", "guided-stn", "--option", "guidance=heatmap",
-                           "--epochs", "1", "--out", tmp_path / "run")  # fmt: skip
+    code, output = run_cli(
+        train_cli,
+        "--store",
+        location,
+        "--model",
+        "guided-stn",
+        "--option",
+        "guidance=heatmap",
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path / "run",
+    )
     assert code == 1 and "heatmap/c/1/0/0/0 (samples 32-63)" in output and "fer-store verify" in output, output
 
 

@@ -70,7 +70,7 @@ def test_verify_lists_every_metadata_objection_and_reads_nothing_then(fer_store,
     assert faults == [
         "metadata: array 'label': its own label/zarr.json is missing or differs from the consolidated metadata in the root zarr.json",
         "metadata: array 'image': field 'shape' is [84, 1, 48, 48]; the store's 84 samples and its config call for [84, 1, 64, 64]",
-    ]  # fmt: skip
+    ]
     result = subprocess.run([BIN / "fer-store", "verify", store], capture_output=True, text=True)
     assert result.returncode == 1 and "FAULT metadata: array 'image'" in result.stdout
 
@@ -81,7 +81,9 @@ def test_verify_reports_a_config_that_does_not_match_its_hash(fer_store, tmp_pat
     root = json.loads((store / "zarr.json").read_text())
     root["attributes"]["fer_store"]["config"]["detect"]["upsample"] = 3
     (store / "zarr.json").write_text(json.dumps(root))
-    assert [str(f) for f in verify_store(str(store))] == ["provenance: config_sha256 does not match the recorded config"]
+    assert [str(f) for f in verify_store(str(store))] == [
+        "provenance: config_sha256 does not match the recorded config"
+    ]
 
 
 def test_pack_then_open_the_zip_and_unpack_it(fer_store, tmp_path):
@@ -113,11 +115,17 @@ def edit_array_metadata(store: Path, name: str, change) -> None:
     (store / "zarr.json").write_text(json.dumps(root))
 
 
-@pytest.mark.parametrize("hostile, message", [
-    (lambda m: m["codecs"].insert(1, {"name": "numcodecs.pickle"}), "uses the codec 'numcodecs.pickle'"),
-    (lambda m: m.update(data_type="object"), "has data type 'object'"),
-    (lambda m: m["codecs"][0]["configuration"]["codecs"].append({"name": "my.custom"}), "uses the codec 'my.custom'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "hostile, message",
+    [
+        (lambda m: m["codecs"].insert(1, {"name": "numcodecs.pickle"}), "uses the codec 'numcodecs.pickle'"),
+        (lambda m: m.update(data_type="object"), "has data type 'object'"),
+        (
+            lambda m: m["codecs"][0]["configuration"]["codecs"].append({"name": "my.custom"}),
+            "uses the codec 'my.custom'",
+        ),
+    ],
+)
 def test_stores_asking_for_unsafe_types_or_codecs_are_refused(fer_store, tmp_path, hostile, message):
     store = tmp_path / "hostile.zarr"
     shutil.copytree(fer_store, store)

@@ -36,7 +36,7 @@ def test_training_from_fer_store_serve_equals_training_from_disk(fer_store, loca
     with store_server(fer_store) as url:
         summary = train(TrainConfig(store=url, **QUICK), tmp_path / "run")
         same_as_local(summary, local)
-        streamed = train(TrainConfig(store=url, in_memory=False, workers=2, **QUICK), tmp_path / "workers")  # fmt: skip
+        streamed = train(TrainConfig(store=url, in_memory=False, workers=2, **QUICK), tmp_path / "workers")
         same_as_local(streamed, local)  # spawned loader workers open the URL themselves
         scored = evaluate_checkpoint(local_out / "best.pt", url, "test", device="cpu")
         assert scored["accuracy"] == local["test_accuracy"] and scored["same_preprocessing"]
@@ -52,8 +52,11 @@ def test_training_from_nginx_without_directory_listings(fer_store, local_run, tm
     published = tmp_path / "www" / "stores"
     shutil.copytree(fer_store, published / "fer.zarr")
     with nginx(tmp_path / "www", tmp_path / "nginx") as base:
-        listing = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{base}/stores/fer.zarr/"],
-                                 capture_output=True, text=True)  # fmt: skip
+        listing = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{base}/stores/fer.zarr/"],
+            capture_output=True,
+            text=True,
+        )
         assert listing.stdout == "403"  # no directory listings
         summary = train(TrainConfig(store=f"{base}/stores/fer.zarr", **QUICK), tmp_path / "run")
     same_as_local(summary, local)
@@ -67,4 +70,6 @@ def test_training_from_an_s3_bucket(fer_store, local_run, tmp_path, monkeypatch)
         bucket.put(str(fer_store), "lab-stores/fer.zarr", recursive=True)
         summary = train(TrainConfig(store="s3://lab-stores/fer.zarr", **QUICK), tmp_path / "run")
         same_as_local(summary, local)
-        np.testing.assert_array_equal(open_store("s3://lab-stores/fer.zarr")["image"][:], open_store(fer_store)["image"][:])
+        np.testing.assert_array_equal(
+            open_store("s3://lab-stores/fer.zarr")["image"][:], open_store(fer_store)["image"][:]
+        )

@@ -30,13 +30,22 @@ def test_provenance_round_trips_the_stored_attributes(synthetic_store):
     assert provenance.label_set(None).names == ("neutral", "happy", "sad")
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda attrs: attrs.pop("splits"), "provenance .* cannot be read: KeyError: 'splits'"),
-    (lambda attrs: attrs.update(schema_version=2), "schema version 2; this version of the software reads version 1"),
-    (lambda attrs: attrs["counts"].update(total=-1), "counts.total is -1, not a sample count"),
-    (lambda attrs: attrs["config"].update(shard_size=0), "shard_size must be between 1 and 65536"),
-    (lambda attrs: attrs.update(growing={"types": ["sparkles"], "models": {}, "started": ""}), "unknown guidance types"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda attrs: attrs.pop("splits"), "provenance .* cannot be read: KeyError: 'splits'"),
+        (
+            lambda attrs: attrs.update(schema_version=2),
+            "schema version 2; this version of the software reads version 1",
+        ),
+        (lambda attrs: attrs["counts"].update(total=-1), "counts.total is -1, not a sample count"),
+        (lambda attrs: attrs["config"].update(shard_size=0), "shard_size must be between 1 and 65536"),
+        (
+            lambda attrs: attrs.update(growing={"types": ["sparkles"], "models": {}, "started": ""}),
+            "unknown guidance types",
+        ),
+    ],
+)
 def test_a_damaged_provenance_is_refused_naming_what_is_wrong(synthetic_store, damage, message):
     attrs = dict(zarr.open_group(str(synthetic_store), mode="r").attrs[ATTRS_KEY])
     attrs["counts"], attrs["config"] = dict(attrs["counts"]), dict(attrs["config"])
@@ -51,8 +60,11 @@ def test_the_synthetic_store_verifies(synthetic_store):
 
 def test_every_catalogued_type_has_a_renderer_and_the_readme_table_follows_the_catalogue():
     assert RENDERERS.keys() == GUIDANCE_TYPES.keys()
-    readme_rows = [re.match(r"(\|[^|]*){3}\|", line).group(0) for line in README.read_text().splitlines()
-                   if line.startswith("| `") and ("uint8` |" in line or "float32` |" in line)]  # fmt: skip
+    readme_rows = [
+        re.match(r"(\|[^|]*){3}\|", line).group(0)
+        for line in README.read_text().splitlines()
+        if line.startswith("| `") and ("uint8` |" in line or "float32` |" in line)
+    ]
     assert readme_rows == markdown_table_rows()
 
 
@@ -80,6 +92,7 @@ print(sorted(name for name in ("dlib", "cv2", "click") if name in sys.modules))
 
 
 def test_reading_a_store_imports_neither_dlib_nor_opencv(synthetic_store):
-    result = subprocess.run([sys.executable, "-c", READ_WITHOUT_DLIB, str(synthetic_store)], capture_output=True,
-                            text=True, check=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", READ_WITHOUT_DLIB, str(synthetic_store)], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
