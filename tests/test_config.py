@@ -1,0 +1,66 @@
+"""Configuration and the model registry, without data: the dataclasses validate, hash and layer,
+and the command line shows their defaults."""
+
+import dataclasses
+
+import pytest
+from click.testing import CliRunner
+
+from cli.preprocess import main as fer_preprocess
+from cli.train import main as fer_train
+from fer_models.config import TrainConfig
+from fer_models.registry import create_model, list_models
+from pipeline.config import PreprocessConfig, build_config, differing_keys
+from pipeline.errors import ConfigError
+
+
+def test_layers_override_the_defaults_in_order_and_the_guidance_size_follows_the_aligned_size():
+    config = build_config({"align": {"size": 48}, "shard_size": 64}, {"align": {"color": "gray"}})
+    assert (config.align.size, config.align.color, config.shard_size, config.guidance.size) == (48, "gray", 64, 48)
+    assert PreprocessConfig.from_dict(config.to_dict()) == config
+    assert config.sha256() == build_config(config.to_dict()).sha256() != PreprocessConfig().sha256()
+    assert differing_keys(PreprocessConfig().to_dict(), config.to_dict())[0] == "align.color: 'rgb' != 'gray'"
+
+
+@pytest.mark.parametrize(
+    "layer, message",
+    [
+        ({"aling": {"size": 48}}, "unknown config section 'aling'"),
+        ({"align": {"sise": 48}}, "unknown align options: sise"),
+        ({"shard_size": 0}, "shard_size must be between 1 and 65536"),
+        ({"guidance": {"types": "heatmap,sparkles"}}, "unknown guidance type 'sparkles'; choose from: heatmap"),
+    ],
+)
+def test_a_bad_setting_is_refused_naming_it(layer, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config(layer)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"folds": 3, "fold": 3}, "--fold must be between 0 and 2"),
+        ({"val_fraction": 1.0}, "--val-fraction must be at least 0 and below 1"),
+        ({"balance": "oversample"}, "balance must be weights or none"),
+        ({"workers": -1}, "--workers must be 0 or more"),
+    ],
+)
+def test_a_bad_training_option_is_refused_naming_it(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(store="x.zarr", **changes)
+
+
+def test_the_help_shows_the_defaults_of_the_config_dataclasses():
+    preprocess_help = CliRunner().invoke(fer_preprocess, ["--help"]).output
+    defaults = PreprocessConfig()
+    assert f"[{defaults.shard_size}]" in preprocess_help and f"[{defaults.guidance.heatmap_sigma}]" in preprocess_help
+    train_help = CliRunner().invoke(fer_train, ["--help"], terminal_width=200).output
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in ("seed", "device", "balance", "workers"):
+            assert f"[default: {field.default}]" in train_help, field.name
+
+
+def test_the_registry_holds_the_five_families_and_names_an_unknown_model():
+    assert {"guided-stn", "feratt", "pal", "local-nonlocal", "keypoint"} <= set(list_models())
+    with pytest.raises(ConfigError, match="unknown model 'vit'"):
+        create_model("vit")
