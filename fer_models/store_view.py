@@ -11,7 +11,7 @@ from fer_models.registry import create_model, get_model_entry
 from pipeline.errors import ConfigError
 from pipeline.guidance import GUIDANCE_TYPES
 from pipeline.store import Provenance, open_store, provenance_of, stored_guidance
-from pipeline.store.schema import IMAGE, LANDMARKS
+from pipeline.store.schema import FLIP_PERMUTATION_ATTR, IMAGE, LANDMARKS
 
 
 @dataclass
@@ -30,7 +30,7 @@ class StoreView:
         provenance = provenance_of(group)
         permutations: dict[str, torch.Tensor | None] = {LANDMARKS: torch.tensor(provenance.landmark_flip_permutation)}
         for name in stored_guidance(group):
-            permutation = group[name].attrs.get("flip_permutation")
+            permutation = group[name].attrs.get(FLIP_PERMUTATION_ATTR)
             permutations[name] = None if permutation is None else torch.tensor(permutation)
         return cls(
             path, provenance, tuple(group[IMAGE].shape[1:]), provenance.preprocess_config.guidance.size, permutations

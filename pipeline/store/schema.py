@@ -50,6 +50,9 @@ STATUS, MESSAGE = "status", "message"
 CHECKSUM = "checksum"
 # ``(N,) uint8``, 1 where a shard's new guidance is written; only while guidance is being added.
 GROWTH_MARK = "growing"
+# Array attributes: the names of the entries of the axis after ``sample``, and for guidance the
+# channel a horizontal flip maps each channel to.
+CHANNELS_ATTR, FLIP_PERMUTATION_ATTR = "channels", "flip_permutation"
 # One more array per guidance type, named after it (pipeline.guidance).
 
 
@@ -95,9 +98,9 @@ class ArraySpec:
 
     @property
     def attributes(self) -> dict[str, list]:
-        attributes = {"channels": list(self.channels)} if self.channels else {}
+        attributes = {CHANNELS_ATTR: list(self.channels)} if self.channels else {}
         if self.flip_permutation is not None:
-            attributes["flip_permutation"] = list(self.flip_permutation)
+            attributes[FLIP_PERMUTATION_ATTR] = list(self.flip_permutation)
         return attributes
 
 

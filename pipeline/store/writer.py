@@ -29,6 +29,7 @@ from pipeline.store.checksums import fill_checksum, sample_checksums
 from pipeline.store.provenance import ATTRS_KEY, Provenance
 from pipeline.store.schema import (
     AROUSAL,
+    CHANNELS_ATTR,
     CHECKSUM,
     DETECTION_ARRAYS,
     LABEL,
@@ -204,7 +205,7 @@ def _write_template_at(path: Path, manifest: Manifest, config: PreprocessConfig,
         values[AROUSAL] = np.asarray(manifest.arousal, dtype=np.float32)
     if manifest.votes is not None:
         values[VOTES] = np.asarray(manifest.votes, dtype=np.float32)
-        arrays[VOTES].attrs["channels"] = list(manifest.vote_names)
+        arrays[VOTES].attrs[CHANNELS_ATTR] = list(manifest.vote_names)
     if manifest.subject is not None:
         values[SUBJECT] = np.asarray(manifest.subject, dtype=object)
     if manifest.skip is not None:  # rows the dataset itself rules out: failed before any work
@@ -309,7 +310,7 @@ def _record_checksums(group: zarr.Group, start: int, arrays: dict[str, np.ndarra
     if CHECKSUM not in group:  # a store written before checksums were recorded
         return
     checksum = group[CHECKSUM]
-    columns = list(checksum.attrs["channels"])
+    columns = list(checksum.attrs[CHANNELS_ATTR])
     n = len(next(iter(arrays.values())))
     recorded = checksum[start : start + n]
     for name, values in arrays.items():

@@ -23,6 +23,7 @@ from pipeline.errors import FerStoreError, StoreError, StoreRefusedError
 from pipeline.store import Status, array_specs, open_store, provenance_of, status_counts
 from pipeline.store.checksums import sample_checksums
 from pipeline.store.schema import (
+    CHANNELS_ATTR,
     CHECKSUM,
     FACE_SCORE,
     FACES_DETECTED,
@@ -132,7 +133,7 @@ def _recorded_checksums(
         return None
     progress(f"checking {CHECKSUM}")
     array = group[CHECKSUM]
-    columns = list(array.attrs.get("channels", []))
+    columns = list(array.attrs.get(CHANNELS_ATTR, []))
     if len(columns) != array.shape[1] or len(set(columns)) != len(columns):
         faults.append(Fault(CHECKSUM, f"its 'channels' attribute does not name its {array.shape[1]} columns"))
         return {}
