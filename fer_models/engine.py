@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -108,6 +107,7 @@ class Trainer:
         # read once, scored every epoch
         self.validation_batches = None if validation is None else self.batches(validation, shuffle=False)
         self.epoch, self.history, self.best = 0, [], {"epoch": 0, "accuracy": -1.0}
+        self._loaders: dict[int, torch.utils.data.DataLoader] = {}
 
     def batches(self, selection: Selection, shuffle: bool) -> StoreBatches:
         return StoreBatches(
@@ -121,9 +121,15 @@ class Trainer:
             in_memory=self.config.in_memory,
         )
 
-    def _loader(self, batches: StoreBatches):
+    def _loader(self, batches: StoreBatches) -> torch.utils.data.DataLoader:
+        """The loader of ``batches``. The train and validation batches, read every epoch, keep
+        one loader whose worker processes (``--workers``) serve every epoch."""
         workers = 0 if batches.in_memory else self.config.workers
-        return make_loader(batches, num_workers=workers, pin_memory=self.cuda)
+        if batches is not self.train_batches and batches is not self.validation_batches:
+            return make_loader(batches, num_workers=workers, pin_memory=self.cuda)
+        if id(batches) not in self._loaders:
+            self._loaders[id(batches)] = make_loader(batches, workers, pin_memory=self.cuda, persistent=True)
+        return self._loaders[id(batches)]
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.cuda else contextlib.nullcontext()
@@ -135,38 +141,52 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the train split; returns the mean loss (``loss``) and, for a model with
-        terms of its own, each term's mean beside the classification loss."""
+        terms of its own, each term's mean beside the classification loss.
+
+        The sums stay on the device until the epoch ends: no step waits for the GPU to finish, so
+        the loader reads the next batch while the GPU computes."""
         torch.manual_seed(self.config.seed * 1_000_003 + epoch)  # dropout and friends
         augment_generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         augment = AugmentConfig() if self.config.augment else None
         self.train_batches.set_epoch(epoch)
         self.model.train()
-        sums: Counter[str] = Counter()
+        sums: dict[str, torch.Tensor] = {}
         seen = 0
         with self.progress.bar(f"epoch {epoch}/{self.config.epochs}", len(self.train_batches)) as advance:
             for batch in self._loader(self.train_batches):
                 batch = prepare_batch(batch, self.device)
                 if augment is not None:
                     batch = augment_batch(batch, augment, self.view.permutations, augment_generator)
-                with self._autocast():
-                    output = self.model(self._input(batch))
-                    terms = {
-                        "classification": classification_loss(output["logits"], batch["target"], self.class_weight),
-                        **output.get("losses", {}),
-                    }  # a model's own terms
-                    loss = sum(terms.values())
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                terms = self.train_step(batch)
                 n = len(batch["target"])
-                sums["loss"] += loss.item() * n
-                if len(terms) > 1:
-                    for name, term in terms.items():
-                        sums[name] += term.item() * n
+                for name, term in terms.items():
+                    sums[name] = sums.get(name, 0) + term.double() * n
                 seen += n
                 advance(1)
-        return {name: value / max(seen, 1) for name, value in sums.items()}
+        return {name: value.item() / max(seen, 1) for name, value in sums.items()}
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One optimizer step on a batch already on the device (:func:`prepare_batch`, augmented).
+
+        Returns:
+            ``loss`` (the total) and, for a model with terms of its own, each term beside
+            ``classification``: detached 0-d tensors on the device (reading them waits for the GPU).
+        """
+        with self._autocast():
+            output = self.model(self._input(batch))
+            terms = {
+                "classification": classification_loss(output["logits"], batch["target"], self.class_weight),
+                **output.get("losses", {}),  # a model's own terms
+            }
+            loss = sum(terms.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        detached = {"loss": loss.detach()}
+        if len(terms) > 1:
+            detached.update((name, term.detach()) for name, term in terms.items())
+        return detached
 
     def evaluate(self, batches: StoreBatches) -> dict[str, Any]:
         """Loss, accuracy, macro-F1, confusion matrix and predictions on ``batches`` (hard labels:
