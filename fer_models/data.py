@@ -183,7 +183,8 @@ class StoreBatches(torch.utils.data.IterableDataset):
         self.seed = seed
         self.drop_last = drop_last
         self.window_shards = window_shards
-        self.epoch = 0
+        self._epoch = 0
+        self._shared_epoch = None  # set by share_epoch: the epoch seen by persistent loader workers
         group = open_store(self.store)
         missing = [name for name in self.fields if name not in group]
         if missing:
@@ -201,8 +202,21 @@ class StoreBatches(torch.utils.data.IterableDataset):
         return state
 
     def set_epoch(self, epoch: int) -> None:
-        """Use epoch ``epoch``'s shuffle order for the next iteration."""
-        self.epoch = epoch
+        """Use epoch ``epoch``'s shuffle order for the next iteration (in loader workers too, once
+        :meth:`share_epoch` was called)."""
+        self._epoch = epoch
+        if self._shared_epoch is not None:
+            self._shared_epoch.value = epoch
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch if self._shared_epoch is None else self._shared_epoch.value
+
+    def share_epoch(self, context) -> None:
+        """Keep the epoch in shared memory of ``context`` (a multiprocessing context), so loader
+        workers that outlive an epoch (``persistent_workers``) take each new epoch's order."""
+        if self._shared_epoch is None:
+            self._shared_epoch = context.RawValue("q", self._epoch)
 
     def __len__(self) -> int:
         """Number of batches in an epoch (with one loader process)."""
@@ -299,13 +313,21 @@ class StoreBatches(torch.utils.data.IterableDataset):
                 carry_positions = positions[rest]
 
 
-def make_loader(batches: StoreBatches, num_workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+def make_loader(
+    batches: StoreBatches, num_workers: int = 0, pin_memory: bool = False, persistent: bool = False
+) -> torch.utils.data.DataLoader:
     """A DataLoader over ready-made batches; workers are started with ``spawn`` (zarr's and
-    fsspec's event loops do not survive ``fork``)."""
+    fsspec's event loops do not survive ``fork``). ``persistent``: the workers are started once
+    and serve every epoch (each takes the epoch set by :meth:`StoreBatches.set_epoch` before the
+    loader is iterated), instead of being started again for each pass."""
+    context = torch.multiprocessing.get_context("spawn") if num_workers > 0 else None
+    if persistent and num_workers > 0:
+        batches.share_epoch(context)
     return torch.utils.data.DataLoader(
         batches,
         batch_size=None,
         num_workers=num_workers,
         pin_memory=pin_memory,
-        multiprocessing_context="spawn" if num_workers > 0 else None,
+        multiprocessing_context=context,
+        persistent_workers=persistent and num_workers > 0,
     )

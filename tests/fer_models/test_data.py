@@ -62,3 +62,22 @@ def test_dataloader_workers_spawned_read_their_own_shards(fer_store):
     reference = by_index(collect(StoreBatches(fer_store, selection, FIELDS, 8, in_memory=True)))
     for key, tensor in from_workers.items():
         torch.testing.assert_close(tensor, reference[key], rtol=0, atol=0)
+
+
+def test_persistent_workers_take_each_epochs_order_as_workers_started_per_epoch_do(fer_store):
+    selection = select_samples(fer_store, "train")
+
+    def streamed() -> StoreBatches:
+        return StoreBatches(fer_store, selection, ("image",), 8, shuffle=True, seed=5, in_memory=False, window_shards=1)
+
+    persistent_batches = streamed()
+    persistent = make_loader(persistent_batches, num_workers=2, persistent=True)
+    orders = []
+    for epoch in (1, 2, 3):
+        persistent_batches.set_epoch(epoch)
+        fresh_batches = streamed()
+        fresh_batches.set_epoch(epoch)
+        expected = collect(make_loader(fresh_batches, num_workers=2))["index"]
+        orders.append(collect(persistent)["index"])
+        torch.testing.assert_close(orders[-1], expected, rtol=0, atol=0)
+    assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[1], orders[2])
