@@ -27,7 +27,7 @@ import torch
 from pipeline.errors import ConfigError, StoreError
 from pipeline.store import USABLE_STATUSES, open_store, provenance_of
 from pipeline.store.schema import LABEL, SPLIT, STATUS, SUBJECT, VALENCE, VOTES
-from pipeline.store.shard_reader import read_shards
+from pipeline.store.shard_reader import DECODE_THREADS, read_shards
 
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3  # "auto" holds a selection in memory up to this size
 WINDOW_SHARDS = 8  # shards read and shuffled together when streaming
@@ -238,18 +238,24 @@ class StoreBatches(torch.utils.data.IterableDataset):
     def _read(self, arrays: dict, window: list[tuple[int, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         """The fields of the selected samples of each ``(shard start, positions into the
         selection)`` of ``window``: every file of the window fetched in one round, whole shards
-        decoded (:func:`pipeline.store.shard_reader.read_shards`), the selected rows kept."""
+        decoded (:func:`pipeline.store.shard_reader.read_shards`, by a pool of threads in the
+        training process, by one thread in each loader worker), the selected rows kept (a view
+        where they are contiguous)."""
+        threads = DECODE_THREADS if torch.utils.data.get_worker_info() is None else 1
         try:
-            shards = read_shards(arrays, [start // self.shard_size for start, _ in window])
+            shards = read_shards(arrays, [start // self.shard_size for start, _ in window], threads)
         except Exception as error:  # a damaged chunk read by zarr raises whatever its codec raises
             raise StoreError(
                 f"cannot read {self.store}: {error if isinstance(error, StoreError) else repr(error)}; "
                 f"the store is damaged: `fer-store verify {self.store}` lists what"
             ) from error
-        return [
-            {name: shards[name][i][self.selection.index[positions] - start] for name in arrays}
-            for i, (start, positions) in enumerate(window)
-        ]
+        parts = []
+        for i, (start, positions) in enumerate(window):
+            rows = self.selection.index[positions] - start
+            if rows[-1] - rows[0] + 1 == len(rows):  # sorted and unique, so contiguous: no copy
+                rows = slice(int(rows[0]), int(rows[-1]) + 1)
+            parts.append({name: shards[name][i][rows] for name in arrays})
+        return parts
 
     def _load_all(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
@@ -294,9 +300,12 @@ class StoreBatches(torch.utils.data.IterableDataset):
             window = blocks[first : first + self.window_shards]
             parts = self._read(handles, window)
             positions = np.concatenate([carry_positions, *(p for _, p in window)])
-            arrays = {
-                name: np.concatenate(([carry_arrays[name]] if len(carry_positions) else []) + [p[name] for p in parts])
+            pieces = {
+                name: ([carry_arrays[name]] if len(carry_positions) else []) + [p[name] for p in parts]
                 for name in self.fields
+            }
+            arrays = {
+                name: values[0] if len(values) == 1 else np.concatenate(values) for name, values in pieces.items()
             }
             order = rng.permutation(len(positions)) if self.shuffle else np.arange(len(positions))
             last_window = first + self.window_shards >= len(blocks)

@@ -11,7 +11,9 @@ with the same codecs -- straight from the shard file:
   same zarr store object and so the same checks (a local store reads only regular files inside
   itself; remote stores use one request per file);
 - every checksum is verified (index and chunks), and each zstd frame must record exactly the
-  chunk's size before it is decompressed into its place in the output (no zstd bomb, no copy).
+  chunk's size before it is decompressed into its place in the output (no zstd bomb, no copy);
+- the files are decoded by a pool of threads (zstd releases the GIL), so a window decodes on
+  every core of the process.
 
 An array with any other layout (strings, another codec) is read through zarr-python.
 """
@@ -19,6 +21,8 @@ An array with any other layout (strings, another codec) is read through zarr-pyt
 from __future__ import annotations
 
 import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import google_crc32c
@@ -176,21 +180,39 @@ def _decompress_into(frame: np.ndarray, out: np.ndarray, where: str) -> None:
     numcodecs.zstd.decompress(frame, out)
 
 
-def read_shards(arrays: dict[str, zarr.Array], shards: list[int]) -> dict[str, list[np.ndarray]]:
+# Threads decoding shard files, per process: zstd runs without the GIL, so they use every core.
+# A DataLoader worker process passes threads=1 (its siblings use the other cores).
+DECODE_THREADS = min(8, os.cpu_count() or 1)
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    if threads not in _pools:
+        _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="shard-decode")
+    return _pools[threads]
+
+
+def read_shards(
+    arrays: dict[str, zarr.Array], shards: list[int], threads: int = DECODE_THREADS
+) -> dict[str, list[np.ndarray]]:
     """Every sample of each of ``shards`` of each array: ``{name: [(m, ...) per shard]}``.
 
-    Arrays of one store, all with the same shard length. Arrays this module does not decode are
-    read through zarr-python.
+    Arrays of one store, all with the same shard length. The files are decoded by ``threads``
+    threads. Arrays this module does not decode are read through zarr-python.
     """
     layouts = {name: ShardLayout.of(array) for name, array in arrays.items()}
     fast = [name for name, layout in layouts.items() if layout is not None]
     result: dict[str, list[np.ndarray]] = {}
     if fast:
         store = arrays[fast[0]].store_path.store
-        files = fetch_ranges(store, [(layouts[name].key(shard), 0, None) for name in fast for shard in shards])
+        jobs = [(layouts[name], shard) for name in fast for shard in shards]
+        files = fetch_ranges(store, [(layout.key(shard), 0, None) for layout, shard in jobs])
+        if threads > 1 and len(jobs) > 1:
+            decoded = list(_pool(threads).map(lambda job, data: job[0].decode(job[1], data), jobs, files))
+        else:
+            decoded = [layout.decode(shard, data) for (layout, shard), data in zip(jobs, files)]
         for i, name in enumerate(fast):
-            layout = layouts[name]
-            result[name] = [layout.decode(s, files[i * len(shards) + j]) for j, s in enumerate(shards)]
+            result[name] = decoded[i * len(shards) : (i + 1) * len(shards)]
     for name, array in arrays.items():
         if name not in result:
             length = (array.shards or array.chunks)[0]
