@@ -20,10 +20,10 @@ from pipeline.store.access import open_store, provenance_of
 from pipeline.store.provenance import Growth
 from pipeline.store.schema import GROWTH_MARK, GROWTH_MARK_SPEC, MESSAGE, STATUS, guidance_specs
 from pipeline.store.writer import (
-    _create_array,
-    _record_checksums,
+    create_array,
     finalize_store,
     library_versions,
+    record_checksums,
     unfinished_shards,
     utc_now,
     write_provenance,
@@ -54,8 +54,8 @@ def begin_growth(path: str | Path, types: tuple[str, ...], models: dict[str, dic
     config = provenance.preprocess_config
     n = group[STATUS].shape[0]
     for spec in guidance_specs(types, config):
-        _create_array(group, spec, n, config.shard_size)
-    _create_array(group, GROWTH_MARK_SPEC, n, config.shard_size)
+        create_array(group, spec, n, config.shard_size)
+    create_array(group, GROWTH_MARK_SPEC, n, config.shard_size)
     write_provenance(group, provenance.replace(growing=Growth(tuple(types), models, utc_now())))
 
 
@@ -78,7 +78,7 @@ def write_grown_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray
     arrays = {name: np.asarray(values, dtype=object) if name == MESSAGE else values for name, values in arrays.items()}
     for name, values in arrays.items():
         group[name][start : start + n] = values
-    _record_checksums(group, start, arrays)
+    record_checksums(group, start, arrays)
     group[GROWTH_MARK][start : start + n] = np.ones(n, dtype=np.uint8)
 
 

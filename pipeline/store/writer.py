@@ -52,7 +52,10 @@ from pipeline.store.schema import (
 )
 
 
-def _create_array(group: zarr.Group, spec: ArraySpec, n: int, shard_size: int) -> zarr.Array:
+def create_array(group: zarr.Group, spec: ArraySpec, n: int, shard_size: int) -> zarr.Array:
+    """Create ``spec``'s array for ``n`` samples in ``group``: ``(n, *sample_shape)``, zstd level 3
+    and crc32c on every chunk; tensors sharded by ``shard_size`` with inner chunks of
+    :func:`~pipeline.store.schema.samples_per_inner_chunk` samples, columns one chunk per shard."""
     shape = (n, *spec.sample_shape)
     shard_len = max(1, min(shard_size, n))
     compressors = [ZstdCodec(level=3), Crc32cCodec()]
@@ -191,9 +194,9 @@ def _write_template_at(path: Path, manifest: Manifest, config: PreprocessConfig,
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     n_votes = 0 if manifest.votes is None else manifest.votes.shape[1]
     specs = array_specs(config, n_votes, subjects=manifest.subject is not None)
-    arrays = {spec.name: _create_array(group, spec, n, config.shard_size) for spec in specs}
+    arrays = {spec.name: create_array(group, spec, n, config.shard_size) for spec in specs}
     columns = checksum_columns(specs)
-    _create_array(group, checksum_spec(columns), n, config.shard_size)
+    create_array(group, checksum_spec(columns), n, config.shard_size)
     values = {
         SOURCE: np.asarray(manifest.source, dtype=object),
         LABEL: np.asarray(manifest.label, dtype=np.int16),
@@ -299,11 +302,11 @@ def record_failed_shard(path: str | Path, start: int, stop: int, error: str) -> 
     message = np.asarray([SHARD_FAILURE_PREFIX + error] * n, dtype=object)
     status = np.full(n, int(Status.FAILED), dtype=np.uint8)
     group[MESSAGE][start:stop] = message
-    _record_checksums(group, start, {MESSAGE: message, STATUS: status})
+    record_checksums(group, start, {MESSAGE: message, STATUS: status})
     group[STATUS][start:stop] = status
 
 
-def _record_checksums(group: zarr.Group, start: int, arrays: dict[str, np.ndarray]) -> None:
+def record_checksums(group: zarr.Group, start: int, arrays: dict[str, np.ndarray]) -> None:
     """Record the checksums of ``arrays`` (name -> ``(n, ...)`` values written at ``start``) in the
     ``checksum`` array, keeping the other columns of those samples. The caller owns the shard. An
     array without a column (a guidance type newer than the store) goes unrecorded."""
@@ -334,7 +337,7 @@ def write_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray], sta
     arrays = {name: np.asarray(values, dtype=object) if name == MESSAGE else values for name, values in arrays.items()}
     for name, values in arrays.items():
         group[name][start:stop] = values
-    _record_checksums(group, start, {**arrays, STATUS: status})
+    record_checksums(group, start, {**arrays, STATUS: status})
     group[STATUS][start:stop] = status
 
 
