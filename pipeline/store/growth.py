@@ -27,6 +27,7 @@ from pipeline.store.writer import (
     unfinished_shards,
     utc_now,
     write_provenance,
+    write_regions,
 )
 
 
@@ -76,8 +77,7 @@ def write_grown_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     n = len(next(iter(arrays.values())))
     arrays = {name: np.asarray(values, dtype=object) if name == MESSAGE else values for name, values in arrays.items()}
-    for name, values in arrays.items():
-        group[name][start : start + n] = values
+    write_regions(path, group, start, arrays)
     record_checksums(group, start, arrays)
     group[GROWTH_MARK][start : start + n] = np.ones(n, dtype=np.uint8)
 

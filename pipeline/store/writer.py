@@ -50,6 +50,7 @@ from pipeline.store.schema import (
     shard_bounds,
     status_counts,
 )
+from pipeline.store.shard_writer import write_whole_shard
 
 
 def create_array(group: zarr.Group, spec: ArraySpec, n: int, shard_size: int) -> zarr.Array:
@@ -335,10 +336,17 @@ def write_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray], sta
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     stop = start + len(status)
     arrays = {name: np.asarray(values, dtype=object) if name == MESSAGE else values for name, values in arrays.items()}
-    for name, values in arrays.items():
-        group[name][start:stop] = values
+    write_regions(path, group, start, arrays)
     record_checksums(group, start, {**arrays, STATUS: status})
     group[STATUS][start:stop] = status
+
+
+def write_regions(path: str | Path, group: zarr.Group, start: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write each of ``arrays`` (name -> ``(n, ...)`` values) from sample ``start``: a whole shard
+    of a tensor in one piece (:mod:`pipeline.store.shard_writer`), anything else through zarr."""
+    for name, values in arrays.items():
+        if not write_whole_shard(path, group[name], start, np.asarray(values)):
+            group[name][start : start + len(values)] = values
 
 
 def finalize_store(path: str | Path) -> dict[str, int]:
