@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from cli.errors import user_errors
+from cli.progress import ConsoleProgress
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,7 +82,7 @@ def verify(store):
     print each fault and exit 1 if there is any."""
     from pipeline.tools.verify import verify_store
 
-    faults = verify_store(store, progress=lambda line: click.echo(line, err=True))
+    faults = verify_store(store, progress=ConsoleProgress())
     for fault in faults:
         click.echo(f"FAULT {fault}")
     if faults:

@@ -13,13 +13,13 @@ and every sample's values match the checksums recorded when they were written
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.config import sha256_of_json
 from pipeline.errors import FerStoreError, StoreError, StoreRefusedError
+from pipeline.progress import QUIET, Progress
 from pipeline.store import Status, array_specs, open_store, provenance_of, status_counts
 from pipeline.store.checksums import sample_checksums
 from pipeline.store.schema import (
@@ -44,7 +44,7 @@ class Fault:
         return f"{self.where}: {self.problem}"
 
 
-def verify_store(location: str, progress: Callable[[str], None] = lambda line: None) -> list[Fault]:
+def verify_store(location: str, progress: Progress = QUIET) -> list[Fault]:
     """Every fault found in the store at ``location`` (empty: intact and complete)."""
     try:
         group = open_store(location)
@@ -74,7 +74,7 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
 
     checksums = _recorded_checksums(group, faults, progress)
     if checksums is None:
-        progress(
+        progress.line(
             "note: no per-sample checksums (a store written before they were recorded): a deleted or moved "
             "chunk file cannot be told from samples never written"
         )
@@ -82,7 +82,7 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
     for name in sorted(set(group.array_keys()) - {CHECKSUM}):
         array = group[name]
         block = (array.shards or array.chunks)[0]
-        progress(f"checking {name}")
+        progress.line(f"checking {name}")
         for start in range(0, array.shape[0], block):
             stop = min(start + block, array.shape[0])
             where = (
@@ -123,15 +123,13 @@ def verify_store(location: str, progress: Callable[[str], None] = lambda line: N
     return faults
 
 
-def _recorded_checksums(
-    group, faults: list[Fault], progress: Callable[[str], None]
-) -> dict[str, dict[int, np.ndarray]] | None:
+def _recorded_checksums(group, faults: list[Fault], progress: Progress) -> dict[str, dict[int, np.ndarray]] | None:
     """``{array: {shard start: (n,) uint32 checksums}}`` as recorded when the samples were written;
     None for a store without them. A checksum chunk that cannot be read, or that holds none for an
     array, is a fault and leaves that shard unchecked."""
     if CHECKSUM not in group:
         return None
-    progress(f"checking {CHECKSUM}")
+    progress.line(f"checking {CHECKSUM}")
     array = group[CHECKSUM]
     columns = list(array.attrs.get(CHANNELS_ATTR, []))
     if len(columns) != array.shape[1] or len(set(columns)) != len(columns):
