@@ -9,8 +9,9 @@ S = H = 112 (the same faces upscaled), from
 - ``store_zarr_python``: the same shards read by zarr-python (one ``array[a:b]`` call per shard
   and field, what StoreBatches did before), made into the same batches: the old path, side by side;
 - ``memory``: the same batches with the selection already in memory (the ceiling);
-- ``http`` and ``s3``: the same store streamed from ``fer-store serve`` and from an S3-compatible
-  server (moto) on loopback, with the time to open the store (metadata, selection) from each;
+- ``http``, ``nginx`` and ``s3``: the same store streamed from ``fer-store serve``, from nginx
+  (where installed; null otherwise) and from an S3-compatible server (moto) on loopback, with the
+  time to open the store (metadata, selection) from each;
 - ``random_sample_ms``: the median time to read one random sample (every field) with
   :func:`pipeline.store.shard_reader.read_sample` and with zarr-python (``array[i]`` per field), locally
   and from ``fer-store serve``;
@@ -50,7 +51,7 @@ from pipeline.stages.decode import decode_image
 from pipeline.store import open_store
 from pipeline.store.shard_reader import read_sample
 from tests.conftest import extract_fer2013
-from tests.sharing.servers import s3_server, store_server
+from tests.sharing.servers import NGINX, nginx, s3_server, store_server
 
 FIELDS = ("image", "heatmap", "mask_soft", "saliency", "landmarks")
 BATCH = 64
@@ -153,6 +154,10 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
     with store_server(store) as url:
         http = remote(url, n)
         http["random_sample_ms"] = random_sample_ms(url)
+    nginx_http = None
+    if NGINX:
+        with nginx(store.parent, workdir / f"nginx-{size}") as base:
+            nginx_http = remote(f"{base}/{store.name}", n)
     with s3_server():
         import s3fs
 
@@ -164,6 +169,7 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
         "local_open_seconds": remote(str(store), n)["open_seconds"],
         "random_sample_ms": random_sample_ms(str(store)),
         "http": http,
+        "nginx": nginx_http,
         "s3": s3,
         "samples": n,
         "store_samples_per_s": round(rate(streaming, n)),
