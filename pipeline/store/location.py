@@ -109,9 +109,18 @@ class ContainedLocalStore(LocalStore):
     def __init__(self, root: str | Path):
         super().__init__(root, read_only=True)
         self._real_root = os.path.realpath(self.root)
+        self._real_folders: dict[str, str] = {}  # a key's folder -> its real path, resolved once
 
     def _check_contained(self, key: str) -> None:
-        real = os.path.realpath(self.root / key)
+        folder, _, name = key.rpartition("/")
+        real_folder = self._real_folders.get(folder)
+        if real_folder is None:
+            if len(self._real_folders) > 100_000:
+                self._real_folders.clear()
+            real_folder = self._real_folders[folder] = os.path.realpath(self.root / folder)
+        real = os.path.normpath(os.path.join(real_folder, name))
+        if os.path.islink(real):  # the file itself is a link: follow it all the way
+            real = os.path.realpath(real)
         if real != self._real_root and not real.startswith(self._real_root + os.sep):
             raise StoreError(f"{key} in the store {self.root} leads to {real}, outside the store; refusing to read it")
         try:

@@ -220,11 +220,11 @@ def read_shards(
     return result
 
 
-def read_sample(arrays: dict[str, zarr.Array], index: int) -> dict[str, np.ndarray]:
+def read_sample(arrays: dict[str, zarr.Array], index: int, threads: int = DECODE_THREADS) -> dict[str, np.ndarray]:
     """Every array's values of sample ``index`` (``{name: (*sample_shape)}``), reading only the
     inner chunk that holds it: the shard indexes of all arrays in one concurrent round, then
-    their inner chunks in another (local files: a seek and a read each). Arrays this module does
-    not decode, and unsharded columns, are read through zarr-python.
+    their inner chunks in another (local files: a seek and a read each), decoded by ``threads``
+    threads. Arrays this module does not decode, and unsharded columns, are read through zarr-python.
 
     Raises:
         StoreError: as :meth:`ShardLayout.decode`, or an index entry past the end of its file.
@@ -251,9 +251,8 @@ def read_sample(arrays: dict[str, zarr.Array], index: int) -> dict[str, np.ndarr
         ].tolist()
         wanted.append(None if offset == NO_CHUNK else (layout.key(shard), offset, nbytes))
     chunks = fetch_ranges(store, [request for request in wanted if request is not None])
+    jobs = []
     for name, request in zip(sharded, wanted):
-        layout = layouts[name]
-        out = np.empty((layout.inner_len, *layout.sample_shape), layout.dtype)
         chunk = None
         if request is not None:
             chunk = np.frombuffer(chunks.pop(0), np.uint8)
@@ -262,8 +261,17 @@ def read_sample(arrays: dict[str, zarr.Array], index: int) -> dict[str, np.ndarr
                     f"{request[0]} (sample {index}): its index places an inner chunk at bytes "
                     f"{request[1]}-{request[1] + request[2]}, past the end of the file"
                 )
+        jobs.append((name, chunk))
+
+    def decode(job: tuple[str, np.ndarray | None]) -> np.ndarray:
+        name, chunk = job
+        layout = layouts[name]
+        out = np.empty((layout.inner_len, *layout.sample_shape), layout.dtype)
         layout.decode_inner(chunk, out, f"{layout.key(shard)} (sample {index})")
-        values[name] = out[row % layout.inner_len]
+        return out[row % layout.inner_len]
+
+    decoded = _pool(threads).map(decode, jobs) if threads > 1 and len(jobs) > 1 else map(decode, jobs)
+    values.update(zip(sharded, decoded))
     return values
 
 

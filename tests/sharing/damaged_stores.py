@@ -121,6 +121,15 @@ def symlink_out(store: Path) -> None:
     target.symlink_to(outside)
 
 
+def folder_symlink_out(store: Path) -> None:
+    """A shard's chunk folder replaced by a symlink to a copy outside the store."""
+    folder = chunk_file(store, "image", 1).parents[2]  # image/c/1
+    outside = store.parent / "folder-outside-the-store"
+    shutil.copytree(folder, outside)
+    shutil.rmtree(folder)
+    folder.symlink_to(outside, target_is_directory=True)
+
+
 def fifo_chunk(store: Path) -> None:
     target = chunk_file(store, "source", 0)
     target.unlink()
@@ -277,6 +286,12 @@ CORPUS: tuple[DamagedStore, ...] = (
     DamagedStore("zip member that is a zip bomb", zip_bomb, "unpacks to 268,435,456 bytes"),
     DamagedStore(
         "chunk file symlinked out of the store", symlink_out, "outside the store; refusing to read it", "verify"
+    ),
+    DamagedStore(
+        "chunk folder symlinked out of the store",
+        folder_symlink_out,
+        "outside the store; refusing to read it",
+        "verify",
     ),
     DamagedStore("FIFO as a chunk file", fifo_chunk, "is not a regular file; refusing to read it", "verify"),
     DamagedStore("zstd bomb chunk", zstd_bomb, "would decompress to 268,435,456 bytes", "verify"),
