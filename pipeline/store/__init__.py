@@ -8,7 +8,8 @@
 - :mod:`~pipeline.store.location`, :mod:`~pipeline.store.metadata`,
   :mod:`~pipeline.store.bounded_zstd`: read-only opening of paths, zips and URLs, with the
   allow-list checks made before zarr reads anything.
-- :mod:`~pipeline.store.shard_reader`: the fast read path of whole shards; :mod:`~pipeline.store.checksums`:
+- :mod:`~pipeline.store.shard_reader` and :mod:`~pipeline.store.shard_writer`: whole shards read
+  and written without zarr-python's per-chunk Python; :mod:`~pipeline.store.checksums`:
   per-sample checksums; :mod:`~pipeline.store.lock`: one writer at a time.
 
 The names most callers need are importable from here.
