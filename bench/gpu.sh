@@ -14,5 +14,6 @@ PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c "import zarr, numcodecs, google_crc32c" 2>/dev/null; then
     "$PYTHON" -m pip install --quiet --no-index --find-links build/gpu/wheels zarr numcodecs google-crc32c
 fi
-"$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device: bench/gpu.sh is for a GPU machine'"
+"$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: bench/gpu.sh is for a GPU machine (bench/gpu.py --device cpu runs anywhere)')"
+[ -d build/gpu/store.zarr ] || { echo "no build/gpu/store.zarr: build it on the CPU machine first (see the top of this script)" >&2; exit 2; }
 PYTHONPATH=. exec timeout 420 "$PYTHON" bench/gpu.py --store build/gpu/store.zarr "$@"
