@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline.test_run import expected_tree, stores_equal
+from tests.pipeline.test_run import expected_tree, fer2013_build_options, stores_equal
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -80,19 +80,7 @@ def cluster(tmp_path):
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_loses_nothing(tmp_path, fer2013_2k, cluster):
     address, workers = cluster
-    options = [
-        "--dataset",
-        "folder",
-        "--root",
-        str(fer2013_2k),
-        "--prior",
-        "full-frame",
-        "--size",
-        "48",
-        "--shard-size",
-        "64",
-        "--no-progress",
-    ]
+    options = fer2013_build_options(fer2013_2k)
     store = tmp_path / "s.zarr"
     n = len(expected_tree(fer2013_2k))
     total_shards = -(-n // 64)

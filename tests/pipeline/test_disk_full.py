@@ -11,7 +11,7 @@ import pytest
 import zarr
 
 from pipeline.store import Status, bytes_on_disk
-from tests.pipeline.test_run import stores_equal
+from tests.pipeline.test_run import fer2013_build_options, stores_equal
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -34,19 +34,7 @@ def small_disk(tmp_path):
 
 @pytest.mark.slow
 def test_a_full_disk_stops_the_run_keeps_its_work_and_it_resumes(tmp_path, fer2013_2k, small_disk):
-    options = [
-        "--dataset",
-        "folder",
-        "--root",
-        str(fer2013_2k),
-        "--prior",
-        "full-frame",
-        "--size",
-        "48",
-        "--shard-size",
-        "64",
-        "--no-progress",
-    ]
+    options = fer2013_build_options(fer2013_2k)
     fresh = tmp_path / "fresh.zarr"
     subprocess.run(
         [VENV_BIN / "fer-preprocess", fresh, *options, "--scheduler", "synchronous"], check=True, capture_output=True

@@ -22,6 +22,7 @@ from pipeline.errors import ConfigError, StoreError, StoreMismatchError
 from pipeline.store.growth import begin_growth
 from pipeline.store.schema import GROWTH_MARK
 from pipeline.store.writer import prepare_store
+from tests.pipeline.test_run import fer2013_build_options
 
 VENV_BIN = Path(sys.executable).parent
 ADDED = ("heatmap_landmarks", "saliency_network", "regions")
@@ -132,23 +133,7 @@ def test_an_unfinished_growth_is_finished_before_another_starts(built, tmp_path)
 def test_a_killed_growth_resumes_to_the_same_arrays(tmp_path, fer2013_2k):
     base = tmp_path / "base.zarr"
     subprocess.run(
-        [
-            VENV_BIN / "fer-preprocess",
-            base,
-            "--dataset",
-            "folder",
-            "--root",
-            fer2013_2k,
-            "--prior",
-            "full-frame",
-            "--size",
-            "48",
-            "--shard-size",
-            "64",
-            "--no-progress",
-            "--scheduler",
-            "synchronous",
-        ],
+        [VENV_BIN / "fer-preprocess", base, *fer2013_build_options(fer2013_2k), "--scheduler", "synchronous"],
         check=True,
         capture_output=True,
     )

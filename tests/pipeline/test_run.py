@@ -21,6 +21,12 @@ from pipeline.store import ATTRS_KEY, Status, array_specs, read_provenance
 VENV_BIN = Path(sys.executable).parent
 
 
+def fer2013_build_options(root: Path) -> list[str]:
+    """The ``fer-preprocess`` options the subprocess tests build FER-2013 folders at ``root`` with:
+    full-frame prior, S = 48, shards of 64, no progress bar."""
+    return ["--root", str(root), *"--dataset folder --prior full-frame --size 48 --shard-size 64 --no-progress".split()]
+
+
 def run(store, root, config, **kwargs):
     kwargs.setdefault("scheduler", SYNCHRONOUS)
     return preprocess(store, "folder", root, config, **kwargs)
@@ -215,19 +221,7 @@ def test_a_run_killed_at_five_moments_resumes_to_the_same_store(tmp_path, fer201
     """SIGKILL while the store is being created, after the first shard, at a third, at two thirds
     and one shard before the end; each time the next run resumes the store, and the last one
     completes it. The result equals an uninterrupted run's, array by array."""
-    options = [
-        "--dataset",
-        "folder",
-        "--root",
-        str(fer2013_2k),
-        "--prior",
-        "full-frame",
-        "--size",
-        "48",
-        "--shard-size",
-        "64",
-        "--no-progress",
-    ]
+    options = fer2013_build_options(fer2013_2k)
     killed = tmp_path / "killed.zarr"
     total_shards = -(-len(expected_tree(fer2013_2k)) // 64)
 
