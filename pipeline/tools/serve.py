@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +24,12 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
     """Serves the files under ``root``; see the module docstring."""
 
     server_version = "fer-store-serve"
+    # Keep-alive: a reader fetches many small ranges (a shard index, then one inner chunk), and a
+    # new connection for each one doubled their cost. Every response carries Content-Length.
+    protocol_version = "HTTP/1.1"
+    # Headers and body are two writes: with Nagle's algorithm the body then waits for the
+    # client's delayed ACK, which made one random sample take 15-20 ms instead of about 3.
+    disable_nagle_algorithm = True
 
     def __init__(self, *args, root: Path, quiet: bool = True, **kwargs):
         self.root, self.quiet = root, quiet
@@ -83,21 +88,7 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             with path.open("rb") as handle:
-                handle.seek(start)
-                shutil.copyfileobj(_Limited(handle, stop - start), self.wfile)
-
-
-class _Limited:
-    """A file-like view of the next ``remaining`` bytes of ``handle``."""
-
-    def __init__(self, handle, remaining: int):
-        self.handle, self.remaining = handle, remaining
-
-    def read(self, size: int = -1) -> bytes:
-        size = self.remaining if size < 0 else min(size, self.remaining)
-        data = self.handle.read(size)
-        self.remaining -= len(data)
-        return data
+                self.connection.sendfile(handle, start, stop - start)  # the kernel copies the bytes
 
 
 class StoreServer(ThreadingHTTPServer):

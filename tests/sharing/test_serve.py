@@ -1,0 +1,51 @@
+"""``fer-store serve`` answers byte ranges over one kept-alive connection, and nothing outside the store."""
+
+import http.client
+
+import pytest
+
+from tests.sharing.servers import store_server
+
+SHARD = "image/c/0/0/0/0"
+
+
+@pytest.fixture
+def connection(synthetic_store):
+    with store_server(synthetic_store) as url:
+        connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=10)
+        yield connection
+        connection.close()
+
+
+def get(connection, path: str, byte_range: str | None = None) -> tuple[int, dict, bytes]:
+    connection.request("GET", f"/{path}", headers={"Range": byte_range} if byte_range else {})
+    response = connection.getresponse()
+    body = response.read()
+    return response.status, {**dict(response.getheaders()), "kept alive": not response.will_close}, body
+
+
+def test_ranges_and_suffixes_over_one_connection(connection, synthetic_store):
+    data = (synthetic_store / SHARD).read_bytes()
+    status, _, body = get(connection, SHARD)
+    assert (status, body) == (200, data)
+    status, headers, body = get(connection, SHARD, "bytes=10-19")
+    assert (status, body, headers["Content-Range"]) == (206, data[10:20], f"bytes 10-19/{len(data)}")
+    status, headers, body = get(connection, SHARD, "bytes=-20")  # a shard's index is read this way
+    assert (status, body) == (206, data[-20:])
+    assert headers["kept alive"]  # a reader's many small ranges reuse one connection (HTTP/1.1)
+
+
+@pytest.mark.parametrize("path", ["../beside.txt", "%2e%2e/beside.txt", "image", "image/c/9/0/0/0"])
+def test_nothing_but_the_store_files(connection, synthetic_store, path):
+    beside = synthetic_store.parent / "beside.txt"  # a readable file next to the store
+    beside.write_text("not part of the store")
+    try:
+        assert get(connection, path)[0] == 404
+    finally:
+        beside.unlink()
+
+
+def test_a_range_past_the_end_is_refused(connection, synthetic_store):
+    size = (synthetic_store / SHARD).stat().st_size
+    status, headers, _ = get(connection, SHARD, f"bytes={size}-")
+    assert (status, headers["Content-Range"]) == (416, f"bytes */{size}")
