@@ -6,11 +6,12 @@ a model reads (the aligned image, the landmarks, any guidance arrays), as ``uint
 tensors straight from the store. Conversion to float and augmentation happen on the training
 device (:mod:`fer_models.augment`), so loader workers only read and shuffle.
 
-Each zarr read call costs about a millisecond of Python however little it returns, so samples are
-never read one by one: a store is read a shard at a time (one call per field per shard), and
-shuffling happens in memory over a window of shards (the shard order is shuffled too). A store
-whose selected fields fit in memory can be held entirely in memory (``in_memory``), and then
-shuffles globally. Both read paths give the same tensors for the same samples.
+Samples are never read one by one: a store is read a window of whole shards at a time, decoded
+by :mod:`pipeline.store.shard_reader` into buffers kept from epoch to epoch, and shuffled in memory
+over the window (the shard order is shuffled too); the next window is decoded while this one's
+batches are made. A store whose selected fields fit in memory can be held entirely in memory
+(``in_memory``), and then shuffles globally. Both read paths give the same tensors for the same
+samples.
 
 DataLoader workers (``num_workers > 0``, spawn context) each open the store themselves and read
 their own share of the shards; nothing zarr-related is pickled.
@@ -18,6 +19,7 @@ their own share of the shards; nothing zarr-related is pickled.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,7 @@ import torch
 from pipeline.errors import ConfigError, StoreError
 from pipeline.store import USABLE_STATUSES, open_store, provenance_of
 from pipeline.store.schema import LABEL, SPLIT, STATUS, SUBJECT, VALENCE, VOTES
-from pipeline.store.shard_reader import DECODE_THREADS, read_shards
+from pipeline.store.shard_reader import DECODE_THREADS, PendingShards, start_reading_shards
 
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3  # "auto" holds a selection in memory up to this size
 WINDOW_SHARDS = 8  # shards read and shuffled together when streaming
@@ -195,10 +197,12 @@ class StoreBatches(torch.utils.data.IterableDataset):
             in_memory = sample_bytes * len(selection) <= IN_MEMORY_LIMIT_BYTES
         self.in_memory = bool(in_memory)
         self._arrays: dict[str, np.ndarray] | None = None  # the selection, when held in memory
+        self._handles: dict | None = None  # the fields' arrays, opened once
+        self._spare_buffers: list[list[dict[str, np.ndarray]]] = []  # window buffers no iteration uses
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_arrays"] = None  # workers read their own share
+        state.update(_arrays=None, _handles=None, _spare_buffers=[])  # workers read their own share
         return state
 
     def set_epoch(self, epoch: int) -> None:
@@ -231,42 +235,30 @@ class StoreBatches(torch.utils.data.IterableDataset):
         return [(int(shard[a]) * self.shard_size, np.arange(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def _arrays_of(self) -> dict:
-        """The store's array handles for the fields, opened once per iteration (not per read)."""
-        group = open_store(self.store)
-        return {name: group[name] for name in self.fields}
-
-    def _read(self, arrays: dict, window: list[tuple[int, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        """The fields of the selected samples of each ``(shard start, positions into the
-        selection)`` of ``window``: every file of the window fetched in one round, whole shards
-        decoded (:func:`pipeline.store.shard_reader.read_shards`, by a pool of threads in the
-        training process, by one thread in each loader worker), the selected rows kept (a view
-        where they are contiguous)."""
-        threads = DECODE_THREADS if torch.utils.data.get_worker_info() is None else 1
-        try:
-            shards = read_shards(arrays, [start // self.shard_size for start, _ in window], threads)
-        except Exception as error:  # a damaged chunk read by zarr raises whatever its codec raises
-            raise StoreError(
-                f"cannot read {self.store}: {error if isinstance(error, StoreError) else repr(error)}; "
-                f"the store is damaged: `fer-store verify {self.store}` lists what"
-            ) from error
-        parts = []
-        for i, (start, positions) in enumerate(window):
-            rows = self.selection.index[positions] - start
-            if rows[-1] - rows[0] + 1 == len(rows):  # sorted and unique, so contiguous: no copy
-                rows = slice(int(rows[0]), int(rows[-1]) + 1)
-            parts.append({name: shards[name][i][rows] for name in arrays})
-        return parts
+        """The store's array handles for the fields, opened once (not per read or per epoch)."""
+        if self._handles is None:
+            group = open_store(self.store)
+            self._handles = {name: group[name] for name in self.fields}
+        return self._handles
 
     def _load_all(self) -> dict[str, np.ndarray]:
+        """The selection's fields, ``{name: (N, ...)}``, read once a window of shards at a time."""
         if self._arrays is None:
-            arrays = self._arrays_of()
+            handles = self._arrays_of()
+            threads = DECODE_THREADS if torch.utils.data.get_worker_info() is None else 1
+            self._arrays = {name: np.empty((len(self.selection), *a.shape[1:]), a.dtype) for name, a in handles.items()}
+            window_rows = self.window_shards * self.shard_size
+            buffer = {name: np.empty((window_rows, *a.shape[1:]), a.dtype) for name, a in handles.items()}
             blocks = self._blocks()
-            parts = [
-                part
-                for first in range(0, len(blocks), self.window_shards)
-                for part in self._read(arrays, blocks[first : first + self.window_shards])
-            ]
-            self._arrays = {name: np.concatenate([p[name] for p in parts]) for name in self.fields}
+            for first in range(0, len(blocks), self.window_shards):
+                window = blocks[first : first + self.window_shards]
+                self._wait(
+                    start_reading_shards(handles, [begin // self.shard_size for begin, _ in window], buffer, threads)
+                )
+                for i, (begin, positions) in enumerate(window):
+                    rows = i * self.shard_size + self.selection.index[positions] - begin
+                    for name, values in self._arrays.items():
+                        values[positions] = buffer[name][rows]
         return self._arrays
 
     def _batch(self, arrays: dict[str, np.ndarray], rows: np.ndarray, positions: np.ndarray) -> dict[str, torch.Tensor]:
@@ -292,34 +284,78 @@ class StoreBatches(torch.utils.data.IterableDataset):
         blocks = self._blocks()
         if self.shuffle:
             blocks = [blocks[i] for i in rng.permutation(len(blocks))]
-        blocks = blocks[worker_id::workers]
+        yield from self._stream(blocks[worker_id::workers], rng)
+
+    def _stream(self, blocks: list[tuple[int, np.ndarray]], rng: np.random.Generator):
+        """Batches of ``blocks`` read a window of shards at a time, each window shuffled with the
+        samples left over from the one before (fewer than a batch). The next window is decoded
+        (:func:`pipeline.store.shard_reader.start_reading_shards`) while this one's batches are
+        made: two window buffers take turns, each led by room for the carried samples."""
         handles = self._arrays_of()
-        carry_arrays: dict[str, np.ndarray] = {name: np.zeros((0,)) for name in self.fields}
+        threads = DECODE_THREADS if torch.utils.data.get_worker_info() is None else 1
+        windows = [blocks[first : first + self.window_shards] for first in range(0, len(blocks), self.window_shards)]
+        lead = self.batch_size  # rows kept at the head of a buffer for the carried samples
+        # The buffers are kept for the next epoch: allocating and first touching them cost as much
+        # as decoding a small store's epoch. An iteration running beside this one gets its own.
+        buffers = self._spare_buffers.pop() if self._spare_buffers else []
+        buffers += [
+            {
+                name: np.empty((lead + self.window_shards * self.shard_size, *a.shape[1:]), a.dtype)
+                for name, a in handles.items()
+            }
+            for _ in range(min(2, len(windows)) - len(buffers))
+        ]
+
+        def start(k: int) -> PendingShards:
+            shards = [begin // self.shard_size for begin, _ in windows[k]]
+            window = {name: values[lead:] for name, values in buffers[k % 2].items()}
+            return start_reading_shards(handles, shards, window, threads)
+
+        pending = start(0) if windows else None
         carry_positions = np.zeros(0, dtype=np.int64)
-        for first in range(0, len(blocks), self.window_shards):
-            window = blocks[first : first + self.window_shards]
-            parts = self._read(handles, window)
-            positions = np.concatenate([carry_positions, *(p for _, p in window)])
-            pieces = {
-                name: ([carry_arrays[name]] if len(carry_positions) else []) + [p[name] for p in parts]
-                for name in self.fields
-            }
-            arrays = {
-                name: values[0] if len(values) == 1 else np.concatenate(values) for name, values in pieces.items()
-            }
-            order = rng.permutation(len(positions)) if self.shuffle else np.arange(len(positions))
-            last_window = first + self.window_shards >= len(blocks)
-            full = len(order) // self.batch_size * self.batch_size
-            for start in range(0, full, self.batch_size):
-                rows = order[start : start + self.batch_size]
-                yield self._batch(arrays, rows, positions[rows])
-            rest = order[full:]
-            if last_window:
-                if len(rest) and not self.drop_last:
-                    yield self._batch(arrays, rest, positions[rest])
-            else:
-                carry_arrays = {name: values[rest] for name, values in arrays.items()}
-                carry_positions = positions[rest]
+        try:
+            for k, window in enumerate(windows):
+                buffer = buffers[k % 2]
+                self._wait(pending)
+                pending = start(k + 1) if k + 1 < len(windows) else None
+                # where each sample of this window is in the buffer: the carried ones first
+                where = np.concatenate(
+                    [
+                        np.arange(len(carry_positions)),
+                        *(
+                            lead + i * self.shard_size + self.selection.index[positions] - begin
+                            for i, (begin, positions) in enumerate(window)
+                        ),
+                    ]
+                )
+                positions = np.concatenate([carry_positions, *(p for _, p in window)])
+                order = rng.permutation(len(positions)) if self.shuffle else np.arange(len(positions))
+                full = len(order) // self.batch_size * self.batch_size
+                for first in range(0, full, self.batch_size):
+                    batch = order[first : first + self.batch_size]
+                    yield self._batch(buffer, where[batch], positions[batch])
+                rest = order[full:]
+                if pending is None:
+                    if len(rest) and not self.drop_last:
+                        yield self._batch(buffer, where[rest], positions[rest])
+                else:
+                    for name, values in buffers[(k + 1) % 2].items():  # the next window lies past the lead
+                        values[: len(rest)] = buffer[name][where[rest]]
+                    carry_positions = positions[rest]
+        finally:  # also when the consumer stops early: no decode may still write into a spare buffer
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    pending.wait()
+            self._spare_buffers.append(buffers)
+
+    def _wait(self, pending: PendingShards) -> None:
+        try:
+            pending.wait()
+        except Exception as error:  # a damaged chunk read by zarr raises whatever its codec raises
+            raise StoreError(
+                f"cannot read {self.store}: {error if isinstance(error, StoreError) else repr(error)}; "
+                f"the store is damaged: `fer-store verify {self.store}` lists what"
+            ) from error
 
 
 def make_loader(

@@ -7,13 +7,14 @@ decodes the one chunk layout this project writes -- a shard of inner chunks, eac
 ``zstd`` -> ``crc32c``, with a ``bytes`` -> ``crc32c`` index at the end; or an unsharded chunk
 with the same codecs -- straight from the shard file:
 
-- every file of a window of shards (all fields) is fetched in one concurrent round, through the
-  same zarr store object and so the same checks (a local store reads only regular files inside
-  itself; remote stores use one request per file);
+- every file is read through the same zarr store object and so the same checks (a local store
+  reads only regular files inside itself); a remote window's files (all fields) are fetched in
+  one concurrent round, one request per file;
 - every checksum is verified (index and chunks), and each zstd frame must record exactly the
   chunk's size before it is decompressed into its place in the output (no zstd bomb, no copy);
-- the files are decoded by a pool of threads (zstd releases the GIL), so a window decodes on
-  every core of the process.
+- the files are read and decoded by a pool of threads (zstd releases the GIL), into arrays the
+  caller owns and may reuse, while the caller goes on (:func:`start_reading_shards`): a window
+  decodes on every core of the process while the one before it is being used.
 
 An array with any other layout (strings, another codec) is read through zarr-python.
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import google_crc32c
@@ -94,25 +95,28 @@ class ShardLayout:
     def key(self, shard: int) -> str:
         return "/".join([self.path, "c", str(shard)] + ["0"] * len(self.sample_shape))
 
-    def decode(self, shard: int, data: bytes | None) -> np.ndarray:
-        """The samples of shard ``shard``, ``(m, *sample_shape)`` (m = ``shard_len``, or fewer in
-        the last shard), from the bytes of its file (None: never written, all fill value).
+    def rows(self, shard: int) -> int:
+        """Samples in shard ``shard``: ``shard_len``, or fewer in the last shard."""
+        return min(self.shard_len, self.n - shard * self.shard_len)
+
+    def decode_into(self, shard: int, data: bytes | None, out: np.ndarray) -> None:
+        """Decode shard ``shard`` from the bytes of its file (None: never written, all fill value)
+        into ``out``, ``(shard_len, *sample_shape)`` of :attr:`dtype` (in the last shard, the rows
+        past the array's end hold what the padded inner chunks hold).
 
         Raises:
             StoreError: a checksum that does not match, an index entry outside the file, or a zstd
                 frame that does not hold exactly its chunk.
         """
-        start = shard * self.shard_len
-        rows = min(self.shard_len, self.n - start)
-        out = np.empty((self.shard_len, *self.sample_shape), self.dtype)
         if data is None:
             out[...] = self.fill_value
-            return out[:rows]
-        where = f"{self.key(shard)} (samples {start}-{start + rows - 1})"
+            return
+        start = shard * self.shard_len
+        where = f"{self.key(shard)} (samples {start}-{start + self.rows(shard) - 1})"
         view = np.frombuffer(data, np.uint8)
         if not self.sharded:
             self.decode_inner(view, out, where)
-            return out[:rows]
+            return
         count = self.inner_count
         if len(view) < 16 * count + 4:
             raise StoreError(f"{where}: the shard file is {len(view)} bytes, too short to hold its index")
@@ -125,7 +129,6 @@ class ShardLayout:
                     f"outside the file's {len(view)} bytes"
                 )
             self.decode_inner(chunk, out[i * self.inner_len : (i + 1) * self.inner_len], f"{where}, inner chunk {i}")
-        return out[:rows]
 
     @property
     def inner_count(self) -> int:
@@ -192,32 +195,83 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return _pools[threads]
 
 
+class PendingShards:
+    """Shards being decoded by the pool into arrays the caller owns (see :func:`start_reading_shards`)."""
+
+    def __init__(self, futures: list[Future]):
+        self._futures = futures
+
+    def wait(self) -> None:
+        """Return once every shard is in place; raise the first error of any (StoreError for damage)."""
+        for future in self._futures:
+            for decode in future.result() or ():  # a remote window's fetch gives its decode jobs
+                decode.result()
+
+
+def start_reading_shards(
+    arrays: dict[str, zarr.Array], shards: list[int], out: dict[str, np.ndarray], threads: int = DECODE_THREADS
+) -> PendingShards:
+    """Start decoding ``shards`` of each array into ``out[name]``, ``(len(shards) * shard_len,
+    *sample_shape)``: the i-th shard's samples at rows ``i * shard_len`` on (the rows of a last,
+    shorter shard past the array's end hold padding). Returns at once; :meth:`PendingShards.wait`
+    before reading ``out``.
+
+    Arrays of one store, all with the same shard length. A local store's files are read and
+    decoded by ``threads`` threads, one file per job; a remote store's files are fetched in one
+    concurrent round, then decoded the same way. Arrays this module does not decode are read
+    through zarr-python, in the same threads.
+    """
+    pool = _pool(threads)
+    layouts = {name: ShardLayout.of(array) for name, array in arrays.items()}
+    jobs = []  # (layout, shard, where its samples go)
+    futures = []
+    for name, array in arrays.items():
+        length = (array.shards or array.chunks)[0]
+        for i, shard in enumerate(shards):
+            into = out[name][i * length : (i + 1) * length]
+            if layouts[name] is not None:
+                jobs.append((layouts[name], shard, into))
+            else:
+                stop = min((shard + 1) * length, array.shape[0])
+                futures.append(pool.submit(_read_with_zarr, array, shard * length, stop, into))
+    if jobs:
+        store = next(arrays[name] for name in arrays if layouts[name] is not None).store_path.store
+        if isinstance(store, ContainedLocalStore):
+            futures += [pool.submit(_read_and_decode, store, *job) for job in jobs]
+        else:
+            futures.append(pool.submit(_fetch_and_decode, store, jobs, pool))
+    return PendingShards(futures)
+
+
+def _read_with_zarr(array: zarr.Array, start: int, stop: int, into: np.ndarray) -> None:
+    into[: stop - start] = array[start:stop]
+
+
+def _read_and_decode(store: ContainedLocalStore, layout: ShardLayout, shard: int, into: np.ndarray) -> None:
+    layout.decode_into(shard, store.read_range(layout.key(shard), 0, None), into)
+
+
+def _fetch_and_decode(store: zarr.abc.store.Store, jobs: list, pool: ThreadPoolExecutor) -> list[Future]:
+    files = fetch_ranges(store, [(layout.key(shard), 0, None) for layout, shard, _ in jobs])
+    return [pool.submit(layout.decode_into, shard, data, into) for (layout, shard, into), data in zip(jobs, files)]
+
+
 def read_shards(
     arrays: dict[str, zarr.Array], shards: list[int], threads: int = DECODE_THREADS
 ) -> dict[str, list[np.ndarray]]:
     """Every sample of each of ``shards`` of each array: ``{name: [(m, ...) per shard]}``.
 
-    Arrays of one store, all with the same shard length. The files are decoded by ``threads``
-    threads. Arrays this module does not decode are read through zarr-python.
+    Arrays of one store, all with the same shard length, decoded by ``threads`` threads
+    (:func:`start_reading_shards`).
     """
-    layouts = {name: ShardLayout.of(array) for name, array in arrays.items()}
-    fast = [name for name, layout in layouts.items() if layout is not None]
-    result: dict[str, list[np.ndarray]] = {}
-    if fast:
-        store = arrays[fast[0]].store_path.store
-        jobs = [(layouts[name], shard) for name in fast for shard in shards]
-        files = fetch_ranges(store, [(layout.key(shard), 0, None) for layout, shard in jobs])
-        if threads > 1 and len(jobs) > 1:
-            decoded = list(_pool(threads).map(lambda job, data: job[0].decode(job[1], data), jobs, files))
-        else:
-            decoded = [layout.decode(shard, data) for (layout, shard), data in zip(jobs, files)]
-        for i, name in enumerate(fast):
-            result[name] = decoded[i * len(shards) : (i + 1) * len(shards)]
-    for name, array in arrays.items():
-        if name not in result:
-            length = (array.shards or array.chunks)[0]
-            result[name] = [array[s * length : min((s + 1) * length, array.shape[0])] for s in shards]
-    return result
+    some = next(iter(arrays.values()))
+    length, n = (some.shards or some.chunks)[0], some.shape[0]
+    out = {name: np.empty((len(shards) * length, *a.shape[1:]), a.dtype) for name, a in arrays.items()}
+    start_reading_shards(arrays, shards, out, threads).wait()
+    return {
+        name: [values[i * length : i * length + min(length, n - shard * length)] for i, shard in enumerate(shards)]
+        for name, values in out.items()
+    }
 
 
 def read_sample(arrays: dict[str, zarr.Array], index: int, threads: int = DECODE_THREADS) -> dict[str, np.ndarray]:
@@ -227,7 +281,7 @@ def read_sample(arrays: dict[str, zarr.Array], index: int, threads: int = DECODE
     threads. Arrays this module does not decode, and unsharded columns, are read through zarr-python.
 
     Raises:
-        StoreError: as :meth:`ShardLayout.decode`, or an index entry past the end of its file.
+        StoreError: as :meth:`ShardLayout.decode_into`, or an index entry past the end of its file.
     """
     layouts = {name: ShardLayout.of(array) for name, array in arrays.items()}
     sharded = [name for name, layout in layouts.items() if layout is not None and layout.sharded]

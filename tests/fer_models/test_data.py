@@ -81,3 +81,21 @@ def test_persistent_workers_take_each_epochs_order_as_workers_started_per_epoch_
         orders.append(collect(persistent)["index"])
         torch.testing.assert_close(orders[-1], expected, rtol=0, atol=0)
     assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[1], orders[2])
+
+
+def test_epochs_cut_short_or_run_side_by_side_read_the_same_samples(synthetic_store):
+    """Window buffers outlive an epoch and the next window is decoded ahead: an epoch left after
+    one batch, and two iterations at once, must not write into each other's samples."""
+    selection = select_samples(synthetic_store, "train")  # 36 samples: shards of 16, 16 and 4
+    batches = StoreBatches(synthetic_store, selection, ("image", "heatmap"), 2, in_memory=False, window_shards=1)
+    expected = collect(batches)
+    for _ in range(3):
+        next(iter(batches))  # a run stopped early; its read-ahead is still decoding
+    first, second = iter(batches), iter(batches)
+    from_first = [next(first) for _ in range(17)]  # into the last window, one batch left
+    from_second = [next(second)]  # its first window decoded, into a buffer of its own
+    from_first += list(first)
+    from_second += list(second)
+    for key, tensor in expected.items():
+        torch.testing.assert_close(collect(from_first)[key], tensor, rtol=0, atol=0)
+        torch.testing.assert_close(collect(from_second)[key], tensor, rtol=0, atol=0)
