@@ -142,6 +142,21 @@ def read_subjects(store: str | Path, index: np.ndarray) -> np.ndarray | None:
     return np.asarray([str(s) for s in group[SUBJECT][:]])[index]
 
 
+@dataclass
+class _EpochAhead:
+    """The first window of the epoch after this one, decoded ahead into ``buffers[0]``."""
+
+    shards: list[int]  # its blocks' shard starts
+    buffers: list[dict[str, np.ndarray]]
+    pending: PendingShards
+
+    def finish(self) -> list[dict[str, np.ndarray]]:
+        """Wait for the read (its errors are for whoever reads the window), give back the buffers."""
+        with contextlib.suppress(Exception):
+            self.pending.wait()
+        return self.buffers
+
+
 class StoreBatches(torch.utils.data.IterableDataset):
     """Batches of selected samples, read a shard at a time.
 
@@ -199,10 +214,12 @@ class StoreBatches(torch.utils.data.IterableDataset):
         self._arrays: dict[str, np.ndarray] | None = None  # the selection, when held in memory
         self._handles: dict | None = None  # the fields' arrays, opened once
         self._spare_buffers: list[list[dict[str, np.ndarray]]] = []  # window buffers no iteration uses
+        self._ahead: _EpochAhead | None = None  # the next epoch's first window, being decoded
+        self._passes = 0  # streamed epochs completed by this process
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.update(_arrays=None, _handles=None, _spare_buffers=[])  # workers read their own share
+        state.update(_arrays=None, _handles=None, _spare_buffers=[], _ahead=None)  # workers read their own share
         return state
 
     def set_epoch(self, epoch: int) -> None:
@@ -281,43 +298,67 @@ class StoreBatches(torch.utils.data.IterableDataset):
                     return
                 yield self._batch(arrays, rows, rows)
             return
+        yield from self._stream(self._windows(rng, worker_id, workers), rng, (worker_id, workers))
+
+    def _windows(self, rng: np.random.Generator, worker_id: int, workers: int) -> list[list[tuple[int, np.ndarray]]]:
+        """This process's windows of ``(shard start, positions into the selection)`` blocks, in
+        the order of ``rng`` (the shard order is shuffled first)."""
         blocks = self._blocks()
         if self.shuffle:
             blocks = [blocks[i] for i in rng.permutation(len(blocks))]
-        yield from self._stream(blocks[worker_id::workers], rng)
+        blocks = blocks[worker_id::workers]
+        return [blocks[first : first + self.window_shards] for first in range(0, len(blocks), self.window_shards)]
 
-    def _stream(self, blocks: list[tuple[int, np.ndarray]], rng: np.random.Generator):
-        """Batches of ``blocks`` read a window of shards at a time, each window shuffled with the
-        samples left over from the one before (fewer than a batch). The next window is decoded
-        (:func:`pipeline.store.shard_reader.start_reading_shards`) while this one's batches are
-        made: two window buffers take turns, each led by room for the carried samples."""
+    def _stream(self, windows: list[list[tuple[int, np.ndarray]]], rng: np.random.Generator, worker: tuple[int, int]):
+        """Batches of ``windows`` read a window of shards at a time, each window shuffled with the
+        samples left over from the one before (fewer than a batch).
+
+        The next window is decoded (:func:`pipeline.store.shard_reader.start_reading_shards`)
+        while this one's batches are made: two window buffers take turns, each led by room for the
+        carried samples. They are kept for the next epoch (allocating and first touching them cost
+        as much as decoding a small store's epoch), and from the second epoch on the next epoch's
+        first window is decoded during this one's last: an epoch with few windows (a small split,
+        or one loader worker's share) would otherwise wait for a whole window at its start. An
+        iteration running beside another gets buffers of its own."""
         handles = self._arrays_of()
         threads = DECODE_THREADS if torch.utils.data.get_worker_info() is None else 1
-        windows = [blocks[first : first + self.window_shards] for first in range(0, len(blocks), self.window_shards)]
         lead = self.batch_size  # rows kept at the head of a buffer for the carried samples
-        # The buffers are kept for the next epoch: allocating and first touching them cost as much
-        # as decoding a small store's epoch. An iteration running beside this one gets its own.
-        buffers = self._spare_buffers.pop() if self._spare_buffers else []
-        buffers += [
-            {
-                name: np.empty((lead + self.window_shards * self.shard_size, *a.shape[1:]), a.dtype)
-                for name, a in handles.items()
-            }
-            for _ in range(min(2, len(windows)) - len(buffers))
-        ]
 
-        def start(k: int) -> PendingShards:
-            shards = [begin // self.shard_size for begin, _ in windows[k]]
-            window = {name: values[lead:] for name, values in buffers[k % 2].items()}
-            return start_reading_shards(handles, shards, window, threads)
+        def start(window: list[tuple[int, np.ndarray]], buffer: dict[str, np.ndarray]) -> PendingShards:
+            shards = [begin // self.shard_size for begin, _ in window]
+            return start_reading_shards(
+                handles, shards, {name: values[lead:] for name, values in buffer.items()}, threads
+            )
 
-        pending = start(0) if windows else None
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and windows and ahead.shards == [begin for begin, _ in windows[0]]:
+            buffers, pending = ahead.buffers, ahead.pending
+        else:
+            if ahead is not None:  # another epoch than the one read ahead: drop that read
+                self._spare_buffers.append(ahead.finish())
+            buffers = self._spare_buffers.pop() if self._spare_buffers else []
+            buffers += [
+                {
+                    name: np.empty((lead + self.window_shards * self.shard_size, *a.shape[1:]), a.dtype)
+                    for name, a in handles.items()
+                }
+                for _ in range(2 - len(buffers))
+            ]
+            pending = start(windows[0], buffers[0]) if windows else None
+        next_epoch, handed_on = None, False
         carry_positions = np.zeros(0, dtype=np.int64)
         try:
             for k, window in enumerate(windows):
-                buffer = buffers[k % 2]
+                buffer, other = buffers[k % 2], buffers[(k + 1) % 2]
                 self._wait(pending)
-                pending = start(k + 1) if k + 1 < len(windows) else None
+                pending = None
+                if k + 1 < len(windows):
+                    pending = start(windows[k + 1], other)
+                elif self._passes > 0:
+                    upcoming = self._windows(np.random.default_rng([self.seed, self.epoch + 1]), *worker)
+                    if upcoming:
+                        shards = [begin for begin, _ in upcoming[0]]
+                        next_epoch = _EpochAhead(shards, [other, buffer], start(upcoming[0], other))
                 # where each sample of this window is in the buffer: the carried ones first
                 where = np.concatenate(
                     [
@@ -335,18 +376,22 @@ class StoreBatches(torch.utils.data.IterableDataset):
                     batch = order[first : first + self.batch_size]
                     yield self._batch(buffer, where[batch], positions[batch])
                 rest = order[full:]
-                if pending is None:
+                if k + 1 == len(windows):
                     if len(rest) and not self.drop_last:
                         yield self._batch(buffer, where[rest], positions[rest])
                 else:
-                    for name, values in buffers[(k + 1) % 2].items():  # the next window lies past the lead
+                    for name, values in other.items():  # the next window lies past the lead
                         values[: len(rest)] = buffer[name][where[rest]]
                     carry_positions = positions[rest]
+            self._passes += 1
+            self._ahead, handed_on = next_epoch, next_epoch is not None  # only now: this epoch used them until here
         finally:  # also when the consumer stops early: no decode may still write into a spare buffer
-            if pending is not None:
-                with contextlib.suppress(Exception):
-                    pending.wait()
-            self._spare_buffers.append(buffers)
+            if not handed_on:
+                for reading in (pending, next_epoch and next_epoch.pending):
+                    if reading is not None:
+                        with contextlib.suppress(Exception):
+                            reading.wait()
+                self._spare_buffers.append(buffers)
 
     def _wait(self, pending: PendingShards) -> None:
         try:
