@@ -11,7 +11,8 @@ S = H = 112 (the same faces upscaled), from
 - ``memory``: the same batches with the selection already in memory (the ceiling);
 - ``http``, ``nginx`` and ``s3``: the same store streamed from ``fer-store serve``, from nginx
   (where installed; null otherwise) and from an S3-compatible server (moto) on loopback, with the
-  time to open the store (metadata, selection) from each;
+  time to open the store (metadata, selection) from each, and the rate at which the same files
+  are fetched alone, without decoding (what the server allows);
 - ``random_sample_ms``: the median time to read one random sample (every field) with
   :func:`pipeline.store.shard_reader.read_sample` and with zarr-python (``array[i]`` per field), locally
   and from ``fer-store serve``;
@@ -20,9 +21,13 @@ S = H = 112 (the same faces upscaled), from
 - ``jpeg_and_dlib``: decoding plus detection, 68 landmarks, alignment and the three guidance maps
   recomputed each time (what paper code does).
 
-All in one process (no DataLoader workers), so each figure is per CPU core.
+Each rate is the median of three epochs after a first one (a training run reads many epochs; the
+first also pays for opening the store and allocating buffers). ``batch_256`` gives ``store`` and
+``memory`` at batch 256. The servers run in processes of their own, as they would for a colleague.
+All readers run in one process (no DataLoader workers), so each figure is per process on this
+machine's cores (the store's decoding threads use them all).
 
-    .venv/bin/python bench/loader.py [--fer-images 2000] [--dlib-images 300]
+    .venv/bin/python bench/loader.py [--fer-images 6000] [--dlib-images 300]
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.stages.decode import decode_image
 from pipeline.store import open_store
-from pipeline.store.shard_reader import read_sample
+from pipeline.store.shard_reader import ShardLayout, fetch_ranges, read_sample
 from tests.conftest import extract_fer2013
 from tests.sharing.servers import NGINX, nginx, s3_server, store_server
 
@@ -58,17 +63,23 @@ BATCH = 64
 CPU = torch.device("cpu")
 
 
-def rate(batches, n_expected: int) -> float:
-    began, seen = time.perf_counter(), 0
-    for batch in batches:
-        batch = prepare_batch(batch, CPU)
-        seen += len(batch["image"])
-    assert seen == n_expected, (seen, n_expected)
-    return seen / (time.perf_counter() - began)
+def rate(batches, n_expected: int, epochs: int = 3) -> float:
+    """Median samples per second of ``epochs`` passes over ``batches`` (an iterable, or a
+    function making one pass) after a first pass."""
+    rates = []
+    for _ in range(epochs + 1):
+        began, seen = time.perf_counter(), 0
+        for batch in batches() if callable(batches) else batches:
+            batch = prepare_batch(batch, CPU)
+            seen += len(batch["image"])
+        assert seen == n_expected, (seen, n_expected)
+        rates.append(seen / (time.perf_counter() - began))
+    return float(np.median(rates[1:]))
 
 
 def zarr_python_batches(store: Path, selection, shard_size: int):
-    """Shuffled batches of the selected samples, each shard of each field read by zarr-python."""
+    """Shuffled batches of the selected samples, each shard of each field read by zarr-python
+    (the store opened for each pass, as StoreBatches did)."""
     group = open_store(store)
     arrays = {name: group[name] for name in FIELDS}
     shards = np.unique(selection.index // shard_size)
@@ -80,9 +91,9 @@ def zarr_python_batches(store: Path, selection, shard_size: int):
         window.append(read)
         if len(window) == 8 or position == len(order) - 1:
             merged = {name: np.concatenate([part[name] for part in window]) for name in FIELDS}
-            order = np.random.default_rng(1).permutation(len(merged["image"]))
-            for first in range(0, len(order), BATCH):
-                rows = order[first : first + BATCH]
+            shuffled = np.random.default_rng(1).permutation(len(merged["image"]))
+            for first in range(0, len(shuffled), BATCH):
+                rows = shuffled[first : first + BATCH]
                 yield {name: torch.from_numpy(values[rows]) for name, values in merged.items()}
             window = []
 
@@ -129,14 +140,37 @@ def random_sample_ms(location: str, count: int = 200) -> dict:
     return {path: round(1e3 * float(np.median(values)), 2) for path, values in times.items()}
 
 
+def fetch_only_rate(location: str, selection, n: int) -> float:
+    """Samples per second of fetching (not decoding) every file the stream reads, a window of 8
+    shards (all fields) per concurrent round: what the server and the client's HTTP stack allow."""
+    group = open_store(location)
+    layouts = [ShardLayout.of(group[name]) for name in FIELDS]
+    shards = np.unique(selection.index // layouts[0].shard_len).tolist()
+    store = group.store_path.store
+    rates = []
+    for _ in range(3):
+        began = time.perf_counter()
+        for first in range(0, len(shards), 8):
+            fetch_ranges(
+                store, [(layout.key(shard), 0, None) for layout in layouts for shard in shards[first : first + 8]]
+            )
+        rates.append(n / (time.perf_counter() - began))
+    return float(np.median(rates))
+
+
 def remote(location: str, n: int) -> dict:
-    """Seconds to open the store and select the train split, and streamed samples per second."""
+    """Seconds to open the store and select the train split, streamed samples per second, and
+    the rate of fetching the same files alone."""
     began = time.perf_counter()
     open_store(location)
     selection = select_samples(location, "train")
     opened = time.perf_counter() - began
     streaming = StoreBatches(location, selection, FIELDS, BATCH, shuffle=True, in_memory=False)
-    return {"open_seconds": round(opened, 3), "samples_per_s": round(rate(streaming, n))}
+    return {
+        "open_seconds": round(opened, 3),
+        "samples_per_s": round(rate(streaming, n, epochs=2)),
+        "fetch_only_samples_per_s": round(fetch_only_rate(location, selection, n)),
+    }
 
 
 def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
@@ -144,27 +178,35 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
     config = build_config(get_dataset("fer2013").config_defaults, {"align": {"size": size}})
     preprocess(store, "fer2013", root, config, workers=2)
     selection = select_samples(store, "train")
-    streaming = StoreBatches(store, selection, FIELDS, BATCH, shuffle=True, in_memory=False)
-    in_memory = StoreBatches(store, selection, FIELDS, BATCH, shuffle=True, in_memory=True)
-    list(in_memory)  # load once: the ceiling is the in-memory iteration alone
+    n = len(selection)
     thread_models(ModelFiles.locate())  # dlib's models load once, outside the timing
     manifest = get_dataset("fer2013").scan(root)
     train_sources = [s for s, split in zip(manifest.source, manifest.split) if split == 0]
-    n = len(selection)
-    with store_server(store) as url:
+    with store_server(store, separate_process=True) as url:
         http = remote(url, n)
         http["random_sample_ms"] = random_sample_ms(url)
     nginx_http = None
     if NGINX:
         with nginx(store.parent, workdir / f"nginx-{size}") as base:
             nginx_http = remote(f"{base}/{store.name}", n)
-    with s3_server():
+            nginx_http["random_sample_ms"] = random_sample_ms(f"{base}/{store.name}")
+    with s3_server(separate_process=True):
         import s3fs
 
         bucket = s3fs.S3FileSystem()
         bucket.mkdir(f"bench-{size}")
         bucket.put(str(store), f"bench-{size}/s.zarr", recursive=True)
         s3 = remote(f"s3://bench-{size}/s.zarr", n)
+
+    def loaders(batch_size: int) -> dict:
+        in_memory = StoreBatches(store, selection, FIELDS, batch_size, shuffle=True, in_memory=True)
+        return {
+            "store_samples_per_s": round(
+                rate(StoreBatches(store, selection, FIELDS, batch_size, shuffle=True, in_memory=False), n)
+            ),
+            "memory_samples_per_s": round(rate(in_memory, n)),  # its first pass loads the selection
+        }
+
     return {
         "local_open_seconds": remote(str(store), n)["open_seconds"],
         "random_sample_ms": random_sample_ms(str(store)),
@@ -172,22 +214,27 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
         "nginx": nginx_http,
         "s3": s3,
         "samples": n,
-        "store_samples_per_s": round(rate(streaming, n)),
-        "store_zarr_python_samples_per_s": round(rate(zarr_python_batches(store, selection, config.shard_size), n)),
-        "memory_samples_per_s": round(rate(in_memory, n)),
-        "jpeg_samples_per_s": round(rate(jpeg_batches(root, train_sources, size, False, config), len(train_sources))),
+        **loaders(BATCH),
+        "store_zarr_python_samples_per_s": round(
+            rate(lambda: zarr_python_batches(store, selection, config.shard_size), n)
+        ),
+        "jpeg_samples_per_s": round(
+            rate(lambda: jpeg_batches(root, train_sources, size, False, config), len(train_sources))
+        ),
         "jpeg_and_dlib_samples_per_s": round(
-            rate(jpeg_batches(root, train_sources[:dlib_images], size, True, config), dlib_images), 1
+            rate(lambda: jpeg_batches(root, train_sources[:dlib_images], size, True, config), dlib_images, epochs=1),
+            1,
         ),
         "store_bytes_per_sample": round(
             sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) / manifest.__len__()
         ),
+        "batch_256": loaders(256),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--fer-images", type=int, default=2000)
+    parser.add_argument("--fer-images", type=int, default=6000)
     parser.add_argument("--dlib-images", type=int, default=300)
     args = parser.parse_args()
     torch.set_num_threads(1)

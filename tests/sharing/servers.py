@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -63,8 +64,15 @@ def nginx(root: Path, workdir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def store_server(store: Path) -> Iterator[str]:
-    """``fer-store serve``'s server for one store, in a thread; yields the store's URL."""
+def store_server(store: Path, separate_process: bool = False) -> Iterator[str]:
+    """``fer-store serve``'s server for one store, in a thread (or, as a colleague runs it, in a
+    process of its own: it does not share this one's GIL); yields the store's URL."""
+    if separate_process:
+        port = free_port()
+        command = [sys.executable, "-c", "from cli.store import main; main()", "serve", str(store), "--port", str(port)]
+        with _process(command, port):
+            yield f"http://127.0.0.1:{port}"
+        return
     server = make_server(store, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -76,30 +84,49 @@ def store_server(store: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def s3_server(monkeypatch=None) -> Iterator[str]:
-    """moto's S3 server; sets the AWS_* variables a colleague would set (through ``monkeypatch``
-    when given, else in ``os.environ`` for the process); yields the endpoint."""
+def _process(command: list[str], port: int) -> Iterator[None]:
+    """Run ``command`` until the block ends, once something listens on ``port``."""
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextlib.contextmanager
+def s3_server(monkeypatch=None, separate_process: bool = False) -> Iterator[str]:
+    """moto's S3 server, in a thread (or in a process of its own, as ``moto_server``); sets the
+    AWS_* variables a colleague would set (through ``monkeypatch`` when given, else in
+    ``os.environ`` for the process); yields the endpoint."""
+    import s3fs
     from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for key, value in {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "lab",
-        "AWS_SECRET_ACCESS_KEY": "lab",
-        "AWS_REGION": "us-east-1",
-    }.items():
-        if monkeypatch is not None:
-            monkeypatch.setenv(key, value)
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    with contextlib.ExitStack() as running:
+        if separate_process:
+            running.enter_context(
+                _process([sys.executable, "-c", "from moto.server import main; main()", "-p", str(port)], port)
+            )
         else:
-            os.environ[key] = value
-    try:
-        yield endpoint
-    finally:
-        server.stop()
-        import s3fs
-
-        s3fs.S3FileSystem.clear_instance_cache()  # its cached clients point at this server
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)
+            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            server.start()
+            running.callback(server.stop)
+        for key, value in {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "lab",
+            "AWS_SECRET_ACCESS_KEY": "lab",
+            "AWS_REGION": "us-east-1",
+        }.items():
+            if monkeypatch is not None:
+                monkeypatch.setenv(key, value)
+            else:
+                os.environ[key] = value
+        try:
+            yield endpoint
+        finally:
+            s3fs.S3FileSystem.clear_instance_cache()  # its cached clients point at this server
