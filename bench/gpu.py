@@ -14,7 +14,7 @@ it, channels-last, pinned memory and non-blocking copies on CUDA), prints JSON w
   the GPU waits on data (``gpu_waits_on_data``).
 
 The store is built here beforehand (``--build``, needs dlib and the shared data) and carried to
-the GPU machine, which needs only torch, zarr, numcodecs and google-crc32c (bench/gpu.sh).
+the GPU machine, which needs only torch, zarr, numcodecs, google-crc32c and zstandard (bench/gpu.sh).
 
     python bench/gpu.py --build build/gpu-store.zarr [--images 1024] [--size 112]
     python bench/gpu.py --store build/gpu-store.zarr [--device auto] [--steps 30] [--epochs 3] [--workers 8]

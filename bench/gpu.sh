@@ -4,15 +4,15 @@
 # Prepare on the CPU machine (the project installed, ../shared/data beside it):
 #   .venv/bin/python bench/gpu.py --build build/gpu/store.zarr --images 1536 --size 112
 #   .venv/bin/pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
-#       --platform manylinux_2_28_x86_64 --dest build/gpu/wheels zarr==3.1.6 numcodecs google-crc32c
+#       --platform manylinux_2_28_x86_64 --dest build/gpu/wheels zarr==3.1.6 numcodecs google-crc32c zstandard
 # then run this on the GPU machine with build/gpu carried beside the checkout. Reading a store
-# needs only torch, zarr, numcodecs and google-crc32c (no dlib, no OpenCV); missing ones are
+# needs only torch, zarr, numcodecs, google-crc32c and zstandard (no dlib, no OpenCV); missing ones are
 # installed from build/gpu/wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-if ! "$PYTHON" -c "import zarr, numcodecs, google_crc32c" 2>/dev/null; then
-    "$PYTHON" -m pip install --quiet --no-index --find-links build/gpu/wheels zarr numcodecs google-crc32c
+if ! "$PYTHON" -c "import zarr, numcodecs, google_crc32c, zstandard" 2>/dev/null; then
+    "$PYTHON" -m pip install --quiet --no-index --find-links build/gpu/wheels zarr numcodecs google-crc32c zstandard
 fi
 "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: bench/gpu.sh is for a GPU machine (bench/gpu.py --device cpu runs anywhere)')"
 [ -d build/gpu/store.zarr ] || { echo "no build/gpu/store.zarr: build it on the CPU machine first (see the top of this script)" >&2; exit 2; }

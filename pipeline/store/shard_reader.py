@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import google_crc32c
-import numcodecs.zstd
 import numpy as np
 import zarr
+import zstandard
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecIndexLocation, ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
@@ -180,7 +181,25 @@ def _decompress_into(frame: np.ndarray, out: np.ndarray, where: str) -> None:
         raise StoreError(
             f"{where}: a zstd frame would decompress to {size:,} bytes where the chunk holds {out.size:,}; refusing it"
         )
-    numcodecs.zstd.decompress(frame, out)
+    try:
+        data = _decompressor().decompress(frame)
+    except zstandard.ZstdError as error:
+        raise StoreError(f"{where}: the zstd frame is damaged ({error})") from None
+    if len(data) != size:
+        raise StoreError(f"{where}: a zstd frame decompressed to {len(data):,} bytes where its header says {size:,}")
+    out[:] = np.frombuffer(data, np.uint8)
+
+
+# One zstd decompression context per thread (a context serves one thread at a time): numcodecs'
+# decompress spends about 10 us of set-up on every call, a third of the time of a 48x48 chunk of
+# 16 samples; a kept context about 0.2 us. The GIL is released while it runs.
+_contexts = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    if not hasattr(_contexts, "decompressor"):
+        _contexts.decompressor = zstandard.ZstdDecompressor()
+    return _contexts.decompressor
 
 
 # Threads decoding shard files, per process: zstd runs without the GIL, so they use every core.
