@@ -142,6 +142,12 @@ def read_subjects(store: str | Path, index: np.ndarray) -> np.ndarray | None:
     return np.asarray([str(s) for s in group[SUBJECT][:]])[index]
 
 
+def _decode_threads() -> int:
+    """Threads decoding shards: all the pool's in the training process, one in a loader worker
+    (its sibling workers use the other cores)."""
+    return DECODE_THREADS if torch.utils.data.get_worker_info() is None else 1
+
+
 @dataclass
 class _EpochAhead:
     """The first window of the epoch after this one, decoded ahead into ``buffers[0]``."""
@@ -262,7 +268,7 @@ class StoreBatches(torch.utils.data.IterableDataset):
         """The selection's fields, ``{name: (N, ...)}``, read once a window of shards at a time."""
         if self._arrays is None:
             handles = self._arrays_of()
-            threads = DECODE_THREADS if torch.utils.data.get_worker_info() is None else 1
+            threads = _decode_threads()
             self._arrays = {name: np.empty((len(self.selection), *a.shape[1:]), a.dtype) for name, a in handles.items()}
             window_rows = self.window_shards * self.shard_size
             buffer = {name: np.empty((window_rows, *a.shape[1:]), a.dtype) for name, a in handles.items()}
@@ -321,7 +327,7 @@ class StoreBatches(torch.utils.data.IterableDataset):
         or one loader worker's share) would otherwise wait for a whole window at its start. An
         iteration running beside another gets buffers of its own."""
         handles = self._arrays_of()
-        threads = DECODE_THREADS if torch.utils.data.get_worker_info() is None else 1
+        threads = _decode_threads()
         lead = self.batch_size  # rows kept at the head of a buffer for the carried samples
 
         def start(window: list[tuple[int, np.ndarray]], buffer: dict[str, np.ndarray]) -> PendingShards:

@@ -24,11 +24,11 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
     """Serves the files under ``root``; see the module docstring."""
 
     server_version = "fer-store-serve"
-    # Keep-alive: a reader fetches many small ranges (a shard index, then one inner chunk), and a
-    # new connection for each one doubled their cost. Every response carries Content-Length.
+    # Keep-alive: a reader fetches many small ranges (a shard index, then one inner chunk), each
+    # over a new connection under HTTP/1.0. Every response carries Content-Length.
     protocol_version = "HTTP/1.1"
-    # Headers and body are two writes: with Nagle's algorithm the body then waits for the
-    # client's delayed ACK, which made one random sample take 15-20 ms instead of about 3.
+    # Headers and body are two writes: with Nagle's algorithm on, the body waited for the
+    # client's delayed ACK. With both changes one random sample takes about 7 ms, not 14.5.
     disable_nagle_algorithm = True
 
     def __init__(self, *args, root: Path, quiet: bool = True, **kwargs):
