@@ -181,7 +181,10 @@ class StoreBatches(torch.utils.data.IterableDataset):
         drop_last: drop a last incomplete batch.
         in_memory: ``True`` reads the selection once and keeps it; ``False`` streams it from the
             store every epoch; ``"auto"`` keeps it when it takes at most 2 GiB.
-        window_shards: when streaming, how many shards are read and shuffled together.
+        window_shards: when streaming, how many shards are read and shuffled together. Each
+            process that streams (the training process, or each loader worker) keeps two window
+            buffers of ``batch_size + window_shards * shard_size`` samples of the fields from its
+            first epoch on: about 210 MB at S = 112 with the default guidance (50 KB a sample).
     """
 
     def __init__(
