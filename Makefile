@@ -60,6 +60,8 @@ bench: install
 	$(BIN)/python bench/datasets.py
 	$(BIN)/python bench/guidance.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/zstd_level.py
+	$(BIN)/python bench/shard_write.py
 	$(BIN)/python bench/damaged_stores.py
 
 clean:
