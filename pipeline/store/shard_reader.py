@@ -5,7 +5,7 @@ zarr-python owns the format: it writes the stores, and its metadata (checked on 
 about 0.5 ms of Python per inner chunk, several times the cost of decompressing it. This module
 decodes the one chunk layout this project writes -- a shard of inner chunks, each ``bytes`` ->
 ``zstd`` -> ``crc32c``, with a ``bytes`` -> ``crc32c`` index at the end; or an unsharded chunk
-with the same codecs -- straight from the shard file:
+with the same codecs -- and the same without ``zstd``, straight from the shard file:
 
 - every file is read through the same zarr store object and so the same checks (a local store
   reads only regular files inside itself); a remote window's files (all fields) are fetched in
@@ -59,6 +59,7 @@ class ShardLayout:
     shard_len: int
     inner_len: int
     sharded: bool
+    compressed: bool = True  # inner chunks bytes -> zstd -> crc32c; False: bytes -> crc32c
 
     @classmethod
     def of(cls, array: zarr.Array) -> ShardLayout | None:
@@ -77,7 +78,7 @@ class ShardLayout:
         dtype = array.dtype
         if (
             dtype.kind not in "uif"
-            or not _is_bytes_zstd_crc(codecs)
+            or not (_is_bytes_zstd_crc(codecs) or _is_bytes_crc(codecs))
             or tuple(array.chunks[1:]) != tuple(array.shape[1:])
         ):
             return None
@@ -91,6 +92,7 @@ class ShardLayout:
             shard_len,
             inner_len,
             sharded,
+            _is_bytes_zstd_crc(codecs),
         )
 
     def key(self, shard: int) -> str:
@@ -145,8 +147,16 @@ class ShardLayout:
         """Decode one inner chunk's bytes (None: never written) into ``out``, ``(inner_len, ...)``."""
         if chunk is None:
             out[...] = self.fill_value
+            return
+        data, raw = _checked(chunk, where), out.reshape(-1).view(np.uint8)
+        if self.compressed:
+            _decompress_into(data, raw, where)
+        elif len(data) != raw.size:
+            raise StoreError(
+                f"{where}: an uncompressed chunk of {len(data):,} bytes where the chunk holds {raw.size:,}"
+            )
         else:
-            _decompress_into(_checked(chunk, where), out.reshape(-1).view(np.uint8), where)
+            raw[:] = data
 
 
 def _little_bytes(codec) -> bool:

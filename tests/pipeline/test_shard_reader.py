@@ -2,9 +2,12 @@
 refuses damage with the chunk's name."""
 
 import shutil
+import warnings
 
 import numpy as np
 import pytest
+import zarr
+from zarr.codecs import Crc32cCodec
 
 from pipeline.errors import StoreError
 from pipeline.store import open_store
@@ -69,3 +72,30 @@ def test_damage_is_named(fer_store, tmp_path, damage):
         read_shards(image, [0])
     with pytest.raises(StoreError, match=r"image/c/0/0/0/0 \(sample 3\).*(crc32c|past the end)"):
         read_sample(image, 3)
+
+
+def test_uncompressed_inner_chunks_read_the_same(synthetic_store, tmp_path):
+    """Tensors written without zstd (``bytes`` -> ``crc32c`` inner chunks) take the same fast path."""
+    store = tmp_path / "uncompressed.zarr"
+    shutil.copytree(synthetic_store, store)
+    group = zarr.open_group(str(store), mode="r+", use_consolidated=False)
+    for name in ("image", "heatmap", "landmarks"):
+        array = group[name]
+        values, attrs = array[:], dict(array.attrs)
+        del group[name]
+        copy = group.create_array(
+            name,
+            shape=array.shape,
+            dtype=array.dtype,
+            chunks=array.chunks,
+            shards=array.shards,
+            compressors=[Crc32cCodec()],
+            fill_value=array.metadata.fill_value,
+        )
+        copy.attrs.update(attrs)
+        copy[:] = values
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zarr's note that consolidated metadata is not in the v3 spec
+        zarr.consolidate_metadata(str(store))
+    assert not ShardLayout.of(open_store(store)["image"]).compressed
+    assert same_as_zarr(store) == same_as_zarr(synthetic_store)
