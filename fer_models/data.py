@@ -327,8 +327,9 @@ class StoreBatches(torch.utils.data.IterableDataset):
         carried samples. They are kept for the next epoch (allocating and first touching them cost
         as much as decoding a small store's epoch), and from the second epoch on the next epoch's
         first window is decoded during this one's last: an epoch with few windows (a small split,
-        or one loader worker's share) would otherwise wait for a whole window at its start. An
-        iteration running beside another gets buffers of its own."""
+        or one loader worker's share) would otherwise wait for a whole window at its start (after
+        a run's last epoch that read is wasted: one window). An iteration running beside another
+        gets buffers of its own."""
         handles = self._arrays_of()
         threads = _decode_threads()
         lead = self.batch_size  # rows kept at the head of a buffer for the carried samples
