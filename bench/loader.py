@@ -14,15 +14,15 @@ S = H = 112 (the same faces upscaled), from
   time to open the store (metadata, selection) from each, and the rate at which the same files
   are fetched alone, without decoding (what the server allows);
 - ``random_sample_ms``: the median time to read one random sample (every field) with
-  :func:`pipeline.store.shard_reader.read_sample` and with zarr-python (``array[i]`` per field), locally
-  and from ``fer-store serve``;
+  :func:`pipeline.store.shard_reader.read_sample` and with zarr-python (``array[i]`` per field), locally,
+  from ``fer-store serve`` and from nginx;
 - ``jpeg``: decoding the source JPEG files each time and resizing to S, image only (what an
   image-folder loader does);
 - ``jpeg_and_dlib``: decoding plus detection, 68 landmarks, alignment and the three guidance maps
   recomputed each time (what paper code does).
 
-Each rate is the median of three epochs after a first one (a training run reads many epochs; the
-first also pays for opening the store and allocating buffers). ``batch_256`` gives ``store`` and
+Each rate is the median of three epochs (two for the remote stores) after a first one (a
+training run reads many epochs; the first also pays for opening the store and allocating buffers). ``batch_256`` gives ``store`` and
 ``memory`` at batch 256. The servers run in processes of their own, as they would for a colleague.
 All readers run in one process (no DataLoader workers), so each figure is per process on this
 machine's cores (the store's decoding threads use them all).
