@@ -59,7 +59,7 @@ class ShardLayout:
     shard_len: int
     inner_len: int
     sharded: bool
-    compressed: bool = True  # inner chunks bytes -> zstd -> crc32c; False: bytes -> crc32c
+    compressed: bool  # inner chunks bytes -> zstd -> crc32c; False: bytes -> crc32c
 
     @classmethod
     def of(cls, array: zarr.Array) -> ShardLayout | None:
@@ -98,10 +98,6 @@ class ShardLayout:
     def key(self, shard: int) -> str:
         return "/".join([self.path, "c", str(shard)] + ["0"] * len(self.sample_shape))
 
-    def rows(self, shard: int) -> int:
-        """Samples in shard ``shard``: ``shard_len``, or fewer in the last shard."""
-        return min(self.shard_len, self.n - shard * self.shard_len)
-
     def decode_into(self, shard: int, data: bytes | None, out: np.ndarray) -> None:
         """Decode shard ``shard`` from the bytes of its file (None: never written, all fill value)
         into ``out``, ``(shard_len, *sample_shape)`` of :attr:`dtype` (in the last shard, the rows
@@ -115,7 +111,7 @@ class ShardLayout:
             out[...] = self.fill_value
             return
         start = shard * self.shard_len
-        where = f"{self.key(shard)} (samples {start}-{start + self.rows(shard) - 1})"
+        where = f"{self.key(shard)} (samples {start}-{min(start + self.shard_len, self.n) - 1})"
         view = np.frombuffer(data, np.uint8)
         if not self.sharded:
             self.decode_inner(view, out, where)
