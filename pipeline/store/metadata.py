@@ -30,7 +30,7 @@ from zarr.core.sync import sync
 from pipeline.errors import StoreError
 
 ALLOWED_DATA_TYPES = frozenset({"uint8", "int16", "uint32", "float32", "string"})
-ALLOWED_CODECS = frozenset({"bytes", "zstd", "crc32c", "sharding_indexed", "vlen-utf8"})
+ALLOWED_CODECS = frozenset({"bytes", "zstd", "blosc", "crc32c", "sharding_indexed", "vlen-utf8"})
 # A schema array name: what pipeline.store names arrays, and nothing that could be a path.
 ARRAY_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MAX_ROOT_DOCUMENT_BYTES = 16 * 2**20  # the root zarr.json with the consolidated metadata

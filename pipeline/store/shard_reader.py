@@ -3,16 +3,18 @@
 zarr-python owns the format: it writes the stores, and its metadata (checked on opening, see
 :mod:`pipeline.store.location`) says how each array is laid out. For reading, though, it spends
 about 0.5 ms of Python per inner chunk, several times the cost of decompressing it. This module
-decodes the one chunk layout this project writes -- a shard of inner chunks, each ``bytes`` ->
-``zstd`` -> ``crc32c``, with a ``bytes`` -> ``crc32c`` index at the end; or an unsharded chunk
-with the same codecs -- and the same without ``zstd``, straight from the shard file:
+decodes the chunk layouts this project writes -- a shard of inner chunks, each ``bytes`` ->
+``zstd`` or ``blosc`` -> ``crc32c``, with a ``bytes`` -> ``crc32c`` index at the end; or an
+unsharded chunk with the same codecs -- and the same without compression, straight from the
+shard file:
 
 - every file is read through the same zarr store object and so the same checks (a local store
   reads only regular files inside itself); a remote window's files (all fields) are fetched in
   one concurrent round, one request per file;
-- every checksum is verified (index and chunks), and each zstd frame must record exactly the
-  chunk's size before it is decompressed into its place in the output (no zstd bomb, no copy);
-- the files are read and decoded by a pool of threads (zstd releases the GIL), into arrays the
+- every checksum is verified (index and chunks), and each zstd or blosc frame must record exactly
+  the chunk's size (a blosc frame, its own length too) before it is decompressed into its place in
+  the output (no bomb, no read past the frame);
+- the files are read and decoded by a pool of threads (zstd and blosc release the GIL), into arrays the
   caller owns and may reuse, while the caller goes on (:func:`start_reading_shards`): a window
   decodes on every core of the process while the one before it is being used.
 
@@ -28,16 +30,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import google_crc32c
+import numcodecs.blosc
 import numpy as np
 import zarr
 import zstandard
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
-from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecIndexLocation, ZstdCodec
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecIndexLocation, ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from pipeline.errors import StoreError
-from pipeline.store.bounded_zstd import frame_content_size
+from pipeline.store.bounded_codecs import BLOSC_HEADER_BYTES, blosc_sizes, frame_content_size
 from pipeline.store.location import ContainedLocalStore
 
 NO_CHUNK = 2**64 - 1  # a shard index entry of an inner chunk never written (all fill value)
@@ -59,7 +62,7 @@ class ShardLayout:
     shard_len: int
     inner_len: int
     sharded: bool
-    compressed: bool  # inner chunks bytes -> zstd -> crc32c; False: bytes -> crc32c
+    codec: str | None  # the compressor between bytes and crc32c: "zstd", "blosc" or None
 
     @classmethod
     def of(cls, array: zarr.Array) -> ShardLayout | None:
@@ -76,11 +79,8 @@ class ShardLayout:
         else:
             inner_len = array.chunks[0]
         dtype = array.dtype
-        if (
-            dtype.kind not in "uif"
-            or not (_is_bytes_zstd_crc(codecs) or _is_bytes_crc(codecs))
-            or tuple(array.chunks[1:]) != tuple(array.shape[1:])
-        ):
+        codec = _compressor(codecs)
+        if dtype.kind not in "uif" or codec == "other" or tuple(array.chunks[1:]) != tuple(array.shape[1:]):
             return None
         shard_len = (array.shards or array.chunks)[0]
         return cls(
@@ -92,7 +92,7 @@ class ShardLayout:
             shard_len,
             inner_len,
             sharded,
-            _is_bytes_zstd_crc(codecs),
+            codec,
         )
 
     def key(self, shard: int) -> str:
@@ -145,8 +145,10 @@ class ShardLayout:
             out[...] = self.fill_value
             return
         data, raw = _checked(chunk, where), out.reshape(-1).view(np.uint8)
-        if self.compressed:
-            _decompress_into(data, raw, where)
+        if self.codec == "zstd":
+            _zstd_into(data, raw, where)
+        elif self.codec == "blosc":
+            _blosc_into(data, raw, where)
         elif len(data) != raw.size:
             raise StoreError(
                 f"{where}: an uncompressed chunk of {len(data):,} bytes where the chunk holds {raw.size:,}"
@@ -163,13 +165,17 @@ def _is_bytes_crc(codecs) -> bool:
     return len(codecs) == 2 and _little_bytes(codecs[0]) and isinstance(codecs[1], Crc32cCodec)
 
 
-def _is_bytes_zstd_crc(codecs) -> bool:
-    return (
-        len(codecs) == 3
-        and _little_bytes(codecs[0])
-        and isinstance(codecs[1], ZstdCodec)
-        and isinstance(codecs[2], Crc32cCodec)
-    )
+def _compressor(codecs) -> str | None:
+    """``"zstd"`` or ``"blosc"`` for ``bytes`` -> that -> ``crc32c``; None for ``bytes`` ->
+    ``crc32c``; ``"other"`` for any other chain."""
+    if _is_bytes_crc(codecs):
+        return None
+    if len(codecs) == 3 and _little_bytes(codecs[0]) and isinstance(codecs[2], Crc32cCodec):
+        if isinstance(codecs[1], ZstdCodec):
+            return "zstd"
+        if isinstance(codecs[1], BloscCodec):
+            return "blosc"
+    return "other"
 
 
 def _checked(data: np.ndarray, where: str) -> np.ndarray:
@@ -179,7 +185,7 @@ def _checked(data: np.ndarray, where: str) -> np.ndarray:
     return data[:-4]
 
 
-def _decompress_into(frame: np.ndarray, out: np.ndarray, where: str) -> None:
+def _zstd_into(frame: np.ndarray, out: np.ndarray, where: str) -> None:
     size = frame_content_size(frame[:18].tobytes())
     if size is None:
         raise StoreError(f"{where}: a zstd frame does not record its size, which zarr always writes; refusing it")
@@ -194,6 +200,25 @@ def _decompress_into(frame: np.ndarray, out: np.ndarray, where: str) -> None:
     if len(data) != size:
         raise StoreError(f"{where}: a zstd frame decompressed to {len(data):,} bytes where its header says {size:,}")
     out[:] = np.frombuffer(data, np.uint8)
+
+
+def _blosc_into(frame: np.ndarray, out: np.ndarray, where: str) -> None:
+    try:
+        size, length = blosc_sizes(frame[:BLOSC_HEADER_BYTES].tobytes())
+    except StoreError as error:
+        raise StoreError(f"{where}: {error}") from None
+    if length != len(frame):
+        raise StoreError(
+            f"{where}: a blosc header says the frame takes {length:,} bytes where it has {len(frame):,}; refusing it"
+        )
+    if size != out.size:
+        raise StoreError(
+            f"{where}: a blosc frame would decompress to {size:,} bytes where the chunk holds {out.size:,}; refusing it"
+        )
+    try:
+        numcodecs.blosc.decompress(frame, out)
+    except RuntimeError as error:
+        raise StoreError(f"{where}: the blosc frame is damaged ({error})") from None
 
 
 # One zstd decompression context per thread (a context serves one thread at a time): numcodecs'

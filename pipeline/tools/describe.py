@@ -154,7 +154,7 @@ def diff_stores(a: str | Path, b: str | Path) -> str:
         )
     for key in sorted(set(pa.versions) | set(pb.versions)):
         rows.append(row(f"version {key}", pa.versions.get(key), pb.versions.get(key)))
-    config = differing_keys(pa.config, pb.config)
+    config = differing_keys(pa.preprocess_config.to_dict(), pb.preprocess_config.to_dict())
     lines = _table(rows)
     lines += ["", "config: identical" if not config else "config differs:"] + [f"  * {line}" for line in config]
     return "\n".join(lines)

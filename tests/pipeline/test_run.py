@@ -128,6 +128,8 @@ def test_rerun_does_nothing_and_other_inputs_are_refused_without_changes(tmp_pat
 
     with pytest.raises(StoreMismatchError, match=r"align\.size: 48 != 64"):
         run(store, mixed_folder, build_config({"align": {"size": 64}, "shard_size": 4}))
+    with pytest.raises(StoreMismatchError, match="codec: 'zstd' != 'lz4'"):
+        run(store, mixed_folder, build_config({"align": {"size": 48}, "shard_size": 4, "codec": "lz4"}))
     (mixed_folder / "none" / "extra.jpg").write_bytes(b"")
     with pytest.raises(StoreMismatchError, match="manifest differs"):
         run(store, mixed_folder, config)

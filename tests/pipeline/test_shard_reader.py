@@ -3,16 +3,21 @@ refuses damage with the chunk's name."""
 
 import shutil
 import warnings
+from pathlib import Path
 
+import google_crc32c
 import numpy as np
 import pytest
 import zarr
 from zarr.codecs import Crc32cCodec
 
+from pipeline.compute.run import SYNCHRONOUS, preprocess
+from pipeline.config import build_config
 from pipeline.errors import StoreError
 from pipeline.store import open_store
 from pipeline.store.shard_reader import ShardLayout, read_sample, read_shards
 from pipeline.tools.pack import pack_store
+from tests.conftest import FER_STORE_GUIDANCE
 from tests.sharing.damaged_stores import index_past_the_end
 from tests.sharing.servers import store_server
 
@@ -97,5 +102,55 @@ def test_uncompressed_inner_chunks_read_the_same(synthetic_store, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr's note that consolidated metadata is not in the v3 spec
         zarr.consolidate_metadata(str(store))
-    assert not ShardLayout.of(open_store(store)["image"]).compressed
+    assert ShardLayout.of(open_store(store)["image"]).codec is None
     assert same_as_zarr(store) == same_as_zarr(synthetic_store)
+
+
+@pytest.fixture(scope="module")
+def lz4_store(tmp_path_factory, fer2013_small) -> Path:
+    """The faces of ``fer_store``, built the same way with ``--codec lz4``."""
+    store = tmp_path_factory.mktemp("lz4") / "fer.zarr"
+    config = build_config(
+        {
+            "detect": {"prior": "full-frame"},
+            "align": {"size": 48, "color": "gray"},
+            "guidance": {"types": FER_STORE_GUIDANCE},
+            "shard_size": 32,
+            "codec": "lz4",
+        }
+    )
+    preprocess(store, "folder", fer2013_small, config, scheduler=SYNCHRONOUS)
+    return store
+
+
+def test_an_lz4_store_holds_the_values_of_the_zstd_store(lz4_store, fer_store):
+    lz4, zstd = open_store(lz4_store), open_store(fer_store)
+    assert {ShardLayout.of(lz4[name]).codec for name in ("image", "landmarks", "heatmap")} == {"blosc"}
+    assert ShardLayout.of(lz4["label"]).codec == "zstd"  # columns stay zstd
+    for name in zstd.array_keys():
+        if name != "checksum":  # per-shard file digests: the files differ, the values do not
+            np.testing.assert_array_equal(lz4[name][:], zstd[name][:], err_msg=name)
+    assert same_as_zarr(lz4_store) == same_as_zarr(fer_store)
+    with store_server(lz4_store) as url:
+        assert same_as_zarr(url) == same_as_zarr(fer_store)
+
+
+@pytest.mark.parametrize("forgery", ["decompressed size", "frame length"])
+def test_a_forged_blosc_header_is_refused_before_decompressing(lz4_store, tmp_path, forgery):
+    """A blosc header is trusted for nothing: the sizes it records must be the chunk's."""
+    store = tmp_path / "copy.zarr"
+    shutil.copytree(lz4_store, store)
+    path = store / "image" / "c" / "0" / "0" / "0" / "0"
+    data = bytearray(path.read_bytes())
+    offset, nbytes = np.frombuffer(bytes(data[-(16 * 2 + 4) : -4]), "<u8")[:2].tolist()  # inner chunk 0
+    field = slice(offset + 4, offset + 8) if forgery == "decompressed size" else slice(offset + 12, offset + 16)
+    data[field] = (int.from_bytes(data[field], "little") * 64).to_bytes(4, "little")
+    crc = google_crc32c.value(bytes(data[offset : offset + nbytes - 4]))  # the chunk's checksum made valid again
+    data[offset + nbytes - 4 : offset + nbytes] = crc.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    image = {"image": open_store(store)["image"]}
+    expected = "would decompress to" if forgery == "decompressed size" else "says the frame takes"
+    with pytest.raises(StoreError, match=rf"image/c/0/0/0/0 \(samples 0-31\), inner chunk 0: a blosc.*{expected}"):
+        read_shards(image, [0])
+    with pytest.raises(StoreError, match="blosc bomb" if forgery == "decompressed size" else "damaged or forged"):
+        image["image"][0]  # zarr-python's own path

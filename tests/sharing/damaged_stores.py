@@ -112,6 +112,20 @@ def zstd_bomb(store: Path) -> None:
     chunk_file(store, "label", 0).write_bytes(with_crc32c(bytes(frame)))
 
 
+def blosc_bomb(store: Path) -> None:
+    """Recompress ``label`` with blosc (lz4), as ``--codec lz4`` does tensors, its first chunk a
+    valid blosc frame of 256 MiB of zeros with a valid crc32c: a blosc header sets the size of
+    the buffer zarr would allocate for a 64-byte chunk."""
+    blosc = numcodecs.Blosc("lz4", 5, numcodecs.Blosc.NOSHUFFLE)
+    codec = {"name": "blosc", "configuration": blosc.get_config() | {"typesize": 1, "shuffle": "noshuffle"}}
+    codec["configuration"].pop("id")
+    edit_array(store, "label", lambda document: document["codecs"].__setitem__(1, codec))  # bytes, zstd, crc32c
+    for path in (p for p in (store / "label" / "c").rglob("*") if p.is_file()):
+        raw = numcodecs.Zstd().decode(path.read_bytes()[:-4])
+        path.write_bytes(with_crc32c(bytes(blosc.encode(raw))))
+    chunk_file(store, "label", 0).write_bytes(with_crc32c(bytes(blosc.encode(np.zeros(256 * 2**20, np.uint8)))))
+
+
 def symlink_out(store: Path) -> None:
     """A chunk file replaced by a symlink to a file outside the store."""
     outside = store.parent / "outside-the-store"
@@ -295,6 +309,7 @@ CORPUS: tuple[DamagedStore, ...] = (
     ),
     DamagedStore("FIFO as a chunk file", fifo_chunk, "is not a regular file; refusing to read it", "verify"),
     DamagedStore("zstd bomb chunk", zstd_bomb, "would decompress to 268,435,456 bytes", "verify"),
+    DamagedStore("blosc bomb chunk", blosc_bomb, "would decompress to 268,435,456 bytes", "verify"),
     DamagedStore("shard index entry past the file end", index_past_the_end, "image/c/0/0/0/0 (samples 0-31)", "verify"),
     DamagedStore("truncated shard", truncate_shard, "heatmap/c/1/0/0/0 (samples 32-63)", "verify"),
     DamagedStore("shard files swapped", swap_shards, "32 of 32 samples differ from what was written", "verify"),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
+from pipeline.config import TENSOR_CODECS
 from pipeline.store.schema import ArraySpec
 from pipeline.store.shard_writer import write_whole_shard
 from pipeline.store.writer import create_array
@@ -25,11 +26,12 @@ def values_of(spec: ArraySpec, rows: int, seed: int) -> np.ndarray:
     return values
 
 
+@pytest.mark.parametrize("codec", TENSOR_CODECS)
 @pytest.mark.parametrize("spec", SPECS, ids=lambda spec: spec.name)
-def test_written_shards_are_the_files_zarr_writes(tmp_path: Path, spec: ArraySpec):
+def test_written_shards_are_the_files_zarr_writes(tmp_path: Path, spec: ArraySpec, codec: str):
     n, shard_size = 100, 64  # a whole shard and a last, partial one
     groups = {how: zarr.open_group(str(tmp_path / how), mode="w", zarr_format=3) for how in ("zarr", "fast")}
-    arrays = {how: create_array(group, spec, n, shard_size) for how, group in groups.items()}
+    arrays = {how: create_array(group, spec, n, shard_size, codec) for how, group in groups.items()}
     for start, seed in ((0, 1), (64, 2)):
         values = values_of(spec, min(shard_size, n - start), seed)
         arrays["zarr"][start : start + len(values)] = values

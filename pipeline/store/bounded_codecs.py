@@ -1,11 +1,14 @@
-"""zarr's zstd codec, refusing a chunk that would decompress to more than the chunk can hold.
+"""zarr's zstd and blosc codecs, refusing a chunk that would decompress to more than the chunk
+can hold.
 
-A zstd frame of 32 KB can decompress to a gigabyte of zeros; zarr's own codec allocates whatever
+A zstd frame of 32 KB can decompress to a gigabyte of zeros; zarr's own codecs allocate whatever
 the frame's header asks for. :class:`BoundedZstdCodec` reads the decompressed size from the frame
 header first and refuses the chunk (raising :class:`~pipeline.errors.StoreError`) when it is larger
 than the chunk's raw size, or when the frame does not record its size at all (a streamed frame,
-which zarr never writes). Importing this module makes it zarr's implementation of ``zstd``, for
-reading and writing alike; the bytes it writes are unchanged.
+which zarr never writes). :class:`BoundedBloscCodec` does the same with a blosc frame's header,
+and also refuses a frame whose header gives another compressed length than the chunk's (blosc
+reads as far as the header says). Importing this module makes them zarr's implementations of
+``zstd`` and ``blosc``, for reading and writing alike; the bytes they write are unchanged.
 """
 
 from __future__ import annotations
@@ -13,13 +16,14 @@ from __future__ import annotations
 import math
 
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import BloscCodec, ZstdCodec
 from zarr.core.array_spec import ArraySpec
 from zarr.core.buffer import Buffer
 
 from pipeline.errors import StoreError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+BLOSC_HEADER_BYTES = 16
 # A variable-length string item may take this many bytes (paths and messages take a few hundred).
 MAX_STRING_ITEM_BYTES = 64 * 1024
 
@@ -43,6 +47,17 @@ def frame_content_size(frame: bytes) -> int | None:
         raise StoreError("a chunk's zstd frame header is cut off")
     size = int.from_bytes(frame[offset : offset + width], "little")
     return size + 256 if width == 2 else size
+
+
+def blosc_sizes(frame: bytes) -> tuple[int, int]:
+    """``(decompressed bytes, frame bytes)`` that a blosc (version 1) frame's 16-byte header records.
+
+    Raises:
+        StoreError: the bytes are too short to hold a blosc header.
+    """
+    if len(frame) < BLOSC_HEADER_BYTES:
+        raise StoreError("a chunk is not blosc-compressed data (shorter than a blosc header)")
+    return int.from_bytes(frame[4:8], "little"), int.from_bytes(frame[12:16], "little")
 
 
 def raw_size_limit(chunk_spec: ArraySpec) -> int:
@@ -73,5 +88,25 @@ class BoundedZstdCodec(ZstdCodec):
         return super()._decode_sync(chunk_bytes, chunk_spec)
 
 
+class BoundedBloscCodec(BloscCodec):
+    """``blosc`` that checks a frame's recorded sizes against the chunk before decompressing it."""
+
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> Buffer:
+        size, length = blosc_sizes(chunk_bytes[:BLOSC_HEADER_BYTES].to_bytes())
+        limit = raw_size_limit(chunk_spec)
+        if length != len(chunk_bytes):
+            raise StoreError(
+                f"a chunk's blosc header says it takes {length:,} bytes where the chunk has {len(chunk_bytes):,} "
+                "(damaged or forged); refusing it"
+            )
+        if size > limit:
+            raise StoreError(
+                f"a chunk would decompress to {size:,} bytes, more than the {limit:,} its "
+                f"{'x'.join(map(str, chunk_spec.shape))} values take (a blosc bomb); refusing it"
+            )
+        return super()._decode_sync(chunk_bytes, chunk_spec)
+
+
 zarr.registry.register_codec("zstd", BoundedZstdCodec)
-zarr.config.set({"codecs.zstd": f"{__name__}.BoundedZstdCodec"})
+zarr.registry.register_codec("blosc", BoundedBloscCodec)
+zarr.config.set({"codecs.zstd": f"{__name__}.BoundedZstdCodec", "codecs.blosc": f"{__name__}.BoundedBloscCodec"})
