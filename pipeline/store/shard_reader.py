@@ -96,7 +96,8 @@ class ShardLayout:
         )
 
     def key(self, shard: int) -> str:
-        return "/".join([self.path, "c", str(shard)] + ["0"] * len(self.sample_shape))
+        """The store key of shard ``shard``'s file (no leading ``/`` for an array at the store's root)."""
+        return "/".join([self.path] * bool(self.path) + ["c", str(shard)] + ["0"] * len(self.sample_shape))
 
     def decode_into(self, shard: int, data: bytes | None, out: np.ndarray) -> None:
         """Decode shard ``shard`` from the bytes of its file (None: never written, all fill value)

@@ -49,6 +49,12 @@ def test_every_array_and_sample_from_disk_zip_and_http_equals_zarr_python(fer_st
         assert same_as_zarr(url) == fast
 
 
+def test_an_array_opened_at_its_own_folder_reads_the_same(fer_store):
+    """Its path in the store is empty: no key may start with '/' (which read as missing files)."""
+    array = zarr.open_array(str(fer_store / "heatmap"), mode="r")
+    np.testing.assert_array_equal(read_shards({"heatmap": array}, [0, 1])["heatmap"][1], array[32:64])
+
+
 def test_missing_files_and_inner_chunks_read_as_the_fill_value(fer_store, tmp_path):
     store = tmp_path / "copy.zarr"
     shutil.copytree(fer_store, store)
