@@ -8,6 +8,7 @@ S = H = 112 (the same faces upscaled), from
   shards decoded by :mod:`pipeline.store.shard_reader`, shuffled over a window of shards);
 - ``store_zarr_python``: the same shards read by zarr-python (one ``array[a:b]`` call per shard
   and field, what StoreBatches did before), made into the same batches: the old path, side by side;
+- ``store_lz4``: the same, from a second store built with ``--codec lz4`` (the same values);
 - ``memory``: the same batches with the selection already in memory (the ceiling);
 - ``http``, ``nginx`` and ``s3``: the same store streamed from ``fer-store serve``, from nginx
   (where installed; null otherwise) and from an S3-compatible server (moto) on loopback, with the
@@ -22,8 +23,8 @@ S = H = 112 (the same faces upscaled), from
   recomputed each time (what paper code does).
 
 Each rate is the median of three epochs (two for the remote stores) after a first one (a
-training run reads many epochs; the first also pays for opening the store and allocating buffers). ``batch_256`` gives ``store`` and
-``memory`` at batch 256. The servers run in processes of their own, as they would for a colleague.
+training run reads many epochs; the first also pays for opening the store and allocating buffers). ``batch_256`` gives ``store``,
+``store_lz4`` and ``memory`` at batch 256. The servers run in processes of their own, as they would for a colleague.
 All readers run in one process (no DataLoader workers), so each figure is per process on this
 machine's cores (the store's decoding threads use them all).
 
@@ -33,6 +34,7 @@ machine's cores (the store's decoding threads use them all).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -53,7 +55,7 @@ from pipeline.compute.run import preprocess
 from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.stages.decode import decode_image
-from pipeline.store import open_store
+from pipeline.store import bytes_on_disk, open_store
 from pipeline.store.shard_reader import ShardLayout, fetch_ranges, read_sample
 from tests.conftest import extract_fer2013
 from tests.sharing.servers import NGINX, nginx, s3_server, store_server
@@ -198,12 +200,17 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
         bucket.put(str(store), f"bench-{size}/s.zarr", recursive=True)
         s3 = remote(f"s3://bench-{size}/s.zarr", n)
 
+    lz4_store = workdir / f"s{size}-lz4.zarr"
+    preprocess(lz4_store, "fer2013", root, dataclasses.replace(config, codec="lz4"), workers=2)
+
     def loaders(batch_size: int) -> dict:
+        def streaming(location: Path) -> StoreBatches:
+            return StoreBatches(location, selection, FIELDS, batch_size, shuffle=True, in_memory=False)
+
         in_memory = StoreBatches(store, selection, FIELDS, batch_size, shuffle=True, in_memory=True)
         return {
-            "store_samples_per_s": round(
-                rate(StoreBatches(store, selection, FIELDS, batch_size, shuffle=True, in_memory=False), n)
-            ),
+            "store_samples_per_s": round(rate(streaming(store), n)),
+            "store_lz4_samples_per_s": round(rate(streaming(lz4_store), n)),
             "memory_samples_per_s": round(rate(in_memory, n)),  # its first pass loads the selection
         }
 
@@ -225,9 +232,9 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
             rate(lambda: jpeg_batches(root, train_sources[:dlib_images], size, True, config), dlib_images, epochs=1),
             1,
         ),
-        "store_bytes_per_sample": round(
-            sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) / manifest.__len__()
-        ),
+        "store_bytes_per_sample": round(bytes_on_disk(store) / len(manifest)),
+        "store_lz4_bytes_per_sample": round(bytes_on_disk(lz4_store) / len(manifest)),
+        "lz4_random_sample_ms": random_sample_ms(str(lz4_store)),
         "batch_256": loaders(256),
     }
 

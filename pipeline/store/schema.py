@@ -3,8 +3,9 @@
 Layout: one group; per-sample arrays share the leading ``sample`` dimension of length N.
 Tensor arrays are sharded along ``sample`` by ``shard_size`` with a few samples per inner chunk,
 so a whole shard is one file and one sample can still be read alone; small columns have one chunk
-per shard. Every chunk is zstd-compressed and carries a crc32c checksum. Provenance lives in the
-root attributes (:mod:`pipeline.store.provenance`). Nothing in a store needs pickle to read.
+per shard. Every chunk is compressed (zstd; tensors lz4 inside blosc when the config's ``codec``
+says so) and carries a crc32c checksum. Provenance lives in the root attributes
+(:mod:`pipeline.store.provenance`). Nothing in a store needs pickle to read.
 
 The array names below are the contract: every other module takes them from here.
 """

@@ -14,9 +14,9 @@ shard file:
 - every checksum is verified (index and chunks), and each zstd or blosc frame must record exactly
   the chunk's size (a blosc frame, its own length too) before it is decompressed into its place in
   the output (no bomb, no read past the frame);
-- the files are read and decoded by a pool of threads (zstd and blosc release the GIL), into arrays the
-  caller owns and may reuse, while the caller goes on (:func:`start_reading_shards`): a window
-  decodes on every core of the process while the one before it is being used.
+- the files are read and decoded by a pool of threads (zstd and blosc release the GIL), into
+  arrays the caller owns and may reuse, while the caller goes on (:func:`start_reading_shards`):
+  a window decodes on every core of the process while the one before it is being used.
 
 An array with any other layout (strings, another codec) is read through zarr-python.
 """

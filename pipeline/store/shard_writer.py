@@ -2,8 +2,9 @@
 
 A shard task writes every sample of its shard at once. zarr-python spends about 0.25 ms of
 Python per inner chunk it encodes; this module encodes the layout :mod:`pipeline.store.shard_reader`
-reads -- inner chunks of ``bytes`` -> ``zstd`` or ``blosc`` (the array's own settings) -> ``crc32c``, then the
-``bytes`` -> ``crc32c`` index of (offset, length) pairs at the end -- straight into one file:
+reads -- inner chunks of ``bytes`` -> ``zstd`` or ``blosc`` (the array's own settings) ->
+``crc32c``, then the ``bytes`` -> ``crc32c`` index of (offset, length) pairs at the end --
+straight into one file:
 
 - an inner chunk whose values all equal the fill value is not written (its index entry is
   ``2**64 - 1`` twice), as zarr-python does by default, and a shard of nothing but fill value is
