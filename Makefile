@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-# make preprocess DATASET=<name> DATA_ROOT=<dir> [STORE=<path>] [PRIOR=full-frame] [SIZE=48] ...
+# make preprocess DATASET=<name> DATA_ROOT=<dir> [STORE=<path>] [PRIOR=full-frame] [SIZE=48] [CODEC=lz4] ...
 # DATASET: affectnet fer2013 ferplus rafdb rafdb-original ckplus folder sample (docs/datasets.md)
 DATASET ?= folder
 DATA_ROOT ?=
@@ -16,6 +16,7 @@ GUIDANCE ?=
 SALIENCY_MODEL ?=
 SIZE ?=
 COLOR ?=
+CODEC ?=
 UPSAMPLE ?=
 WORKERS ?=
 SCHEDULER ?=
@@ -43,7 +44,7 @@ preprocess: install
 		$(if $(DATA_ROOT),--root "$(DATA_ROOT)") $(if $(PRIOR),--prior $(PRIOR)) \
 		$(if $(LANDMARKS),--landmarks $(LANDMARKS)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) \
 		$(if $(SALIENCY_MODEL),--saliency-model "$(SALIENCY_MODEL)") \
-		$(if $(SIZE),--size $(SIZE)) $(if $(COLOR),--color $(COLOR)) \
+		$(if $(SIZE),--size $(SIZE)) $(if $(COLOR),--color $(COLOR)) $(if $(CODEC),--codec $(CODEC)) \
 		$(if $(UPSAMPLE),--upsample $(UPSAMPLE)) $(if $(WORKERS),--workers $(WORKERS)) \
 		$(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(PREPROCESS_ARGS)
 
@@ -61,6 +62,7 @@ bench: install
 	$(BIN)/python bench/guidance.py
 	$(BIN)/python bench/loader.py
 	$(BIN)/python bench/zstd_level.py
+	$(BIN)/python bench/tensor_codecs.py
 	$(BIN)/python bench/shard_write.py
 	$(BIN)/python bench/damaged_stores.py
 

@@ -17,6 +17,7 @@ from pipeline.errors import StoreError
 from pipeline.store import open_store
 from pipeline.store.shard_reader import ShardLayout, read_sample, read_shards
 from pipeline.tools.pack import pack_store
+from pipeline.tools.verify import verify_store
 from tests.conftest import FER_STORE_GUIDANCE
 from tests.sharing.damaged_stores import index_past_the_end
 from tests.sharing.servers import store_server
@@ -137,6 +138,7 @@ def test_an_lz4_store_holds_the_values_of_the_zstd_store(lz4_store, fer_store):
         if name != "checksum":  # per-shard file digests: the files differ, the values do not
             np.testing.assert_array_equal(lz4[name][:], zstd[name][:], err_msg=name)
     assert same_as_zarr(lz4_store) == same_as_zarr(fer_store)
+    assert verify_store(str(lz4_store)) == []
     with store_server(lz4_store) as url:
         assert same_as_zarr(url) == same_as_zarr(fer_store)
 
