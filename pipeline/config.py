@@ -1,7 +1,7 @@
 """Every preprocessing knob, as frozen dataclasses.
 
-A :class:`PreprocessConfig` is hashed (:meth:`PreprocessConfig.sha256`) into the store's
-provenance: a store can only be resumed by a run with the same hash. Paths of model files are
+A :class:`PreprocessConfig` is recorded, with its hash (:meth:`PreprocessConfig.sha256`), in the
+store's provenance: a store can only be resumed by a run with the same config. Paths of model files are
 *not* part of the config (they differ between machines); the store records each model file's
 sha256 instead (see :mod:`pipeline.compute.model_files`).
 """
@@ -173,7 +173,16 @@ class PreprocessConfig:
         )
 
     def sha256(self) -> str:
-        return sha256_of_json(self.to_dict())
+        """:func:`config_sha256` of this config."""
+        return config_sha256(self.to_dict())
+
+
+def config_sha256(data: dict[str, Any]) -> str:
+    """sha256 of a config as JSON holds it (:meth:`PreprocessConfig.to_dict`), without ``codec``:
+    the codec decides a store's bytes, not its values, so stores that differ only in their codec
+    share the hash (evaluation compares it), and stores recorded before the codec could be chosen
+    keep theirs."""
+    return sha256_of_json({key: value for key, value in data.items() if key != "codec"})
 
 
 def sha256_of_json(value: Any) -> str:

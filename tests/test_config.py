@@ -10,7 +10,7 @@ from cli.preprocess import main as fer_preprocess
 from cli.train import main as fer_train
 from fer_models.config import TrainConfig
 from fer_models.registry import create_model, list_models
-from pipeline.config import PreprocessConfig, build_config, differing_keys
+from pipeline.config import PreprocessConfig, build_config, differing_keys, sha256_of_json
 from pipeline.errors import ConfigError
 
 
@@ -22,10 +22,12 @@ def test_layers_override_the_defaults_in_order_and_the_guidance_size_follows_the
     assert differing_keys(PreprocessConfig().to_dict(), config.to_dict())[0] == "align.color: 'rgb' != 'gray'"
 
 
-def test_a_config_recorded_before_the_codec_choice_reads_as_zstd():
+def test_a_config_recorded_before_the_codec_choice_reads_as_zstd_and_keeps_its_hash():
     recorded = PreprocessConfig().to_dict()
     del recorded["codec"]
     assert PreprocessConfig.from_dict(recorded) == PreprocessConfig() and PreprocessConfig().codec == "zstd"
+    assert PreprocessConfig().sha256() == sha256_of_json(recorded)  # what such a store recorded
+    assert build_config({"codec": "lz4"}).sha256() == build_config({}).sha256()  # the same values
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.config import sha256_of_json
+from pipeline.config import config_sha256
 from pipeline.errors import FerStoreError, StoreError, StoreRefusedError
 from pipeline.progress import QUIET, Progress
 from pipeline.store import Status, array_specs, open_store, provenance_of, status_counts
@@ -57,7 +57,7 @@ def verify_store(location: str, progress: Progress = QUIET) -> list[Fault]:
     if group.metadata.consolidated_metadata is None:
         faults.append(Fault("zarr.json", "no consolidated metadata (the run that built the store did not finish)"))
 
-    if sha256_of_json(provenance.config) != provenance.config_sha256:
+    if config_sha256(provenance.config) != provenance.config_sha256:
         faults.append(Fault("provenance", "config_sha256 does not match the recorded config"))
     config = provenance.preprocess_config
     n_votes = group[VOTES].shape[1] if VOTES in group else 0
