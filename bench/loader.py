@@ -23,10 +23,11 @@ S = H = 112 (the same faces upscaled), from
   recomputed each time (what paper code does).
 
 Each rate is the median of three epochs (two for the remote stores) after a first one (a
-training run reads many epochs; the first also pays for opening the store and allocating buffers). ``batch_256`` gives ``store``,
-``store_lz4`` and ``memory`` at batch 256. The servers run in processes of their own, as they would for a colleague.
-All readers run in one process (no DataLoader workers), so each figure is per process on this
-machine's cores (the store's decoding threads use them all).
+training run reads many epochs; the first also pays for opening the store and allocating
+buffers). ``batch_256`` gives ``store``, ``store_lz4`` and ``memory`` at batch 256. The servers run
+in processes of their own, as they would for a colleague. All readers run in one process (no
+DataLoader workers), so each figure is per process on this machine's cores (the store's decoding
+threads use them all).
 
     .venv/bin/python bench/loader.py [--fer-images 6000] [--dlib-images 300]
 """
