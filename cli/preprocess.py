@@ -84,7 +84,7 @@ BUILD_ONLY = (
 @click.option(
     "--codec",
     type=click.Choice(TENSOR_CODECS),
-    help="Compression of images, landmarks and guidance: zstd is smaller; lz4 decodes about 2.5x faster "
+    help="Compression of images, landmarks and guidance: zstd is smaller; lz4 reads 1.6-2.4x faster "
     f"for about 25% more bytes (docs/benchmarks.md). [{DEFAULTS.codec}]",
 )
 @click.option(

@@ -24,7 +24,7 @@ PRIORS: tuple[str, ...] = ("none", "dataset", "full-frame")
 COLORS: tuple[str, ...] = ("rgb", "gray")
 LANDMARK_SOURCES: tuple[str, ...] = ("dlib", "dataset")
 # How the tensors' chunks are compressed (docs/benchmarks.md, "Tensor codecs"): zstd is smaller,
-# lz4 (inside blosc) decodes 2.5x faster for about 25% more bytes.
+# lz4 (inside blosc) reads 1.6-2.4x faster for about 25% more bytes.
 TENSOR_CODECS: tuple[str, ...] = ("zstd", "lz4")
 
 
