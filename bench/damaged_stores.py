@@ -20,9 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.compute.run import SYNCHRONOUS, preprocess
-from pipeline.config import build_config
-from tests.conftest import FER_STORE_GUIDANCE, extract_fer2013
+from tests.conftest import build_fer_store, extract_fer2013
 from tests.sharing.damaged_stores import CORPUS, make_damaged
 
 # fer-store in a fresh interpreter that prints its peak resident memory (VmHWM, which exec resets;
@@ -60,16 +58,7 @@ def measure(command: str, location: Path) -> dict:
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        store = folder / "fer.zarr"
-        config = build_config(
-            {
-                "detect": {"prior": "full-frame"},
-                "align": {"size": 48, "color": "gray"},
-                "guidance": {"types": FER_STORE_GUIDANCE},
-                "shard_size": 32,
-            }
-        )
-        preprocess(store, "folder", extract_fer2013(folder / "data", per_class=6), config, scheduler=SYNCHRONOUS)
+        store = build_fer_store(folder / "fer.zarr", extract_fer2013(folder / "data", per_class=6))
         results = {"intact": [measure("info", store), measure("verify", store)]}
         for index, entry in enumerate(CORPUS):
             copy = folder / f"damaged-{index}"

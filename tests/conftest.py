@@ -124,23 +124,29 @@ def saliency_onnx(tmp_path_factory) -> Path:
 FER_STORE_GUIDANCE = "heatmap,heatmap_regions,saliency,mask_soft,mask_binary,mask_hull,regions"
 
 
-@pytest.fixture(scope="session")
-def fer_store(tmp_path_factory, fer2013_small) -> Path:
-    """84 FER-2013 faces (42 train, 42 test) at S = H = 48, gray, shards of 32 samples."""
+def build_fer_store(store: Path, images: Path, codec: str = "zstd") -> Path:
+    """The tests' store of the FER-2013 folder ``images`` at ``store``: S = H = 48, gray, the
+    guidance of :data:`FER_STORE_GUIDANCE`, shards of 32 samples, tensors compressed by ``codec``."""
     from pipeline.compute.run import SYNCHRONOUS, preprocess
     from pipeline.config import build_config
 
-    store = tmp_path_factory.mktemp("fer-models") / "fer.zarr"
     config = build_config(
         {
             "detect": {"prior": "full-frame"},
             "align": {"size": 48, "color": "gray"},
             "guidance": {"types": FER_STORE_GUIDANCE},
             "shard_size": 32,
+            "codec": codec,
         }
     )
-    preprocess(store, "folder", fer2013_small, config, scheduler=SYNCHRONOUS)
+    preprocess(store, "folder", images, config, scheduler=SYNCHRONOUS)
     return store
+
+
+@pytest.fixture(scope="session")
+def fer_store(tmp_path_factory, fer2013_small) -> Path:
+    """84 FER-2013 faces (42 train, 42 test) at S = H = 48, gray, shards of 32 samples."""
+    return build_fer_store(tmp_path_factory.mktemp("fer-models") / "fer.zarr", fer2013_small)
 
 
 @pytest.fixture(scope="session")

@@ -69,22 +69,29 @@ def raw_size_limit(chunk_spec: ArraySpec) -> int:
     return items * native.itemsize
 
 
+def _refuse_past_limit(size: int, chunk_spec: ArraySpec, codec: str) -> None:
+    """Raise StoreError when a ``codec`` frame recording ``size`` decompressed bytes would fill
+    more than a chunk of ``chunk_spec`` can hold (a bomb)."""
+    limit = raw_size_limit(chunk_spec)
+    if size > limit:
+        raise StoreError(
+            f"a chunk would decompress to {size:,} bytes, more than the {limit:,} its "
+            f"{'x'.join(map(str, chunk_spec.shape))} values take (a {codec} bomb); refusing it"
+        )
+
+
 class BoundedZstdCodec(ZstdCodec):
     """``zstd`` that checks a frame's recorded size against the chunk before decompressing it."""
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> Buffer:
         head = chunk_bytes[:18].to_bytes()  # the longest frame header
-        size, limit = frame_content_size(head), raw_size_limit(chunk_spec)
+        size = frame_content_size(head)
         if size is None:
             raise StoreError(
                 "a chunk's zstd frame does not record its size, which zarr always writes; refusing to "
                 "decompress it without a bound"
             )
-        if size > limit:
-            raise StoreError(
-                f"a chunk would decompress to {size:,} bytes, more than the {limit:,} its "
-                f"{'x'.join(map(str, chunk_spec.shape))} values take (a zstd bomb); refusing it"
-            )
+        _refuse_past_limit(size, chunk_spec, "zstd")
         return super()._decode_sync(chunk_bytes, chunk_spec)
 
 
@@ -93,17 +100,12 @@ class BoundedBloscCodec(BloscCodec):
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> Buffer:
         size, length = blosc_sizes(chunk_bytes[:BLOSC_HEADER_BYTES].to_bytes())
-        limit = raw_size_limit(chunk_spec)
         if length != len(chunk_bytes):
             raise StoreError(
                 f"a chunk's blosc header says it takes {length:,} bytes where the chunk has {len(chunk_bytes):,} "
                 "(damaged or forged); refusing it"
             )
-        if size > limit:
-            raise StoreError(
-                f"a chunk would decompress to {size:,} bytes, more than the {limit:,} its "
-                f"{'x'.join(map(str, chunk_spec.shape))} values take (a blosc bomb); refusing it"
-            )
+        _refuse_past_limit(size, chunk_spec, "blosc")
         return super()._decode_sync(chunk_bytes, chunk_spec)
 
 

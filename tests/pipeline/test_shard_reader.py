@@ -11,14 +11,12 @@ import pytest
 import zarr
 from zarr.codecs import Crc32cCodec
 
-from pipeline.compute.run import SYNCHRONOUS, preprocess
-from pipeline.config import build_config
 from pipeline.errors import StoreError
 from pipeline.store import open_store
 from pipeline.store.shard_reader import ShardLayout, read_sample, read_shards
 from pipeline.tools.pack import pack_store
 from pipeline.tools.verify import verify_store
-from tests.conftest import FER_STORE_GUIDANCE
+from tests.conftest import build_fer_store
 from tests.sharing.damaged_stores import index_past_the_end
 from tests.sharing.servers import store_server
 
@@ -116,18 +114,7 @@ def test_uncompressed_inner_chunks_read_the_same(synthetic_store, tmp_path):
 @pytest.fixture(scope="module")
 def lz4_store(tmp_path_factory, fer2013_small) -> Path:
     """The faces of ``fer_store``, built the same way with ``--codec lz4``."""
-    store = tmp_path_factory.mktemp("lz4") / "fer.zarr"
-    config = build_config(
-        {
-            "detect": {"prior": "full-frame"},
-            "align": {"size": 48, "color": "gray"},
-            "guidance": {"types": FER_STORE_GUIDANCE},
-            "shard_size": 32,
-            "codec": "lz4",
-        }
-    )
-    preprocess(store, "folder", fer2013_small, config, scheduler=SYNCHRONOUS)
-    return store
+    return build_fer_store(tmp_path_factory.mktemp("lz4") / "fer.zarr", fer2013_small, codec="lz4")
 
 
 def test_an_lz4_store_holds_the_values_of_the_zstd_store(lz4_store, fer_store):
