@@ -67,10 +67,13 @@ CPU = torch.device("cpu")
 
 
 def rate(batches, n_expected: int, epochs: int = 3) -> float:
-    """Median samples per second of ``epochs`` passes over ``batches`` (an iterable, or a
-    function making one pass) after a first pass."""
+    """Median samples per second of ``epochs`` passes over ``batches`` after a first pass:
+    a :class:`StoreBatches`, whose epoch is set before each pass as the training engine does, or a
+    function making one pass."""
     rates = []
-    for _ in range(epochs + 1):
+    for epoch in range(epochs + 1):
+        if isinstance(batches, StoreBatches):
+            batches.set_epoch(epoch)
         began, seen = time.perf_counter(), 0
         for batch in batches() if callable(batches) else batches:
             batch = prepare_batch(batch, CPU)

@@ -224,7 +224,7 @@ class StoreBatches(torch.utils.data.IterableDataset):
         self._handles: dict | None = None  # the fields' arrays, opened once
         self._spare_buffers: list[list[dict[str, np.ndarray]]] = []  # window buffers no iteration uses
         self._ahead: _EpochAhead | None = None  # the next epoch's first window, being decoded
-        self._passes = 0  # streamed epochs completed by this process
+        self._streamed_epoch: int | None = None  # the epoch of the last pass this process streamed to its end
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -296,7 +296,8 @@ class StoreBatches(torch.utils.data.IterableDataset):
     def __iter__(self):
         worker = torch.utils.data.get_worker_info()
         worker_id, workers = (0, 1) if worker is None else (worker.id, worker.num_workers)
-        rng = np.random.default_rng([self.seed, self.epoch])
+        epoch = self.epoch
+        rng = np.random.default_rng([self.seed, epoch])
         if self.in_memory:
             order = rng.permutation(len(self.selection)) if self.shuffle else np.arange(len(self.selection))
             order = order[worker_id::workers]
@@ -307,7 +308,7 @@ class StoreBatches(torch.utils.data.IterableDataset):
                     return
                 yield self._batch(arrays, rows, rows)
             return
-        yield from self._stream(self._windows(rng, worker_id, workers), rng, (worker_id, workers))
+        yield from self._stream(self._windows(rng, worker_id, workers), rng, epoch, (worker_id, workers))
 
     def _windows(self, rng: np.random.Generator, worker_id: int, workers: int) -> list[list[tuple[int, np.ndarray]]]:
         """This process's windows of ``(shard start, positions into the selection)`` blocks, in
@@ -322,18 +323,26 @@ class StoreBatches(torch.utils.data.IterableDataset):
         bounds = np.linspace(0, len(blocks), -(-len(blocks) // self.window_shards) + 1).round().astype(int)
         return [blocks[first:stop] for first, stop in zip(bounds[:-1], bounds[1:])]
 
-    def _stream(self, windows: list[list[tuple[int, np.ndarray]]], rng: np.random.Generator, worker: tuple[int, int]):
+    def _stream(
+        self,
+        windows: list[list[tuple[int, np.ndarray]]],
+        rng: np.random.Generator,
+        epoch: int,
+        worker: tuple[int, int],
+    ):
         """Batches of ``windows`` read a window of shards at a time, each window shuffled with the
         samples left over from the one before (fewer than a batch).
 
         The next window is decoded (:func:`pipeline.store.shard_reader.start_reading_shards`)
         while this one's batches are made: two window buffers take turns, each led by room for the
         carried samples. They are kept for the next epoch (allocating and first touching them cost
-        as much as decoding a small store's epoch), and from the second epoch on the next epoch's
+        as much as decoding a small store's epoch), and from the second pass on the next pass's
         first window is decoded during this one's last: an epoch with few windows (a small split,
         or one loader worker's share) would otherwise wait for a whole window at its start (after
-        a run's last epoch that read is wasted: one window). An iteration running beside another
-        gets buffers of its own."""
+        a run's last epoch that read is wasted: one window). The next pass is taken to be of the
+        epoch after ``epoch`` when the caller advanced the epoch since the pass before
+        (:meth:`set_epoch`, as training does), else of ``epoch`` again: a guess that misses drops
+        the read and costs a window. An iteration running beside another gets buffers of its own."""
         handles = self._arrays_of()
         threads = _decode_threads()
         lead = self.batch_size  # rows kept at the head of a buffer for the carried samples
@@ -368,8 +377,9 @@ class StoreBatches(torch.utils.data.IterableDataset):
                 pending = None
                 if k + 1 < len(windows):
                     pending = start(windows[k + 1], other)
-                elif self._passes > 0:
-                    upcoming = self._windows(np.random.default_rng([self.seed, self.epoch + 1]), *worker)
+                elif self._streamed_epoch is not None:
+                    following = epoch + (epoch != self._streamed_epoch)  # a caller that never advances: this one again
+                    upcoming = self._windows(np.random.default_rng([self.seed, following]), *worker)
                     if upcoming:
                         shards = [begin for begin, _ in upcoming[0]]
                         next_epoch = _EpochAhead(shards, [other, buffer], start(upcoming[0], other))
@@ -397,7 +407,7 @@ class StoreBatches(torch.utils.data.IterableDataset):
                     for name, values in other.items():  # the next window lies past the lead
                         values[: len(rest)] = buffer[name][where[rest]]
                     carry_positions = positions[rest]
-            self._passes += 1
+            self._streamed_epoch = epoch
             self._ahead, handed_on = next_epoch, next_epoch is not None  # only now: this epoch used them until here
         finally:  # also when the consumer stops early: no decode may still write into a spare buffer
             if not handed_on:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from fer_models import data
 from fer_models.data import StoreBatches, make_loader, select_samples
 
 FIELDS = ("image", "landmarks", "heatmap", "mask_soft", "regions")
@@ -119,3 +120,27 @@ def test_reading_the_next_epoch_ahead_changes_no_batch(synthetic_store):
         expected = collect(fresh)
         for key, tensor in collect(reused).items():
             torch.testing.assert_close(tensor, expected[key], rtol=0, atol=0, msg=f"epoch {epoch}, {key}")
+
+
+@pytest.mark.parametrize("advance", [True, False], ids=["set_epoch", "same_epoch"])
+def test_the_window_read_ahead_is_of_the_pass_the_caller_makes_next(synthetic_store, monkeypatch, advance):
+    """Whether the caller advances the epoch before each pass (as training does) or never sets
+    it, from the third pass on each window is decoded once: the first one ahead, during the pass
+    before, never read ahead for another epoch and dropped."""
+    windows_started = []
+    start_reading_shards = data.start_reading_shards
+    monkeypatch.setattr(
+        data, "start_reading_shards", lambda *args: windows_started.append(1) or start_reading_shards(*args)
+    )
+    selection = select_samples(synthetic_store, "train")
+    batches = StoreBatches(
+        synthetic_store, selection, ("image",), 5, shuffle=True, seed=2, in_memory=False, window_shards=1
+    )
+    windows = len(batches._blocks())
+    first_shard = [batches._windows(np.random.default_rng([2, epoch]), 0, 1)[0][0][0] for epoch in (0, 1)]
+    assert windows > 1 and first_shard[0] != first_shard[1]  # so a wrong guess shows
+    for epoch in range(4):
+        if advance:
+            batches.set_epoch(epoch)
+        list(batches)
+    assert len(windows_started) == 4 * windows + 1  # + the fifth pass's first window
