@@ -10,10 +10,11 @@ S = H = 112 (the same faces upscaled), from
   and field, what StoreBatches did before), made into the same batches: the old path, side by side;
 - ``store_lz4``: the same, from a second store built with ``--codec lz4`` (the same values);
 - ``memory``: the same batches with the selection already in memory (the ceiling);
-- ``http``, ``nginx`` and ``s3``: the same store streamed from ``fer-store serve``, from nginx
-  (where installed; null otherwise) and from an S3-compatible server (moto) on loopback, with the
-  time to open the store (metadata, selection) from each, and the rate at which the same files
-  are fetched alone, without decoding (what the server allows);
+- ``http``, ``nginx``, ``s3`` and ``s3_rclone``: the same store streamed from ``fer-store
+  serve``, from nginx (where installed; null otherwise) and from two S3-compatible servers on
+  loopback, moto and ``rclone serve s3``, with the time to open the store (metadata, selection)
+  from each, and the rate at which the same files are fetched alone, without decoding (what the
+  server and the client's HTTP stack allow);
 - ``random_sample_ms``: the median time to read one random sample (every field) with
   :func:`pipeline.store.shard_reader.read_sample` and with zarr-python (``array[i]`` per field), locally,
   from ``fer-store serve`` and from nginx;
@@ -59,7 +60,7 @@ from pipeline.stages.decode import decode_image
 from pipeline.store import bytes_on_disk, open_store
 from pipeline.store.shard_reader import ShardLayout, fetch_ranges, read_sample
 from tests.conftest import extract_fer2013
-from tests.sharing.servers import NGINX, nginx, s3_server, store_server
+from tests.sharing.servers import NGINX, nginx, rclone_s3, s3_server, store_server
 
 FIELDS = ("image", "heatmap", "mask_soft", "saliency", "landmarks")
 BATCH = 64
@@ -203,6 +204,11 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
         bucket.mkdir(f"bench-{size}")
         bucket.put(str(store), f"bench-{size}/s.zarr", recursive=True)
         s3 = remote(f"s3://bench-{size}/s.zarr", n)
+    buckets = workdir / f"buckets-{size}"
+    (buckets / "bench").mkdir(parents=True)
+    (buckets / "bench" / "s.zarr").symlink_to(store)
+    with rclone_s3(buckets):
+        s3_rclone = remote("s3://bench/s.zarr", n)
 
     lz4_store = workdir / f"s{size}-lz4.zarr"
     preprocess(lz4_store, "fer2013", root, dataclasses.replace(config, codec="lz4"), workers=2)
@@ -224,6 +230,7 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
         "http": http,
         "nginx": nginx_http,
         "s3": s3,
+        "s3_rclone": s3_rclone,
         "samples": n,
         **loaders(BATCH),
         "store_zarr_python_samples_per_s": round(

@@ -91,8 +91,13 @@ class StoreLocation:
                 return sync(ZipStore.open(self.path, mode="r"))
             return ContainedLocalStore(self.path)
         options: dict[str, Any] = {}
-        if self.kind == "s3" and os.environ.get("AWS_ANON", "").lower() in ("1", "true", "yes"):
-            options["anon"] = True
+        if self.kind == "s3":
+            # s3fs's default (10) asks for each whole file's size first (a HEAD request), to fetch
+            # files over 50 MB in concurrent ranges; shard files are smaller, so each GET came
+            # after a HEAD for nothing: 1.5x slower fetches (docs/benchmarks.md).
+            options["max_concurrency"] = 1
+            if os.environ.get("AWS_ANON", "").lower() in ("1", "true", "yes"):
+                options["anon"] = True
         try:
             return FsspecStore.from_url(self.path, read_only=True, storage_options=options or None)
         except (ImportError, ValueError) as error:

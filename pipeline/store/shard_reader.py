@@ -99,7 +99,7 @@ class ShardLayout:
         """The store key of shard ``shard``'s file (no leading ``/`` for an array at the store's root)."""
         return "/".join([self.path] * bool(self.path) + ["c", str(shard)] + ["0"] * len(self.sample_shape))
 
-    def decode_into(self, shard: int, data: bytes | None, out: np.ndarray) -> None:
+    def decode_into(self, shard: int, data: bytes | np.ndarray | None, out: np.ndarray) -> None:
         """Decode shard ``shard`` from the bytes of its file (None: never written, all fill value)
         into ``out``, ``(shard_len, *sample_shape)`` of :attr:`dtype` (in the last shard, the rows
         past the array's end hold what the padded inner chunks hold).
@@ -380,10 +380,13 @@ def read_sample(arrays: dict[str, zarr.Array], index: int, threads: int = DECODE
     return values
 
 
-def fetch_ranges(store: zarr.abc.store.Store, requests: list[tuple[str, int, int | None]]) -> list[bytes | None]:
+def fetch_ranges(
+    store: zarr.abc.store.Store, requests: list[tuple[str, int, int | None]]
+) -> list[bytes | np.ndarray | None]:
     """Byte ranges of files of ``store``, fetched concurrently (a local store's read directly,
     after the same containment checks): ``(key, start, length)``, ``(key, 0, None)`` for the whole
-    file, ``(key, -n, None)`` for its last n bytes; None where the file is absent."""
+    file, ``(key, -n, None)`` for its last n bytes. Each as ``bytes`` (local) or a ``uint8``
+    array (remote: the fetched buffer itself, not copied); None where the file is absent."""
     if isinstance(store, ContainedLocalStore):
         return [store.read_range(key, start, length) for key, start, length in requests]
     prototype = default_buffer_prototype()
@@ -401,4 +404,4 @@ def fetch_ranges(store: zarr.abc.store.Store, requests: list[tuple[str, int, int
             )
         )
 
-    return [None if buffer is None else buffer.to_bytes() for buffer in sync(fetch_all())]
+    return [None if buffer is None else buffer.as_numpy_array() for buffer in sync(fetch_all())]

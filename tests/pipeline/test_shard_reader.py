@@ -1,6 +1,7 @@
 """The fast shard reader gives exactly what zarr-python reads, from every kind of location, and
 refuses damage with the chunk's name."""
 
+import logging
 import shutil
 import warnings
 from pathlib import Path
@@ -18,7 +19,7 @@ from pipeline.tools.pack import pack_store
 from pipeline.tools.verify import verify_store
 from tests.conftest import build_fer_store
 from tests.sharing.damaged_stores import index_past_the_end
-from tests.sharing.servers import store_server
+from tests.sharing.servers import rclone_s3, s3_server, store_server
 
 
 def same_as_zarr(location) -> int:
@@ -39,13 +40,32 @@ def same_as_zarr(location) -> int:
     return sum(ShardLayout.of(array) is not None for array in arrays.values())
 
 
-def test_every_array_and_sample_from_disk_zip_and_http_equals_zarr_python(fer_store, tmp_path):
+def test_every_array_and_sample_from_disk_zip_http_and_s3_equals_zarr_python(fer_store, tmp_path, monkeypatch):
     fast = same_as_zarr(fer_store)
     assert fast == len(list(open_store(fer_store).array_keys())) - 2  # all but the strings: source, message
     pack_store(fer_store, tmp_path / "fer.zarr.zip")
     assert same_as_zarr(tmp_path / "fer.zarr.zip") == fast
     with store_server(fer_store) as url:
         assert same_as_zarr(url) == fast
+    (tmp_path / "buckets" / "lab").mkdir(parents=True)
+    (tmp_path / "buckets" / "lab" / "fer.zarr").symlink_to(fer_store)
+    with rclone_s3(tmp_path / "buckets", monkeypatch):
+        assert same_as_zarr("s3://lab/fer.zarr") == fast
+
+
+def test_a_shard_file_from_s3_takes_one_request(fer_store, monkeypatch, caplog):
+    """One GET for each whole file: no HEAD before it (s3fs's default asks each file's size first)."""
+    import s3fs
+
+    with s3_server(monkeypatch):
+        s3fs.S3FileSystem().put(str(fer_store), "lab/fer.zarr", recursive=True)
+        group = open_store("s3://lab/fer.zarr")
+        arrays = {name: group[name] for name in ("image", "heatmap")}
+        caplog.set_level(logging.INFO, logger="werkzeug")  # moto logs each request it answers
+        read = read_shards(arrays, [0, 1])
+    requests = [record.getMessage() for record in caplog.records if record.name == "werkzeug"]
+    assert len(requests) == 4 and all('"GET /lab/fer.zarr/' in request for request in requests), requests
+    np.testing.assert_array_equal(read["image"][1], open_store(fer_store)["image"][32:64])
 
 
 def test_an_array_opened_at_its_own_folder_reads_the_same(fer_store):

