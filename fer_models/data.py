@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fer_models.worker_batch import WorkerBatch
 from pipeline.errors import ConfigError, StoreError
 from pipeline.store import USABLE_STATUSES, open_store, provenance_of
 from pipeline.store.schema import LABEL, SPLIT, STATUS, SUBJECT, VALENCE, VOTES
@@ -288,6 +289,10 @@ class StoreBatches(torch.utils.data.IterableDataset):
         return self._arrays
 
     def _batch(self, arrays: dict[str, np.ndarray], rows: np.ndarray, positions: np.ndarray) -> dict[str, torch.Tensor]:
+        if torch.utils.data.get_worker_info() is not None:  # to cross to the training process in one piece
+            sources = {name: (values, rows) for name, values in arrays.items()}
+            sources.update(index=(self.selection.index, positions), target=(self.selection.target, positions))
+            return WorkerBatch.gathered(sources)
         batch = {name: torch.from_numpy(np.ascontiguousarray(values[rows])) for name, values in arrays.items()}
         batch["index"] = torch.from_numpy(self.selection.index[positions])
         batch["target"] = torch.from_numpy(self.selection.target[positions])
