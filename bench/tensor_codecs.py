@@ -25,16 +25,14 @@ import zarr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.compute.run import preprocess
-from pipeline.config import TENSOR_CODECS, PreprocessConfig, build_config
-from pipeline.datasets import get_dataset
+from bench.fer2013_stores import fer2013_stores
+from pipeline.config import TENSOR_CODECS, PreprocessConfig
 from pipeline.store import open_store
 from pipeline.store.location import ContainedLocalStore
 from pipeline.store.schema import array_specs
 from pipeline.store.shard_reader import DECODE_THREADS, start_reading_shards
 from pipeline.store.shard_writer import write_whole_shard
 from pipeline.store.writer import create_array
-from tests.conftest import extract_fer2013
 
 FIELDS = ("image", "heatmap", "mask_soft", "saliency", "landmarks")
 
@@ -85,12 +83,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-codecs-") as workdir:
         workdir = Path(workdir)
-        root = extract_fer2013(workdir / "fer", per_class=max(1, args.fer_images // 14))
-        result = {}
-        for size in (48, 112):
-            config = build_config(get_dataset("fer2013").config_defaults, {"align": {"size": size}})
-            preprocess(workdir / f"s{size}.zarr", "fer2013", root, config, workers=2)
-            result[f"S={size}"] = measure(workdir / f"s{size}.zarr", config, workdir)
+        stores = fer2013_stores(workdir, args.fer_images)
+        result = {f"S={size}": measure(store, config, workdir) for size, store, config in stores}
     print(json.dumps(result, indent=2))
 
 

@@ -23,11 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.compute.run import preprocess
-from pipeline.config import build_config
-from pipeline.datasets import get_dataset
+from bench.fer2013_stores import fer2013_stores
 from pipeline.store import open_store
-from tests.conftest import extract_fer2013
 
 FIELDS = ("image", "heatmap", "mask_soft", "saliency", "landmarks")
 LEVELS = (1, 2, 3)
@@ -71,13 +68,8 @@ def main() -> None:
     parser.add_argument("--fer-images", type=int, default=3000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-zstd-") as workdir:
-        workdir = Path(workdir)
-        root = extract_fer2013(workdir / "fer", per_class=max(1, args.fer_images // 14))
-        result = {}
-        for size in (48, 112):
-            config = build_config(get_dataset("fer2013").config_defaults, {"align": {"size": size}})
-            preprocess(workdir / f"s{size}.zarr", "fer2013", root, config, workers=2)
-            result[f"S={size}"] = measure(workdir / f"s{size}.zarr")
+        stores = fer2013_stores(Path(workdir), args.fer_images)
+        result = {f"S={size}": measure(store) for size, store, config in stores}
     print(json.dumps(result, indent=2))
 
 
