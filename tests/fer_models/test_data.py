@@ -56,10 +56,15 @@ def test_shuffling_is_reproducible_per_epoch_and_keeps_every_sample_once(fer_sto
             torch.testing.assert_close(tensor, reference[key], rtol=0, atol=0)
 
 
-def test_dataloader_workers_spawned_read_their_own_shards(fer_store):
+@pytest.mark.parametrize("in_memory", [False, True], ids=["streamed", "in_memory"])
+def test_dataloader_workers_spawned_read_their_own_shards(fer_store, in_memory):
+    """Each worker's batches cross as one shared tensor (fer_models/worker_batch.py) and arrive
+    equal to the batches read in this process."""
     selection = select_samples(fer_store, "train")
-    batches = StoreBatches(fer_store, selection, FIELDS, 8, shuffle=True, in_memory=False, window_shards=1)
-    from_workers = by_index(collect(make_loader(batches, num_workers=2)))
+    batches = StoreBatches(fer_store, selection, FIELDS, 8, shuffle=True, in_memory=in_memory, window_shards=1)
+    parts = list(make_loader(batches, num_workers=2))
+    assert all(len({tensor.untyped_storage().data_ptr() for tensor in part.values()}) == 1 for part in parts)
+    from_workers = by_index(collect(parts))
     reference = by_index(collect(StoreBatches(fer_store, selection, FIELDS, 8, in_memory=True)))
     for key, tensor in from_workers.items():
         torch.testing.assert_close(tensor, reference[key], rtol=0, atol=0)
