@@ -289,14 +289,11 @@ class StoreBatches(torch.utils.data.IterableDataset):
         return self._arrays
 
     def _batch(self, arrays: dict[str, np.ndarray], rows: np.ndarray, positions: np.ndarray) -> dict[str, torch.Tensor]:
+        sources = {name: (values, rows) for name, values in arrays.items()}
+        sources.update(index=(self.selection.index, positions), target=(self.selection.target, positions))
         if torch.utils.data.get_worker_info() is not None:  # to cross to the training process in one piece
-            sources = {name: (values, rows) for name, values in arrays.items()}
-            sources.update(index=(self.selection.index, positions), target=(self.selection.target, positions))
             return WorkerBatch.gathered(sources)
-        batch = {name: torch.from_numpy(np.ascontiguousarray(values[rows])) for name, values in arrays.items()}
-        batch["index"] = torch.from_numpy(self.selection.index[positions])
-        batch["target"] = torch.from_numpy(self.selection.target[positions])
-        return batch
+        return {name: torch.from_numpy(values[rows]) for name, (values, rows) in sources.items()}
 
     def __iter__(self):
         worker = torch.utils.data.get_worker_info()

@@ -49,15 +49,23 @@ def frame_content_size(frame: bytes) -> int | None:
     return size + 256 if width == 2 else size
 
 
-def blosc_sizes(frame: bytes) -> tuple[int, int]:
-    """``(decompressed bytes, frame bytes)`` that a blosc (version 1) frame's 16-byte header records.
+def blosc_size(header: bytes, frame_bytes: int) -> int:
+    """The decompressed bytes that a blosc (version 1) frame of ``frame_bytes`` bytes records in
+    its 16-byte ``header``.
 
     Raises:
-        StoreError: the bytes are too short to hold a blosc header.
+        StoreError: too short to hold a blosc header, or a header that gives the frame another
+            length (blosc reads as far as its header says).
     """
-    if len(frame) < BLOSC_HEADER_BYTES:
+    if len(header) < BLOSC_HEADER_BYTES:
         raise StoreError("a chunk is not blosc-compressed data (shorter than a blosc header)")
-    return int.from_bytes(frame[4:8], "little"), int.from_bytes(frame[12:16], "little")
+    length = int.from_bytes(header[12:16], "little")
+    if length != frame_bytes:
+        raise StoreError(
+            f"a blosc header says the frame takes {length:,} bytes where it has {frame_bytes:,} "
+            "(damaged or forged); refusing it"
+        )
+    return int.from_bytes(header[4:8], "little")
 
 
 def raw_size_limit(chunk_spec: ArraySpec) -> int:
@@ -99,12 +107,7 @@ class BoundedBloscCodec(BloscCodec):
     """``blosc`` that checks a frame's recorded sizes against the chunk before decompressing it."""
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> Buffer:
-        size, length = blosc_sizes(chunk_bytes[:BLOSC_HEADER_BYTES].to_bytes())
-        if length != len(chunk_bytes):
-            raise StoreError(
-                f"a chunk's blosc header says it takes {length:,} bytes where the chunk has {len(chunk_bytes):,} "
-                "(damaged or forged); refusing it"
-            )
+        size = blosc_size(chunk_bytes[:BLOSC_HEADER_BYTES].to_bytes(), len(chunk_bytes))
         _refuse_past_limit(size, chunk_spec, "blosc")
         return super()._decode_sync(chunk_bytes, chunk_spec)
 

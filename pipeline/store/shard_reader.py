@@ -40,7 +40,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from pipeline.errors import StoreError
-from pipeline.store.bounded_codecs import BLOSC_HEADER_BYTES, blosc_sizes, frame_content_size
+from pipeline.store.bounded_codecs import BLOSC_HEADER_BYTES, blosc_size, frame_content_size
 from pipeline.store.location import ContainedLocalStore
 
 NO_CHUNK = 2**64 - 1  # a shard index entry of an inner chunk never written (all fill value)
@@ -205,13 +205,9 @@ def _zstd_into(frame: np.ndarray, out: np.ndarray, where: str) -> None:
 
 def _blosc_into(frame: np.ndarray, out: np.ndarray, where: str) -> None:
     try:
-        size, length = blosc_sizes(frame[:BLOSC_HEADER_BYTES].tobytes())
+        size = blosc_size(frame[:BLOSC_HEADER_BYTES].tobytes(), len(frame))
     except StoreError as error:
         raise StoreError(f"{where}: {error}") from None
-    if length != len(frame):
-        raise StoreError(
-            f"{where}: a blosc header says the frame takes {length:,} bytes where it has {len(frame):,}; refusing it"
-        )
     if size != out.size:
         raise StoreError(
             f"{where}: a blosc frame would decompress to {size:,} bytes where the chunk holds {out.size:,}; refusing it"
