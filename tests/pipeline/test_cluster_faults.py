@@ -23,6 +23,14 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.01)
 
 
+def scheduler_address(scheduler_file: Path) -> str | None:
+    """The address in the scheduler's file, once it is there (the file appears before it is written)."""
+    try:
+        return json.loads(scheduler_file.read_text())["address"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+
+
 @pytest.fixture
 def cluster(tmp_path):
     """``(scheduler address, [worker process, worker process])``: real processes, no nannies, so
@@ -46,8 +54,8 @@ def cluster(tmp_path):
         )
     ]
     try:
-        wait_for(scheduler_file.exists, 60, "the scheduler")
-        address = json.loads(scheduler_file.read_text())["address"]
+        wait_for(lambda: scheduler_address(scheduler_file), 60, "the scheduler")
+        address = scheduler_address(scheduler_file)
         workers = [
             subprocess.Popen(
                 [
