@@ -60,7 +60,7 @@ from pipeline.stages.decode import decode_image
 from pipeline.store import bytes_on_disk, open_store
 from pipeline.store.shard_reader import ShardLayout, fetch_ranges, read_sample
 from tests.conftest import extract_fer2013
-from tests.sharing.servers import NGINX, nginx, rclone_s3, s3_server, store_server
+from tests.sharing.servers import NGINX, nginx, put_in_bucket, rclone_s3, s3_server, store_server
 
 FIELDS = ("image", "heatmap", "mask_soft", "saliency", "landmarks")
 BATCH = 64
@@ -198,11 +198,7 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
             nginx_http = remote(f"{base}/{store.name}", n)
             nginx_http["random_sample_ms"] = random_sample_ms(f"{base}/{store.name}")
     with s3_server(separate_process=True):
-        import s3fs
-
-        bucket = s3fs.S3FileSystem()
-        bucket.mkdir(f"bench-{size}")
-        bucket.put(str(store), f"bench-{size}/s.zarr", recursive=True)
+        put_in_bucket(store, f"s3://bench-{size}/s.zarr")
         s3 = remote(f"s3://bench-{size}/s.zarr", n)
     buckets = workdir / f"buckets-{size}"
     (buckets / "bench").mkdir(parents=True)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,9 +141,7 @@ def rclone_s3(buckets: Path, monkeypatch=None) -> Iterator[str]:
 @contextlib.contextmanager
 def _s3_client_environment(endpoint: str, monkeypatch=None) -> Iterator[None]:
     """The AWS_* variables a colleague would set for ``endpoint`` (through ``monkeypatch`` when
-    given, else in ``os.environ`` for the process); s3fs's cached clients are dropped after."""
-    import s3fs
-
+    given, else in ``os.environ`` for the process)."""
     for key, value in {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "lab",
@@ -153,7 +152,21 @@ def _s3_client_environment(endpoint: str, monkeypatch=None) -> Iterator[None]:
             monkeypatch.setenv(key, value)
         else:
             os.environ[key] = value
-    try:
-        yield
-    finally:
-        s3fs.S3FileSystem.clear_instance_cache()  # its cached clients point at this server
+    yield
+
+
+def put_in_bucket(folder: Path, url: str) -> None:
+    """Copy every file under ``folder`` to ``url`` (``s3://bucket/prefix``) on the server the
+    AWS_* variables name (:func:`s3_server`), creating the bucket, as ``aws s3 cp --recursive``
+    would."""
+    import obstore
+    from obstore.store import S3Store
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    # moto answers requests without checking their signatures: an unsigned PUT makes the bucket
+    request = urllib.request.Request(f"{os.environ['AWS_ENDPOINT_URL']}/{bucket}", method="PUT")
+    urllib.request.urlopen(request).close()
+    store = S3Store(bucket, prefix=prefix, client_options={"allow_http": True})
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            obstore.put(store, path.relative_to(folder).as_posix(), path.read_bytes())

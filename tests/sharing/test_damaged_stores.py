@@ -5,7 +5,6 @@ import shutil
 import zipfile
 
 import pytest
-import s3fs
 from click.testing import CliRunner
 
 from cli.store import main as store_cli
@@ -15,7 +14,7 @@ from pipeline.store import open_store
 from pipeline.tools.pack import pack_store
 from pipeline.tools.verify import verify_store
 from tests.sharing.damaged_stores import CORPUS, make_damaged, set_field
-from tests.sharing.servers import NGINX, nginx, s3_server, store_server
+from tests.sharing.servers import NGINX, nginx, put_in_bucket, s3_server, store_server
 
 
 def run_cli(command, *args) -> tuple[int, str]:
@@ -103,9 +102,7 @@ def test_remote_and_zipped_hostile_stores_are_refused_the_same_way(fer_store, tm
     locations.append(tmp_path / "hostile.zarr.zip")
     with store_server(store) as url, s3_server(monkeypatch):
         locations.append(url)
-        bucket = s3fs.S3FileSystem()
-        bucket.mkdir("hostile-stores")
-        bucket.put(str(store), "hostile-stores/fer.zarr", recursive=True)
+        put_in_bucket(store, "s3://hostile-stores/fer.zarr")
         locations.append("s3://hostile-stores/fer.zarr")
         if NGINX:
             with nginx(tmp_path / "hostile", tmp_path / "nginx") as base:
