@@ -104,7 +104,7 @@ class StoreLocation:
 
     def _s3_store(self) -> ObjectStore:
         """The bucket through obstore: one GET per file with little Python per request (s3fs and
-        botocore spent milliseconds of it on each: 1.3-2.1x slower streams, docs/benchmarks.md)."""
+        botocore spent milliseconds of it on each: streams up to 2x slower, docs/benchmarks.md)."""
         parsed = urlparse(self.path)
         options: dict[str, Any] = {}
         if os.environ.get("AWS_ANON", "").lower() in ("1", "true", "yes"):
