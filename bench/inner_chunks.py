@@ -24,7 +24,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.store import open_store
-from pipeline.store.shard_reader import read_sample, read_shards
+from pipeline.store.shard_reader import SampleReader, read_shards
 
 ARRAYS = ("image", "heatmap")
 COUNTS = (1, 2, 4, 8, 16, 32, 64, 256)
@@ -58,9 +58,10 @@ def measure(group: zarr.Group, folder: Path) -> dict:
         read_shards(arrays, shards)
     whole = (time.perf_counter() - began) / 3 / len(shards)
     times = []
+    read_sample = SampleReader(arrays)
     for index in np.random.default_rng(0).integers(0, arrays["image"].shape[0], 200):
         began = time.perf_counter()
-        read_sample(arrays, int(index))
+        read_sample(int(index))
         times.append(time.perf_counter() - began)
     return {
         "ms_per_shard": round(1e3 * whole, 2),

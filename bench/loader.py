@@ -16,7 +16,7 @@ S = H = 112 (the same faces upscaled), from
   from each, and the rate at which the same files are fetched alone, without decoding (what the
   server and the client's HTTP stack allow);
 - ``random_sample_ms``: the median time to read one random sample (every field) with
-  :func:`pipeline.store.shard_reader.read_sample` and with zarr-python (``array[i]`` per field), locally,
+  :class:`pipeline.store.shard_reader.SampleReader` and with zarr-python (``array[i]`` per field), locally,
   from ``fer-store serve`` and from nginx;
 - ``jpeg``: decoding the source JPEG files each time and resizing to S, image only (what an
   image-folder loader does);
@@ -58,7 +58,7 @@ from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.stages.decode import decode_image
 from pipeline.store import bytes_on_disk, open_store
-from pipeline.store.shard_reader import ShardLayout, fetch_ranges, read_sample
+from pipeline.store.shard_reader import SampleReader, ShardLayout, fetch_ranges
 from tests.conftest import extract_fer2013
 from tests.sharing.servers import NGINX, nginx, put_in_bucket, rclone_s3, s3_server, store_server
 
@@ -135,10 +135,11 @@ def random_sample_ms(location: str, count: int = 200) -> dict:
     group = open_store(location)
     arrays = {name: group[name] for name in FIELDS}
     indices = np.random.default_rng(0).integers(0, group["image"].shape[0], count)
+    read_sample = SampleReader(arrays)
     times = {"shard_reader": [], "zarr_python": []}
     for index in indices:
         began = time.perf_counter()
-        read_sample(arrays, int(index))
+        read_sample(int(index))
         times["shard_reader"].append(time.perf_counter() - began)
         began = time.perf_counter()
         for array in arrays.values():

@@ -29,7 +29,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 import obstore.exceptions
@@ -160,6 +160,7 @@ class ContainedLocalStore(LocalStore):
 
     def __init__(self, root: str | Path):
         super().__init__(root, read_only=True)
+        self._root_text = str(self.root)
         self._real_root = os.path.realpath(self.root)
         self._real_folders: dict[str, str] = {}  # a key's folder -> its real path, resolved once
 
@@ -182,17 +183,26 @@ class ContainedLocalStore(LocalStore):
         if not stat.S_ISREG(mode):
             raise StoreError(f"{key} in the store {self.root} is not a regular file; refusing to read it")
 
-    def read_range(self, key: str, start: int, length: int | None) -> bytes | None:
-        """``length`` bytes from ``start`` of the file at ``key`` (no length: to its end; ``start``
-        < 0: the last ``-start`` bytes); None if absent. Read directly, a fraction of the cost of
-        :meth:`get`'s round trip through zarr's event loop, with the same checks."""
+    def open_checked(self, key: str) -> BinaryIO | None:
+        """The file at ``key`` opened for reading, after the checks :meth:`get` makes; None if
+        absent. Reading it directly costs a fraction of :meth:`get`'s round trip through zarr's
+        event loop."""
         self._check_contained(key)
         try:
-            with open(self.root / key, "rb") as file:
-                file.seek(start, os.SEEK_SET if start >= 0 else os.SEEK_END)
-                return file.read(-1 if length is None else length)
+            return open(os.path.join(self._root_text, key), "rb")
         except FileNotFoundError:
             return None
+
+    def read_range(self, key: str, start: int, length: int | None) -> bytes | None:
+        """``length`` bytes from ``start`` of the file at ``key`` (no length: to its end; ``start``
+        < 0: the last ``-start`` bytes); None if absent."""
+        file = self.open_checked(key)
+        if file is None:
+            return None
+        try:
+            with file:
+                file.seek(start, os.SEEK_SET if start >= 0 else os.SEEK_END)
+                return file.read(-1 if length is None else length)
         except OSError as error:  # a suffix longer than the file
             raise StoreError(f"cannot read {key} in the store {self.root}: {error}") from None
 

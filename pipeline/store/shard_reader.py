@@ -321,59 +321,99 @@ def read_shards(
     }
 
 
-def read_sample(arrays: dict[str, zarr.Array], index: int, threads: int = DECODE_THREADS) -> dict[str, np.ndarray]:
-    """Every array's values of sample ``index`` (``{name: (*sample_shape)}``), reading only the
-    inner chunk that holds it: the shard indexes of all arrays in one concurrent round, then
-    their inner chunks in another (local files: a seek and a read each), decoded by ``threads``
-    threads. Arrays this module does not decode, and unsharded columns, are read through zarr-python.
+class SampleReader:
+    """Single samples of the arrays of one store, at random, each read from the inner chunk that
+    holds it alone and decoded in the calling thread (a pool's hand-offs cost more than they
+    save on five chunks: docs/benchmarks.md). The arrays' layouts are worked out once, for every
+    sample read.
 
-    Raises:
-        StoreError: as :meth:`ShardLayout.decode_into`, or an index entry past the end of its file.
+    Args:
+        arrays: ``{name: zarr.Array}`` of one store, all with the same shard length.
     """
-    layouts = {name: ShardLayout.of(array) for name, array in arrays.items()}
-    sharded = [name for name, layout in layouts.items() if layout is not None and layout.sharded]
-    values = {name: array[index] for name, array in arrays.items() if name not in sharded}
-    if not sharded:
+
+    def __init__(self, arrays: dict[str, zarr.Array]):
+        self.arrays = arrays
+        self.layouts = {name: ShardLayout.of(array) for name, array in arrays.items()}
+        self.sharded = [name for name, layout in self.layouts.items() if layout is not None and layout.sharded]
+        self.store = arrays[self.sharded[0]].store_path.store if self.sharded else None
+
+    def __call__(self, index: int) -> dict[str, np.ndarray]:
+        """Every array's values of sample ``index``: ``{name: (*sample_shape)}``. A local store's
+        files are opened once each (the index at the end, then the inner chunk); a remote store's
+        indexes are fetched in one concurrent round, then their inner chunks in another. Arrays
+        this class does not decode, and unsharded columns, are read through zarr-python.
+
+        Raises:
+            StoreError: as :meth:`ShardLayout.decode_into`, or an index entry past the end of its
+                file.
+        """
+        values = {name: array[index] for name, array in self.arrays.items() if name not in self.sharded}
+        if not self.sharded:
+            return values
+        shard, row = divmod(index, self.layouts[self.sharded[0]].shard_len)
+        if isinstance(self.store, ContainedLocalStore):
+            chunks = [self._local_chunk(self.layouts[name], shard, row, index) for name in self.sharded]
+        else:
+            chunks = self._remote_chunks(shard, row, index)
+
+        def decode(name: str, chunk: np.ndarray | None) -> np.ndarray:
+            layout = self.layouts[name]
+            out = np.empty((layout.inner_len, *layout.sample_shape), layout.dtype)
+            layout.decode_inner(chunk, out, f"{layout.key(shard)} (sample {index})")
+            return out[row % layout.inner_len]
+
+        values.update(zip(self.sharded, map(decode, self.sharded, chunks)))
         return values
-    store = arrays[sharded[0]].store_path.store
-    shard, row = divmod(index, layouts[sharded[0]].shard_len)
-    indexes = fetch_ranges(
-        store, [(layouts[name].key(shard), -(16 * layouts[name].inner_count + 4), None) for name in sharded]
-    )
-    wanted = []
-    for name, index_bytes in zip(sharded, indexes):
-        layout = layouts[name]
-        where = f"{layout.key(shard)} (sample {index})"
-        if index_bytes is None:
-            wanted.append(None)
-            continue
-        offset, nbytes = layout.index_entries(np.frombuffer(index_bytes, np.uint8), where)[
-            row // layout.inner_len
-        ].tolist()
-        wanted.append(None if offset == NO_CHUNK else (layout.key(shard), offset, nbytes))
-    chunks = fetch_ranges(store, [request for request in wanted if request is not None])
-    jobs = []
-    for name, request in zip(sharded, wanted):
-        chunk = None
-        if request is not None:
-            chunk = np.frombuffer(chunks.pop(0), np.uint8)
-            if len(chunk) != request[2]:
-                raise StoreError(
-                    f"{request[0]} (sample {index}): its index places an inner chunk at bytes "
-                    f"{request[1]}-{request[1] + request[2]}, past the end of the file"
-                )
-        jobs.append((name, chunk))
 
-    def decode(job: tuple[str, np.ndarray | None]) -> np.ndarray:
-        name, chunk = job
-        layout = layouts[name]
-        out = np.empty((layout.inner_len, *layout.sample_shape), layout.dtype)
-        layout.decode_inner(chunk, out, f"{layout.key(shard)} (sample {index})")
-        return out[row % layout.inner_len]
+    def _local_chunk(self, layout: ShardLayout, shard: int, row: int, index: int) -> np.ndarray | None:
+        """The bytes of the inner chunk holding ``row`` of ``shard`` (None: never written), read
+        from the shard file opened once."""
+        key = layout.key(shard)
+        file = self.store.open_checked(key)
+        if file is None:
+            return None
+        with file:
+            try:
+                file.seek(-(16 * layout.inner_count + 4), os.SEEK_END)
+            except OSError:  # shorter than its index
+                raise StoreError(f"{key} (sample {index}): the shard file is too short to hold its index") from None
+            entries = layout.index_entries(np.frombuffer(file.read(), np.uint8), f"{key} (sample {index})")
+            offset, nbytes = entries[row // layout.inner_len].tolist()
+            if offset == NO_CHUNK:
+                return None
+            file.seek(offset)
+            return _whole_chunk(file.read(nbytes), key, offset, nbytes, index)
 
-    decoded = _pool(threads).map(decode, jobs) if threads > 1 and len(jobs) > 1 else map(decode, jobs)
-    values.update(zip(sharded, decoded))
-    return values
+    def _remote_chunks(self, shard: int, row: int, index: int) -> list[np.ndarray | None]:
+        """The inner chunks holding ``row`` of ``shard`` of each sharded array (None: never
+        written): every index in one concurrent round, then every chunk in another."""
+        layouts = [self.layouts[name] for name in self.sharded]
+        indexes = fetch_ranges(
+            self.store, [(layout.key(shard), -(16 * layout.inner_count + 4), None) for layout in layouts]
+        )
+        wanted = []
+        for layout, index_bytes in zip(layouts, indexes):
+            if index_bytes is None:
+                wanted.append(None)
+                continue
+            where = f"{layout.key(shard)} (sample {index})"
+            offset, nbytes = layout.index_entries(np.frombuffer(index_bytes, np.uint8), where)[
+                row // layout.inner_len
+            ].tolist()
+            wanted.append(None if offset == NO_CHUNK else (layout.key(shard), offset, nbytes))
+        fetched = iter(fetch_ranges(self.store, [request for request in wanted if request is not None]))
+        return [None if request is None else _whole_chunk(next(fetched), *request, index) for request in wanted]
+
+
+def _whole_chunk(data: bytes | np.ndarray, key: str, offset: int, nbytes: int, index: int) -> np.ndarray:
+    """``data``, read for an inner chunk at ``offset`` of ``nbytes`` bytes, as a uint8 array."""
+    chunk = np.frombuffer(data, np.uint8)
+    if len(chunk) != nbytes:
+        raise StoreError(
+            f"{key} (sample {index}): its index places an inner chunk at bytes {offset}-{offset + nbytes}, "
+            "past the end of the file"
+        )
+    return chunk
 
 
 def fetch_ranges(

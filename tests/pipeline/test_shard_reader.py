@@ -14,7 +14,7 @@ from zarr.codecs import Crc32cCodec
 
 from pipeline.errors import StoreError
 from pipeline.store import open_store
-from pipeline.store.shard_reader import ShardLayout, read_sample, read_shards
+from pipeline.store.shard_reader import SampleReader, ShardLayout, read_shards
 from pipeline.tools.pack import pack_store
 from pipeline.tools.verify import verify_store
 from tests.conftest import build_fer_store
@@ -34,8 +34,9 @@ def same_as_zarr(location) -> int:
             expected = array[shard * length : (shard + 1) * length]
             np.testing.assert_array_equal(values, expected, err_msg=f"{location} {name} shard {shard}")
             assert values.dtype == expected.dtype
+    sample_reader = SampleReader(arrays)
     for index in (0, 15, 16, 33, arrays["image"].shape[0] - 1):  # inner chunk edges, the last sample
-        for name, values in read_sample(arrays, index).items():
+        for name, values in sample_reader(index).items():
             np.testing.assert_array_equal(values, arrays[name][index], err_msg=f"{location} {name} sample {index}")
     return sum(ShardLayout.of(array) is not None for array in arrays.values())
 
@@ -99,7 +100,7 @@ def test_damage_is_named(fer_store, tmp_path, damage):
     with pytest.raises(StoreError, match=r"image/c/0/0/0/0 \(samples 0-31\).*(crc32c|outside the file)"):
         read_shards(image, [0])
     with pytest.raises(StoreError, match=r"image/c/0/0/0/0 \(sample 3\).*(crc32c|past the end)"):
-        read_sample(image, 3)
+        SampleReader(image)(3)
 
 
 def test_uncompressed_inner_chunks_read_the_same(synthetic_store, tmp_path):
