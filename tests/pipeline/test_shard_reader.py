@@ -83,7 +83,7 @@ def test_missing_files_and_inner_chunks_read_as_the_fill_value(fer_store, tmp_pa
     same_as_zarr(store)  # zarr-python reads the missing file as the fill value too
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "index past the end"])
+@pytest.mark.parametrize("damage", ["truncate", "truncate below the index", "flip", "index past the end"])
 def test_damage_is_named(fer_store, tmp_path, damage):
     store = tmp_path / "copy.zarr"
     shutil.copytree(fer_store, store)
@@ -91,15 +91,17 @@ def test_damage_is_named(fer_store, tmp_path, damage):
     data = bytearray(path.read_bytes())
     if damage == "truncate":
         path.write_bytes(bytes(data[: len(data) // 2]))
+    elif damage == "truncate below the index":
+        path.write_bytes(bytes(data[:10]))
     elif damage == "flip":
         data[len(data) // 4] ^= 1
         path.write_bytes(bytes(data))
     else:
         index_past_the_end(store)
     image = {"image": open_store(store)["image"]}
-    with pytest.raises(StoreError, match=r"image/c/0/0/0/0 \(samples 0-31\).*(crc32c|outside the file)"):
+    with pytest.raises(StoreError, match=r"image/c/0/0/0/0 \(samples 0-31\).*(crc32c|outside the file|too short)"):
         read_shards(image, [0])
-    with pytest.raises(StoreError, match=r"image/c/0/0/0/0 \(sample 3\).*(crc32c|past the end)"):
+    with pytest.raises(StoreError, match=r"image/c/0/0/0/0 \(sample 3\).*(crc32c|past the end|too short)"):
         SampleReader(image)(3)
 
 
