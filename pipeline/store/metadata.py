@@ -77,9 +77,9 @@ def read_document(store: Store, key: str, limit: int) -> dict[str, Any] | None:
 async def fetch_document(store: Store, key: str, limit: int) -> dict[str, Any] | None:
     """:func:`read_document`, awaitable, so that many documents can be read at once."""
     if isinstance(store, ObjectStore):
-        # obstore refuses the whole file in answer to a range (a 200 where it asked for a 206),
-        # which servers such as rclone send for a range past the end: one GET, its size checked
-        # before its body is read.
+        # obstore refuses an answer of 200 to a range request, which some S3 servers send
+        # (rclone, for every range; location.BucketStore): one GET, its size checked before its
+        # body is read.
         try:
             response = await obstore.get_async(store.store, key)
         except FileNotFoundError:

@@ -118,8 +118,8 @@ def s3_server(monkeypatch=None, separate_process: bool = False) -> Iterator[str]
             server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
             server.start()
             running.callback(server.stop)
-        with _s3_client_environment(endpoint, monkeypatch):
-            yield endpoint
+        _set_s3_client_environment(endpoint, monkeypatch)
+        yield endpoint
 
 
 @contextlib.contextmanager
@@ -134,14 +134,14 @@ def rclone_s3(buckets: Path, monkeypatch=None) -> Iterator[str]:
     command = [RCLONE, "serve", "s3", str(buckets), "--addr", f"127.0.0.1:{port}", "--auth-key", "lab,lab"]
     # --copy-links: a bucket may link to a store elsewhere; --etag-hash "": no MD5 of every file served
     command += ["--copy-links", "--etag-hash", "", "--config", "/dev/null"]
-    with _process(command, port), _s3_client_environment(endpoint, monkeypatch):
+    with _process(command, port):
+        _set_s3_client_environment(endpoint, monkeypatch)
         yield endpoint
 
 
-@contextlib.contextmanager
-def _s3_client_environment(endpoint: str, monkeypatch=None) -> Iterator[None]:
-    """The AWS_* variables a colleague would set for ``endpoint`` (through ``monkeypatch`` when
-    given, else in ``os.environ`` for the process)."""
+def _set_s3_client_environment(endpoint: str, monkeypatch=None) -> None:
+    """Set the AWS_* variables a colleague would set for ``endpoint`` (through ``monkeypatch``
+    when given, else in ``os.environ`` for the process)."""
     for key, value in {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "lab",
@@ -152,13 +152,12 @@ def _s3_client_environment(endpoint: str, monkeypatch=None) -> Iterator[None]:
             monkeypatch.setenv(key, value)
         else:
             os.environ[key] = value
-    yield
 
 
 def put_in_bucket(folder: Path, url: str) -> None:
-    """Copy every file under ``folder`` to ``url`` (``s3://bucket/prefix``) on the server the
-    AWS_* variables name (:func:`s3_server`), creating the bucket, as ``aws s3 cp --recursive``
-    would."""
+    """Copy every file under ``folder`` to ``url`` (``s3://bucket/prefix``) on the moto server
+    the AWS_* variables name (:func:`s3_server`), creating the bucket, as ``aws s3 cp
+    --recursive`` would."""
     import obstore
     from obstore.store import S3Store
 
