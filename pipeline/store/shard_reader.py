@@ -324,8 +324,9 @@ def read_shards(
 class SampleReader:
     """Single samples of the arrays of one store, at random, each read from the inner chunk that
     holds it alone and decoded in the calling thread (a pool's hand-offs cost more than they
-    save on five chunks: docs/benchmarks.md). The arrays' layouts are worked out once, for every
-    sample read.
+    save on five chunks: docs/benchmarks.md). The arrays' layouts are worked out once, and each
+    shard index read is kept (16 bytes per inner chunk), so a remote store's later samples from
+    the same shard take one round of requests instead of two.
 
     Args:
         arrays: ``{name: zarr.Array}`` of one store, all with the same shard length.
@@ -336,6 +337,7 @@ class SampleReader:
         self.layouts = {name: ShardLayout.of(array) for name, array in arrays.items()}
         self.sharded = [name for name, layout in self.layouts.items() if layout is not None and layout.sharded]
         self.store = arrays[self.sharded[0]].store_path.store if self.sharded else None
+        self._indexes: dict[str, np.ndarray | None] = {}  # shard file key -> its index entries
 
     def __call__(self, index: int) -> dict[str, np.ndarray]:
         """Every array's values of sample ``index``: ``{name: (*sample_shape)}``. A local store's
@@ -367,18 +369,19 @@ class SampleReader:
 
     def _local_chunk(self, layout: ShardLayout, shard: int, row: int, index: int) -> np.ndarray | None:
         """The bytes of the inner chunk holding ``row`` of ``shard`` (None: never written), read
-        from the shard file opened once."""
+        from the shard file opened once (its index first, unless kept from before)."""
         key = layout.key(shard)
         file = self.store.open_checked(key)
         if file is None:
             return None
         with file:
-            try:
-                file.seek(-(16 * layout.inner_count + 4), os.SEEK_END)
-            except OSError:  # shorter than its index
-                raise StoreError(f"{key} (sample {index}): the shard file is too short to hold its index") from None
-            entries = layout.index_entries(np.frombuffer(file.read(), np.uint8), f"{key} (sample {index})")
-            offset, nbytes = entries[row // layout.inner_len].tolist()
+            if key not in self._indexes:
+                try:
+                    file.seek(-(16 * layout.inner_count + 4), os.SEEK_END)
+                except OSError:  # shorter than its index
+                    raise StoreError(f"{key} (sample {index}): the shard file is too short to hold its index") from None
+                self._keep_index(layout, key, file.read(), index)
+            offset, nbytes = self._indexes[key][row // layout.inner_len].tolist()
             if offset == NO_CHUNK:
                 return None
             file.seek(offset)
@@ -386,23 +389,28 @@ class SampleReader:
 
     def _remote_chunks(self, shard: int, row: int, index: int) -> list[np.ndarray | None]:
         """The inner chunks holding ``row`` of ``shard`` of each sharded array (None: never
-        written): every index in one concurrent round, then every chunk in another."""
-        layouts = [self.layouts[name] for name in self.sharded]
-        indexes = fetch_ranges(
-            self.store, [(layout.key(shard), -(16 * layout.inner_count + 4), None) for layout in layouts]
-        )
+        written): the indexes not kept from before in one concurrent round, then every chunk in
+        another."""
+        layouts = {layout.key(shard): layout for layout in (self.layouts[name] for name in self.sharded)}
+        missing = [key for key in layouts if key not in self._indexes]
+        requests = [(key, -(16 * layouts[key].inner_count + 4), None) for key in missing]
+        for key, index_bytes in zip(missing, fetch_ranges(self.store, requests)):
+            self._keep_index(layouts[key], key, index_bytes, index)
         wanted = []
-        for layout, index_bytes in zip(layouts, indexes):
-            if index_bytes is None:
-                wanted.append(None)
-                continue
-            where = f"{layout.key(shard)} (sample {index})"
-            offset, nbytes = layout.index_entries(np.frombuffer(index_bytes, np.uint8), where)[
-                row // layout.inner_len
-            ].tolist()
-            wanted.append(None if offset == NO_CHUNK else (layout.key(shard), offset, nbytes))
+        for key, layout in layouts.items():
+            entries = self._indexes[key]
+            offset, nbytes = (NO_CHUNK, 0) if entries is None else entries[row // layout.inner_len].tolist()
+            wanted.append(None if offset == NO_CHUNK else (key, offset, nbytes))
         fetched = iter(fetch_ranges(self.store, [request for request in wanted if request is not None]))
         return [None if request is None else _whole_chunk(next(fetched), *request, index) for request in wanted]
+
+    def _keep_index(self, layout: ShardLayout, key: str, index_bytes: bytes | np.ndarray | None, index: int) -> None:
+        """Keep the entries of shard file ``key``'s index (None: the file is absent)."""
+        self._indexes[key] = (
+            None
+            if index_bytes is None
+            else layout.index_entries(np.frombuffer(index_bytes, np.uint8), f"{key} (sample {index})")
+        )
 
 
 def _whole_chunk(data: bytes | np.ndarray, key: str, offset: int, nbytes: int, index: int) -> np.ndarray:

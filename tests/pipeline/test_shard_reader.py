@@ -67,6 +67,25 @@ def test_a_shard_file_from_s3_takes_one_request(fer_store, monkeypatch, caplog):
     np.testing.assert_array_equal(read["image"][1], open_store(fer_store)["image"][32:64])
 
 
+def test_later_samples_of_a_shard_from_s3_take_one_request_per_array(fer_store, monkeypatch, caplog):
+    """The first sample of a shard takes two rounds (each array's index, then its chunk); the
+    reader keeps the indexes, so later ones take only the chunks."""
+    with s3_server(monkeypatch):
+        put_in_bucket(fer_store, "s3://lab/fer.zarr")
+        group = open_store("s3://lab/fer.zarr")
+        arrays = {name: group[name] for name in ("image", "heatmap")}
+        read_sample = SampleReader(arrays)
+        caplog.set_level(logging.INFO, logger="werkzeug")  # moto logs each request it answers
+        first = read_sample(33)
+        requests_first = sum(record.name == "werkzeug" for record in caplog.records)
+        later = read_sample(50)
+    requests_later = sum(record.name == "werkzeug" for record in caplog.records) - requests_first
+    assert (requests_first, requests_later) == (4, 2)
+    local = open_store(fer_store)
+    np.testing.assert_array_equal(first["heatmap"], local["heatmap"][33])
+    np.testing.assert_array_equal(later["image"], local["image"][50])
+
+
 def test_an_array_opened_at_its_own_folder_reads_the_same(fer_store):
     """Its path in the store is empty: no key may start with '/' (which read as missing files)."""
     array = zarr.open_array(str(fer_store / "heatmap"), mode="r")
