@@ -177,3 +177,5 @@ def test_a_store_opens_in_xarray_with_named_dimensions(fer_store):
     assert dataset.sizes["sample"] == 84
     np.testing.assert_array_equal(dataset["status"].values, open_store(fer_store)["status"][:])
     assert dataset.attrs["fer_store"]["dataset"] == "folder"
+    checked = xr.open_zarr(open_store(fer_store).store, consolidated=True)  # docs/sharing.md: after the checks
+    np.testing.assert_array_equal(checked["image"].values, dataset["image"].values)

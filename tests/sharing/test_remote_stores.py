@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
@@ -75,6 +76,8 @@ def test_training_from_an_s3_bucket(fer_store, local_run, tmp_path, monkeypatch)
         np.testing.assert_array_equal(
             open_store("s3://lab-stores/fer.zarr")["image"][:], open_store(fer_store)["image"][:]
         )
+        in_xarray = xr.open_zarr(open_store("s3://lab-stores/fer.zarr").store, consolidated=True)
+        np.testing.assert_array_equal(in_xarray["heatmap"].values, open_store(fer_store)["heatmap"][:])
 
 
 @pytest.mark.parametrize("server", ["moto", "rclone"])
