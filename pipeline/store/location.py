@@ -5,11 +5,10 @@ A store location is one of:
 - a local directory (``stores/fer2013.zarr``) or ``file:///abs/path.zarr``;
 - ``http://`` or ``https://`` URL of a directory served by any web server that honours Range
   requests (nginx, Apache, object stores, ``fer-store serve``); no directory listings needed;
-- ``s3://bucket/prefix.zarr`` through obstore (Rust's ``object_store``, zarr's
-  :class:`~zarr.storage.ObjectStore`), with endpoint and credentials from the usual environment
-  variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-  ``AWS_SESSION_TOKEN``, ``AWS_REGION``; ``AWS_ANON=1`` for public buckets) or an instance,
-  container or web-identity role; profiles in ``~/.aws`` are not read;
+- ``s3://bucket/prefix.zarr`` through obstore (:mod:`pipeline.store.bucket`), with endpoint and
+  credentials from the usual environment variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+  ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``; ``AWS_ANON=1`` for public
+  buckets) or an instance, container or web-identity role; profiles in ``~/.aws`` are not read;
 - a zipped store, ``*.zarr.zip`` (``fer-store pack``), local.
 
 Before zarr interprets anything, the raw JSON metadata is checked (:mod:`pipeline.store.metadata`
@@ -32,12 +31,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
-import obstore.exceptions
-import obstore.store
 import zarr
-from zarr.abc.store import OffsetByteRequest, RangeByteRequest
 from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore, ObjectStore, ZipStore
+from zarr.storage import FsspecStore, LocalStore, ZipStore
 
 import pipeline.store.bounded_codecs  # noqa: F401 - zarr's zstd and blosc, bounded: no chunk decompresses past its size
 from pipeline.errors import StoreError, StoreRefusedError
@@ -96,59 +92,13 @@ class StoreLocation:
                 return sync(ZipStore.open(self.path, mode="r"))
             return ContainedLocalStore(self.path)
         if self.kind == "s3":
-            return self._s3_store()
+            from pipeline.store.bucket import BucketStore  # obstore, needed for buckets only
+
+            return BucketStore.open(self.path)
         try:
             return FsspecStore.from_url(self.path, read_only=True)
         except (ImportError, ValueError) as error:
             raise StoreError(f"cannot open {self.text}: {error}") from None
-
-    def _s3_store(self) -> ObjectStore:
-        """The bucket through obstore: one GET per file with little Python per request (s3fs and
-        botocore spent milliseconds of it on each: streams up to 2x slower, docs/benchmarks.md)."""
-        parsed = urlparse(self.path)
-        options: dict[str, Any] = {}
-        if os.environ.get("AWS_ANON", "").lower() in ("1", "true", "yes"):
-            options["skip_signature"] = True
-        try:
-            bucket = obstore.store.S3Store(
-                parsed.netloc,
-                prefix=parsed.path.strip("/") or None,
-                # an AWS_ENDPOINT_URL of http:// (MinIO on a lab network) is the user's own choice
-                client_options={"allow_http": True},
-                **options,
-            )
-        except (obstore.exceptions.BaseError, ValueError) as error:
-            raise StoreError(f"cannot open {self.text}: {error}") from None
-        return BucketStore(bucket, read_only=True)
-
-
-class BucketStore(ObjectStore):
-    """A read-only S3 bucket through obstore, also from servers that answer a range request with
-    the range but status 200 instead of 206 (rclone's ``serve s3`` and other gateways built on
-    gofakes3; lakeFS). obstore refuses such an answer; from then on this store fetches each
-    ranged read's whole file and slices it (the stream reads whole files anyway)."""
-
-    _ranges_refused = False
-
-    async def get(self, key, prototype, byte_range=None):
-        if byte_range is None or not self._ranges_refused:
-            try:
-                return await super().get(key, prototype, byte_range)
-            except obstore.exceptions.GenericError as error:
-                if byte_range is None or "non-partial response" not in str(error):
-                    raise
-                self._ranges_refused = True
-        whole = await super().get(key, prototype)
-        if whole is None:
-            return None
-        if isinstance(byte_range, RangeByteRequest):
-            return whole[byte_range.start : byte_range.end]
-        if isinstance(byte_range, OffsetByteRequest):
-            return whole[byte_range.offset :]
-        return whole[max(0, len(whole) - byte_range.suffix) :]
-
-    async def get_partial_values(self, prototype, key_ranges):
-        return await asyncio.gather(*(self.get(key, prototype, byte_range) for key, byte_range in key_ranges))
 
 
 class ContainedLocalStore(LocalStore):
@@ -268,9 +218,9 @@ def open_group_readonly(location: str | Path, check_schema: SchemaCheck) -> zarr
         root = read_document(store, "zarr.json", MAX_ROOT_DOCUMENT_BYTES)
     except StoreError as error:  # too large, not UTF-8, not JSON, ...
         raise StoreError(f"{parsed.text}: {error}") from None
-    except (OSError, ValueError, obstore.exceptions.BaseError) as error:  # connection refused, 403, ...
+    except (OSError, ValueError) as error:  # connection refused, 403, ...
         hint = S3_SETTINGS_HINT if parsed.kind == "s3" else ""
-        raise StoreError(f"cannot read {parsed.text}: {_first_line(error)}{hint}") from None
+        raise StoreError(f"cannot read {parsed.text}: {error}{hint}") from None
     if root is None:
         raise StoreError(f"no store at {parsed.text} (expected a Zarr v3 group with zarr.json)")
     if root.get("zarr_format") != 3 or root.get("node_type") != "group":
@@ -312,11 +262,6 @@ def open_group_readonly(location: str | Path, check_schema: SchemaCheck) -> zarr
         raise StoreError(f"zarr cannot open {parsed.text}: {type(error).__name__}: {error}") from None
 
 
-def _first_line(error: BaseException) -> str:
-    """An error's message without what follows its first line (obstore appends a debug dump)."""
-    return str(error).strip().split("\n", 1)[0]
-
-
 def _read_documents(store: zarr.abc.store.Store, names: list[str]) -> list[Any]:
     """Each array's own ``zarr.json`` (None where absent), read concurrently; a document that
     cannot be read is returned as its :class:`StoreError`."""
@@ -328,7 +273,7 @@ def _read_documents(store: zarr.abc.store.Store, names: list[str]) -> list[Any]:
     results = sync(read_all())
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, StoreError):
-            raise StoreError(f"cannot read the store's array metadata: {_first_line(result)}")
+            raise StoreError(f"cannot read the store's array metadata: {result}")
     return results
 
 

@@ -23,11 +23,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import obstore
 from zarr.abc.store import RangeByteRequest, Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import ObjectStore
 
 from pipeline.errors import StoreError
 
@@ -76,23 +74,17 @@ def read_document(store: Store, key: str, limit: int) -> dict[str, Any] | None:
 
 async def fetch_document(store: Store, key: str, limit: int) -> dict[str, Any] | None:
     """:func:`read_document`, awaitable, so that many documents can be read at once."""
-    if isinstance(store, ObjectStore):
-        # obstore refuses an answer of 200 to a range request, which some S3 servers send
-        # (rclone, for every range; location.BucketStore): one GET, its size checked before its
-        # body is read.
-        try:
-            response = await obstore.get_async(store.store, key)
-        except FileNotFoundError:
-            return None
-        _check_size(key, response.meta["size"], limit)
-        return parse_document(key, bytes(await response.bytes_async()), limit)
+    if hasattr(store, "get_bounded"):  # a bucket (pipeline.store.bucket): its server may answer a range with 200
+        data = await store.get_bounded(key, limit)
+        return None if data is None else parse_document(key, data, limit)
     buffer = await store.get(key, prototype=default_buffer_prototype(), byte_range=RangeByteRequest(0, limit + 1))
     if buffer is None:
         return None
     return parse_document(key, buffer.to_bytes(), limit)
 
 
-def _check_size(key: str, size: int, limit: int) -> None:
+def check_document_size(key: str, size: int, limit: int) -> None:
+    """Refuse a metadata document of ``size`` bytes over ``limit``."""
     if size > limit:
         raise StoreError(
             f"{key} is larger than {limit:,} bytes, far more than any FER store's metadata; "
@@ -102,7 +94,7 @@ def _check_size(key: str, size: int, limit: int) -> None:
 
 def parse_document(key: str, data: bytes, limit: int) -> dict[str, Any]:
     """The JSON object in ``data``, the bytes read from ``key``; see :func:`read_document`."""
-    _check_size(key, len(data), limit)
+    check_document_size(key, len(data), limit)
     try:
         document = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as error:
