@@ -117,13 +117,13 @@ class ShardLayout:
         if not self.sharded:
             self.decode_inner(view, out, where)
             return
-        count = self.inner_count
-        if len(view) < 16 * count + 4:
+        data_end = len(view) - self.index_bytes
+        if data_end < 0:
             raise StoreError(f"{where}: the shard file is {len(view)} bytes, too short to hold its index")
-        entries = self.index_entries(view[-(16 * count + 4) :], where)
+        entries = self.index_entries(view[data_end:], where)
         for i, (offset, nbytes) in enumerate(entries.tolist()):
             chunk = None if offset == NO_CHUNK else view[offset : offset + nbytes]
-            if chunk is not None and (offset + nbytes > len(view) - 16 * count - 4 or nbytes < 4):
+            if chunk is not None and (offset + nbytes > data_end or nbytes < 4):
                 raise StoreError(
                     f"{where}: its index places inner chunk {i} at bytes {offset}-{offset + nbytes}, "
                     f"outside the file's {len(view)} bytes"
@@ -134,6 +134,11 @@ class ShardLayout:
     def inner_count(self) -> int:
         """Inner chunks per shard."""
         return self.shard_len // self.inner_len
+
+    @property
+    def index_bytes(self) -> int:
+        """Bytes of the index at the end of a shard file: (offset, length) ``uint64`` pairs, then a crc32c."""
+        return 16 * self.inner_count + 4
 
     def index_entries(self, index: np.ndarray, where: str) -> np.ndarray:
         """``(inner_count, 2) uint64`` (offset, length) of each inner chunk, from the index bytes
@@ -377,7 +382,7 @@ class SampleReader:
         with file:
             if key not in self._indexes:
                 try:
-                    file.seek(-(16 * layout.inner_count + 4), os.SEEK_END)
+                    file.seek(-layout.index_bytes, os.SEEK_END)
                 except OSError:  # shorter than its index
                     raise StoreError(f"{key} (sample {index}): the shard file is too short to hold its index") from None
                 self._keep_index(layout, key, file.read(), index)
@@ -393,7 +398,7 @@ class SampleReader:
         another."""
         layouts = {layout.key(shard): layout for layout in (self.layouts[name] for name in self.sharded)}
         missing = [key for key in layouts if key not in self._indexes]
-        requests = [(key, -(16 * layouts[key].inner_count + 4), None) for key in missing]
+        requests = [(key, -layouts[key].index_bytes, None) for key in missing]
         for key, index_bytes in zip(missing, fetch_ranges(self.store, requests)):
             self._keep_index(layouts[key], key, index_bytes, index)
         wanted = []
