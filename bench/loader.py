@@ -15,6 +15,11 @@ S = H = 112 (the same faces upscaled), from
   loopback, moto and ``rclone serve s3``, with the time to open the store (metadata, selection)
   from each, and the rate at which the same files are fetched alone, without decoding (what the
   server and the client's HTTP stack allow);
+- ``two_core_bound``: what limits the local stream on this machine's cores: the CPU time per
+  sample of decoding the stream's shards alone (one thread) and of the training loop (making
+  and converting the batches, from the in-memory rate at batch 256), and the rate no stream can
+  pass with both sharing the cores perfectly, ``cores / (decode + loop)`` (nor the in-memory
+  rate), also as a multiple of the zarr-python path;
 - ``random_sample_ms``: the median time to read one random sample (every field) with
   :class:`pipeline.store.shard_reader.SampleReader` and with zarr-python (``array[i]`` per field), locally,
   from ``fer-store serve`` and from nginx;
@@ -38,6 +43,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -58,7 +65,7 @@ from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.stages.decode import decode_image
 from pipeline.store import bytes_on_disk, open_store
-from pipeline.store.shard_reader import SampleReader, ShardLayout, fetch_ranges
+from pipeline.store.shard_reader import SampleReader, ShardLayout, fetch_ranges, start_reading_shards
 from tests.conftest import extract_fer2013
 from tests.sharing.servers import NGINX, nginx, put_in_bucket, rclone_s3, s3_server, store_server
 
@@ -166,6 +173,40 @@ def fetch_only_rate(location: str, selection, n: int) -> float:
     return float(np.median(rates))
 
 
+def decode_cpu_us(store: Path, selection, shard_size: int) -> float:
+    """CPU microseconds per selected sample of reading and decoding the shards that hold the
+    selection (every field, a window of 8 shards at a time, one decoding thread, the calling
+    thread only waiting): the median of three passes."""
+    group = open_store(store)
+    arrays = {name: group[name] for name in FIELDS}
+    shards = np.unique(selection.index // shard_size).tolist()
+    out = {name: np.empty((8 * shard_size, *a.shape[1:]), a.dtype) for name, a in arrays.items()}
+    costs = []
+    for _ in range(3):
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        for first in range(0, len(shards), 8):
+            start_reading_shards(arrays, shards[first : first + 8], out, threads=1).wait()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        costs.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return 1e6 * float(np.median(costs)) / len(selection)
+
+
+def two_core_bound(decode_us: float, memory_rate: float, zarr_python_rate: float) -> dict:
+    """The most a stream can deliver when decoding (``decode_us`` of CPU per sample) and the
+    training loop (``1 / memory_rate`` s per sample, one thread) share this machine's cores
+    without loss."""
+    loop_us = 1e6 / memory_rate
+    cores = os.cpu_count() or 1
+    bound = min(memory_rate, cores * 1e6 / (decode_us + loop_us))
+    return {
+        "cores": cores,
+        "decode_cpu_us_per_sample": round(decode_us, 1),
+        "loop_cpu_us_per_sample": round(loop_us, 1),
+        "samples_per_s": round(bound),
+        "times_zarr_python": round(bound / zarr_python_rate, 2),
+    }
+
+
 def remote(location: str, n: int) -> dict:
     """Seconds to open the store and select the train split, streamed samples per second, and
     the rate of fetching the same files alone."""
@@ -221,6 +262,8 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
             "memory_samples_per_s": round(rate(in_memory, n)),  # its first pass loads the selection
         }
 
+    zarr_python = rate(lambda: zarr_python_batches(store, selection, config.shard_size), n)
+    batch_256 = loaders(256)
     return {
         "local_open_seconds": remote(str(store), n)["open_seconds"],
         "random_sample_ms": random_sample_ms(str(store)),
@@ -230,9 +273,7 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
         "s3_rclone": s3_rclone,
         "samples": n,
         **loaders(BATCH),
-        "store_zarr_python_samples_per_s": round(
-            rate(lambda: zarr_python_batches(store, selection, config.shard_size), n)
-        ),
+        "store_zarr_python_samples_per_s": round(zarr_python),
         "jpeg_samples_per_s": round(
             rate(lambda: jpeg_batches(root, train_sources, size, False, config), len(train_sources))
         ),
@@ -243,7 +284,10 @@ def measure(root: Path, size: int, workdir: Path, dlib_images: int) -> dict:
         "store_bytes_per_sample": round(bytes_on_disk(store) / len(manifest)),
         "store_lz4_bytes_per_sample": round(bytes_on_disk(lz4_store) / len(manifest)),
         "lz4_random_sample_ms": random_sample_ms(str(lz4_store)),
-        "batch_256": loaders(256),
+        "batch_256": batch_256,
+        "two_core_bound": two_core_bound(
+            decode_cpu_us(store, selection, config.shard_size), batch_256["memory_samples_per_s"], zarr_python
+        ),
     }
 
 
