@@ -61,6 +61,8 @@ bench: install
 	$(BIN)/python bench/datasets.py
 	$(BIN)/python bench/guidance.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test,engines]"
+	$(BIN)/python bench/read_engines.py
 	$(BIN)/python bench/zstd_level.py
 	$(BIN)/python bench/tensor_codecs.py
 	$(BIN)/python bench/shard_write.py
