@@ -226,15 +226,18 @@ GROWTH_MARK_SPEC = ArraySpec(GROWTH_MARK, ("sample",), "uint8", (), 0, per_sampl
 # Inner chunks of tensor arrays hold a few samples, up to this many raw bytes: each zarr chunk
 # costs about 0.25 ms of Python to read or write, so one-sample chunks would cost more than the
 # guidance computation itself (measured: 0.30 ms/sample/array at 1 sample per 48x48 chunk, 0.03
-# ms at 16), while one sample can still be read without decoding a whole shard. 16 samples is
-# also where whole-shard reads stop gaining and random single-sample reads start losing
-# (bench/inner_chunks.py; docs/benchmarks.md), so the byte cap lets a 112x112 gray map hold 16.
+# ms at 16), while one sample can still be read without decoding a whole shard. The byte cap
+# decides for most maps (a 112x112 gray map holds 16); small samples stop at 64: at 48x48 the
+# shard reader's Python per inner chunk (index entry, checksum, frame header) is a fifth of its
+# decoding time, and 64 samples instead of 16 decode a whole store 1.3-1.5x faster and stream
+# training batches 1.1-1.3x faster, while one random sample takes 0.8-1.5 ms instead of 0.5-0.6
+# (docs/benchmarks.md, "Samples per inner chunk").
 INNER_CHUNK_BYTES = 256 * 1024
-MAX_SAMPLES_PER_INNER_CHUNK = 16
+MAX_SAMPLES_PER_INNER_CHUNK = 64
 
 
 def samples_per_inner_chunk(sample_bytes: int, shard_len: int) -> int:
-    """Largest power of two <= 16 that divides ``shard_len`` and keeps a chunk under 256 KiB."""
+    """Largest power of two <= 64 that divides ``shard_len`` and keeps a chunk under 256 KiB."""
     count = 1
     while (
         count * 2 <= MAX_SAMPLES_PER_INNER_CHUNK

@@ -176,7 +176,8 @@ def test_a_forged_blosc_header_is_refused_before_decompressing(lz4_store, tmp_pa
     shutil.copytree(lz4_store, store)
     path = store / "image" / "c" / "0" / "0" / "0" / "0"
     data = bytearray(path.read_bytes())
-    offset, nbytes = np.frombuffer(bytes(data[-(16 * 2 + 4) : -4]), "<u8")[:2].tolist()  # inner chunk 0
+    index_bytes = ShardLayout.of(open_store(store)["image"]).index_bytes
+    offset, nbytes = np.frombuffer(bytes(data[-index_bytes:-4]), "<u8")[:2].tolist()  # inner chunk 0
     field = slice(offset + 4, offset + 8) if forgery == "decompressed size" else slice(offset + 12, offset + 16)
     data[field] = (int.from_bytes(data[field], "little") * 64).to_bytes(4, "little")
     crc = google_crc32c.value(bytes(data[offset : offset + nbytes - 4]))  # the chunk's checksum made valid again

@@ -82,7 +82,10 @@ def index_past_the_end(store: Path) -> None:
     checksum, as a tool that damaged the file and recomputed the checksum would."""
     path = chunk_file(store, "image", 0)
     data = bytearray(path.read_bytes())
-    index_start = len(data) - 16 * 2 - 4  # two inner chunks of 16 samples: (offset, nbytes) each, then crc32c
+    metadata = json.loads((store / "image" / "zarr.json").read_text())
+    shard_len = metadata["chunk_grid"]["configuration"]["chunk_shape"][0]
+    inner_count = shard_len // metadata["codecs"][0]["configuration"]["chunk_shape"][0]
+    index_start = len(data) - 16 * inner_count - 4  # (offset, nbytes) of each inner chunk, then crc32c
     entries = np.frombuffer(bytes(data[index_start:-4]), "<u8").copy()
     entries[0] = len(data) + 1_000_000
     data[index_start:] = with_crc32c(entries.tobytes())
