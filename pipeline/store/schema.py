@@ -229,8 +229,8 @@ GROWTH_MARK_SPEC = ArraySpec(GROWTH_MARK, ("sample",), "uint8", (), 0, per_sampl
 # ms at 16), while one sample can still be read without decoding a whole shard. The byte cap
 # decides for most maps (a 112x112 gray map holds 16); small samples stop at 64: at 48x48 the
 # shard reader's Python per inner chunk (index entry, checksum, frame header) is a fifth of its
-# decoding time, and 64 samples instead of 16 decode a whole store 1.3-1.5x faster and stream
-# training batches 1.1-1.3x faster, while one random sample takes 0.8-1.5 ms instead of 0.5-0.6
+# decoding time, and 64 samples instead of 16 decode a whole store 1.3-1.7x faster and stream
+# training batches 1.1-1.4x faster, while one random sample takes 0.8-1.5 ms instead of 0.5-0.8
 # (docs/benchmarks.md, "Samples per inner chunk").
 INNER_CHUNK_BYTES = 256 * 1024
 MAX_SAMPLES_PER_INNER_CHUNK = 64
