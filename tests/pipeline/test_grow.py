@@ -13,15 +13,18 @@ import numpy as np
 import pytest
 import zarr
 
+from fer_models.data import StoreBatches, select_samples
 from pipeline import store
 from pipeline.compute.model_files import ModelFiles
 from pipeline.compute.run import SYNCHRONOUS, grow, preprocess
 from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.errors import ConfigError, StoreError, StoreMismatchError
+from pipeline.store import schema
 from pipeline.store.growth import begin_growth
 from pipeline.store.schema import GROWTH_MARK
 from pipeline.store.writer import prepare_store
+from pipeline.tools.verify import verify_store
 from tests.pipeline.test_run import fer2013_build_options
 
 VENV_BIN = Path(sys.executable).parent
@@ -46,6 +49,25 @@ def built(tmp_path_factory, saliency_onnx):
     build(folder / "default.zarr", "heatmap,saliency,mask_soft")
     build(folder / "everything.zarr", "heatmap,saliency,mask_soft," + ",".join(ADDED), saliency_model=saliency_onnx)
     return folder
+
+
+def test_a_store_of_smaller_inner_chunks_grows_and_reads_as_one(tmp_path, monkeypatch):
+    """A store written with fewer samples per inner chunk (as before they grew to 64 for small
+    samples) is grown with the current layout; arrays of both layouts stream and verify as one."""
+    path = tmp_path / "older.zarr"
+    with monkeypatch.context() as older:
+        older.setattr(schema, "MAX_SAMPLES_PER_INNER_CHUNK", 2)
+        build(path, "heatmap,saliency,mask_soft")
+    add(path, "mask_hull")
+    group = store.open_store(path)
+    assert group["heatmap"].chunks[0] == 2 and group["mask_hull"].chunks[0] > 2
+    fields = ("image", "heatmap", "mask_hull", "landmarks")
+    selection = select_samples(path, "sample")
+    batches = list(StoreBatches(path, selection, fields, 16, shuffle=False, in_memory=False))
+    for name in fields:
+        streamed = np.concatenate([batch[name].numpy() for batch in batches])
+        np.testing.assert_array_equal(streamed, group[name][:][selection.index], err_msg=name)
+    assert verify_store(str(path)) == []
 
 
 def test_a_grown_store_holds_what_a_full_build_would_have(built, tmp_path, saliency_onnx):
