@@ -30,10 +30,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -44,33 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fer_models.data
 from bench.fer2013_stores import fer2013_stores
-from bench.loader import FIELDS, rate
+from bench.loader import FIELDS, WINDOW, rate, window_passes
 from fer_models.data import StoreBatches, select_samples
 from pipeline.store import open_store
 from pipeline.store.shard_reader import start_reading_shards
-
-WINDOW = 8
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def passes(read_window, shards: list[int], n: int, count: int = 3) -> dict:
-    """Samples per second and CPU microseconds per sample of reading every shard, ``WINDOW`` at a
-    time with ``read_window(shards)``: medians of ``count`` passes after a first."""
-    rates, costs = [], []
-    for _ in range(count + 1):
-        began, cpu = time.perf_counter(), cpu_seconds()
-        for first in range(0, len(shards), WINDOW):
-            read_window(shards[first : first + WINDOW])
-        rates.append(n / (time.perf_counter() - began))
-        costs.append(1e6 * (cpu_seconds() - cpu) / n)
-    return {
-        "samples_per_s": round(float(np.median(rates[1:]))),
-        "cpu_us_per_sample": round(float(np.median(costs[1:])), 1),
-    }
 
 
 def slices(shards: list[int], shard_len: int, n: int) -> slice:
@@ -112,24 +87,24 @@ def engines(store: Path) -> dict:
     out = {name: np.empty((WINDOW * shard_len, *a.shape[1:]), a.dtype) for name, a in arrays.items()}
     result = {}
     for threads in (1, 2):
-        result[f"shard_reader_{threads}"] = passes(
+        result[f"shard_reader_{threads}"] = window_passes(
             lambda window, threads=threads: start_reading_shards(arrays, window, out, threads).wait(), shards, n
         )
 
     def through_zarr(arrays):
         return lambda window: [array[slices(window, shard_len, n)] for array in arrays.values()]
 
-    result["zarr_python"] = passes(through_zarr(arrays), shards, n, count=1)
+    result["zarr_python"] = window_passes(through_zarr(arrays), shards, n, count=1)
     result["zarrs"] = None
     if importlib.util.find_spec("zarrs"):
         with zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"}):
             plain = zarr.open_group(str(store), mode="r")
-            result["zarrs"] = passes(through_zarr({name: plain[name] for name in FIELDS}), shards, n)
+            result["zarrs"] = window_passes(through_zarr({name: plain[name] for name in FIELDS}), shards, n)
     for threads in (1, 2):
         result[f"tensorstore_{threads}"] = None
         if importlib.util.find_spec("tensorstore"):
             by_tensorstore = tensorstore_arrays(store, threads)
-            result[f"tensorstore_{threads}"] = passes(
+            result[f"tensorstore_{threads}"] = window_passes(
                 lambda window, a=by_tensorstore: [
                     f.result() for f in [x[slices(window, shard_len, n)].read() for x in a.values()]
                 ],

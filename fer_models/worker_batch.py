@@ -4,9 +4,9 @@ torch sends each tensor of a worker's batch through shared memory of its own: it
 tensor there, then passes the segment's file descriptor over a new connection to the worker.
 That took about 1 ms per tensor on the 2-core development machine, so a batch of seven tensors
 (five fields, index, target) took 7-9 ms to cross where one tensor of the same bytes (up to 640
-KB) takes 1 ms (docs/benchmarks.md, "Loader workers across epochs"). A :class:`WorkerBatch` gathers every field of a batch
-straight into one shared-memory ``uint8`` tensor and is pickled as that tensor and the fields'
-layout; unpickled, it is a plain dict of views of that tensor, with the same names, dtypes,
+KB) takes 1 ms (docs/benchmarks.md, "Loader workers across epochs"). A :class:`WorkerBatch`
+gathers every field of a batch straight into one shared-memory ``uint8`` tensor and is pickled as
+that tensor and the fields' layout; unpickled, it is a plain dict of views of that tensor, with the same names, dtypes,
 shapes and values.
 """
 
