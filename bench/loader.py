@@ -13,7 +13,9 @@ S = H = 112 (the same faces upscaled), from
 - ``http``, ``nginx``, ``s3`` and ``s3_rclone``: the same store streamed from ``fer-store
   serve``, from nginx (where installed; null otherwise) and from two S3-compatible servers on
   loopback, moto and ``rclone serve s3``, with the time to open the store (metadata, selection)
-  from each, and the rate at which the same files are fetched alone, without decoding (what the
+  from each, the CPU time per sample of this process and of the rest of the machine (the
+  server, which shares these cores) while streaming (``local_cpu_us_per_sample`` the same for
+  local disk), and the rate at which the same files are fetched alone, without decoding (what the
   server and the client's HTTP stack allow);
 - ``two_core_bound``: what limits the local stream on this machine's cores: the CPU time per
   sample of decoding the stream's shards alone (one thread) and of the training loop (making
@@ -182,6 +184,14 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every process of this machine has run so far (Linux ``/proc/stat``: user,
+    nice, system, irq and softirq time; idle, iowait and time stolen by the hypervisor left out)."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def window_passes(read_window, shards: list[int], n: int, count: int = 3) -> dict:
     """Samples per second and CPU microseconds per sample (``n`` samples) of reading every shard,
     ``WINDOW`` at a time with ``read_window(shards)``: medians of ``count`` passes after a first."""
@@ -226,16 +236,27 @@ def two_core_bound(decode_us: float, memory_rate: float, zarr_python_rate: float
 
 
 def remote(location: str, n: int) -> dict:
-    """Seconds to open the store and select the train split, streamed samples per second, and
-    the rate of fetching the same files alone."""
+    """Seconds to open the store and select the train split, streamed samples per second, the
+    CPU microseconds per streamed sample of this process (decoding, the HTTP client, the training
+    loop) and of the rest of the machine (on this otherwise idle machine: the server), and the
+    rate of fetching the same files alone."""
     began = time.perf_counter()
     open_store(location)
     selection = select_samples(location, "train")
     opened = time.perf_counter() - began
     streaming = StoreBatches(location, selection, FIELDS, BATCH, shuffle=True, in_memory=False)
+    epochs = 2
+    process_cpu, machine_cpu = cpu_seconds(), machine_busy_seconds()
+    streamed = rate(streaming, n, epochs)
+    process_cpu, machine_cpu = cpu_seconds() - process_cpu, machine_busy_seconds() - machine_cpu
+    per_sample = 1e6 / (n * (epochs + 1))
     return {
         "open_seconds": round(opened, 3),
-        "samples_per_s": round(rate(streaming, n, epochs=2)),
+        "samples_per_s": round(streamed),
+        "cpu_us_per_sample": {
+            "this_process": round(process_cpu * per_sample, 1),
+            "rest_of_machine": round(max(0.0, machine_cpu - process_cpu) * per_sample, 1),
+        },
         "fetch_only_samples_per_s": round(fetch_only_rate(location, selection, n)),
     }
 
@@ -281,8 +302,10 @@ def measure(root: Path, store: Path, config: PreprocessConfig, workdir: Path, dl
 
     zarr_python = rate(lambda: zarr_python_batches(store, selection, config.shard_size), n)
     batch_256 = loaders(256)
+    local = remote(str(store), n)
     return {
-        "local_open_seconds": remote(str(store), n)["open_seconds"],
+        "local_open_seconds": local["open_seconds"],
+        "local_cpu_us_per_sample": local["cpu_us_per_sample"],
         "random_sample_ms": random_sample_ms(str(store)),
         "http": http,
         "nginx": nginx_http,
