@@ -13,10 +13,10 @@ S = H = 112 (the same faces upscaled), from
 - ``http``, ``nginx``, ``s3`` and ``s3_rclone``: the same store streamed from ``fer-store
   serve``, from nginx (where installed; null otherwise) and from two S3-compatible servers on
   loopback, moto and ``rclone serve s3``, with the time to open the store (metadata, selection)
-  from each, the CPU time per sample of this process and of the rest of the machine (the
-  server, which shares these cores) while streaming (``local_cpu_us_per_sample`` the same for
-  local disk), and the rate at which the same files are fetched alone, without decoding (what the
-  server and the client's HTTP stack allow);
+  from each, the CPU it took to stream (``cpu``: microseconds per sample and cores kept busy, of
+  this process and of the rest of the machine, the server, which shares these cores;
+  ``local_cpu`` the same for local disk), and the rate at which the same files are fetched alone,
+  without decoding (what the server and the client's HTTP stack allow);
 - ``two_core_bound``: what limits the local stream on this machine's cores: the CPU time per
   sample of decoding the stream's shards alone (one thread) and of the training loop (making
   and converting the batches, from the in-memory rate at batch 256), and the rate no stream can
@@ -32,8 +32,9 @@ S = H = 112 (the same faces upscaled), from
 
 Each rate is the median of three epochs (two for the remote stores) after a first one (a
 training run reads many epochs; the first also pays for opening the store and allocating
-buffers). ``batch_256`` gives ``store``, ``store_lz4`` and ``memory`` at batch 256. The servers run
-in processes of their own, as they would for a colleague. All readers run in one process (no
+buffers). ``store_cpu`` and ``memory_cpu`` give the CPU of those epochs, as ``cpu`` does for a
+remote store. ``batch_256`` gives the same at batch 256. The servers run in processes of their
+own, as they would for a colleague. All readers run in one process (no
 DataLoader workers), so each figure is per process on this machine's cores (the store's decoding
 threads use them all).
 
@@ -76,12 +77,29 @@ BATCH = 64
 CPU = torch.device("cpu")
 
 
-def rate(batches, n_expected: int, epochs: int = 3) -> float:
+def cpu_seconds() -> float:
+    """CPU seconds of this process so far, every thread's."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every process of this machine has run so far (Linux ``/proc/stat``: user,
+    nice, system, irq and softirq time; idle, iowait and time stolen by the hypervisor left out)."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def rate(batches, n_expected: int, epochs: int = 3, cpu: dict | None = None) -> float:
     """Median samples per second of ``epochs`` passes over ``batches`` after a first pass:
     a :class:`StoreBatches`, whose epoch is set before each pass as the training engine does, or a
-    function making one pass."""
+    function making one pass. ``cpu``, when given, receives the CPU microseconds per sample of
+    those passes, of this process and of the rest of the machine, and the cores each kept busy."""
     rates = []
     for epoch in range(epochs + 1):
+        if epoch == 1:
+            began_all, process_cpu, machine_cpu = time.perf_counter(), cpu_seconds(), machine_busy_seconds()
         if isinstance(batches, StoreBatches):
             batches.set_epoch(epoch)
         began, seen = time.perf_counter(), 0
@@ -90,6 +108,16 @@ def rate(batches, n_expected: int, epochs: int = 3) -> float:
             seen += len(batch["image"])
         assert seen == n_expected, (seen, n_expected)
         rates.append(seen / (time.perf_counter() - began))
+    if cpu is not None:
+        wall = time.perf_counter() - began_all
+        process_cpu, machine_cpu = cpu_seconds() - process_cpu, machine_busy_seconds() - machine_cpu
+        rest = max(0.0, machine_cpu - process_cpu)
+        cpu.update(
+            this_process_us_per_sample=round(1e6 * process_cpu / (n_expected * epochs), 1),
+            rest_of_machine_us_per_sample=round(1e6 * rest / (n_expected * epochs), 1),
+            this_process_cores=round(process_cpu / wall, 2),
+            rest_of_machine_cores=round(rest / wall, 2),
+        )
     return float(np.median(rates[1:]))
 
 
@@ -178,20 +206,6 @@ def fetch_only_rate(location: str, selection, n: int) -> float:
 WINDOW = 8  # shards per window, as the stream reads them
 
 
-def cpu_seconds() -> float:
-    """CPU seconds of this process so far, every thread's."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds every process of this machine has run so far (Linux ``/proc/stat``: user,
-    nice, system, irq and softirq time; idle, iowait and time stolen by the hypervisor left out)."""
-    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
 def window_passes(read_window, shards: list[int], n: int, count: int = 3) -> dict:
     """Samples per second and CPU microseconds per sample (``n`` samples) of reading every shard,
     ``WINDOW`` at a time with ``read_window(shards)``: medians of ``count`` passes after a first."""
@@ -236,27 +250,20 @@ def two_core_bound(decode_us: float, memory_rate: float, zarr_python_rate: float
 
 
 def remote(location: str, n: int) -> dict:
-    """Seconds to open the store and select the train split, streamed samples per second, the
-    CPU microseconds per streamed sample of this process (decoding, the HTTP client, the training
-    loop) and of the rest of the machine (on this otherwise idle machine: the server), and the
-    rate of fetching the same files alone."""
+    """Seconds to open the store and select the train split, streamed samples per second with
+    the CPU it took (this process: decoding, the HTTP client, the training loop; the rest of the
+    machine: on this otherwise idle machine, the server), and the rate of fetching the same files
+    alone."""
     began = time.perf_counter()
     open_store(location)
     selection = select_samples(location, "train")
     opened = time.perf_counter() - began
     streaming = StoreBatches(location, selection, FIELDS, BATCH, shuffle=True, in_memory=False)
-    epochs = 2
-    process_cpu, machine_cpu = cpu_seconds(), machine_busy_seconds()
-    streamed = rate(streaming, n, epochs)
-    process_cpu, machine_cpu = cpu_seconds() - process_cpu, machine_busy_seconds() - machine_cpu
-    per_sample = 1e6 / (n * (epochs + 1))
+    cpu = {}
     return {
         "open_seconds": round(opened, 3),
-        "samples_per_s": round(streamed),
-        "cpu_us_per_sample": {
-            "this_process": round(process_cpu * per_sample, 1),
-            "rest_of_machine": round(max(0.0, machine_cpu - process_cpu) * per_sample, 1),
-        },
+        "samples_per_s": round(rate(streaming, n, epochs=2, cpu=cpu)),
+        "cpu": cpu,
         "fetch_only_samples_per_s": round(fetch_only_rate(location, selection, n)),
     }
 
@@ -294,10 +301,13 @@ def measure(root: Path, store: Path, config: PreprocessConfig, workdir: Path, dl
             return StoreBatches(location, selection, FIELDS, batch_size, shuffle=True, in_memory=False)
 
         in_memory = StoreBatches(store, selection, FIELDS, batch_size, shuffle=True, in_memory=True)
+        store_cpu, memory_cpu = {}, {}
         return {
-            "store_samples_per_s": round(rate(streaming(store), n)),
+            "store_samples_per_s": round(rate(streaming(store), n, cpu=store_cpu)),
+            "store_cpu": store_cpu,
             "store_lz4_samples_per_s": round(rate(streaming(lz4_store), n)),
-            "memory_samples_per_s": round(rate(in_memory, n)),  # its first pass loads the selection
+            "memory_samples_per_s": round(rate(in_memory, n, cpu=memory_cpu)),  # its first pass loads the selection
+            "memory_cpu": memory_cpu,
         }
 
     zarr_python = rate(lambda: zarr_python_batches(store, selection, config.shard_size), n)
@@ -305,7 +315,7 @@ def measure(root: Path, store: Path, config: PreprocessConfig, workdir: Path, dl
     local = remote(str(store), n)
     return {
         "local_open_seconds": local["open_seconds"],
-        "local_cpu_us_per_sample": local["cpu_us_per_sample"],
+        "local_cpu": local["cpu"],
         "random_sample_ms": random_sample_ms(str(store)),
         "http": http,
         "nginx": nginx_http,
