@@ -14,9 +14,9 @@ S = H = 112 (the same faces upscaled), from
   serve``, from nginx (where installed; null otherwise) and from two S3-compatible servers on
   loopback, moto and ``rclone serve s3``, with the time to open the store (metadata, selection)
   from each, the CPU it took to stream (``cpu``: microseconds per sample and cores kept busy, of
-  this process and of the rest of the machine, the server, which shares these cores;
-  ``local_cpu`` the same for local disk), and the rate at which the same files are fetched alone,
-  without decoding (what the server and the client's HTTP stack allow);
+  this process and of the rest of the machine, the server, which shares these cores), and the
+  rate at which the same files are fetched alone, without decoding (what the server and the
+  client's HTTP stack allow);
 - ``two_core_bound``: what limits the local stream on this machine's cores: the CPU time per
   sample of decoding the stream's shards alone (one thread) and of the training loop (making
   and converting the batches, from the in-memory rate at batch 256), and the rate no stream can
@@ -34,9 +34,8 @@ Each rate is the median of three epochs (two for the remote stores) after a firs
 training run reads many epochs; the first also pays for opening the store and allocating
 buffers). ``store_cpu`` and ``memory_cpu`` give the CPU of those epochs, as ``cpu`` does for a
 remote store. ``batch_256`` gives the same at batch 256. The servers run in processes of their
-own, as they would for a colleague. All readers run in one process (no
-DataLoader workers), so each figure is per process on this machine's cores (the store's decoding
-threads use them all).
+own, as they would for a colleague. All readers run in one process (no DataLoader workers), so
+each figure is per process on this machine's cores (the store's decoding threads use them all).
 
     .venv/bin/python bench/loader.py [--fer-images 6000] [--dlib-images 300]
 """
@@ -96,10 +95,8 @@ def rate(batches, n_expected: int, epochs: int = 3, cpu: dict | None = None) -> 
     a :class:`StoreBatches`, whose epoch is set before each pass as the training engine does, or a
     function making one pass. ``cpu``, when given, receives the CPU microseconds per sample of
     those passes, of this process and of the rest of the machine, and the cores each kept busy."""
-    rates = []
-    for epoch in range(epochs + 1):
-        if epoch == 1:
-            began_all, process_cpu, machine_cpu = time.perf_counter(), cpu_seconds(), machine_busy_seconds()
+
+    def one_pass(epoch: int) -> float:
         if isinstance(batches, StoreBatches):
             batches.set_epoch(epoch)
         began, seen = time.perf_counter(), 0
@@ -107,9 +104,13 @@ def rate(batches, n_expected: int, epochs: int = 3, cpu: dict | None = None) -> 
             batch = prepare_batch(batch, CPU)
             seen += len(batch["image"])
         assert seen == n_expected, (seen, n_expected)
-        rates.append(seen / (time.perf_counter() - began))
+        return seen / (time.perf_counter() - began)
+
+    one_pass(0)
+    began, process_cpu, machine_cpu = time.perf_counter(), cpu_seconds(), machine_busy_seconds()
+    rates = [one_pass(epoch) for epoch in range(1, epochs + 1)]
     if cpu is not None:
-        wall = time.perf_counter() - began_all
+        wall = time.perf_counter() - began
         process_cpu, machine_cpu = cpu_seconds() - process_cpu, machine_busy_seconds() - machine_cpu
         rest = max(0.0, machine_cpu - process_cpu)
         cpu.update(
@@ -118,7 +119,7 @@ def rate(batches, n_expected: int, epochs: int = 3, cpu: dict | None = None) -> 
             this_process_cores=round(process_cpu / wall, 2),
             rest_of_machine_cores=round(rest / wall, 2),
         )
-    return float(np.median(rates[1:]))
+    return float(np.median(rates))
 
 
 def zarr_python_batches(store: Path, selection, shard_size: int):
@@ -312,10 +313,8 @@ def measure(root: Path, store: Path, config: PreprocessConfig, workdir: Path, dl
 
     zarr_python = rate(lambda: zarr_python_batches(store, selection, config.shard_size), n)
     batch_256 = loaders(256)
-    local = remote(str(store), n)
     return {
-        "local_open_seconds": local["open_seconds"],
-        "local_cpu": local["cpu"],
+        "local_open_seconds": remote(str(store), n)["open_seconds"],
         "random_sample_ms": random_sample_ms(str(store)),
         "http": http,
         "nginx": nginx_http,
