@@ -59,7 +59,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fer2013_stores import fer2013_stores
-from fer_models.data import StoreBatches, select_samples
+from fer_models.data import WINDOW_SHARDS, StoreBatches, select_samples
 from fer_models.engine import prepare_batch
 from pipeline.compute.image_chain import process_image
 from pipeline.compute.model_files import ModelFiles, thread_models
@@ -187,7 +187,7 @@ def random_sample_ms(location: str, count: int = 200) -> dict:
 
 
 def fetch_only_rate(location: str, selection, n: int) -> float:
-    """Samples per second of fetching (not decoding) every file the stream reads, a window of 8
+    """Samples per second of fetching (not decoding) every file the stream reads, a window of
     shards (all fields) per concurrent round: what the server and the client's HTTP stack allow."""
     group = open_store(location)
     layouts = [ShardLayout.of(group[name]) for name in FIELDS]
@@ -196,25 +196,22 @@ def fetch_only_rate(location: str, selection, n: int) -> float:
     rates = []
     for _ in range(3):
         began = time.perf_counter()
-        for first in range(0, len(shards), 8):
-            fetch_ranges(
-                store, [(layout.key(shard), 0, None) for layout in layouts for shard in shards[first : first + 8]]
-            )
+        for first in range(0, len(shards), WINDOW_SHARDS):
+            window = shards[first : first + WINDOW_SHARDS]
+            fetch_ranges(store, [(layout.key(shard), 0, None) for layout in layouts for shard in window])
         rates.append(n / (time.perf_counter() - began))
     return float(np.median(rates))
 
 
-WINDOW = 8  # shards per window, as the stream reads them
-
-
 def window_passes(read_window, shards: list[int], n: int, count: int = 3) -> dict:
     """Samples per second and CPU microseconds per sample (``n`` samples) of reading every shard,
-    ``WINDOW`` at a time with ``read_window(shards)``: medians of ``count`` passes after a first."""
+    ``WINDOW_SHARDS`` at a time with ``read_window(shards)``: medians of ``count`` passes after a
+    first."""
     rates, costs = [], []
     for _ in range(count + 1):
         began, cpu = time.perf_counter(), cpu_seconds()
-        for first in range(0, len(shards), WINDOW):
-            read_window(shards[first : first + WINDOW])
+        for first in range(0, len(shards), WINDOW_SHARDS):
+            read_window(shards[first : first + WINDOW_SHARDS])
         rates.append(n / (time.perf_counter() - began))
         costs.append(1e6 * (cpu_seconds() - cpu) / n)
     return {
@@ -229,7 +226,7 @@ def decode_cpu_us(store: Path, selection, shard_size: int) -> float:
     group = open_store(store)
     arrays = {name: group[name] for name in FIELDS}
     shards = np.unique(selection.index // shard_size).tolist()
-    out = {name: np.empty((WINDOW * shard_size, *a.shape[1:]), a.dtype) for name, a in arrays.items()}
+    out = {name: np.empty((WINDOW_SHARDS * shard_size, *a.shape[1:]), a.dtype) for name, a in arrays.items()}
     read = lambda window: start_reading_shards(arrays, window, out, threads=1).wait()
     return window_passes(read, shards, len(selection))["cpu_us_per_sample"]
 
@@ -250,15 +247,20 @@ def two_core_bound(decode_us: float, memory_rate: float, zarr_python_rate: float
     }
 
 
+def open_and_select(location: str):
+    """Seconds to open the store and select the train split, and the selection."""
+    began = time.perf_counter()
+    open_store(location)
+    selection = select_samples(location, "train")
+    return time.perf_counter() - began, selection
+
+
 def remote(location: str, n: int) -> dict:
     """Seconds to open the store and select the train split, streamed samples per second with
     the CPU it took (this process: decoding, the HTTP client, the training loop; the rest of the
     machine: on this otherwise idle machine, the server), and the rate of fetching the same files
     alone."""
-    began = time.perf_counter()
-    open_store(location)
-    selection = select_samples(location, "train")
-    opened = time.perf_counter() - began
+    opened, selection = open_and_select(location)
     streaming = StoreBatches(location, selection, FIELDS, BATCH, shuffle=True, in_memory=False)
     cpu = {}
     return {
@@ -314,7 +316,7 @@ def measure(root: Path, store: Path, config: PreprocessConfig, workdir: Path, dl
     zarr_python = rate(lambda: zarr_python_batches(store, selection, config.shard_size), n)
     batch_256 = loaders(256)
     return {
-        "local_open_seconds": remote(str(store), n)["open_seconds"],
+        "local_open_seconds": round(open_and_select(str(store))[0], 3),
         "random_sample_ms": random_sample_ms(str(store)),
         "http": http,
         "nginx": nginx_http,

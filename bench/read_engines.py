@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fer_models.data
 from bench.fer2013_stores import fer2013_stores
-from bench.loader import FIELDS, WINDOW, rate, window_passes
-from fer_models.data import StoreBatches, select_samples
+from bench.loader import FIELDS, rate, window_passes
+from fer_models.data import WINDOW_SHARDS, StoreBatches, select_samples
 from pipeline.store import open_store
 from pipeline.store.shard_reader import start_reading_shards
 
@@ -84,7 +84,7 @@ def engines(store: Path) -> dict:
     arrays = {name: group[name] for name in FIELDS}
     n, shard_len = arrays["image"].shape[0], arrays["image"].shards[0]
     shards = list(range(-(-n // shard_len)))
-    out = {name: np.empty((WINDOW * shard_len, *a.shape[1:]), a.dtype) for name, a in arrays.items()}
+    out = {name: np.empty((WINDOW_SHARDS * shard_len, *a.shape[1:]), a.dtype) for name, a in arrays.items()}
     result = {}
     for threads in (1, 2):
         result[f"shard_reader_{threads}"] = window_passes(

@@ -6,8 +6,8 @@ That took about 1 ms per tensor on the 2-core development machine, so a batch of
 (five fields, index, target) took 7-9 ms to cross where one tensor of the same bytes (up to 640
 KB) takes 1 ms (docs/benchmarks.md, "Loader workers across epochs"). A :class:`WorkerBatch`
 gathers every field of a batch straight into one shared-memory ``uint8`` tensor and is pickled as
-that tensor and the fields' layout; unpickled, it is a plain dict of views of that tensor, with the same names, dtypes,
-shapes and values.
+that tensor and the fields' layout; unpickled, it is a plain dict of views of that tensor, with
+the same names, dtypes, shapes and values.
 """
 
 from __future__ import annotations
