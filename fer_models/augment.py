@@ -11,6 +11,10 @@ the same motion at every resolution, and applied with ``torch.nn.functional.affi
 ``grid_sample`` to the image and each map; points and boxes are moved by the same matrix. A
 horizontal flip also swaps left and right: landmark indices by the store's
 ``landmark_flip_permutation``, the channels of a map (or boxes) by its ``flip_permutation``.
+
+Every random draw, and the inverse of each transform, is made on the CPU and reaches the device
+by a non-blocking copy from pinned memory: an augmented CUDA step never makes the host wait for
+the GPU (``bench/gpu.py`` counts such waits).
 """
 
 from __future__ import annotations
@@ -64,6 +68,16 @@ def random_transforms(n: int, config: AugmentConfig, generator: torch.Generator)
     return flip, forward
 
 
+def to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``values`` on ``device``; a CPU tensor bound for CUDA goes through pinned memory, without
+    waiting for the GPU."""
+    if values.device == device:
+        return values
+    if device.type == "cuda" and values.device.type == "cpu":
+        values = values.pin_memory()
+    return values.to(device, non_blocking=True)
+
+
 def _inverse(forward: torch.Tensor) -> torch.Tensor:
     """``(n, 2, 3)`` inverse of affine maps ``(n, 2, 3)``."""
     linear = torch.linalg.inv(forward[:, :, :2])
@@ -80,7 +94,7 @@ def _move_points(points: torch.Tensor, forward: torch.Tensor, size: int) -> torc
 def flip_batch(
     batch: dict[str, torch.Tensor], flip: torch.Tensor, size: int, permutations: dict[str, torch.Tensor | None]
 ) -> dict[str, torch.Tensor]:
-    """Mirror the samples where ``flip`` ``(B,) bool`` is set.
+    """Mirror the samples where ``flip`` ``(B,) bool`` (on the CPU) is set.
 
     Args:
         batch: ``image`` and guidance maps (flipped along x), ``landmarks`` and boxes (x -> S - x).
@@ -91,7 +105,8 @@ def flip_batch(
     out = dict(batch)
     if not bool(flip.any()):
         return out
-    where = flip.to(next(iter(batch.values())).device)
+    device = next(iter(batch.values())).device
+    where = to_device(flip, device)
     for name, values in batch.items():
         if name in ("index", "target"):
             continue
@@ -104,22 +119,22 @@ def flip_batch(
         else:  # (B, C, H, W) maps
             mirrored = values.flip(-1)
         if permutation is not None:
-            mirrored = mirrored[:, permutation.to(values.device)]
+            mirrored = mirrored[:, to_device(permutation, device)]
         shape = (-1,) + (1,) * (values.dim() - 1)
         out[name] = torch.where(where.view(shape), mirrored, values)
     return out
 
 
 def warp_batch(batch: dict[str, torch.Tensor], forward: torch.Tensor, size: int) -> dict[str, torch.Tensor]:
-    """Apply normalised affine maps ``forward`` ``(B, 2, 3)`` to every tensor of ``batch``.
+    """Apply normalised affine maps ``forward`` ``(B, 2, 3)`` (on the CPU) to every tensor of ``batch``.
 
     Maps (float, ``(B, C, h, w)``) are resampled bilinearly with zeros outside; landmarks are
     moved; boxes become the axis-aligned box around their moved corners, clipped to the crop.
     """
     out = dict(batch)
     device = next(iter(batch.values())).device
-    forward = forward.to(device)
-    sample_from = _inverse(forward)
+    sample_from = to_device(_inverse(forward), device)  # inverted on the CPU: CUDA's inverse waits for its check
+    forward = to_device(forward, device)
     for name, values in batch.items():
         if name in ("index", "target"):
             continue
@@ -141,9 +156,8 @@ def warp_batch(batch: dict[str, torch.Tensor], forward: torch.Tensor, size: int)
 def photometric(image: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """Random brightness and contrast of ``(B, C, S, S)`` float images in [0, 1]; stays in [0, 1]."""
     n = image.shape[0]
-    shape = (n, 1, 1, 1)
-    brightness = _uniform(n, config.brightness, generator).view(shape).to(image.device, image.dtype)
-    contrast = (1 + _uniform(n, config.contrast, generator)).view(shape).to(image.device, image.dtype)
+    drawn = torch.stack([_uniform(n, config.brightness, generator), 1 + _uniform(n, config.contrast, generator)])
+    brightness, contrast = to_device(drawn.to(image.dtype), image.device).view(2, n, 1, 1, 1)
     mean = image.mean(dim=(1, 2, 3), keepdim=True)
     return ((image - mean) * contrast + mean + brightness).clamp(0, 1)
 

@@ -88,24 +88,31 @@ class PreActResNet18(nn.Module):
         return F.relu(self.bn(self.layers(self.stem(x)))).mean(dim=(2, 3))
 
 
-def gaussian_structure_loss(embedding: torch.Tensor, target: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+def gaussian_structure_loss(
+    embedding: torch.Tensor, target: torch.Tensor, num_classes: int, sigma: float = 1.0
+) -> torch.Tensor:
     """Cross-entropy between each sample's soft assignment to the batch's class means and its class.
 
+    Computed without reading any value back to the host (no ``unique``, no boolean indexing), so
+    a CUDA step does not wait for the GPU: classes absent from the batch are masked out.
+
     Args:
-        embedding: ``(B, D)``.
-        target: ``(B,) int64`` class indices.
+        embedding: ``(B, D)``; the loss is computed in float32.
+        target: ``(B,) int64`` class indices in ``[0, num_classes)``.
+        num_classes: K.
         sigma: width of the Gaussians, in embedding units.
 
     Returns:
         A scalar; 0 when fewer than two classes are in the batch (no structure to compare).
     """
-    classes = torch.unique(target)
-    if len(classes) < 2:
-        return embedding.sum() * 0.0
-    means = torch.stack([embedding[target == c].mean(0) for c in classes])  # (K', D)
-    distance = torch.cdist(embedding.float(), means.float()).pow(2)  # (B, K')
-    position = torch.searchsorted(classes, target)  # index of each sample's class among `classes`
-    return F.cross_entropy(-distance / (2 * sigma**2), position)
+    embedding = embedding.float()
+    one_hot = (target.unsqueeze(1) == torch.arange(num_classes, device=target.device)).float()  # (B, K)
+    counts = one_hot.sum(0)  # (K,)
+    means = (one_hot.T @ embedding) / counts.clamp(min=1).unsqueeze(1)  # (K, D); absent classes 0
+    distance = torch.cdist(embedding, means).pow(2)  # (B, K)
+    logits = (-distance / (2 * sigma**2)).masked_fill(counts == 0, float("-inf"))
+    loss = F.cross_entropy(logits, target)
+    return torch.where((counts > 0).sum() >= 2, loss, embedding.sum() * 0.0)
 
 
 @register_model("feratt", epochs=30, batch_size=32, lr=1e-3)
@@ -161,7 +168,7 @@ class FERAtt(nn.Module):
         if self.training and self.structure_weight > 0 and "target" in batch:
             target = batch["target"] if batch["target"].dim() == 1 else batch["target"].argmax(1)
             losses["structure"] = self.structure_weight * gaussian_structure_loss(
-                embedding, target, self.structure_sigma
+                embedding, target, self.head.out_features, self.structure_sigma
             )
         if losses:
             output["losses"] = losses

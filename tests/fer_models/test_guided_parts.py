@@ -95,5 +95,23 @@ def test_gaussian_structure_loss_prefers_separated_classes():
     target = torch.tensor([0, 0, 1, 1, 2, 2])
     separated = torch.tensor([[0.0, 0], [0.1, 0], [5, 5], [5.1, 5], [-5, 5], [-5, 5.1]])
     mixed = torch.tensor([[0.0, 0], [5, 5], [5.1, 5], [-5, 5], [0.1, 0], [-5, 5.1]])
-    assert gaussian_structure_loss(separated, target) < 0.01 < gaussian_structure_loss(mixed, target)
-    assert gaussian_structure_loss(separated, torch.zeros(6, dtype=torch.long)).item() == 0.0
+    assert gaussian_structure_loss(separated, target, 7) < 0.01 < gaussian_structure_loss(mixed, target, 7)
+    assert gaussian_structure_loss(separated, torch.zeros(6, dtype=torch.long), 7).item() == 0.0
+
+
+def test_gaussian_structure_loss_equals_the_loss_over_the_classes_present():
+    """The masked all-class form (no host sync) against the direct one over the classes present."""
+    generator = torch.Generator().manual_seed(0)
+    for batch in range(2, 40, 7):
+        embedding = torch.randn(batch, 16, generator=generator, requires_grad=True)
+        target = torch.randint(0, 7, (batch,), generator=generator)
+        classes = torch.unique(target)
+        if len(classes) < 2:
+            continue
+        means = torch.stack([embedding[target == c].mean(0) for c in classes])
+        logits = -torch.cdist(embedding, means).pow(2) / 2
+        direct = torch.nn.functional.cross_entropy(logits, torch.searchsorted(classes, target))
+        masked = gaussian_structure_loss(embedding, target, 7)
+        torch.testing.assert_close(masked, direct)
+        direct_gradient = torch.autograd.grad(direct, embedding)[0]
+        torch.testing.assert_close(torch.autograd.grad(masked, embedding)[0], direct_gradient)
