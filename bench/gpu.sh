@@ -5,7 +5,9 @@
 #   .venv/bin/python bench/gpu.py --build build/gpu/store.zarr --images 1536 --size 112
 #   .venv/bin/pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
 #       --platform manylinux_2_28_x86_64 --dest build/gpu/wheels zarr==3.1.6 numcodecs google-crc32c zstandard
-# then run this on the GPU machine with build/gpu carried beside the checkout. Reading a store
+# (numpy's wheel can go where the GPU machine has numpy: 16 MB less of the 64 MiB a call carries),
+# then run this on the GPU machine with build/gpu/store.zarr and build/gpu/wheels carried beside
+# the checkout (the ninth session ran `bash bench/gpu.sh --epochs 5`: docs/benchmarks.md). Reading a store
 # needs only torch, zarr, numcodecs, google-crc32c and zstandard (no dlib, no OpenCV); missing ones are
 # installed from build/gpu/wheels.
 set -euo pipefail
