@@ -29,7 +29,7 @@ import torch
 from fer_models.worker_batch import WorkerBatch
 from pipeline.errors import ConfigError, StoreError
 from pipeline.store import USABLE_STATUSES, open_store, provenance_of
-from pipeline.store.schema import LABEL, SPLIT, STATUS, SUBJECT, VALENCE, VOTES
+from pipeline.store.schema import GUIDANCE_ERRORS, LABEL, SPLIT, STATUS, SUBJECT, VALENCE, VOTES
 from pipeline.store.shard_reader import DECODE_THREADS, PendingShards, start_reading_shards
 
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3  # "auto" holds a selection in memory up to this size
@@ -97,7 +97,8 @@ def subject_folds(subjects: np.ndarray, folds: int) -> np.ndarray:
 def select_samples(
     store: str | Path, split: str, labels: str | None = None, folds: SubjectFolds | None = None
 ) -> Selection:
-    """The usable (status ok or ok_prior) samples of ``split`` that label set ``labels`` trains on.
+    """The usable (status ok or ok_prior) samples of ``split`` that label set ``labels`` trains on,
+    less those where a guidance type added later failed to render (``guidance_errors``).
 
     Args:
         store: store path.
@@ -124,6 +125,8 @@ def select_samples(
         votes=group[VOTES][:] if VOTES in group else None,
     )
     keep &= np.isin(group[STATUS][:], [int(s) for s in USABLE_STATUSES]) & (group[SPLIT][:] == splits.index(split))
+    if GUIDANCE_ERRORS in group:  # guidance added later failed on these (at most 1% of a type)
+        keep &= group[GUIDANCE_ERRORS][:] == ""
     if folds is not None:
         if SUBJECT not in group:
             raise ConfigError(f"{store} records no subjects, so it cannot be split into subject folds")

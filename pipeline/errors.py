@@ -52,3 +52,8 @@ class StoreRefusedError(StoreError):
 
     def __reduce__(self):
         return type(self), (self.location, list(self.problems))
+
+
+class GuidanceFailedError(FerStoreError, RuntimeError):
+    """A guidance type being added failed on more than the allowed share of a store's samples; the
+    growth was undone and the store is as it was before the run."""

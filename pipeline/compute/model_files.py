@@ -106,6 +106,11 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+# A saliency map may be at most this many times the side of the network's input.
+MAX_OUTPUT_SCALE = 4
+BLANK_FACE = np.zeros((32, 32, 3), dtype=np.uint8)
+
+
 class SaliencyNetwork:
     """A saliency network supplied as an ONNX file, run with ONNX Runtime on the CPU.
 
@@ -118,10 +123,20 @@ class SaliencyNetwork:
       resized to the guidance size and min-max normalised by
       :func:`pipeline.stages.saliency.network_saliency`.
 
-    One session runs one sample at a time on one thread (workers are one process per core).
+    One session runs one sample at a time on one thread (workers are one process per core). A
+    map more than :data:`MAX_OUTPUT_SCALE` times the side of what went in is refused before it is
+    resized.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, probe: np.ndarray | None = BLANK_FACE) -> None:
+        """Load the network and run it once on ``probe`` (``(S, S) uint8`` gray or ``(S, S, 3)
+        uint8``; default a blank 32 x 32 face; None: not run, as in workers, which load a network
+        the run has checked): a network that cannot run on it, or gives a non-finite or oversized
+        map, is refused here rather than on every sample.
+
+        Raises:
+            ModelFileError: the file is not a network that follows the contract above.
+        """
         import onnxruntime  # imported here: only runs that use a saliency network need it
 
         self.path = str(path)
@@ -144,9 +159,18 @@ class SaliencyNetwork:
         self.channels = int(inputs[0].shape[1])
         height, width = inputs[0].shape[2:]
         self.input_size = (height, width) if isinstance(height, int) and isinstance(width, int) else None
-        probe = self(np.zeros((32, 32, 3), dtype=np.uint8))
-        if not np.isfinite(probe).all():
-            raise ModelFileError(f"the saliency network {path} gives non-finite values on a blank image")
+        if probe is None:
+            return
+        described = f"a {'x'.join(map(str, probe.shape))} face"
+        try:
+            output = self(probe)
+        except ModelFileError:
+            raise
+        except Exception as error:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+            message = " ".join(str(error).split())
+            raise ModelFileError(f"the saliency network {path} fails on {described}: {message}") from None
+        if not np.isfinite(output).all():
+            raise ModelFileError(f"the saliency network {path} gives non-finite values on {described}")
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """The raw map of one face.
@@ -164,13 +188,20 @@ class SaliencyNetwork:
         batch = (pixels.transpose(2, 0, 1)[None] / np.float32(255)).astype(np.float32)
         output = np.asarray(self.session.run(None, {self.input_name: batch})[0])
         if output.ndim == 4 and output.shape[:2] == (1, 1):
-            return output[0, 0].astype(np.float32)
-        if output.ndim == 3 and output.shape[0] == 1:
-            return output[0].astype(np.float32)
-        raise ModelFileError(
-            f"the saliency network {self.path} gives an output of shape {output.shape}; expected "
-            "(1, 1, h, w) or (1, h, w) for one face"
-        )
+            output = output[0, 0]
+        elif output.ndim == 3 and output.shape[0] == 1:
+            output = output[0]
+        else:
+            raise ModelFileError(
+                f"the saliency network {self.path} gives an output of shape {output.shape}; expected "
+                "(1, 1, h, w) or (1, h, w) for one face"
+            )
+        if max(output.shape) > MAX_OUTPUT_SCALE * max(batch.shape[2:]):
+            raise ModelFileError(
+                f"the saliency network {self.path} gives a {output.shape[0]}x{output.shape[1]} map for a "
+                f"{batch.shape[2]}x{batch.shape[3]} input, more than {MAX_OUTPUT_SCALE} times its side"
+            )
+        return output.astype(np.float32)
 
 
 @dataclass
@@ -197,7 +228,7 @@ def thread_models(files: ModelFiles) -> LoadedModels:
             except RuntimeError as error:
                 raise ModelFileError(f"dlib cannot load {files.landmarks}: {error}") from None
             detector = dlib.get_frontal_face_detector()
-        network = None if files.saliency_network is None else SaliencyNetwork(files.saliency_network)
+        network = None if files.saliency_network is None else SaliencyNetwork(files.saliency_network, probe=None)
         cached = (files, LoadedModels(detector, predictor, network))
         _local.models = cached
     return cached[1]

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.compute.model_files import ModelFiles, SaliencyNetwork
 from pipeline.compute.shard_task import GrowTask, ShardSummary, ShardTask, grow_shard, process_shard
 from pipeline.compute.slurm import SlurmOptions
@@ -27,6 +29,7 @@ from pipeline.errors import ConfigError, DiskFullError, StoreError
 from pipeline.guidance import GUIDANCE_TYPES, resolve_guidance
 from pipeline.progress import QUIET, Progress
 from pipeline.store import (
+    USABLE_STATUSES,
     Status,
     bytes_on_disk,
     growth_in_progress,
@@ -37,6 +40,7 @@ from pipeline.store import (
 )
 from pipeline.store.growth import begin_growth, finish_growth, growth_pending_shards
 from pipeline.store.lock import holds_store_lock
+from pipeline.store.schema import IMAGE, STATUS
 from pipeline.store.writer import finalize_store, pending_shards, prepare_store, record_failed_shard
 
 SYNCHRONOUS = "synchronous"
@@ -230,7 +234,9 @@ def preprocess(
     manifest = adapter.scan(None if root is None else Path(root))
     if config.landmarks.source == "dataset" and manifest.prior_landmarks is None:
         raise ConfigError(f"the {dataset} dataset provides no landmarks; use --landmarks dlib (the default)")
-    models = _locate_models(config.guidance.types, landmark_model, saliency_model, need_landmarks=True)
+    models = _locate_models(
+        config.guidance.types, landmark_model, saliency_model, need_landmarks=True, probe=lambda: _probe_face(config)
+    )
     root = Path(root).resolve() if root is not None else None
     created = prepare_store(store_path, manifest, config, models.sha256(), root=root, overwrite=overwrite)
     shards = pending_shards(store_path, config.shard_size)
@@ -308,8 +314,10 @@ def grow(
     ]
     if missing:
         raise StoreError(f"cannot add guidance to {store_path}: " + "; ".join(missing))
-    models = _locate_models(types, None, saliency_model, need_landmarks=False)
     config = provenance.preprocess_config
+    models = _locate_models(
+        types, None, saliency_model, need_landmarks=False, probe=lambda: _first_usable_face(group, config)
+    )
     if not types:
         progress.line(f"{store_path} already holds {', '.join(requested)}; nothing to do")
         shards, n_shards = [], 0
@@ -362,8 +370,10 @@ def _locate_models(
     saliency_model: str | Path | None,
     *,
     need_landmarks: bool,
+    probe: Callable[[], np.ndarray],
 ) -> ModelFiles:
-    """The model files a run needs, checked (and the saliency network loaded once) before any work."""
+    """The model files a run needs, checked before any work; a saliency network is loaded once and
+    run on ``probe()``, a face as the run will give it (``(S, S) uint8`` or ``(S, S, 3) uint8``)."""
     wants_network = any(GUIDANCE_TYPES[name].model == "saliency_network" for name in types)
     if wants_network and saliency_model is None:
         raise ConfigError("the saliency_network guidance type needs --saliency-model PATH.onnx")
@@ -371,8 +381,23 @@ def _locate_models(
         raise ConfigError("--saliency-model is only used by the saliency_network guidance type; add it to --guidance")
     models = ModelFiles.locate(landmark_model, saliency_model, need_landmarks=need_landmarks)
     if models.saliency_network is not None:
-        SaliencyNetwork(models.saliency_network)  # its contract is checked here, not in a worker
+        SaliencyNetwork(models.saliency_network, probe())  # its contract is checked here, not in a worker
     return models
+
+
+def _probe_face(config: PreprocessConfig) -> np.ndarray:
+    """A noise face of the aligned size and colour ``config`` gives: ``(S, S)`` or ``(S, S, 3) uint8``."""
+    shape = (config.align.size, config.align.size) + ((3,) if config.align.channels == 3 else ())
+    return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _first_usable_face(group, config: PreprocessConfig) -> np.ndarray:
+    """The store's first usable aligned face, ``(S, S)`` or ``(S, S, 3) uint8`` (noise if none)."""
+    usable = np.flatnonzero(np.isin(group[STATUS][:], [int(code) for code in USABLE_STATUSES]))
+    if len(usable) == 0:
+        return _probe_face(config)
+    image = group[IMAGE][int(usable[0])]
+    return image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
 
 
 def _run_with_progress(

@@ -147,9 +147,10 @@ class GrowTask:
 
 def grow_shard(task: GrowTask) -> ShardSummary:
     """Render ``task.types`` for one shard from its stored aligned faces and landmarks and write
-    them, then the shard's growth mark. Samples that are not ok keep zeroed guidance. A sample
-    whose rendering raises is recorded as it would be in a full run: status ``failed``, with the
-    error in ``message``; the shard goes on."""
+    them, then the shard's growth mark. Samples that are not ok keep zeroed guidance. Where a
+    type's renderer raises on a sample, that map stays zero and the error is recorded for the
+    sample and type (``growing_errors``); the sample's status and message never change, and the
+    shard goes on."""
     began = time.perf_counter()
     timer = StageTimer()
     models = thread_models(task.models)
@@ -162,28 +163,24 @@ def grow_shard(task: GrowTask) -> ShardSummary:
     n = task.stop - task.start
     specs = guidance_specs(task.types, task.config)
     arrays = {spec.name: np.zeros((n, *spec.sample_shape), dtype=spec.dtype) for spec in specs}
-    messages = {}
+    errors = np.full(n, "", dtype=object)
     for i in range(n):
         if status[i] not in USABLE_STATUSES:
             continue
         aligned = None
         if images is not None:
             aligned = images[i, 0] if images.shape[1] == 1 else images[i].transpose(1, 2, 0)
-        try:
-            rendered = render_guidance(
-                task.types, aligned, None if landmarks is None else landmarks[i], task.config, models, timer
-            )
-        except Exception as error:  # noqa: BLE001 - a bad sample never stops the shard
-            messages[i] = f"{type(error).__name__}: {error}"
-            continue
-        for name, values in rendered.items():
-            arrays[name][i] = values
-    if messages:
-        message = group[MESSAGE][task.start : task.stop]
-        for i, text in messages.items():
-            status[i], message[i] = Status.FAILED, text
-        arrays[MESSAGE] = message
-        arrays[STATUS] = status
-    write_grown_shard(task.store_path, task.start, arrays)
+        failed = []
+        for name in task.types:
+            try:
+                rendered = render_guidance(
+                    (name,), aligned, None if landmarks is None else landmarks[i], task.config, models, timer
+                )
+            except Exception as error:  # noqa: BLE001 - a bad sample never stops the shard
+                failed.append(f"{name}: {type(error).__name__}: {' '.join(str(error).split())}")
+                continue
+            arrays[name][i] = rendered[name]
+        errors[i] = "\n".join(failed)
+    write_grown_shard(task.store_path, task.start, arrays, errors)
     timer.lap("write")
     return ShardSummary(task.start, task.stop, status_counts(status), time.perf_counter() - began, dict(timer.seconds))

@@ -55,8 +55,13 @@ def network_saliency(network: Callable[[np.ndarray], np.ndarray], image: np.ndar
     Returns:
         ``(H, H) uint8``: the network's map resized to H x H (area averaging when shrinking,
         bilinear when growing) and min-max normalised to 0..255; all zeros for a constant map.
+
+    Raises:
+        ValueError: the map holds NaN or infinite values (never stored as zeros).
     """
     raw = network(image).astype(np.float32)
+    if not np.isfinite(raw).all():
+        raise ValueError(f"the saliency network gave {np.count_nonzero(~np.isfinite(raw))} non-finite values")
     shrinking = raw.shape[0] >= guidance_size and raw.shape[1] >= guidance_size
     resized = cv2.resize(
         raw, (guidance_size, guidance_size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR

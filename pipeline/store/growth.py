@@ -1,10 +1,14 @@
 """Adding guidance types to a complete store, shard by shard and resumable.
 
-:func:`begin_growth` adds the new types' arrays and a ``growing`` mark array (one flag per
-sample), each task writes a shard of the new arrays and then its marks
-(:func:`write_grown_shard`), and :func:`finish_growth` drops the marks and records the addition
-in the provenance under ``guidance_added``. Until then the new types are listed under ``growing``
-and :func:`~pipeline.store.access.stored_guidance` does not offer them.
+:func:`begin_growth` adds the new types' arrays, a ``growing`` mark array (one flag per sample)
+and a ``growing_errors`` array; each task writes a shard of the new arrays, the renderers' errors,
+and then its marks (:func:`write_grown_shard`). Once every shard is written, :func:`finish_growth`
+checks each type's share of failed samples: within :data:`MAX_FAILED_SHARE` it drops the marks,
+keeps the errors in ``guidance_errors`` and records the addition in the provenance under
+``guidance_added``; beyond it, it undoes the growth (:func:`undo_growth`) so that the store is as
+it was, and raises. Until then the new types are listed under ``growing`` and
+:func:`~pipeline.store.access.stored_guidance` does not offer them. Adding guidance never changes
+a sample's status or message.
 """
 
 from __future__ import annotations
@@ -15,10 +19,22 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from pipeline.errors import StoreError
+from pipeline.errors import GuidanceFailedError, StoreError
 from pipeline.store.access import open_store, provenance_of
 from pipeline.store.provenance import Growth
-from pipeline.store.schema import GROWTH_MARK, GROWTH_MARK_SPEC, MESSAGE, STATUS, guidance_specs
+from pipeline.store.schema import (
+    CHANNELS_ATTR,
+    CHECKSUM,
+    GROWTH_ERRORS,
+    GROWTH_ERRORS_SPEC,
+    GROWTH_MARK,
+    GROWTH_MARK_SPEC,
+    GUIDANCE_ERRORS,
+    GUIDANCE_ERRORS_SPEC,
+    STATUS,
+    USABLE_STATUSES,
+    guidance_specs,
+)
 from pipeline.store.writer import (
     create_array,
     finalize_store,
@@ -29,6 +45,10 @@ from pipeline.store.writer import (
     write_provenance,
     write_regions,
 )
+
+# A type whose renderer fails on more than this share of the usable samples (and on more than
+# one) is not added: such a failure is the model's or the renderer's, not a few odd faces'.
+MAX_FAILED_SHARE = 0.01
 
 
 def begin_growth(path: str | Path, types: tuple[str, ...], models: dict[str, dict[str, str]]) -> None:
@@ -57,6 +77,7 @@ def begin_growth(path: str | Path, types: tuple[str, ...], models: dict[str, dic
     for spec in guidance_specs(types, config):
         create_array(group, spec, n, config.shard_size, config.codec)
     create_array(group, GROWTH_MARK_SPEC, n, config.shard_size)
+    create_array(group, GROWTH_ERRORS_SPEC, n, config.shard_size)
     write_provenance(group, provenance.replace(growing=Growth(tuple(types), models, utc_now())))
 
 
@@ -67,32 +88,114 @@ def growth_pending_shards(path: str | Path) -> list[tuple[int, int]]:
     return unfinished_shards(group[GROWTH_MARK], shard_size, lambda start, stop, marks: bool(np.all(marks == 1)))
 
 
-def write_grown_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray]) -> None:
-    """Write one shard's region of each new guidance array (and ``status``/``message`` where a
-    sample failed), then the shard's growth marks.
+def write_grown_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray], errors: np.ndarray) -> None:
+    """Write one shard's region of each new guidance array and of the renderers' errors, then the
+    shard's growth marks.
 
     Args:
-        arrays: name -> ``(n, ...)`` values; every array has the same n.
+        arrays: guidance type -> ``(n, ...)`` values; every array has the same n.
+        errors: ``(n,) str``, per sample the ``type: error`` lines of the types that failed on it
+            ("" where none did).
     """
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     n = len(next(iter(arrays.values())))
-    arrays = {name: np.asarray(values, dtype=object) if name == MESSAGE else values for name, values in arrays.items()}
+    if GROWTH_ERRORS not in group:  # a growth begun before the errors were kept apart
+        create_array(
+            group, GROWTH_ERRORS_SPEC, group[STATUS].shape[0], provenance_of(group).preprocess_config.shard_size
+        )
     write_regions(path, group, start, arrays)
     record_checksums(group, start, arrays)
+    if any(errors):
+        group[GROWTH_ERRORS][start : start + n] = np.asarray(errors, dtype=object)
     group[GROWTH_MARK][start : start + n] = np.ones(n, dtype=np.uint8)
 
 
+def growth_failures(path: str | Path) -> tuple[dict[str, int], dict[str, str], int]:
+    """Of the unfinished growth: per type, the samples it failed on and the first error; and the
+    number of usable samples (status ok or ok_prior)."""
+    group = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    types = provenance_of(group).growing_types
+    counts, first = dict.fromkeys(types, 0), {}
+    if GROWTH_ERRORS in group:
+        for text in group[GROWTH_ERRORS][:]:
+            for line in str(text).splitlines():
+                name, _, error = line.partition(": ")
+                if name in counts:
+                    counts[name] += 1
+                    first.setdefault(name, error)
+    usable = int(np.isin(group[STATUS][:], [int(code) for code in USABLE_STATUSES]).sum())
+    return counts, first, usable
+
+
 def finish_growth(path: str | Path) -> Growth | None:
-    """If every shard of the growth is written: drop the marks, move the growth from ``growing`` to
-    the ``guidance_added`` list of the provenance (types, model files, library versions, start and
-    end times), recount statuses and consolidate metadata. Returns the record, or None while
-    shards are still pending."""
+    """If every shard of the growth is written: check each type's failures, then drop the marks,
+    keep the errors in ``guidance_errors``, move the growth from ``growing`` to the
+    ``guidance_added`` list of the provenance (types, model files, library versions, start and
+    end times, failures per type), recount statuses and consolidate metadata. Returns the
+    record, or None while shards are still pending.
+
+    Raises:
+        GuidanceFailedError: a type failed on more than :data:`MAX_FAILED_SHARE` of the usable
+            samples and on more than one; the growth is undone first (:func:`undo_growth`), so the store is as it was.
+    """
     if growth_pending_shards(path):
         return None
+    counts, first, usable = growth_failures(path)
+    too_many = {name: count for name, count in counts.items() if count > max(1, MAX_FAILED_SHARE * usable)}
+    if too_many:
+        undo_growth(path)
+        causes = "; ".join(
+            f"{name} failed on {count} of {usable} usable samples ({count / max(usable, 1):.0%}), "
+            f"first with {first[name]}"
+            for name, count in too_many.items()
+        )
+        raise GuidanceFailedError(
+            f"{causes}. More than {MAX_FAILED_SHARE:.0%} of the samples failing is the model's or the "
+            f"renderer's fault, so nothing was added and {path} is as it was before this run. Fix the "
+            "cause (for a saliency network: does it run on one aligned face of this store's size?), or "
+            "leave the type out of --guidance, then run again."
+        )
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    errors = group[GROWTH_ERRORS][:] if GROWTH_ERRORS in group else None
+    if errors is not None and any(errors):
+        if GUIDANCE_ERRORS not in group:
+            create_array(group, GUIDANCE_ERRORS_SPEC, len(errors), provenance_of(group).preprocess_config.shard_size)
+        kept = group[GUIDANCE_ERRORS][:]
+        group[GUIDANCE_ERRORS][:] = np.asarray(
+            ["\n".join(line for line in (old, new) if line) for old, new in zip(kept, errors)], dtype=object
+        )
     del group[GROWTH_MARK]
+    if GROWTH_ERRORS in group:
+        del group[GROWTH_ERRORS]
     provenance = provenance_of(group)
-    record = dataclasses.replace(provenance.growing, finished=utc_now(), versions=library_versions())
+    record = dataclasses.replace(
+        provenance.growing,
+        finished=utc_now(),
+        versions=library_versions(),
+        failed={k: v for k, v in counts.items() if v},
+    )
     write_provenance(group, provenance.replace(growing=None, guidance_added=(*provenance.guidance_added, record)))
     finalize_store(path)
     return record
+
+
+def undo_growth(path: str | Path) -> None:
+    """Remove what the unfinished growth wrote: the new types' arrays, their checksums, the marks
+    and errors, and the ``growing`` record, then consolidate the metadata again. The store's files
+    are then what they were before the growth began."""
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    provenance = provenance_of(group)
+    types = provenance.growing_types
+    for name in (*types, GROWTH_MARK, GROWTH_ERRORS):
+        if name in group:
+            del group[name]
+    if CHECKSUM in group:
+        columns = list(group[CHECKSUM].attrs[CHANNELS_ATTR])
+        dropped = [columns.index(name) for name in types if name in columns]
+        if dropped:
+            checksum = group[CHECKSUM][:]
+            if checksum[:, dropped].any():
+                checksum[:, dropped] = 0
+                group[CHECKSUM][:] = checksum
+    write_provenance(group, provenance.replace(growing=None))
+    finalize_store(path)

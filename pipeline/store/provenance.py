@@ -32,6 +32,8 @@ class Growth:
     models: the model files they were rendered with (role -> file name and sha256).
     started, finished: UTC ISO-8601 times; ``finished`` is None while the growth is unfinished.
     versions: the library versions that finished it (None while unfinished).
+    failed: per type, the samples its renderer failed on (listed in ``guidance_errors``); only
+        types with failures, recorded when the growth finishes.
     """
 
     types: tuple[str, ...]
@@ -39,6 +41,7 @@ class Growth:
     started: str
     finished: str | None = None
     versions: dict[str, str] | None = None
+    failed: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> Growth:
@@ -46,12 +49,15 @@ class Growth:
         unknown = [name for name in types if name not in GUIDANCE_TYPES]
         if unknown:
             raise ValueError(f"it names unknown guidance types {unknown}")
-        return cls(types, dict(attrs["models"]), attrs["started"], attrs.get("finished"), attrs.get("versions"))
+        failed = {str(name): int(count) for name, count in attrs.get("failed", {}).items()}
+        return cls(types, dict(attrs["models"]), attrs["started"], attrs.get("finished"), attrs.get("versions"), failed)
 
     def to_attrs(self) -> dict[str, Any]:
         attrs = {"types": list(self.types), "models": self.models, "started": self.started}
         if self.finished is not None:
             attrs.update(finished=self.finished, versions=self.versions)
+        if self.failed:
+            attrs["failed"] = dict(self.failed)
         return attrs
 
 

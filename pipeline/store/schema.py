@@ -51,6 +51,12 @@ STATUS, MESSAGE = "status", "message"
 CHECKSUM = "checksum"
 # ``(N,) uint8``, 1 where a shard's new guidance is written; only while guidance is being added.
 GROWTH_MARK = "growing"
+# ``(N,) str``: per sample, one line ``type: error`` for each guidance type added later whose
+# rendering failed on it (its map is left zero; training skips the sample). ``growing_errors``
+# holds the lines of the unfinished growth; ``guidance_errors`` those of finished ones, and
+# exists only once a finished growth recorded one. A sample's status never changes when guidance
+# is added.
+GROWTH_ERRORS, GUIDANCE_ERRORS = "growing_errors", "guidance_errors"
 # Array attributes: the names of the entries of the axis after ``sample``, and for guidance the
 # channel a horizontal flip maps each channel to.
 CHANNELS_ATTR, FLIP_PERMUTATION_ATTR = "channels", "flip_permutation"
@@ -221,6 +227,8 @@ def computed_arrays(config: PreprocessConfig) -> tuple[str, ...]:
 
 
 GROWTH_MARK_SPEC = ArraySpec(GROWTH_MARK, ("sample",), "uint8", (), 0, per_sample_chunks=False)
+GROWTH_ERRORS_SPEC = ArraySpec(GROWTH_ERRORS, ("sample",), str, (), "", per_sample_chunks=False)
+GUIDANCE_ERRORS_SPEC = ArraySpec(GUIDANCE_ERRORS, ("sample",), str, (), "", per_sample_chunks=False)
 
 
 # Inner chunks of tensor arrays hold a few samples, up to this many raw bytes: each zarr chunk
@@ -295,6 +303,9 @@ def check_layouts(attributes: dict[str, Any], layouts: dict[str, ArrayLayout]) -
         specs[CHECKSUM] = checksum_spec(("",) * layouts[CHECKSUM].shape[1])  # the column names are verify's
     if provenance.growing is not None:
         specs[GROWTH_MARK] = GROWTH_MARK_SPEC
+        specs[GROWTH_ERRORS] = GROWTH_ERRORS_SPEC
+    if provenance.added_types:
+        specs[GUIDANCE_ERRORS] = GUIDANCE_ERRORS_SPEC
     shard_len = max(1, min(config.shard_size, n))
     problems = []
     for name, layout in layouts.items():

@@ -68,7 +68,8 @@ def describe_store(path: str | Path) -> str:
     lines.append("  config           " + json.dumps(prov.config, sort_keys=True))
     for added in prov.guidance_added:
         models = "".join(f", {m['file']} sha256 {m['sha256'][:16]}..." for m in added.models.values())
-        lines.append(f"  added            {', '.join(added.types)} ({added.finished}{models})")
+        failed = "".join(f", {name} failed on {count} (guidance_errors)" for name, count in added.failed.items())
+        lines.append(f"  added            {', '.join(added.types)} ({added.finished}{models}{failed})")
     if prov.growing is not None:
         lines.append(
             f"  ADDING           {', '.join(prov.growing_types)} (unfinished, not offered to training; "

@@ -19,7 +19,7 @@ from pipeline.compute.model_files import ModelFiles
 from pipeline.compute.run import SYNCHRONOUS, grow, preprocess
 from pipeline.config import build_config
 from pipeline.datasets import get_dataset
-from pipeline.errors import ConfigError, StoreError, StoreMismatchError
+from pipeline.errors import ConfigError, GuidanceFailedError, ModelFileError, StoreError, StoreMismatchError
 from pipeline.store import schema
 from pipeline.store.growth import begin_growth
 from pipeline.store.schema import GROWTH_MARK
@@ -194,3 +194,92 @@ def test_a_killed_growth_resumes_to_the_same_arrays(tmp_path, fer2013_2k):
     assert sorted(a.array_keys()) == sorted(b.array_keys())
     for name in ("saliency_fine_grained", "mask_hull", "status"):
         np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+
+
+def export_dimming_network(path: Path, threshold: float) -> Path:
+    """A saliency network that gives NaN on every face darker than ``threshold`` (mean of its 0..1
+    input), and a finite map elsewhere: it passes a start-up check on a bright face."""
+    import torch
+
+    class Dimming(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 1, 5, padding=2)
+
+        def forward(self, image):
+            return torch.sigmoid(self.conv(image)) * torch.sqrt(image.mean() - threshold)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            Dimming().eval(),
+            torch.rand(1, 3, 64, 64),
+            str(path),
+            dynamo=False,
+            input_names=["image"],
+            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}},
+        )
+    return path
+
+
+def usable_face_means(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Store indices of the usable samples and the mean of each aligned face (0..1, RGB as the
+    network sees it), the first usable sample first."""
+    group = store.open_store(path)
+    usable = np.flatnonzero(np.isin(group["status"][:], [int(code) for code in store.USABLE_STATUSES]))
+    faces = group["image"][:][usable].astype(np.float64) / 255
+    return usable, faces.mean(axis=(1, 2, 3))
+
+
+def files_of(path: Path) -> dict[str, bytes]:
+    return {str(file.relative_to(path)): file.read_bytes() for file in sorted(path.rglob("*")) if file.is_file()}
+
+
+def test_a_type_that_fails_on_many_faces_is_not_added_and_the_store_is_as_it_was(built, tmp_path, saliency_onnx):
+    path = tmp_path / "store.zarr"
+    shutil.copytree(built / "default.zarr", path)
+    usable, means = usable_face_means(path)
+    network = export_dimming_network(tmp_path / "dimming.onnx", float(np.median(means[1:])))
+    assert means[0] > np.median(means[1:])  # the start-up check on the first face passes
+    before = files_of(path)
+    with pytest.raises(
+        GuidanceFailedError, match=r"saliency_network failed on 44 of 89 usable samples \(49%\)"
+    ) as raised:
+        add(path, "saliency_network", saliency_model=network)
+    assert "non-finite values" in str(raised.value) and "as it was before this run" in str(raised.value)
+    assert files_of(path) == before  # every file, byte for byte
+    assert verify_store(str(path)) == []
+    assert add(path, "saliency_network", saliency_model=saliency_onnx).guidance_added == ("saliency_network",)
+
+
+def test_a_type_that_fails_on_a_few_faces_is_added_with_each_failure_recorded_apart(built, tmp_path):
+    path = tmp_path / "store.zarr"
+    shutil.copytree(built / "default.zarr", path)
+    usable, means = usable_face_means(path)
+    darkest, second = np.sort(means)[:2]
+    network = export_dimming_network(tmp_path / "dimming.onnx", float(darkest + second) / 2)
+    failed = int(usable[np.argmin(means)])
+    group = store.open_store(path)
+    status, message = group["status"][:], group["message"][:]
+    summary = add(path, "saliency_network", saliency_model=network)
+    assert summary.guidance_added == ("saliency_network",)
+    group = store.open_store(path)
+    np.testing.assert_array_equal(group["status"][:], status)  # adding guidance never changes these
+    np.testing.assert_array_equal(group["message"][:], message)
+    errors = group["guidance_errors"][:]
+    assert np.flatnonzero(errors != "").tolist() == [failed]
+    assert errors[failed].startswith("saliency_network: ValueError: the saliency network gave")
+    assert not group["saliency_network"][failed].any() and group["saliency_network"][usable[0]].any()
+    assert store.provenance_of(group).guidance_added[-1].failed == {"saliency_network": 1}
+    assert failed not in select_samples(path, "sample").index and len(select_samples(path, "sample")) == 88
+    assert verify_store(str(path)) == []
+
+
+def test_a_network_that_fails_on_the_stores_faces_is_refused_before_any_work(built, tmp_path):
+    path = tmp_path / "store.zarr"
+    shutil.copytree(built / "default.zarr", path)
+    before = files_of(path)
+    with pytest.raises(ModelFileError, match=r"gives non-finite values on a 64x64x3 face"):
+        add(path, "saliency_network", saliency_model=export_dimming_network(tmp_path / "dark.onnx", 2.0))
+    assert files_of(path) == before

@@ -1,6 +1,8 @@
 """A learned saliency network given as an ONNX file: exported here from torch, run through the
 same path a user's network takes."""
 
+import warnings
+
 import cv2
 import numpy as np
 import pytest
@@ -72,3 +74,27 @@ def test_files_that_break_the_contract_are_refused_with_what_is_wrong(tmp_path):
     two_channels = export_saliency_network(tmp_path / "c2.onnx", channels=2)
     with pytest.raises(ModelFileError, match=r"one input \(B, C, h, w\) with C fixed to 3 \(RGB\) or 1"):
         SaliencyNetwork(two_channels)
+
+
+def export_enlarging_network(path, scale: int):
+    """A network whose map is ``scale`` times its input's side."""
+    enlarging = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 3, padding=1), torch.nn.Upsample(scale_factor=scale))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            enlarging.eval(),
+            torch.rand(1, 3, 16, 16),
+            str(path),
+            dynamo=False,
+            input_names=["image"],
+            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}},
+        )
+    return path
+
+
+def test_maps_too_large_or_not_finite_are_errors_never_zeros(tmp_path, saliency_onnx):
+    with pytest.raises(ModelFileError, match=r"gives a 320x320 map for a 32x32 input, more than 4 times its side"):
+        SaliencyNetwork(export_enlarging_network(tmp_path / "x10.onnx", 10))
+    assert SaliencyNetwork(export_enlarging_network(tmp_path / "x4.onnx", 4), FACE)(FACE).shape == (448, 448)
+    with pytest.raises(ValueError, match="the saliency network gave 3 non-finite values"):
+        network_saliency(lambda face: np.array([[np.nan, 1.0], [np.inf, -np.inf]], np.float32), FACE, 16)
