@@ -1,20 +1,26 @@
 """One writer per store: a lock file beside the store (``<store>.lock``), held for a whole
 ``fer-preprocess`` run (build, resume or growth).
 
-The lock records the writer's host, process id and start time. A second run on the same store
-refuses with who holds it. A lock whose process is gone (a run killed with ``kill -9``, a machine
-that rebooted) is recognised as stale on the same host and taken over. On another host liveness
-cannot be checked, so the message says which file to delete once that run is known to be dead.
-The file lies beside the store, not in it, so it never travels with a copied or packed store.
+The lock records the writer's host, process id and start time, and holds them from the moment it
+exists: the record is written whole to a file of its own, which is then hard-linked to the lock's
+name (a link fails where the name exists, so of two runs one gets it). A second run on the same
+store refuses with who holds it. A lock whose process is gone (a run killed with ``kill -9``, a
+machine that rebooted) is recognised as stale on the same host and taken over: under an
+exclusive ``flock`` of the folder, the taker removes the lock only if it is still the stale file
+it read (same inode), then competes for the name like any run. On another host liveness cannot
+be checked, so the message says which file to delete once that run is known to be dead. The file
+lies beside the store, not in it, so it never travels with a copied or packed store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import functools
 import json
 import os
+import secrets
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,12 +48,58 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _create(path: Path, record: dict) -> bool:
+    """Make ``path`` hold ``record`` (JSON) if no lock exists there; True if this call made it."""
+    whole = path.with_name(f"{path.name}.{record['pid']}.{secrets.token_hex(6)}")
+    try:
+        whole.write_text(json.dumps(record))
+        os.link(whole, path)
+    except FileExistsError:
+        return False
+    except PermissionError as error:
+        raise StoreError(
+            f"cannot write the lock {path} ({error.strerror}): the folder holding the store must be writable"
+        ) from None
+    finally:
+        whole.unlink(missing_ok=True)
+    return True
+
+
+def _read(path: Path) -> tuple[dict | None, int | None]:
+    """The lock's record (None if it cannot be parsed) and inode; ``(None, None)`` if it is gone."""
+    try:
+        with open(path, "rb") as handle:
+            inode = os.fstat(handle.fileno()).st_ino
+            text = handle.read(4096)
+    except FileNotFoundError:
+        return None, None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None, inode
+    return (record if isinstance(record, dict) else None), inode
+
+
+def _remove_if_still(path: Path, inode: int) -> None:
+    """Remove the lock at ``path`` if it is still the file ``inode``, under an exclusive flock of
+    its folder, so that two runs taking over one stale lock cannot remove each other's new one."""
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == inode:
+                path.unlink()
+    finally:
+        os.close(folder)  # releases the flock
+
+
 @contextlib.contextmanager
 def store_lock(store: str | Path, progress: Progress = QUIET) -> Iterator[None]:
     """Hold the write lock of ``store`` for the duration of the block.
 
     Raises:
-        StoreLockedError: a live run holds it (or one on another host that cannot be checked).
+        StoreLockedError: a live run holds it (or one on another host that cannot be checked), or
+            the lock file is not one a run wrote.
     """
     path = lock_path(store)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,36 +108,33 @@ def store_lock(store: str | Path, progress: Progress = QUIET) -> Iterator[None]:
         "pid": os.getpid(),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    while True:
-        try:
-            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = json.loads(path.read_text())
-            except (OSError, ValueError):
-                holder = {}
-            if holder.get("host") == me["host"] and isinstance(holder.get("pid"), int) and _alive(holder["pid"]):
-                raise StoreLockedError(
-                    f"another fer-preprocess (pid {holder['pid']}, started {holder.get('started')}) is writing "
-                    f"{store}; wait for it to finish or stop it, then run again"
-                ) from None
-            if holder and holder.get("host") != me["host"]:
-                raise StoreLockedError(
-                    f"a fer-preprocess on host {holder.get('host')} (pid {holder.get('pid')}, started "
-                    f"{holder.get('started')}) holds {path}; if that run is dead, delete {path} and run again"
-                ) from None
-            progress.line(f"taking over the stale lock {path} (pid {holder.get('pid')} is gone)")
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+    while not _create(path, me):
+        holder, inode = _read(path)
+        if inode is None:  # released since: try again
             continue
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(me, handle)
-        break
+        if holder is None:
+            raise StoreLockedError(
+                f"the lock {path} does not hold a run's record (host, pid, start); if no fer-preprocess "
+                f"is writing {store}, delete {path} and run again"
+            )
+        if holder.get("host") != me["host"]:
+            raise StoreLockedError(
+                f"a fer-preprocess on host {holder.get('host')} (pid {holder.get('pid')}, started "
+                f"{holder.get('started')}) holds {path}; if that run is dead, delete {path} and run again"
+            )
+        if not isinstance(holder.get("pid"), int) or _alive(holder["pid"]):
+            raise StoreLockedError(
+                f"another fer-preprocess (pid {holder.get('pid')}, started {holder.get('started')}) is writing "
+                f"{store}; wait for it to finish or stop it, then run again"
+            )
+        progress.line(f"taking over the stale lock {path} (pid {holder['pid']} is gone)")
+        _remove_if_still(path, inode)
     try:
         yield
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        holder, inode = _read(path)
+        if holder == me:
+            _remove_if_still(path, inode)
 
 
 def holds_store_lock(function: Callable) -> Callable:
