@@ -7,6 +7,7 @@ wherever a store location is accepted.
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -35,10 +36,38 @@ def pack_store(store: str | Path, out: str | Path) -> int:
         raise StoreError(
             f"{store} is not finished (a run or a guidance growth did not complete); finish it before packing"
         )
-    files = sorted(p for p in store.rglob("*") if p.is_file())
+    files = regular_files(store)
     partial = out.with_name(out.name + ".partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for path in files:
-            archive.write(path, path.relative_to(store).as_posix())
-    os.replace(partial, out)
+    try:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for path in files:
+                archive.write(path, path.relative_to(store).as_posix())
+        os.replace(partial, out)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {out} ({error.strerror}); choose a writable place with room for it") from None
     return len(files)
+
+
+def regular_files(store: Path) -> list[Path]:
+    """Every file under ``store``, sorted; links (to files or folders) and anything but regular
+    files and folders are refused rather than followed.
+
+    Raises:
+        StoreError: naming the first such entry.
+    """
+    files = []
+    for folder, folders, names in os.walk(store, followlinks=False):
+        for name in sorted(folders) + sorted(names):
+            path = Path(folder, name)
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                raise StoreError(
+                    f"{path} is a symbolic link (to {os.readlink(path)}); a store holds regular files only, "
+                    "so it is not packed: replace the link with the file it should be, or remove it"
+                )
+            if stat.S_ISREG(mode):
+                files.append(path)
+            elif not stat.S_ISDIR(mode):
+                raise StoreError(f"{path} is not a regular file; a store holds regular files only, so it is not packed")
+    return sorted(files)

@@ -207,6 +207,68 @@ def zip_bomb(store: Path) -> Path:
     return packed
 
 
+def _packed(store: Path, name: str) -> Path:
+    """The store as a stored (uncompressed) zip, as fer-store pack writes it."""
+    packed = store.parent / name
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_STORED) as archive:
+        for path in sorted(store.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(store).as_posix())
+    return packed
+
+
+def _patch_central_directory(packed: Path, member: str, field_offset: int, value: int) -> None:
+    """Overwrite a 4-byte field of ``member``'s central directory entry (16: CRC-32, 20:
+    compressed size, 24: uncompressed size)."""
+    with zipfile.ZipFile(packed) as archive:
+        start = archive.start_dir
+    data = bytearray(packed.read_bytes())
+    at = start
+    while data[at : at + 4] == b"PK\x01\x02":
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, at + 28)
+        if data[at + 46 : at + 46 + name_length].decode() == member:
+            struct.pack_into("<I", data, at + field_offset, value)
+            packed.write_bytes(bytes(data))
+            return
+        at += 46 + name_length + extra_length + comment_length
+    raise KeyError(member)
+
+
+def zip_compressed_size_lies(store: Path) -> Path:
+    """Eight more members, each deflating 16 MiB of zeros to 16 KB, whose directory entries claim
+    16 MiB compressed: a ratio check that trusts the claim lets 128 MiB out of 130 KB."""
+    packed = _packed(store, "size-lies.zarr.zip")
+    names = [f"label/c/{9 + i}" for i in range(8)]
+    with zipfile.ZipFile(packed, "a") as archive:
+        for name in names:
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w") as member:
+                for _ in range(16):
+                    member.write(bytes(2**20))
+    for name in names:
+        _patch_central_directory(packed, name, 20, 16 * 2**20)
+    return packed
+
+
+def zip_stored_size_lie(store: Path) -> Path:
+    """A stored member whose directory entry claims 64 bytes more than it holds."""
+    packed = _packed(store, "stored-lie.zarr.zip")
+    with zipfile.ZipFile(packed) as archive:
+        size = archive.getinfo("label/c/0").file_size
+    _patch_central_directory(packed, "label/c/0", 24, size + 64)
+    return packed
+
+
+def zip_crc_lie(store: Path) -> Path:
+    """A stored chunk whose directory entry records another CRC-32: its bytes are not what was packed."""
+    packed = _packed(store, "crc-lie.zarr.zip")
+    with zipfile.ZipFile(packed) as archive:
+        crc = archive.getinfo("label/c/0").CRC
+    _patch_central_directory(packed, "label/c/0", 16, crc ^ 1)
+    return packed
+
+
 CORPUS: tuple[DamagedStore, ...] = (
     DamagedStore(
         "shape of 10**15 samples",
@@ -301,6 +363,9 @@ CORPUS: tuple[DamagedStore, ...] = (
         "is not a Zarr format 3 group",
     ),
     DamagedStore("zip member that is a zip bomb", zip_bomb, "unpacks to 268,435,456 bytes"),
+    DamagedStore("zip members whose compressed sizes lie", zip_compressed_size_lies, "compressed bytes but occupies"),
+    DamagedStore("stored zip member whose size lies", zip_stored_size_lie, "a stored member's sizes are equal"),
+    DamagedStore("zip member whose CRC lies", zip_crc_lie, "is damaged or lies about its size", "verify"),
     DamagedStore(
         "chunk file symlinked out of the store", symlink_out, "outside the store; refusing to read it", "verify"
     ),

@@ -1,6 +1,7 @@
 """Verify, pack, refusal of hostile stores, read-only opening, xarray."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -103,6 +104,24 @@ def test_pack_then_open_the_zip_and_unpack_it(fer_store, tmp_path):
         pack_store(fer_store, packed)
     listed = subprocess.run([BIN / "fer-store", "ls", packed], capture_output=True, text=True)
     assert listed.returncode == 0 and "mask_soft" in listed.stdout
+
+
+def test_pack_refuses_links_and_anything_but_regular_files(fer_store, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the archive")
+    for make_link, kind in (
+        (lambda store: (store / "label" / "c" / "9").symlink_to(secret), r"symbolic link \(to "),
+        (lambda store: (store / "notes").symlink_to(tmp_path, target_is_directory=True), r"symbolic link \(to "),
+        (lambda store: os.mkfifo(store / "label" / "c" / "9"), "is not a regular file"),
+    ):
+        store = tmp_path / "store.zarr"
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.copytree(fer_store, store)
+        make_link(store)
+        packed = tmp_path / "out.zarr.zip"
+        with pytest.raises(StoreError, match=kind):
+            pack_store(store, packed)
+        assert not packed.exists() and not (tmp_path / "out.zarr.zip.partial").exists()
 
 
 def edit_array_metadata(store: Path, name: str, change) -> None:
