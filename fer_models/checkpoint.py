@@ -6,9 +6,11 @@ the configuration, the class names and label set, and the store's provenance has
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +18,41 @@ import torch
 
 from fer_models.config import TrainConfig
 from pipeline.config import differing_keys
-from pipeline.errors import ConfigError
+from pipeline.errors import CheckpointSaveError, ConfigError
 
 # 2: the protocol of fer_models.protocol (format-1 fold runs chose their epoch on the test fold).
 CHECKPOINT_FORMAT = 2
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    """Write atomically: a run killed while saving keeps the previous file."""
+    """Write atomically: a run killed while saving, or a save that fails (a full disk), keeps the
+    previous file.
+
+    Raises:
+        CheckpointSaveError: the file could not be written, saying why.
+    """
     partial = path.with_suffix(".partial")
-    torch.save(checkpoint, partial)
-    os.replace(partial, path)
+    try:
+        torch.save(checkpoint, partial)
+        os.replace(partial, path)
+    except (OSError, RuntimeError) as error:  # torch reports a full disk as RuntimeError
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written yet"
+        raise CheckpointSaveError(
+            f"cannot save the checkpoint {path} ({' '.join(str(error).split())}; {free:,} bytes free on its disk); "
+            f"{kept}. Free space (or fix the folder's permissions), then run the same command with --resume"
+        ) from None
+
+
+def non_finite_weights(checkpoint: dict[str, Any]) -> int:
+    """How many of the checkpoint's model weights are NaN or infinite."""
+    return sum(
+        int((~torch.isfinite(values)).sum())
+        for values in checkpoint["model"].values()
+        if isinstance(values, torch.Tensor) and values.is_floating_point()
+    )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from fer_models.checkpoint import load_checkpoint, options_differing
 from fer_models.config import TrainConfig
 from fer_models.confusion_png import write_confusion_png
 from fer_models.metrics import accuracy, confusion_matrix, macro_f1
-from fer_models.run_directory import read_predictions, train
+from fer_models.run_directory import read_predictions, strict_json, train
 from pipeline.errors import ConfigError
 from pipeline.progress import QUIET, Progress
 
@@ -62,7 +62,7 @@ def train_all_folds(
         summaries, [read_predictions(out / f"fold{i}" / "test_predictions.csv") for i in range(config.folds)]
     )
     table["commands"] = commands or []
-    (out / "folds.json").write_text(json.dumps(table, indent=2))
+    (out / "folds.json").write_text(strict_json(table, indent=2))
     (out / "folds.md").write_text(fold_table_markdown(table))
     write_confusion_png(
         np.array(table["pooled"]["confusion"]),

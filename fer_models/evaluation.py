@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fer_models.checkpoint import load_checkpoint
+from fer_models.checkpoint import load_checkpoint, non_finite_weights
 from fer_models.config import TrainConfig
 from fer_models.confusion_png import write_confusion_png
 from fer_models.data import StoreBatches, SubjectFolds, make_loader, select_samples
 from fer_models.engine import evaluate_model, resolve_device
 from fer_models.protocol import resolve_protocol, train_split_name
+from fer_models.run_directory import strict_json
 from fer_models.store_view import StoreView, build_model, model_fields
 from pipeline.errors import ConfigError
 
@@ -42,10 +42,16 @@ def evaluate_checkpoint(
         ``trained_samples_scored`` and ``validation_samples_scored`` (None where unknown).
 
     Raises:
-        ConfigError: not a checkpoint, no such split or fold, trained-on samples without
+        ConfigError: not a checkpoint, weights that are not finite, no such split or fold, trained-on samples without
             ``allow_seen``, or the store lacks what the model reads or the checkpoint's label set.
     """
     checkpoint = load_checkpoint(checkpoint_path)
+    broken = non_finite_weights(checkpoint)
+    if broken:
+        raise ConfigError(
+            f"{broken:,} of the weights in {checkpoint_path} are NaN or infinite: the run that wrote it diverged, "
+            "so its predictions mean nothing; score an earlier checkpoint of the run, or train again with a lower --lr"
+        )
     config = TrainConfig(**{**checkpoint["config"], "store": store, "device": device})
     view = StoreView.open(store)
     splits = list(view.provenance.splits)
@@ -118,5 +124,5 @@ def evaluate_checkpoint(
             out / "confusion.png",
             title=f"{config.model} epoch {checkpoint['epoch']}, {scored}",
         )
-        (out / "metrics.json").write_text(json.dumps(result, indent=2))
+        (out / "metrics.json").write_text(strict_json(result, indent=2))
     return result

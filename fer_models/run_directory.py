@@ -22,17 +22,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from fer_models.checkpoint import load_checkpoint, options_differing, save_checkpoint
 from fer_models.config import TrainConfig
 from fer_models.confusion_png import write_confusion_png
 from fer_models.engine import Trainer, reproducible_torch
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, TrainingDivergedError
 from pipeline.progress import QUIET, Progress
 
 
@@ -53,12 +55,17 @@ def train(
     Raises:
         ConfigError: a bad option, a store lacking what the model reads, ``out_dir`` holding
             another run (without ``resume``), or a resume with another configuration.
+        TrainingDivergedError: the loss or the weights stopped being finite (the last good
+            epoch's checkpoints are kept).
+        CheckpointSaveError: a checkpoint could not be written (the previous one is kept).
     """
     out = Path(out_dir)
     last = out / "last.pt"
     if last.exists() and not resume:
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     checkpoint = load_checkpoint(last) if resume and last.exists() else None
+    if resume and checkpoint is None and out.exists():
+        progress.line(f"{out} holds no complete checkpoint (last.pt) yet: starting at epoch 1")
     if checkpoint is not None and config.threads is None:
         config = dataclasses.replace(config, threads=checkpoint["config"].get("threads"))
     with reproducible_torch(config.resolved().threads):
@@ -94,6 +101,7 @@ def _train(config: TrainConfig, out: Path, checkpoint: dict | None, progress: Pr
     began = time.perf_counter() - (trainer.history[-1]["seconds"] if trainer.history else 0.0)
     for epoch in range(trainer.epoch + 1, trainer.config.epochs + 1):
         train_losses = trainer.train_epoch(epoch)
+        _stop_if_diverged(trainer, epoch, train_losses, out)
         trainer.epoch = epoch
         record = {
             "epoch": epoch,
@@ -118,9 +126,46 @@ def _train(config: TrainConfig, out: Path, checkpoint: dict | None, progress: Pr
         if improved:
             save_checkpoint(checkpoint, best)
         save_checkpoint(checkpoint, last)
-        (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in trainer.history))
-        progress.line(json.dumps(record))
+        (out / "log.jsonl").write_text("".join(strict_json(r) + "\n" for r in trainer.history))
+        progress.line(strict_json(record))
     return _report(trainer, out)
+
+
+def _stop_if_diverged(trainer: Trainer, epoch: int, train_losses: dict[str, float], out: Path) -> None:
+    """Raise before epoch ``epoch`` is recorded or saved if its loss or the weights are not finite.
+
+    Raises:
+        TrainingDivergedError: saying what was kept and what to change.
+    """
+    loss = train_losses["loss"]
+    weights_finite = all(bool(torch.isfinite(values).all()) for values in trainer.model.state_dict().values())
+    if math.isfinite(loss) and weights_finite:
+        return
+    what = f"the training loss is {loss}" if not math.isfinite(loss) else "the weights are no longer finite"
+    kept = (
+        f"{out / 'last.pt'} holds epoch {trainer.epoch}, the last good one (best.pt: epoch {trainer.best['epoch']})"
+        if trainer.epoch
+        else "no epoch finished, so no checkpoint was written"
+    )
+    raise TrainingDivergedError(
+        f"epoch {epoch}: {what}: the run diverged and stopped; {kept}. Lower --lr (it is {trainer.config.lr:g}) "
+        "and train again into a new --out (or start from the kept weights with --init last.pt)"
+    )
+
+
+def strict_json(value: Any, indent: int | None = None) -> str:
+    """JSON that strict parsers accept: NaN and infinities become null."""
+
+    def finite(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: finite(entry) for key, entry in item.items()}
+        if isinstance(item, list | tuple):
+            return [finite(entry) for entry in item]
+        return item
+
+    return json.dumps(finite(value), indent=indent, allow_nan=False)
 
 
 def _report(trainer: Trainer, out: Path) -> dict[str, Any]:
@@ -171,7 +216,7 @@ def _report(trainer: Trainer, out: Path) -> dict[str, Any]:
         )
         write_predictions(out / "test_predictions.csv", scores)
     summary["seconds"] = trainer.history[-1]["seconds"] if trainer.history else 0.0
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(strict_json(summary, indent=2))
     return summary
 
 

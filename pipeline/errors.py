@@ -57,3 +57,11 @@ class StoreRefusedError(StoreError):
 class GuidanceFailedError(FerStoreError, RuntimeError):
     """A guidance type being added failed on more than the allowed share of a store's samples; the
     growth was undone and the store is as it was before the run."""
+
+
+class TrainingDivergedError(FerStoreError, FloatingPointError):
+    """A training run's loss or weights stopped being finite; the last good checkpoint is kept."""
+
+
+class CheckpointSaveError(FerStoreError, OSError):
+    """A checkpoint could not be written; the previous one is kept."""

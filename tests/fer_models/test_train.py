@@ -1,15 +1,23 @@
 """Run directories, checkpoints, resume and evaluation on a small real store."""
 
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from fer_models.checkpoint import load_checkpoint
+from fer_models.checkpoint import load_checkpoint, non_finite_weights
 from fer_models.config import TrainConfig
+from fer_models.engine import Trainer
 from fer_models.evaluation import evaluate_checkpoint
 from fer_models.run_directory import train
-from pipeline.errors import ConfigError
+from pipeline.errors import CheckpointSaveError, ConfigError, TrainingDivergedError
+from pipeline.progress import Lines
+
+FER_TRAIN = Path(sys.executable).parent / "fer-train"
 
 QUICK = dict(epochs=3, batch_size=16, lr=3e-3, seed=7)
 
@@ -97,12 +105,9 @@ def test_a_model_with_terms_of_its_own_logs_each_term(fer_store, tmp_path):
 def test_a_training_run_killed_mid_epoch_resumes_to_the_same_metrics(fer_store, tmp_path):
     import os
     import signal
-    import subprocess
-    import sys
     import time
-    from pathlib import Path
 
-    fer_train = Path(sys.executable).parent / "fer-train"
+    fer_train = FER_TRAIN
     options = [
         "--store",
         str(fer_store),
@@ -139,3 +144,76 @@ def test_a_training_run_killed_mid_epoch_resumes_to_the_same_metrics(fer_store, 
         for line in (path / "log.jsonl").read_text().splitlines()
     ]
     assert strip(killed) == strip(tmp_path / "whole")
+
+
+def strict_lines(path):
+    """Each line of a JSON-lines file, parsed as strict JSON (NaN and Infinity refused)."""
+
+    def refuse(token):
+        raise ValueError(f"{path} holds {token}, which strict JSON parsers reject")
+
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+def test_a_diverging_run_stops_naming_the_cause_and_keeps_its_last_good_epoch(fer_store, tmp_path, monkeypatch):
+    code = subprocess.run(
+        [
+            FER_TRAIN,
+            "--store",
+            fer_store,
+            "--model",
+            "cnn",
+            "--epochs",
+            "2",
+            "--lr",
+            "1e12",
+            "--out",
+            tmp_path / "huge",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert code.returncode == 1 and "Traceback" not in code.stderr, code.stderr
+    assert re.search(r"Error: epoch \d: the training loss is (nan|inf): the run diverged and stopped", code.stderr)
+    assert "Lower --lr (it is 1e+12)" in code.stderr and not (tmp_path / "huge" / "summary.json").exists()
+
+    real_epoch = Trainer.train_epoch
+
+    def diverging_at_epoch_2(trainer, epoch):  # real training, then the weights go bad as in a divergence
+        losses = real_epoch(trainer, epoch)
+        if epoch == 2:
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+        return losses
+
+    monkeypatch.setattr(Trainer, "train_epoch", diverging_at_epoch_2)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2: the weights are no longer finite.* holds epoch 1"):
+        train(TrainConfig(store=str(fer_store), model="cnn", **QUICK), out)
+    kept = load_checkpoint(out / "last.pt")
+    assert kept["epoch"] == 1 and non_finite_weights(kept) == 0
+    assert [record["epoch"] for record in strict_lines(out / "log.jsonl")] == [1]
+
+    broken = tmp_path / "broken.pt"
+    kept["model"][next(iter(kept["model"]))].fill_(float("inf"))
+    torch.save(kept, broken)
+    with pytest.raises(ConfigError, match=r"of the weights in .*broken\.pt are NaN or infinite"):
+        evaluate_checkpoint(broken, str(fer_store))
+
+
+def test_a_checkpoint_that_cannot_be_saved_says_why_and_resume_goes_on_from_the_last_complete_one(fer_store, tmp_path):
+    out = tmp_path / "run"
+    config = TrainConfig(store=str(fer_store), model="cnn", **QUICK)
+    train(TrainConfig(store=str(fer_store), model="cnn", **{**QUICK, "epochs": 1}), out)
+    (out / "last.partial").mkdir()  # where the next save writes: the save fails for real
+    with pytest.raises(
+        CheckpointSaveError, match=r"cannot save the checkpoint .*last\.pt .*the previous last\.pt is kept"
+    ):
+        train(config, out, resume=True)
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    (out / "last.partial").rmdir()
+    said = []
+    summary = train(config, out, resume=True, progress=Lines(said.append))
+    assert f"resuming {out} after epoch 1" in said and summary["epochs"] == 3
+    assert [record["epoch"] for record in strict_lines(out / "log.jsonl")] == [1, 2, 3]
+    json.loads((out / "summary.json").read_text(), parse_constant=lambda token: pytest.fail(token))
