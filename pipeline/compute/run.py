@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.compute.model_files import ModelFiles, SaliencyNetwork
+from pipeline.compute.sample_in_progress import forget_samples_in_progress
 from pipeline.compute.shard_task import GrowTask, ShardSummary, ShardTask, grow_shard, process_shard
 from pipeline.compute.slurm import SlurmOptions
 from pipeline.config import PreprocessConfig
@@ -239,6 +240,8 @@ def preprocess(
     )
     root = Path(root).resolve() if root is not None else None
     created = prepare_store(store_path, manifest, config, models.sha256(), root=root, overwrite=overwrite)
+    if created:
+        forget_samples_in_progress(store_path)
     shards = pending_shards(store_path, config.shard_size)
     n_shards = len(shard_bounds(len(manifest), config.shard_size))
     progress.line(

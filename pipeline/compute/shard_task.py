@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.compute.image_chain import SampleResult, StageTimer, process_image, render_guidance
 from pipeline.compute.model_files import ModelFiles, thread_models
+from pipeline.compute.sample_in_progress import DIED_ON_MESSAGE, WRITING, SampleInProgress
 from pipeline.config import PreprocessConfig
 from pipeline.datasets import get_dataset
 from pipeline.errors import DatasetError, UnreadableImageError
@@ -90,39 +91,15 @@ def process_shard(task: ShardTask) -> ShardSummary:
     arrays = _empty_shard_arrays(n, task.config)
     status = np.zeros(n, dtype=np.uint8)
     timer = StageTimer()
-    for i, source in enumerate(task.sources):
-        prior = None if task.prior_boxes is None else task.prior_boxes[i]
-        prior_landmarks = None if task.prior_landmarks is None else task.prior_landmarks[i]
-        if task.skip is not None and task.skip[i]:
-            status[i], arrays[MESSAGE][i] = Status.FAILED, task.skip[i]
-            continue
-        try:
-            try:
-                raw = adapter.read(root, source)
-            except (OSError, RuntimeError, DatasetError) as error:  # RuntimeError: symlink loop
-                raise UnreadableImageError(f"cannot read {source}: {error}") from None
-            timer.lap("read")
-            if isinstance(raw, np.ndarray):
-                pixels = raw
-            else:
-                pixels = decode_image(raw, max_pixels=task.config.decode.max_pixels)
-            timer.lap("decode")
-            result = process_image(pixels, prior, task.config, models, timer, prior_landmarks)
-        except UnreadableImageError as error:
-            result = SampleResult(Status.UNREADABLE, str(error))
-        except Exception as error:  # noqa: BLE001 - a bad sample never stops the shard
-            result = SampleResult(Status.FAILED, f"{type(error).__name__}: {error}")
-        status[i] = result.status
-        arrays[MESSAGE][i] = result.message
-        arrays[FACES_DETECTED][i] = min(result.faces_detected, 255)
-        arrays[FACE_SCORE][i] = result.face_score
-        if result.status in USABLE_STATUSES:
-            for name in BASE_COMPUTED_ARRAYS:
-                arrays[name][i] = getattr(result, name)
-            for name, values in result.guidance.items():
-                arrays[name][i] = values
-        timer.lap("other")
-    write_shard(task.store_path, task.start, arrays, status)
+    with SampleInProgress(task.store_path, task.start) as in_progress:
+        for i, source in enumerate(task.sources):
+            if i in in_progress.died_on:
+                status[i], arrays[MESSAGE][i] = Status.FAILED, f"{source}: {DIED_ON_MESSAGE}"
+                continue
+            in_progress.mark(i)
+            _process_sample(task, adapter, root, models, timer, arrays, status, i, source)
+        in_progress.mark(WRITING)
+        write_shard(task.store_path, task.start, arrays, status)
     timer.lap("write")
     return ShardSummary(
         start=task.start,
@@ -131,6 +108,51 @@ def process_shard(task: ShardTask) -> ShardSummary:
         seconds=time.perf_counter() - began,
         stage_seconds=dict(timer.seconds),
     )
+
+
+def _process_sample(
+    task: ShardTask,
+    adapter,
+    root: Path | None,
+    models,
+    timer: StageTimer,
+    arrays: dict[str, np.ndarray],
+    status: np.ndarray,
+    i: int,
+    source: str,
+) -> None:
+    """Read, decode and compute sample ``i`` of ``task`` into row ``i`` of ``arrays`` and ``status``."""
+    prior = None if task.prior_boxes is None else task.prior_boxes[i]
+    prior_landmarks = None if task.prior_landmarks is None else task.prior_landmarks[i]
+    if task.skip is not None and task.skip[i]:
+        status[i], arrays[MESSAGE][i] = Status.FAILED, task.skip[i]
+        return
+    try:
+        try:
+            raw = adapter.read(root, source)
+        except (OSError, RuntimeError, DatasetError) as error:  # RuntimeError: symlink loop
+            raise UnreadableImageError(f"cannot read {source}: {error}") from None
+        timer.lap("read")
+        if isinstance(raw, np.ndarray):
+            pixels = raw
+        else:
+            pixels = decode_image(raw, max_pixels=task.config.decode.max_pixels)
+        timer.lap("decode")
+        result = process_image(pixels, prior, task.config, models, timer, prior_landmarks)
+    except UnreadableImageError as error:
+        result = SampleResult(Status.UNREADABLE, str(error))
+    except Exception as error:  # noqa: BLE001 - a bad sample never stops the shard
+        result = SampleResult(Status.FAILED, f"{type(error).__name__}: {error}")
+    status[i] = result.status
+    arrays[MESSAGE][i] = result.message
+    arrays[FACES_DETECTED][i] = min(result.faces_detected, 255)
+    arrays[FACE_SCORE][i] = result.face_score
+    if result.status in USABLE_STATUSES:
+        for name in BASE_COMPUTED_ARRAYS:
+            arrays[name][i] = getattr(result, name)
+        for name, values in result.guidance.items():
+            arrays[name][i] = values
+    timer.lap("other")
 
 
 @dataclass(frozen=True)

@@ -120,3 +120,13 @@ def test_truncated_files_are_unreadable(fmt):
 def test_unreadable_error_is_also_a_value_error():
     with pytest.raises(ValueError):
         decode_image(b"", max_pixels=LIMIT)
+
+
+def test_a_format_pillow_cannot_identify_is_refused_without_decoding():
+    """A Radiance HDR file: 600 KB that OpenCV would decode into 108 MB of float32 (at 30000 x
+    30000, 3.4 GB and seconds) before any limit of ours applied; it is refused from its first bytes."""
+    import cv2
+
+    ok, hdr = cv2.imencode(".hdr", np.zeros((3000, 3000, 3), np.float32))
+    with pytest.raises(UnreadableImageError, match=r"not an image format Pillow reads .* starts b'#\?RADIANCE"):
+        decode_image(hdr.tobytes(), max_pixels=LIMIT)

@@ -1,13 +1,23 @@
 """Hostile input: every kind in the generated corpus ends as a status and a message, nothing
 crashes, and the good samples come out exactly as they do on their own."""
 
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
+import pytest
 import zarr
 
 from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
 from pipeline.store import Status
-from tests.pipeline.hostile_corpus import write_image_corpus, write_row_corpus
+from tests.pipeline.hostile_corpus import huge_png, write_image_corpus, write_row_corpus
+
+VENV_BIN = Path(sys.executable).parent
 
 FACE, NO_FACE, CROWD = "Tom_Cruise_avp_2014_4.jpg", "dogs.jpg", "bald_guys.jpg"
 COMPARED = ("image", "landmarks", "landmarks_src", "heatmap", "saliency", "mask_soft")
@@ -65,3 +75,42 @@ def test_every_malformed_list_row_is_recorded_and_the_good_rows_are_processed(tm
     good = [i for i, row in enumerate(rows) if row.name.startswith("good")]
     for name in COMPARED:
         np.testing.assert_array_equal(group[name][good[0]], group[name][good[1]], err_msg=name)
+
+
+@pytest.mark.slow
+def test_a_file_that_kills_its_process_costs_only_itself(tmp_path, dlib_faces):
+    """A real fer-preprocess process is killed with SIGKILL (as the kernel's OOM killer or a
+    worker's nanny ends it) while it decodes a 400-megapixel PNG, twice; the run started again
+    leaves that file out and writes the rest of its shard. (A worker killed once mid-shard for
+    another reason loses nothing: tests/pipeline/test_cluster_faults.py.)"""
+    root = tmp_path / "photos"
+    photos = root / "neutral"
+    photos.mkdir(parents=True)
+    for name in (FACE, "2008_002470.jpg", "2009_004587.jpg"):
+        shutil.copy(dlib_faces / name, photos / f"a-{name}")
+    (photos / "b-huge.png").write_bytes(huge_png(20000))
+    for name in ("2008_001322.jpg", "2008_004176.jpg"):
+        shutil.copy(dlib_faces / name, photos / f"c-{name}")
+    store = tmp_path / "s.zarr"
+    command = [VENV_BIN / "fer-preprocess", store, "--dataset", "folder", "--root", root, "--max-pixels", "500000000"]
+    command += ["--scheduler", "synchronous", "--size", "64"]
+    in_progress = tmp_path / "s.zarr.in-progress" / "0"
+    for deaths in range(2):  # a file that kills its process kills it every time; one death proves nothing
+        run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        # on b-huge.png (sample 3), in this run: the record lists the earlier deaths after it
+        while not (in_progress.exists() and in_progress.read_text().split() == ["3"] * (deaths + 1)):
+            assert run.poll() is None and time.monotonic() < deadline, "the run never reached the huge file"
+            time.sleep(0.005)
+        run.send_signal(signal.SIGKILL)
+        assert run.wait() == -signal.SIGKILL
+
+    finished = subprocess.run(command, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    group = zarr.open_group(str(store), mode="r")
+    sources, status, message = group["source"][:].tolist(), group["status"][:], group["message"][:]
+    huge = sources.index("neutral/b-huge.png")
+    assert status[huge] == Status.FAILED and "the worker processing this sample died" in message[huge]
+    others = [i for i in range(len(sources)) if i != huge]
+    assert all(status[i] in (Status.OK, Status.NO_FACE) for i in others) and (status == Status.OK).sum() >= 3
+    assert not in_progress.parent.exists()
