@@ -7,12 +7,16 @@ header first and refuses the chunk (raising :class:`~pipeline.errors.StoreError`
 than the chunk's raw size, or when the frame does not record its size at all (a streamed frame,
 which zarr never writes). :class:`BoundedBloscCodec` does the same with a blosc frame's header,
 and also refuses a frame whose header gives another compressed length than the chunk's (blosc
-reads as far as the header says). Importing this module makes them zarr's implementations of
-``zstd`` and ``blosc``, for reading and writing alike; the bytes they write are unchanged.
+reads as far as the header says). They apply to FER stores only: :func:`bounded_codecs` makes
+them zarr's ``zstd`` and ``blosc`` while :func:`~pipeline.store.location.open_group_readonly`
+opens a store (whose arrays keep the codecs they were opened with); elsewhere in the process
+zarr's own codecs stay in place, so other stores (a tensorstore-written one, whose zstd frames
+do not record their size) read as zarr reads them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import zarr
@@ -112,6 +116,13 @@ class BoundedBloscCodec(BloscCodec):
         return super()._decode_sync(chunk_bytes, chunk_spec)
 
 
-zarr.registry.register_codec("zstd", BoundedZstdCodec)
+zarr.registry.register_codec("zstd", BoundedZstdCodec)  # offered; zarr's config still picks its own
 zarr.registry.register_codec("blosc", BoundedBloscCodec)
-zarr.config.set({"codecs.zstd": f"{__name__}.BoundedZstdCodec", "codecs.blosc": f"{__name__}.BoundedBloscCodec"})
+
+
+def bounded_codecs() -> contextlib.AbstractContextManager:
+    """While it is active, zarr parses ``zstd`` and ``blosc`` in array metadata as the bounded
+    codecs; arrays opened meanwhile keep them."""
+    return zarr.config.set(
+        {"codecs.zstd": f"{__name__}.BoundedZstdCodec", "codecs.blosc": f"{__name__}.BoundedBloscCodec"}
+    )

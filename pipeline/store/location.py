@@ -34,11 +34,12 @@ from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 import zarr
+from zarr.core.group import AsyncGroup, GroupMetadata
 from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore, ZipStore
+from zarr.storage import FsspecStore, LocalStore, StorePath, ZipStore
 
-import pipeline.store.bounded_codecs  # noqa: F401 - zarr's zstd and blosc, bounded: no chunk decompresses past its size
 from pipeline.errors import StoreError, StoreRefusedError
+from pipeline.store.bounded_codecs import bounded_codecs
 from pipeline.store.metadata import (
     MAX_ARRAY_DOCUMENT_BYTES,
     MAX_ARRAYS,
@@ -360,7 +361,12 @@ def open_group_readonly(location: str | Path, check_schema: SchemaCheck) -> zarr
     if problems:
         raise StoreRefusedError(parsed.text, problems)
     try:
-        return zarr.open_group(store=store, mode="r", use_consolidated=None if consolidated is None else True)
+        with bounded_codecs():  # the group's arrays are parsed here, with zstd and blosc bounded
+            if consolidated is None:  # the documents checked above, as the group's consolidated metadata
+                consolidated = {"kind": "inline", "must_understand": False, "metadata": documents}
+                metadata = GroupMetadata.from_dict({**root, "consolidated_metadata": consolidated})
+                return zarr.Group(AsyncGroup(metadata=metadata, store_path=StorePath(store)))
+            return zarr.open_group(store=store, mode="r", use_consolidated=True)
     except Exception as error:  # noqa: BLE001 - metadata zarr itself cannot parse, past every check above
         raise StoreError(f"zarr cannot open {parsed.text}: {type(error).__name__}: {error}") from None
 

@@ -56,3 +56,21 @@ def test_each_guarded_read_refuses_a_link_out_of_the_store(synthetic_store, tmp_
             read()
             pytest.fail(f"{name} read outside the store")
     assert contained.get_sync("label/zarr.json") is not None  # what lies inside still reads
+
+
+def test_the_bounded_codecs_apply_to_fer_stores_only(synthetic_store, tmp_path):
+    """A zstd frame that does not record its size (as tensorstore writes them) is refused in a FER
+    store and read as zarr reads it in any other store of the same process."""
+    import numpy as np
+    import zstandard
+
+    from pipeline.store import open_store
+
+    assert type(open_store(synthetic_store)["label"].metadata.codecs[1]).__name__ == "BoundedZstdCodec"
+    values = np.arange(48, dtype=np.int16)
+    other = zarr.create_array(tmp_path / "other.zarr", shape=(48,), chunks=(48,), dtype="int16")
+    other[:] = values
+    unsized = zstandard.ZstdCompressor(write_content_size=False).compressobj()
+    frame = unsized.compress(values.tobytes()) + unsized.flush()
+    (tmp_path / "other.zarr" / "c" / "0").write_bytes(frame)
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "other.zarr", mode="r")[:], values)
