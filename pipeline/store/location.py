@@ -22,6 +22,8 @@ never writes: local stores are opened with ``read_only=True``.
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 import os
 import stat
 import struct
@@ -35,6 +37,7 @@ from urllib.parse import urlparse
 
 import zarr
 from zarr.core.group import AsyncGroup, GroupMetadata
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, StorePath, ZipStore
 
@@ -371,6 +374,17 @@ def open_group_readonly(location: str | Path, check_schema: SchemaCheck) -> zarr
         raise StoreError(f"zarr cannot open {parsed.text}: {type(error).__name__}: {error}") from None
 
 
+def _normalised(document: Any) -> str | None:
+    """An array's ``zarr.json`` with the spec's defaults filled in, as zarr itself reads it
+    (another Zarr v3 writer may leave out ``attributes``, ``storage_transformers`` or a codec's
+    default configuration), as canonical JSON; None if zarr cannot read it."""
+    try:
+        metadata = ArrayV3Metadata.from_dict(copy.deepcopy(document)).to_dict()
+    except Exception:  # noqa: BLE001 - any document zarr refuses differs from one it reads
+        return None
+    return json.dumps(metadata, sort_keys=True, default=str)
+
+
 def _read_documents(store: zarr.abc.store.Store, names: list[str]) -> list[Any]:
     """Each array's own ``zarr.json`` (None where absent), read concurrently; a document that
     cannot be read is returned as its :class:`StoreError`."""
@@ -409,7 +423,7 @@ def _check_documents(
         for name, own in zip(layouts, _read_documents(store, list(layouts))):
             if isinstance(own, StoreError):
                 problems.append(f"array {name!r}: {own}")
-            elif own != documents[name]:
+            elif own != documents[name] and _normalised(own) != _normalised(documents[name]):
                 problems.append(
                     f"array {name!r}: its own {name}/zarr.json is missing or differs from the "
                     "consolidated metadata in the root zarr.json"

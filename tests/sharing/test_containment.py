@@ -74,3 +74,42 @@ def test_the_bounded_codecs_apply_to_fer_stores_only(synthetic_store, tmp_path):
     frame = unsized.compress(values.tobytes()) + unsized.flush()
     (tmp_path / "other.zarr" / "c" / "0").write_bytes(frame)
     np.testing.assert_array_equal(zarr.open_array(tmp_path / "other.zarr", mode="r")[:], values)
+
+
+def test_array_documents_without_the_specs_defaults_open_and_verify(synthetic_store, tmp_path):
+    """Each array's own zarr.json as a terser Zarr v3 writer (tensorstore) writes it: no empty
+    attributes or storage transformers, no default codec configurations; the consolidated copy
+    keeps them. Only a real difference is refused."""
+    import json
+
+    from pipeline.store import open_store
+    from pipeline.tools.verify import verify_store
+
+    store = tmp_path / "terse.zarr"
+    shutil.copytree(synthetic_store, store)
+
+    def terse(codecs):
+        for codec in codecs:
+            configuration = codec.get("configuration", {})
+            if codec["name"] == "zstd":
+                configuration.pop("checksum", None)
+            if codec["name"] == "sharding_indexed":
+                configuration.pop("index_location", None)
+                terse(configuration["codecs"])
+                terse(configuration["index_codecs"])
+
+    for own in sorted(store.glob("*/zarr.json")):
+        document = json.loads(own.read_text())
+        if not document["attributes"]:
+            del document["attributes"]
+        del document["storage_transformers"]
+        terse(document["codecs"])
+        own.write_text(json.dumps(document))
+    assert open_store(store)["label"][:].tolist() == open_store(synthetic_store)["label"][:].tolist()
+    assert verify_store(str(store)) == []
+
+    document = json.loads((store / "label" / "zarr.json").read_text())
+    document["fill_value"] = 7
+    (store / "label" / "zarr.json").write_text(json.dumps(document))
+    with pytest.raises(StoreError, match="its own label/zarr.json is missing or differs from the consolidated"):
+        open_store(store)
