@@ -74,7 +74,66 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{path} is not a checkpoint written by fer-train (format {CHECKPOINT_FORMAT})")
+    wrong = [
+        f"{key!r} ({'missing' if key not in checkpoint else type(checkpoint[key]).__name__}; should be {what})"
+        for key, (kind, what) in CHECKPOINT_FIELDS.items()
+        if not _is(checkpoint.get(key), kind)
+    ]
+    if wrong:
+        raise ConfigError(
+            f"{path} is damaged or was edited: its fields {', '.join(wrong)} are not what fer-train writes; "
+            "use another checkpoint of the run"
+        )
     return checkpoint
+
+
+# What fer-train writes in a checkpoint: key -> (type, or (container, item type), description).
+CHECKPOINT_FIELDS: dict[str, tuple[Any, str]] = {
+    "model": ((dict, torch.Tensor), "the model's tensors by name"),
+    "optimizer": (dict, "the optimizer's state"),
+    "epoch": (int, "an epoch number"),
+    "history": ((list, dict), "one record per epoch"),
+    "best": (dict, "the selected epoch"),
+    "config": (dict, "the run's configuration"),
+    "class_names": ((list, str), "the class names"),
+    "label_set": (str, "a label set's name"),
+    "store": (dict, "the store's provenance hashes"),
+}
+
+
+def _is(value: Any, kind: Any) -> bool:
+    if isinstance(kind, tuple):
+        container, item = kind
+        items = value.values() if isinstance(value, dict) else value
+        return isinstance(value, container) and all(isinstance(entry, item) for entry in items)
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load a checkpoint's model tensors into ``model``, all of them, shapes matching.
+
+    Raises:
+        ConfigError: tensors missing, unexpected or of other shapes, naming the first few.
+    """
+    own = model.state_dict()
+    missing = [name for name in own if name not in state]
+    unexpected = [name for name in state if name not in own]
+    reshaped = [
+        f"{name} {list(state[name].shape)} (the model's: {list(tensor.shape)})"
+        for name, tensor in own.items()
+        if name in state and state[name].shape != tensor.shape
+    ]
+    if missing or unexpected or reshaped:
+        said = [
+            f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+            for label, names in (("missing", missing), ("not in the model", unexpected), ("other shapes", reshaped))
+            if names
+        ]
+        raise ConfigError(
+            f"the weights in {path} do not fit the {type(model).__name__} this run builds ({'; '.join(said)}); "
+            "was it written with other model options or by another version?"
+        )
+    model.load_state_dict(state)
 
 
 def options_differing(checkpoint: dict[str, Any], config: TrainConfig) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from fer_models.augment import AugmentConfig, augment_batch
-from fer_models.checkpoint import CHECKPOINT_FORMAT, load_initial_weights
+from fer_models.checkpoint import CHECKPOINT_FORMAT, load_initial_weights, load_weights
 from fer_models.config import TrainConfig
 from fer_models.data import Selection, StoreBatches, make_loader
 from fer_models.metrics import accuracy, confusion_matrix, macro_f1
@@ -212,9 +213,17 @@ class Trainer:
             },
         }
 
-    def restore(self, checkpoint: dict[str, Any]) -> None:
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+    def restore(self, checkpoint: dict[str, Any], path: str | Path = "the checkpoint") -> None:
+        """Continue from ``checkpoint`` (read from ``path``, named in errors).
+
+        Raises:
+            ConfigError: its weights or optimizer state do not fit this run's model.
+        """
+        load_weights(self.model, checkpoint["model"], path)
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"the optimizer state in {path} does not fit this run's model ({error})") from None
         self.epoch, self.history, self.best = checkpoint["epoch"], checkpoint["history"], checkpoint["best"]
 
 

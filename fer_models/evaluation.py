@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_models.checkpoint import load_checkpoint, non_finite_weights
+from fer_models.checkpoint import load_checkpoint, load_weights, non_finite_weights
 from fer_models.config import TrainConfig
 from fer_models.confusion_png import write_confusion_png
 from fer_models.data import StoreBatches, SubjectFolds, make_loader, select_samples
@@ -95,7 +95,7 @@ def evaluate_checkpoint(
             )
     torch_device = resolve_device(device)
     model = build_model(config, view, len(selection.class_names))
-    model.load_state_dict(checkpoint["model"])
+    load_weights(model, checkpoint["model"], checkpoint_path)
     model.to(torch_device)
     batches = StoreBatches(store, selection, model_fields(model), batch_size)
     scores = evaluate_model(

@@ -79,7 +79,7 @@ def _train(config: TrainConfig, out: Path, checkpoint: dict | None, progress: Pr
         differ = options_differing(checkpoint, trainer.config)
         if differ:
             raise ConfigError(f"--resume needs the run's own options; these differ from {last}: {'; '.join(differ)}")
-        trainer.restore(checkpoint)
+        trainer.restore(checkpoint, last)
         progress.line(f"resuming {out} after epoch {trainer.epoch}")
     protocol = trainer.protocol
     if trainer.epoch == 0:
@@ -195,7 +195,7 @@ def _report(trainer: Trainer, out: Path) -> dict[str, Any]:
         test_batches = trainer.batches(protocol.test, shuffle=False)
         last_scores = trainer.evaluate(test_batches)  # the model is at the last epoch
         if selected_epoch != trainer.epoch:
-            trainer.restore(load_checkpoint(out / "best.pt"))
+            trainer.restore(load_checkpoint(out / "best.pt"), out / "best.pt")
             scores = trainer.evaluate(test_batches)
         else:
             scores = last_scores

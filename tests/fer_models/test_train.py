@@ -217,3 +217,27 @@ def test_a_checkpoint_that_cannot_be_saved_says_why_and_resume_goes_on_from_the_
     assert f"resuming {out} after epoch 1" in said and summary["epochs"] == 3
     assert [record["epoch"] for record in strict_lines(out / "log.jsonl")] == [1, 2, 3]
     json.loads((out / "summary.json").read_text(), parse_constant=lambda token: pytest.fail(token))
+
+
+def test_damaged_checkpoints_are_named_not_tracebacks(synthetic_store, tmp_path):
+    config = TrainConfig(store=str(synthetic_store), model="cnn", epochs=1, batch_size=16)
+    train(config, tmp_path / "run")
+    good = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    first = next(iter(good["model"]))
+    damaged = {
+        "missing.pt": ({**good, "model": {k: v for k, v in good["model"].items() if k != first}}, "missing: "),
+        "reshaped.pt": ({**good, "model": {**good["model"], first: torch.zeros(3)}}, r"other shapes: .* \[3\]"),
+        "types.pt": ({**good, "epoch": "one", "class_names": 3}, r"its fields 'epoch' \(str; should be an epoch"),
+        "no-config.pt": ({k: v for k, v in good.items() if k != "config"}, r"'config' \(missing"),
+    }
+    for name, (checkpoint, message) in damaged.items():
+        torch.save(checkpoint, tmp_path / name)
+        with pytest.raises(ConfigError, match=message):
+            evaluate_checkpoint(tmp_path / name, str(synthetic_store))
+        torch.save(checkpoint, tmp_path / "run" / "last.pt")
+        with pytest.raises(ConfigError, match=message):
+            train(
+                TrainConfig(store=str(synthetic_store), model="cnn", epochs=2, batch_size=16),
+                tmp_path / "run",
+                resume=True,
+            )
