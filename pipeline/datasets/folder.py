@@ -20,6 +20,7 @@ import numpy as np
 from pipeline.datasets.manifest import Manifest
 from pipeline.datasets.paths import FilesUnderRoot, require_directory
 from pipeline.errors import DatasetError
+from pipeline.file_names import shown
 
 _SPLIT_ORDER = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
 
@@ -63,8 +64,8 @@ class FolderDataset(FilesUnderRoot):
             raise DatasetError(f"no files found in the class folders under {root}")
         return Manifest(
             dataset=self.name,
-            label_names=tuple(class_names),
-            splits=splits,
+            label_names=tuple(shown(name) for name in class_names),
+            splits=tuple(shown(name) for name in splits),
             source=tuple(sources),
             label=np.array(labels),
             split=np.array(split_ids),

@@ -78,10 +78,10 @@ class Manifest:
         """Hash of every row and name (not of the dataset root path, which differs per machine)."""
         digest = hashlib.sha256()
         for text in (self.dataset, *self.label_names, "|", *self.splits, "|", *self.vote_names):
-            digest.update(text.encode("utf-8") + b"\0")
+            digest.update(text.encode("utf-8", "surrogateescape") + b"\0")
         for texts in (self.source, self.subject or (), self.skip or ()):
-            for text in texts:
-                digest.update(text.encode("utf-8") + b"\0")
+            for text in texts:  # a file name that is not UTF-8 carries its bytes as surrogates
+                digest.update(text.encode("utf-8", "surrogateescape") + b"\0")
             digest.update(b"|")
         columns = (self.label, self.split, self.valence, self.arousal, self.votes, self.prior_box, self.prior_landmarks)
         for column in columns:

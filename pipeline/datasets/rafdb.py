@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.datasets.label_sets import LabelSet
 from pipeline.datasets.manifest import Manifest
 from pipeline.datasets.paths import FilesUnderRoot, require_directory
-from pipeline.datasets.tables import malformed, require_file
+from pipeline.datasets.tables import malformed, not_utf8, require_file
 from pipeline.errors import DatasetError
 
 LABEL_NAMES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
@@ -63,7 +63,11 @@ def scan_label_file(path: Path, shown_as: Path | None = None) -> list[LabelLine]
         DatasetError: no line at all.
     """
     lines, shown = [], shown_as or path
-    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text_lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    for number, text in enumerate(text_lines, start=1):
         if not text.strip():
             continue
         parts = text.split()

@@ -53,7 +53,7 @@ def csv_rows(
             columns (file, line).
     """
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
+        reader = _checked(csv.reader(handle), path)
         first = next(reader, None)
         if first is None:
             raise malformed(path, 1, f"the file is empty; expected the header {','.join(header)}")
@@ -71,3 +71,37 @@ def csv_rows(
             if check_columns and len(row) != len(header):
                 raise malformed(path, number, f"expected {len(header)} columns ({','.join(header)}), got {len(row)}")
             yield number, row
+
+
+class _checked:
+    """A csv reader whose failures name the file and line: a field over the csv module's limit
+    (128 KiB), or bytes that are not UTF-8."""
+
+    def __init__(self, reader, path: Path):
+        self.reader, self.path = reader, path
+
+    @property
+    def line_num(self) -> int:
+        return self.reader.line_num
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> list[str]:
+        try:
+            return next(self.reader)
+        except csv.Error as error:
+            raise malformed(self.path, self.reader.line_num, f"{error}; is a quote left open?") from None
+        except UnicodeDecodeError:
+            raise not_utf8(self.path) from None
+
+
+def not_utf8(path: Path) -> DatasetError:
+    """The error for a text file that is not UTF-8, naming the line of its first bad byte."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        return malformed(path, line, f"byte {raw[error.start]:#04x} is not UTF-8 text; save the file as UTF-8")
+    return DatasetError(f"{path} is not UTF-8 text; save it as UTF-8")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import functools
 import json
@@ -56,9 +57,12 @@ def _create(path: Path, record: dict) -> bool:
         os.link(whole, path)
     except FileExistsError:
         return False
-    except PermissionError as error:
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
         raise StoreError(
-            f"cannot write the lock {path} ({error.strerror}): the folder holding the store must be writable"
+            f"cannot write the lock {path} ({error.strerror}): the folder holding the store must be writable by "
+            "you, on a writable file system"
         ) from None
     finally:
         whole.unlink(missing_ok=True)

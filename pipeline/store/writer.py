@@ -23,6 +23,7 @@ from pipeline.config import PreprocessConfig, differing_keys
 from pipeline.datasets.label_sets import label_sets_to_attrs
 from pipeline.datasets.manifest import Manifest
 from pipeline.errors import StoreError, StoreMismatchError
+from pipeline.file_names import shown
 from pipeline.landmark_scheme import FLIP_PERMUTATION
 from pipeline.store.access import open_store, provenance_of, store_exists, stored_guidance
 from pipeline.store.checksums import fill_checksum, sample_checksums
@@ -219,7 +220,7 @@ def _write_template_at(path: Path, manifest: Manifest, config: PreprocessConfig,
     columns = checksum_columns(specs)
     create_array(group, checksum_spec(columns), n, config.shard_size)
     values = {
-        SOURCE: np.asarray(manifest.source, dtype=object),
+        SOURCE: text_column(manifest.source),
         LABEL: np.asarray(manifest.label, dtype=np.int16),
         SPLIT: np.asarray(manifest.split, dtype=np.uint8),
     }
@@ -231,11 +232,11 @@ def _write_template_at(path: Path, manifest: Manifest, config: PreprocessConfig,
         values[VOTES] = np.asarray(manifest.votes, dtype=np.float32)
         arrays[VOTES].attrs[CHANNELS_ATTR] = list(manifest.vote_names)
     if manifest.subject is not None:
-        values[SUBJECT] = np.asarray(manifest.subject, dtype=object)
+        values[SUBJECT] = text_column(manifest.subject)
     if manifest.skip is not None:  # rows the dataset itself rules out: failed before any work
         skipped = np.array([bool(reason) for reason in manifest.skip])
         values[STATUS] = np.where(skipped, int(Status.FAILED), int(Status.PENDING)).astype(np.uint8)
-        values[MESSAGE] = np.asarray(manifest.skip, dtype=object)
+        values[MESSAGE] = text_column(manifest.skip)
     for name, column in values.items():
         arrays[name][:] = column
     checksums = np.zeros((n, len(columns)), np.uint32)
@@ -263,6 +264,11 @@ def _write_template_at(path: Path, manifest: Manifest, config: PreprocessConfig,
         versions=library_versions(),
     )
     write_provenance(group, provenance)
+
+
+def text_column(texts) -> np.ndarray:
+    """``(n,) object`` strings that UTF-8 can hold (file names' bytes that are not UTF-8 escaped)."""
+    return np.asarray([shown(str(text)) for text in texts], dtype=object)
 
 
 def write_provenance(group: zarr.Group, provenance: Provenance) -> None:
@@ -320,7 +326,7 @@ def record_failed_shard(path: str | Path, start: int, stop: int, error: str) -> 
     ``message``, so the rest of the store completes; the next run on the store retries the shard."""
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     n = stop - start
-    message = np.asarray([SHARD_FAILURE_PREFIX + error] * n, dtype=object)
+    message = text_column([SHARD_FAILURE_PREFIX + error] * n)
     status = np.full(n, int(Status.FAILED), dtype=np.uint8)
     group[MESSAGE][start:stop] = message
     record_checksums(group, start, {MESSAGE: message, STATUS: status})
@@ -355,7 +361,7 @@ def write_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray], sta
     """
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     stop = start + len(status)
-    arrays = {name: np.asarray(values, dtype=object) if name == MESSAGE else values for name, values in arrays.items()}
+    arrays = {name: text_column(values) if name == MESSAGE else values for name, values in arrays.items()}
     write_regions(path, group, start, arrays)
     record_checksums(group, start, {**arrays, STATUS: status})
     group[STATUS][start:stop] = status

@@ -1,6 +1,7 @@
 """Hostile input: every kind in the generated corpus ends as a status and a message, nothing
 crashes, and the good samples come out exactly as they do on their own."""
 
+import os
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,8 @@ import zarr
 
 from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
+from pipeline.datasets import get_dataset
+from pipeline.errors import DatasetError
 from pipeline.store import Status
 from tests.pipeline.hostile_corpus import huge_png, write_image_corpus, write_row_corpus
 
@@ -75,6 +78,42 @@ def test_every_malformed_list_row_is_recorded_and_the_good_rows_are_processed(tm
     good = [i for i, row in enumerate(rows) if row.name.startswith("good")]
     for name in COMPARED:
         np.testing.assert_array_equal(group[name][good[0]], group[name][good[1]], err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda text: text.replace("1/face.jpg", "1/face\xff.jpg", 1),
+            r"training\.csv, line 2: byte 0xff is not UTF-8",
+        ),
+        (lambda text: text.replace("1/face.jpg", "1/" + "f" * 200_000, 1), r"training\.csv, line 2: field larger"),
+    ],
+    ids=["non-UTF-8 byte", "200 KB field"],
+)
+def test_a_list_file_that_cannot_be_read_as_text_is_named_with_its_line(tmp_path, dlib_faces, damage, message):
+    rows = write_row_corpus(tmp_path / "affectnet", dlib_faces / FACE)
+    listed = tmp_path / "affectnet" / "Manually_Annotated_file_lists" / "training.csv"
+    listed.write_bytes(damage(listed.read_text(encoding="latin-1")).encode("latin-1"))
+    assert rows
+    with pytest.raises(DatasetError, match=message):
+        get_dataset("affectnet").scan(tmp_path / "affectnet")
+
+
+def test_file_and_folder_names_that_are_not_utf8_are_samples_shown_escaped(tmp_path, dlib_faces):
+    root = tmp_path / "photos"
+    (root / "happy").mkdir(parents=True)
+    shutil.copy(dlib_faces / FACE, root / "happy" / "good.jpg")
+    shutil.copy(dlib_faces / FACE, os.fsdecode(bytes(root / "happy") + b"/bad\xff.jpg"))
+    os.mkdir(os.fsdecode(bytes(root) + b"/sad\xfe"))
+    shutil.copy(dlib_faces / FACE, os.fsdecode(bytes(root) + b"/sad\xfe/x.jpg"))
+    config = build_config({"align": {"size": 64}})
+    group, index = build(tmp_path / "names.zarr", "folder", root, config)
+    assert sorted(index) == ["happy/bad\\xff.jpg", "happy/good.jpg", "sad\\xfe/x.jpg"]
+    assert (group["status"][:] == Status.OK).all()
+    assert group.attrs["fer_store"]["label_names"] == ["happy", "sad\\xfe"]
+    for name in COMPARED:  # the same photo under any name
+        np.testing.assert_array_equal(group[name][index["happy/bad\\xff.jpg"]], group[name][index["happy/good.jpg"]])
 
 
 @pytest.mark.slow
