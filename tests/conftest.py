@@ -88,8 +88,6 @@ def export_saliency_network(
     ``(B, channels, h, w) float32 0..1 -> (B, out_channels, h/2, w/2)``, a sigmoid map; h and w
     are free unless ``input_size`` fixes them. No weights are downloaded: the network is made here.
     """
-    import warnings
-
     import torch
 
     torch.manual_seed(0)
@@ -98,13 +96,24 @@ def export_saliency_network(
         torch.nn.ReLU(),
         torch.nn.Conv2d(8, out_channels, 5, padding=2, stride=2),
         torch.nn.Sigmoid(),
-    ).eval()
+    )
+    return export_onnx(network, path, channels, input_size)
+
+
+def export_onnx(network, path: Path, channels: int = 3, input_size: int | None = None) -> Path:
+    """Export the torch ``network`` (in eval mode) to ONNX at ``path``: one input ``image``
+    ``(B, channels, h, w)``, h and w free unless ``input_size`` fixes them; its first output is
+    ``saliency``."""
+    import warnings
+
+    import torch
+
     side = input_size or 64
     free = {} if input_size else {"image": {0: "batch", 2: "height", 3: "width"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            network,
+            network.eval(),
             torch.rand(1, channels, side, side),
             str(path),
             dynamo=False,

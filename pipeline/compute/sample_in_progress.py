@@ -42,9 +42,9 @@ class SampleInProgress:
 
     def __enter__(self) -> SampleInProgress:
         died = []  # one entry per attempt that died, the sample it died on
-        with contextlib.suppress(FileNotFoundError):
-            current, *earlier = self.path.read_text().split()
-            died = [int(index) for index in earlier] + ([int(current)] if int(current) >= 0 else [])
+        with contextlib.suppress(FileNotFoundError, ValueError):  # none yet, or a record cut short (a full disk)
+            current, *earlier = (int(token) for token in self.path.read_text().split())
+            died = [*earlier, current] if current >= 0 else earlier
         self.died_on = frozenset(index for index, deaths in Counter(died).items() if deaths >= DEATHS_TO_SKIP)
         self.path.parent.mkdir(exist_ok=True)
         self._descriptor = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)

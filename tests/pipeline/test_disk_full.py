@@ -60,6 +60,6 @@ def test_a_full_disk_stops_the_run_keeps_its_work_and_it_resumes(tmp_path, fer20
     resumed = subprocess.run(
         [VENV_BIN / "fer-preprocess", store, *options, "--workers", "2"], capture_output=True, text=True
     )
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming" in resumed.stderr
     stores_equal(store, fresh)

@@ -25,6 +25,7 @@ from pipeline.store.growth import begin_growth
 from pipeline.store.schema import GROWTH_MARK
 from pipeline.store.writer import prepare_store
 from pipeline.tools.verify import verify_store
+from tests.conftest import export_onnx
 from tests.pipeline.test_run import fer2013_build_options
 
 VENV_BIN = Path(sys.executable).parent
@@ -210,17 +211,7 @@ def export_dimming_network(path: Path, threshold: float) -> Path:
         def forward(self, image):
             return torch.sigmoid(self.conv(image)) * torch.sqrt(image.mean() - threshold)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            Dimming().eval(),
-            torch.rand(1, 3, 64, 64),
-            str(path),
-            dynamo=False,
-            input_names=["image"],
-            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}},
-        )
-    return path
+    return export_onnx(Dimming(), path)
 
 
 def usable_face_means(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,6 @@
 """A learned saliency network given as an ONNX file: exported here from torch, run through the
 same path a user's network takes."""
 
-import warnings
-
 import cv2
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ import torch
 from pipeline.compute.model_files import SaliencyNetwork
 from pipeline.errors import ModelFileError
 from pipeline.stages.saliency import network_saliency, normalise_to_uint8
-from tests.conftest import export_saliency_network
+from tests.conftest import export_onnx, export_saliency_network
 
 FACE = cv2.resize(skimage.data.astronaut()[30:230, 150:350], (112, 112))  # (112, 112, 3) uint8 RGB
 
@@ -79,17 +77,7 @@ def test_files_that_break_the_contract_are_refused_with_what_is_wrong(tmp_path):
 def export_enlarging_network(path, scale: int):
     """A network whose map is ``scale`` times its input's side."""
     enlarging = torch.nn.Sequential(torch.nn.Conv2d(3, 1, 3, padding=1), torch.nn.Upsample(scale_factor=scale))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            enlarging.eval(),
-            torch.rand(1, 3, 16, 16),
-            str(path),
-            dynamo=False,
-            input_names=["image"],
-            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}},
-        )
-    return path
+    return export_onnx(enlarging, path)
 
 
 def test_maps_too_large_or_not_finite_are_errors_never_zeros(tmp_path, saliency_onnx):
