@@ -8,11 +8,14 @@ and config call for is there, with its dimension names; no sample is pending and
 counts match ``status``; no guidance growth is unfinished; every chunk of every array decodes,
 which checks its crc32c checksum (and the shard index's), so a flipped byte in any chunk is found;
 and every sample's values match the checksums recorded when they were written
-(:mod:`pipeline.store.checksums`), so a chunk file deleted, replaced or moved is found too.
+(:mod:`pipeline.store.checksums`), so a chunk file deleted, replaced or moved is found too. In a
+zipped store, a member that is neither metadata nor a chunk of an array is named: nothing reads
+or checks it.
 """
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +60,8 @@ def verify_store(location: str, progress: Progress = QUIET) -> list[Fault]:
     if group.metadata.consolidated_metadata is None:
         faults.append(Fault("zarr.json", "no consolidated metadata (the run that built the store did not finish)"))
 
+    if str(location).endswith(".zip"):
+        faults += _unread_zip_members(str(location), group)
     if config_sha256(provenance.config) != provenance.config_sha256:
         faults.append(Fault("provenance", "config_sha256 does not match the recorded config"))
     config = provenance.preprocess_config
@@ -121,6 +126,26 @@ def verify_store(location: str, progress: Progress = QUIET) -> list[Fault]:
         if not provenance.complete:
             faults.append(Fault("provenance", "the store is not marked complete"))
     return faults
+
+
+def _unread_zip_members(path: str, group) -> list[Fault]:
+    """A fault naming the members of the zip at ``path`` that no array of ``group`` reads (files
+    that are neither metadata nor one of an array's chunks): verify checks what it reads only."""
+    read = {"zarr.json"}
+    for name in group.array_keys():
+        metadata = group[name].metadata
+        read.add(f"{name}/zarr.json")
+        read.update(
+            f"{name}/{metadata.encode_chunk_key(coords)}"
+            for coords in metadata.chunk_grid.all_chunk_coords(metadata.shape)
+        )
+    with zipfile.ZipFile(path) as archive:
+        unread = [member for member in archive.namelist() if member not in read and not member.endswith("/")]
+    if not unread:
+        return []
+    shown = ", ".join(unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else "")
+    members = f"{len(unread)} member{'s' if len(unread) > 1 else ''}"
+    return [Fault("zip", f"{members} that no array reads, so nothing checks them: {shown}")]
 
 
 def _recorded_checksums(group, faults: list[Fault], progress: Progress) -> dict[str, dict[int, np.ndarray]] | None:

@@ -269,6 +269,14 @@ def zip_crc_lie(store: Path) -> Path:
     return packed
 
 
+def zip_with_an_unread_member(store: Path) -> Path:
+    """A packed store with one more member that is neither metadata nor a chunk."""
+    packed = _packed(store, "extra.zarr.zip")
+    with zipfile.ZipFile(packed, "a") as archive:
+        archive.writestr("notes/readme.txt", "not part of the store")
+    return packed
+
+
 CORPUS: tuple[DamagedStore, ...] = (
     DamagedStore(
         "shape of 10**15 samples",
@@ -366,6 +374,12 @@ CORPUS: tuple[DamagedStore, ...] = (
     DamagedStore("zip members whose compressed sizes lie", zip_compressed_size_lies, "compressed bytes but occupies"),
     DamagedStore("stored zip member whose size lies", zip_stored_size_lie, "a stored member's sizes are equal"),
     DamagedStore("zip member whose CRC lies", zip_crc_lie, "is damaged or lies about its size", "verify"),
+    DamagedStore(
+        "zip member no array reads",
+        zip_with_an_unread_member,
+        "1 member that no array reads, so nothing checks them: notes/readme.txt",
+        "verify",
+    ),
     DamagedStore(
         "chunk file symlinked out of the store", symlink_out, "outside the store; refusing to read it", "verify"
     ),
