@@ -325,6 +325,8 @@ def grow(
         progress.line(f"{store_path} already holds {', '.join(requested)}; nothing to do")
         shards, n_shards = [], 0
     else:
+        if not growing:  # a new growth: no attempt of it has died yet
+            forget_samples_in_progress(store_path)
         begin_growth(store_path, types, models.sha256())
         shards = growth_pending_shards(store_path)
         n_shards = len(shard_bounds(provenance.total, config.shard_size))

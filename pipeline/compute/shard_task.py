@@ -170,9 +170,10 @@ class GrowTask:
 def grow_shard(task: GrowTask) -> ShardSummary:
     """Render ``task.types`` for one shard from its stored aligned faces and landmarks and write
     them, then the shard's growth mark. Samples that are not ok keep zeroed guidance. Where a
-    type's renderer raises on a sample, that map stays zero and the error is recorded for the
-    sample and type (``growing_errors``); the sample's status and message never change, and the
-    shard goes on."""
+    type's renderer raises on a sample, or twice killed the process rendering it
+    (:mod:`~pipeline.compute.sample_in_progress`), that map stays zero and the error is recorded
+    for the sample and type (``growing_errors``); the sample's status and message never change,
+    and the shard goes on."""
     began = time.perf_counter()
     timer = StageTimer()
     models = thread_models(task.models)
@@ -186,23 +187,29 @@ def grow_shard(task: GrowTask) -> ShardSummary:
     specs = guidance_specs(task.types, task.config)
     arrays = {spec.name: np.zeros((n, *spec.sample_shape), dtype=spec.dtype) for spec in specs}
     errors = np.full(n, "", dtype=object)
-    for i in range(n):
-        if status[i] not in USABLE_STATUSES:
-            continue
-        aligned = None
-        if images is not None:
-            aligned = images[i, 0] if images.shape[1] == 1 else images[i].transpose(1, 2, 0)
-        failed = []
-        for name in task.types:
-            try:
-                rendered = render_guidance(
-                    (name,), aligned, None if landmarks is None else landmarks[i], task.config, models, timer
-                )
-            except Exception as error:  # noqa: BLE001 - a bad sample never stops the shard
-                failed.append(f"{name}: {type(error).__name__}: {' '.join(str(error).split())}")
+    with SampleInProgress(task.store_path, task.start) as in_progress:
+        for i in range(n):
+            if status[i] not in USABLE_STATUSES:
                 continue
-            arrays[name][i] = rendered[name]
-        errors[i] = "\n".join(failed)
-    write_grown_shard(task.store_path, task.start, arrays, errors)
+            if i in in_progress.died_on:
+                errors[i] = "\n".join(f"{name}: {DIED_ON_MESSAGE}" for name in task.types)
+                continue
+            in_progress.mark(i)
+            aligned = None
+            if images is not None:
+                aligned = images[i, 0] if images.shape[1] == 1 else images[i].transpose(1, 2, 0)
+            failed = []
+            for name in task.types:
+                try:
+                    rendered = render_guidance(
+                        (name,), aligned, None if landmarks is None else landmarks[i], task.config, models, timer
+                    )
+                except Exception as error:  # noqa: BLE001 - a bad sample never stops the shard
+                    failed.append(f"{name}: {type(error).__name__}: {' '.join(str(error).split())}")
+                    continue
+                arrays[name][i] = rendered[name]
+            errors[i] = "\n".join(failed)
+        in_progress.mark(WRITING)
+        write_grown_shard(task.store_path, task.start, arrays, errors)
     timer.lap("write")
     return ShardSummary(task.start, task.stop, status_counts(status), time.perf_counter() - began, dict(timer.seconds))
