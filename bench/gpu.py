@@ -1,7 +1,7 @@
 """Does the GPU wait on the store? Loader and model throughput of every model family, side by side.
 
 For each registered model at the store's image size and the model's default batch size, through
-the training engine itself (:class:`fer_models.engine.Trainer`: bf16 autocast where the GPU has
+the training engine itself (:class:`fer_models.training.engine.Trainer`: bf16 autocast where the GPU has
 it, channels-last, pinned memory and non-blocking copies on CUDA), prints JSON with
 
 - ``loader_samples_per_s``: samples per second the loader delivers onto the device (the model's
@@ -37,11 +37,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fer_models.augment import AugmentConfig, augment_batch
-from fer_models.config import TrainConfig
-from fer_models.data import make_loader
-from fer_models.engine import Trainer, prepare_batch
-from fer_models.registry import list_models
+from fer_models.data.augment import AugmentConfig, augment_batch
+from fer_models.data.stream import make_loader
+from fer_models.models.registry import list_models
+from fer_models.training.config import TrainConfig
+from fer_models.training.engine import Trainer, prepare_batch
 
 GUIDANCE = "heatmap,saliency,mask_soft,mask_binary,mask_hull,regions"
 

@@ -4,7 +4,7 @@ Prints JSON: samples per second delivered as float training batches of 64 (image
 soft landmark mask, saliency and landmarks) on the CPU, at S = H = 48 (FER-2013's own size) and
 S = H = 112 (the same faces upscaled), from
 
-- ``store``: :class:`fer_models.data.StoreBatches` streaming the store on local disk (whole
+- ``store``: :class:`fer_models.data.stream.StoreBatches` streaming the store on local disk (whole
   shards decoded by :mod:`pipeline.store.shard_reader`, shuffled over a window of shards);
 - ``store_zarr_python``: the same shards read by zarr-python (one ``array[a:b]`` call per shard
   and field, what StoreBatches did before), made into the same batches: the old path, side by side;
@@ -59,8 +59,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fer2013_stores import fer2013_stores
-from fer_models.data import WINDOW_SHARDS, StoreBatches, select_samples
-from fer_models.engine import prepare_batch
+from fer_models.data.selection import select_samples
+from fer_models.data.stream import WINDOW_SHARDS, StoreBatches
+from fer_models.training.engine import prepare_batch
 from pipeline.compute.image_chain import process_image
 from pipeline.compute.model_files import ModelFiles, thread_models
 from pipeline.compute.run import preprocess

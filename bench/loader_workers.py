@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fer_models.data import StoreBatches, make_loader, select_samples
+from fer_models.data.selection import select_samples
+from fer_models.data.stream import StoreBatches, make_loader
 
 FIELDS = ("image", "heatmap", "mask_soft", "saliency", "landmarks")
 

@@ -15,7 +15,7 @@ and CPU microseconds per sample (all threads; median of three passes after a fir
 - ``tensorstore_1`` / ``_2``: tensorstore's ``zarr3`` driver on the array folders, with one and
   two threads for file reads and decoding.
 
-``stream``: :class:`fer_models.data.StoreBatches` at batch 256 as training uses it, and the same
+``stream``: :class:`fer_models.data.stream.StoreBatches` at batch 256 as training uses it, and the same
 with its window reads done by tensorstore (two threads) instead of the shard reader: whether a
 faster decoder makes training batches come faster while the training loop shares the cores.
 
@@ -40,10 +40,11 @@ import zarr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import fer_models.data
+import fer_models.data.stream
 from bench.fer2013_stores import fer2013_stores
 from bench.loader import FIELDS, rate, window_passes
-from fer_models.data import WINDOW_SHARDS, StoreBatches, select_samples
+from fer_models.data.selection import select_samples
+from fer_models.data.stream import WINDOW_SHARDS, StoreBatches
 from pipeline.store import open_store
 from pipeline.store.shard_reader import start_reading_shards
 
@@ -122,14 +123,14 @@ def stream(store: Path) -> dict:
     if importlib.util.find_spec("tensorstore"):
         by_tensorstore = tensorstore_arrays(store, 2)
         shard_len = open_store(store)["image"].shards[0]
-        own = fer_models.data.start_reading_shards
-        fer_models.data.start_reading_shards = lambda arrays, shards, out, threads: TensorstoreWindow(
+        own = fer_models.data.stream.start_reading_shards
+        fer_models.data.stream.start_reading_shards = lambda arrays, shards, out, threads: TensorstoreWindow(
             by_tensorstore, shards, out, shard_len
         )
         try:
             result["tensorstore_2"] = round(rate(batches(), len(selection)))
         finally:
-            fer_models.data.start_reading_shards = own
+            fer_models.data.stream.start_reading_shards = own
     return result
 
 

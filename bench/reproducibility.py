@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from fer_models.checkpoint import load_checkpoint
-from fer_models.config import TrainConfig
-from fer_models.run_directory import train
+from fer_models.training.checkpoint import load_checkpoint
+from fer_models.training.config import TrainConfig
+from fer_models.training.run_directory import train
 
 MODELS = (("cnn", {}), ("resnet18", {"width": 8}))
 RUNS = (("1 thread", 1), ("1 thread again", 1), ("2 threads", 2), ("2 threads again", 2))

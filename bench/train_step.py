@@ -31,8 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cli.train import parse_options
-from fer_models.engine import classification_loss
-from fer_models.registry import create_model, get_model_entry, list_models
+from fer_models.models.registry import create_model, get_model_entry, list_models
+from fer_models.training.engine import classification_loss
 from pipeline.guidance import GUIDANCE_TYPES
 from pipeline.stages.regions import region_boxes
 

@@ -13,11 +13,11 @@ import click
 
 from cli.errors import user_errors
 from cli.progress import ConsoleProgress
-from fer_models.config import BALANCES, TrainConfig
-from fer_models.cross_validation import train_all_folds
-from fer_models.evaluation import evaluate_checkpoint
-from fer_models.registry import get_model_entry, list_models
-from fer_models.run_directory import train
+from fer_models.models.registry import get_model_entry, list_models
+from fer_models.training.config import BALANCES, TrainConfig
+from fer_models.training.cross_validation import train_all_folds
+from fer_models.training.evaluation import evaluate_checkpoint
+from fer_models.training.run_directory import train
 from pipeline.errors import ConfigError
 
 # The options' defaults are the library's: TrainConfig's fields and evaluate_checkpoint's keywords.

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from cli.preprocess import main as fer_preprocess
 from cli.train import main as fer_train
-from fer_models.config import TrainConfig
-from fer_models.registry import create_model, list_models
+from fer_models.models.registry import create_model, list_models
+from fer_models.training.config import TrainConfig
 from pipeline.config import PreprocessConfig, build_config, differing_keys, sha256_of_json
 from pipeline.errors import ConfigError
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_models.config import TrainConfig
-from fer_models.data import SubjectFolds, select_samples, subject_folds
-from fer_models.run_directory import train
+from fer_models.data.selection import SubjectFolds, select_samples, subject_folds
+from fer_models.training.config import TrainConfig
+from fer_models.training.run_directory import train
 from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
 from pipeline.datasets import get_dataset

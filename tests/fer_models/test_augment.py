@@ -4,10 +4,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from fer_models.augment import AugmentConfig, augment_batch, flip_batch, random_transforms, warp_batch
-from fer_models.data import StoreBatches, select_samples
-from fer_models.engine import prepare_batch
-from fer_models.store_view import StoreView
+from fer_models.data.augment import AugmentConfig, augment_batch, flip_batch, random_transforms, warp_batch
+from fer_models.data.selection import select_samples
+from fer_models.data.stream import StoreBatches
+from fer_models.training.engine import prepare_batch
+from fer_models.training.store_view import StoreView
 from pipeline.landmark_scheme import FLIP_PERMUTATION
 from pipeline.stages.heatmaps import LANDMARK_GROUPS, guidance_pixel_centres, render_grouped_heatmaps
 

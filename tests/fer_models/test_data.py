@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from fer_models import data
-from fer_models.data import StoreBatches, make_loader, select_samples
+from fer_models.data import stream
+from fer_models.data.selection import select_samples
+from fer_models.data.stream import StoreBatches, make_loader
 
 FIELDS = ("image", "landmarks", "heatmap", "mask_soft", "regions")
 
@@ -58,7 +59,7 @@ def test_shuffling_is_reproducible_per_epoch_and_keeps_every_sample_once(fer_sto
 
 @pytest.mark.parametrize("in_memory", [False, True], ids=["streamed", "in_memory"])
 def test_dataloader_workers_spawned_read_their_own_shards(fer_store, in_memory):
-    """Each worker's batches cross as one shared tensor (fer_models/worker_batch.py) and arrive
+    """Each worker's batches cross as one shared tensor (fer_models/data/worker_batch.py) and arrive
     equal to the batches read in this process."""
     selection = select_samples(fer_store, "train")
     batches = StoreBatches(fer_store, selection, FIELDS, 8, shuffle=True, in_memory=in_memory, window_shards=1)
@@ -133,9 +134,9 @@ def test_the_window_read_ahead_is_of_the_pass_the_caller_makes_next(synthetic_st
     it, from the third pass on each window is decoded once: the first one ahead, during the pass
     before, never read ahead for another epoch and dropped."""
     windows_started = []
-    start_reading_shards = data.start_reading_shards
+    start_reading_shards = stream.start_reading_shards
     monkeypatch.setattr(
-        data, "start_reading_shards", lambda *args: windows_started.append(1) or start_reading_shards(*args)
+        stream, "start_reading_shards", lambda *args: windows_started.append(1) or start_reading_shards(*args)
     )
     selection = select_samples(synthetic_store, "train")
     batches = StoreBatches(

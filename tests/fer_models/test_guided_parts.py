@@ -3,14 +3,15 @@ structure loss."""
 
 import torch
 
-from fer_models.augment import flip_batch
-from fer_models.data import StoreBatches, select_samples
-from fer_models.engine import prepare_batch
-from fer_models.feratt import gaussian_structure_loss
-from fer_models.keypoint import KeypointFeatureNet
-from fer_models.pal import privileged_attribution_loss
-from fer_models.sampling import roi_align, sample_points
-from fer_models.store_view import StoreView
+from fer_models.data.augment import flip_batch
+from fer_models.data.selection import select_samples
+from fer_models.data.stream import StoreBatches
+from fer_models.models.feratt import gaussian_structure_loss
+from fer_models.models.keypoint import KeypointFeatureNet
+from fer_models.models.landmark_sampling import roi_align, sample_points
+from fer_models.models.pal import privileged_attribution_loss
+from fer_models.training.engine import prepare_batch
+from fer_models.training.store_view import StoreView
 from pipeline.landmark_scheme import FLIP_PERMUTATION
 
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fer_models.augment import AugmentConfig, augment_batch
-from fer_models.config import TrainConfig
-from fer_models.data import make_loader
-from fer_models.engine import Trainer, classification_loss, prepare_batch
-from fer_models.registry import list_models
+from fer_models.data.augment import AugmentConfig, augment_batch
+from fer_models.data.stream import make_loader
+from fer_models.models.registry import list_models
+from fer_models.training.config import TrainConfig
+from fer_models.training.engine import Trainer, classification_loss, prepare_batch
 
 META = torch.device("meta")
 READS_BACK = ("_local_scalar_dense", "nonzero", "unique", "masked_select", "check_errors")

@@ -4,11 +4,12 @@ gradients, and a few steps of learning on real faces."""
 import pytest
 import torch
 
-from fer_models.config import TrainConfig
-from fer_models.data import StoreBatches, select_samples
-from fer_models.engine import classification_loss, prepare_batch
-from fer_models.registry import create_model, get_model_entry, list_models
-from fer_models.store_view import StoreView, build_model
+from fer_models.data.selection import select_samples
+from fer_models.data.stream import StoreBatches
+from fer_models.models.registry import create_model, get_model_entry, list_models
+from fer_models.training.config import TrainConfig
+from fer_models.training.engine import classification_loss, prepare_batch
+from fer_models.training.store_view import StoreView, build_model
 from pipeline.errors import ConfigError
 
 VARIANTS = [(name, {}) for name in list_models()] + [

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fer_models.engine as engine
-from fer_models.config import TrainConfig
-from fer_models.cross_validation import train_all_folds
-from fer_models.data import read_subjects
-from fer_models.evaluation import evaluate_checkpoint
-from fer_models.protocol import resolve_protocol
-from fer_models.run_directory import read_predictions, train
+import fer_models.training.engine as engine
+from fer_models.data.selection import read_subjects
+from fer_models.training.config import TrainConfig
+from fer_models.training.cross_validation import train_all_folds
+from fer_models.training.evaluation import evaluate_checkpoint
+from fer_models.training.protocol import resolve_protocol
+from fer_models.training.run_directory import read_predictions, train
 from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
 from pipeline.datasets import get_dataset

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_models.checkpoint import load_checkpoint, non_finite_weights
-from fer_models.config import TrainConfig
-from fer_models.engine import Trainer
-from fer_models.evaluation import evaluate_checkpoint
-from fer_models.run_directory import train
+from fer_models.training.checkpoint import load_checkpoint, non_finite_weights
+from fer_models.training.config import TrainConfig
+from fer_models.training.engine import Trainer
+from fer_models.training.evaluation import evaluate_checkpoint
+from fer_models.training.run_directory import train
 from pipeline.errors import CheckpointSaveError, ConfigError, TrainingDivergedError
 from pipeline.progress import Lines
 

@@ -8,7 +8,7 @@ import torch
 import torch.multiprocessing  # registers how tensors are pickled to cross processes
 from torch.utils.data._utils.collate import default_convert
 
-from fer_models.worker_batch import WorkerBatch
+from fer_models.data.worker_batch import WorkerBatch
 
 
 def cross(batch: dict) -> dict:

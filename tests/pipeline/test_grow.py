@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import zarr
 
-from fer_models.data import StoreBatches, select_samples
+from fer_models.data.selection import select_samples
+from fer_models.data.stream import StoreBatches
 from pipeline import store
 from pipeline.compute.model_files import ModelFiles
 from pipeline.compute.run import SYNCHRONOUS, grow, preprocess

@@ -14,7 +14,8 @@ import torch
 import xarray as xr
 import zarr
 
-from fer_models.data import StoreBatches, select_samples
+from fer_models.data.selection import select_samples
+from fer_models.data.stream import StoreBatches
 from pipeline.errors import StoreError
 from pipeline.store import open_store
 from pipeline.tools.describe import describe_store, diff_stores

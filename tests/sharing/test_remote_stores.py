@@ -14,9 +14,9 @@ from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteReques
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from fer_models.config import TrainConfig
-from fer_models.evaluation import evaluate_checkpoint
-from fer_models.run_directory import train
+from fer_models.training.config import TrainConfig
+from fer_models.training.evaluation import evaluate_checkpoint
+from fer_models.training.run_directory import train
 from pipeline.store import open_store
 from pipeline.store.location import StoreLocation
 from tests.sharing.servers import NGINX, nginx, put_in_bucket, rclone_s3, s3_server, store_server

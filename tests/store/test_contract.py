@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import zarr
 
-from fer_models.stn import GUIDED_STN_GUIDANCE
+from fer_models.models.stn import GUIDED_STN_GUIDANCE
 from pipeline.compute.renderers import RENDERERS
 from pipeline.errors import StoreError
 from pipeline.guidance import GUIDANCE_TYPES, markdown_table_rows
@@ -77,8 +77,9 @@ def test_the_contact_sheet_and_the_guided_transformer_derive_their_lists_from_th
 
 READ_WITHOUT_DLIB = """
 import sys
-from fer_models.data import StoreBatches, select_samples
-from fer_models.store_view import StoreView
+from fer_models.data.selection import select_samples
+from fer_models.data.stream import StoreBatches
+from fer_models.training.store_view import StoreView
 from pipeline.tools.describe import describe_store
 from pipeline.tools.verify import verify_store
 store = sys.argv[1]

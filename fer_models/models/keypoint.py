@@ -9,7 +9,7 @@ is classified. Keypoint-feature regularisation samples again at landmarks moved 
 features vary smoothly around each keypoint.
 
 The paper took its feature maps from a pretrained face-alignment network. Here the backbone
-(ResNet-18, :mod:`fer_models.resnet`) is trained end to end from scratch: nothing can be
+(ResNet-18, :mod:`fer_models.models.resnet`) is trained end to end from scratch: nothing can be
 downloaded, and the store already holds the landmarks the alignment network would have found.
 Defaults that the paper does not fix are guesses: feature stage 3, sigma 0.05 of the
 inter-ocular distance, regularisation weight 1, 4 attention heads.
@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fer_models.registry import register_model
-from fer_models.resnet import ResNet18
-from fer_models.sampling import sample_points
+from fer_models.models.landmark_sampling import sample_points
+from fer_models.models.registry import register_model
+from fer_models.models.resnet import ResNet18
 from pipeline.errors import ConfigError
 
 NASAL_BASE = 33

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from fer_models.config import TrainConfig
-from fer_models.registry import create_model, get_model_entry
+from fer_models.models.registry import create_model, get_model_entry
+from fer_models.training.config import TrainConfig
 from pipeline.errors import ConfigError
 from pipeline.guidance import GUIDANCE_TYPES
 from pipeline.store import Provenance, open_store, provenance_of, stored_guidance

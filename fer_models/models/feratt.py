@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fer_models.registry import register_model
+from fer_models.models.registry import register_model
 
 
 def _conv(in_channels: int, out_channels: int) -> nn.Sequential:

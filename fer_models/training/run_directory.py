@@ -1,7 +1,7 @@
 """Training runs: a run directory from a configuration, resumable, with what selected each figure.
 
 Which samples train, which choose the epoch and which are reported is the run's protocol
-(:mod:`fer_models.protocol`): the test samples are read once, after the last epoch.
+(:mod:`fer_models.training.protocol`): the test samples are read once, after the last epoch.
 
 A run directory holds ``config.json`` (the resolved configuration), ``log.jsonl`` (one line per
 epoch: train loss, validation loss, accuracy, macro-F1, seconds), ``last.pt`` and ``best.pt``
@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer_models.checkpoint import load_checkpoint, options_differing, save_checkpoint
-from fer_models.config import TrainConfig
-from fer_models.confusion_png import write_confusion_png
-from fer_models.engine import Trainer, reproducible_torch
+from fer_models.training.checkpoint import load_checkpoint, options_differing, save_checkpoint
+from fer_models.training.config import TrainConfig
+from fer_models.training.confusion_png import write_confusion_png
+from fer_models.training.engine import Trainer, reproducible_torch
 from pipeline.errors import ConfigError, TrainingDivergedError
 from pipeline.progress import QUIET, Progress
 

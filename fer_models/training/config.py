@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from fer_models.registry import get_model_entry
+from fer_models.models.registry import get_model_entry
 from pipeline.errors import ConfigError
 
 BALANCES = ("weights", "none")  # a class-weighted loss, or the plain one
@@ -17,7 +17,7 @@ BALANCES = ("weights", "none")  # a class-weighted loss, or the plain one
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. ``None`` means "the model's default" (epochs, batch_size, lr) or "from
-    the store" (labels: its first label set; splits: see :mod:`fer_models.protocol`)."""
+    the store" (labels: its first label set; splits: see :mod:`fer_models.training.protocol`)."""
 
     store: str
     model: str = "cnn"
@@ -28,7 +28,7 @@ class TrainConfig:
     seed: int = 0
     labels: str | None = None
     train_split: str | None = None
-    eval_split: str | None = None  # the validation split (see fer_models.protocol)
+    eval_split: str | None = None  # the validation split (see fer_models.training.protocol)
     test_split: str | None = None
     folds: int = 0  # > 0: subject-independent folds of the train split, fold `fold` tested
     fold: int = 0

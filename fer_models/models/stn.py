@@ -2,7 +2,7 @@
 (Luna-Jimenez et al., "Guided spatial transformers for facial expression recognition", 2021).
 
 A localisation network predicts one affine map per face (initialised to the identity); the
-sampler warps the image with it, and the baseline CNN (:mod:`fer_models.cnn`) classifies the
+sampler warps the image with it, and the baseline CNN (:mod:`fer_models.models.cnn`) classifies the
 warped face. In ``stn`` the localisation network sees the image (Deep-Emotion's design); in
 ``guided-stn`` it sees a guidance map from the store instead (a landmark mask or a saliency map,
 ``guidance`` option), while the sampler still warps the image, as in the paper.
@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fer_models.cnn import baseline_classifier, baseline_features
-from fer_models.registry import register_model
+from fer_models.models.cnn import baseline_classifier, baseline_features
+from fer_models.models.registry import register_model
 from pipeline.errors import ConfigError
 from pipeline.guidance import GUIDANCE_TYPES
 

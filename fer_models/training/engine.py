@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from fer_models.augment import AugmentConfig, augment_batch
-from fer_models.checkpoint import CHECKPOINT_FORMAT, load_initial_weights, load_weights
-from fer_models.config import TrainConfig
-from fer_models.data import Selection, StoreBatches, make_loader
-from fer_models.metrics import accuracy, confusion_matrix, macro_f1
-from fer_models.protocol import resolve_protocol
-from fer_models.store_view import StoreView, build_model, model_fields
+from fer_models.data.augment import AugmentConfig, augment_batch
+from fer_models.data.selection import Selection
+from fer_models.data.stream import StoreBatches, make_loader
+from fer_models.training.checkpoint import CHECKPOINT_FORMAT, load_initial_weights, load_weights
+from fer_models.training.config import TrainConfig
+from fer_models.training.metrics import accuracy, confusion_matrix, macro_f1
+from fer_models.training.protocol import resolve_protocol
+from fer_models.training.store_view import StoreView, build_model, model_fields
 from pipeline.errors import ConfigError
 from pipeline.progress import QUIET, Progress
 

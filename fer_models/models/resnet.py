@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fer_models.registry import register_model
+from fer_models.models.registry import register_model
 from pipeline.errors import ConfigError
 
 

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fer_models.feratt import AttentionUNet
-from fer_models.registry import register_model
-from fer_models.sampling import roi_align
+from fer_models.models.feratt import AttentionUNet
+from fer_models.models.landmark_sampling import roi_align
+from fer_models.models.registry import register_model
 from pipeline.stages.regions import REGIONS
 
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from fer_models.checkpoint import load_checkpoint, options_differing
-from fer_models.config import TrainConfig
-from fer_models.confusion_png import write_confusion_png
-from fer_models.metrics import accuracy, confusion_matrix, macro_f1
-from fer_models.run_directory import read_predictions, strict_json, train
+from fer_models.training.checkpoint import load_checkpoint, options_differing
+from fer_models.training.config import TrainConfig
+from fer_models.training.confusion_png import write_confusion_png
+from fer_models.training.metrics import accuracy, confusion_matrix, macro_f1
+from fer_models.training.run_directory import read_predictions, strict_json, train
 from pipeline.errors import ConfigError
 from pipeline.progress import QUIET, Progress
 
@@ -97,7 +97,7 @@ def fold_table(summaries: list[dict[str, Any]], predictions: list[dict[str, np.n
 
     Args:
         summaries: each fold's ``summary.json``, in fold order.
-        predictions: each fold's test predictions (:func:`fer_models.run_directory.read_predictions`).
+        predictions: each fold's test predictions (:func:`fer_models.training.run_directory.read_predictions`).
 
     Returns:
         ``{"labels", "selected_by", "folds": [per-fold rows], "mean", "std", "pooled"}``; accuracy

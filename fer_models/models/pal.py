@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fer_models.registry import register_model
-from fer_models.resnet import ResNet18
+from fer_models.models.registry import register_model
+from fer_models.models.resnet import ResNet18
 from pipeline.errors import ConfigError
 
 STRATEGIES = ("all", "mean", "half")

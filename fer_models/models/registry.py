@@ -55,7 +55,6 @@ def register_model(name: str, **defaults: Any):
 
 
 def get_model_entry(name: str) -> ModelEntry:
-    _import_model_files()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -78,9 +77,4 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
 
 def list_models() -> list[str]:
-    _import_model_files()
     return sorted(_REGISTRY)
-
-
-def _import_model_files() -> None:
-    from fer_models import cnn, feratt, keypoint, local_nonlocal, pal, resnet, stn  # noqa: F401 - registers on import

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_models.config import TrainConfig
-from fer_models.data import Selection, SubjectFolds, read_subjects, select_samples
+from fer_models.data.selection import Selection, SubjectFolds, read_subjects, select_samples
+from fer_models.training.config import TrainConfig
 from pipeline.errors import ConfigError
 
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from fer_models.config import TrainConfig
+from fer_models.training.config import TrainConfig
 from pipeline.config import differing_keys
 from pipeline.errors import CheckpointSaveError, ConfigError
 
-# 2: the protocol of fer_models.protocol (format-1 fold runs chose their epoch on the test fold).
+# 2: the protocol of fer_models.training.protocol (format-1 fold runs chose their epoch on the test fold).
 CHECKPOINT_FORMAT = 2
 
 

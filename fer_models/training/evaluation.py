@@ -7,14 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from fer_models.checkpoint import load_checkpoint, load_weights, non_finite_weights
-from fer_models.config import TrainConfig
-from fer_models.confusion_png import write_confusion_png
-from fer_models.data import StoreBatches, SubjectFolds, make_loader, select_samples
-from fer_models.engine import evaluate_model, resolve_device
-from fer_models.protocol import resolve_protocol, train_split_name
-from fer_models.run_directory import strict_json
-from fer_models.store_view import StoreView, build_model, model_fields
+from fer_models.data.selection import SubjectFolds, select_samples
+from fer_models.data.stream import StoreBatches, make_loader
+from fer_models.training.checkpoint import load_checkpoint, load_weights, non_finite_weights
+from fer_models.training.config import TrainConfig
+from fer_models.training.confusion_png import write_confusion_png
+from fer_models.training.engine import evaluate_model, resolve_device
+from fer_models.training.protocol import resolve_protocol, train_split_name
+from fer_models.training.run_directory import strict_json
+from fer_models.training.store_view import StoreView, build_model, model_fields
 from pipeline.errors import ConfigError
 
 
