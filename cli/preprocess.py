@@ -8,7 +8,7 @@ import click
 
 from cli.errors import user_errors
 from cli.progress import ConsoleProgress
-from pipeline.compute.run import grow, preprocess
+from pipeline.compute.run import RunSummary, grow, preprocess
 from pipeline.compute.slurm import SlurmOptions
 from pipeline.config import COLORS, LANDMARK_SOURCES, PRIORS, TENSOR_CODECS, PreprocessConfig, build_config
 from pipeline.datasets import DATASETS, get_dataset
@@ -119,108 +119,108 @@ BUILD_ONLY = (
 @click.option("--overwrite", is_flag=True, help="Delete an existing store and build it again.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def main(
-    store,
-    dataset,
-    root,
-    prior,
-    landmarks,
-    upsample,
-    size,
-    color,
-    guidance,
-    saliency_model,
-    guidance_size,
-    heatmap_sigma,
-    max_pixels,
-    shard_size,
-    codec,
-    landmark_model,
-    scheduler,
-    workers,
-    cluster,
-    overwrite,
-    progress,
-    as_json,
-    **slurm,
-):
+def main(dataset, scheduler, workers, cluster, as_json, **options):
     """Detect faces, place 68 landmarks, align and render guidance for every image of a dataset,
     writing the Zarr store STORE. Running it again on the same STORE with the same options does
     only what is missing; with other options it refuses before any work.
 
     Without --dataset, adds the --guidance types to the complete store STORE from its stored
     aligned faces and landmarks (resumable the same way)."""
+    scheduler = _scheduler(cluster, scheduler, workers, options)
+    if scheduler is _JOB_SCRIPT_SHOWN:
+        return
+    params = click.get_current_context().params
+    if dataset is None:
+        summary = _add_guidance(params, scheduler)
+    else:
+        summary = _build(params, scheduler)
+    _report(summary, as_json)
+
+
+_JOB_SCRIPT_SHOWN = object()
+
+
+def _scheduler(cluster: str, scheduler: str | None, workers: int | None, slurm: dict):
+    """What runs the tasks: ``--scheduler`` (None: a local cluster), SLURM worker jobs, or
+    :data:`_JOB_SCRIPT_SHOWN` once ``--slurm-job-script`` printed the script."""
     if cluster == "slurm":
         if scheduler or workers:
             raise click.UsageError(
                 "--cluster slurm starts its own scheduler and workers: leave out --scheduler and --workers"
             )
         with user_errors():
-            scheduler = slurm_options(slurm)
+            options = slurm_options(slurm)
         if slurm["slurm_job_script"]:
-            click.echo(scheduler.job_script())
-            return
+            click.echo(options.job_script())
+            return _JOB_SCRIPT_SHOWN
         with user_errors():
-            scheduler.check_submit_host()  # before any work
-    elif any(
-        slurm[name]
-        for name in (
-            "slurm_lifetime",
-            "slurm_queue",
-            "slurm_account",
-            "slurm_directive",
-            "slurm_log_dir",
-            "slurm_job_script",
-        )
-    ):
+            options.check_submit_host()  # before any work
+        return options
+    slurm_only = (
+        "slurm_lifetime",
+        "slurm_queue",
+        "slurm_account",
+        "slurm_directive",
+        "slurm_log_dir",
+        "slurm_job_script",
+    )
+    if any(slurm[name] for name in slurm_only):
         raise click.UsageError("the --slurm-* options need --cluster slurm")
-    if dataset is None:
-        given = [name for name in BUILD_ONLY if click.get_current_context().params[name] not in (None, False)]
-        if given:
-            raise click.UsageError(
-                f"--{given[0].replace('_', '-')} needs --dataset: adding guidance to a store (no --dataset) "
-                "uses the store's own settings; pass only --guidance (and --saliency-model, --scheduler, --workers)"
-            )
-        if guidance is None:
-            raise click.UsageError("pass --dataset to build a store, or --guidance LIST to add guidance types to STORE")
-        with user_errors():
-            summary = grow(
-                store,
-                guidance,
-                saliency_model=saliency_model,
-                scheduler=scheduler,
-                workers=workers,
-                progress=ConsoleProgress(bars=progress),
-            )
-        _report(summary, as_json)
-        return
+    return scheduler
+
+
+def _add_guidance(params: dict, scheduler) -> RunSummary:
+    """``fer-preprocess STORE --guidance LIST``: add guidance types to a complete store."""
+    given = [name for name in BUILD_ONLY if params[name] not in (None, False)]
+    if given:
+        raise click.UsageError(
+            f"--{given[0].replace('_', '-')} needs --dataset: adding guidance to a store (no --dataset) "
+            "uses the store's own settings; pass only --guidance (and --saliency-model, --scheduler, --workers)"
+        )
+    if params["guidance"] is None:
+        raise click.UsageError("pass --dataset to build a store, or --guidance LIST to add guidance types to STORE")
+    with user_errors():
+        return grow(
+            params["store"],
+            params["guidance"],
+            saliency_model=params["saliency_model"],
+            scheduler=scheduler,
+            workers=params["workers"],
+            progress=ConsoleProgress(bars=params["progress"]),
+        )
+
+
+def _build(params: dict, scheduler) -> RunSummary:
+    """``fer-preprocess STORE --dataset NAME``: build (or resume) a store from a dataset."""
     user = {
-        "decode": {"max_pixels": max_pixels},
-        "detect": {"prior": prior, "upsample": upsample},
-        "landmarks": {"source": landmarks},
-        "align": {"size": size, "color": color},
-        "guidance": {"types": guidance, "size": guidance_size, "heatmap_sigma": heatmap_sigma},
+        "decode": {"max_pixels": params["max_pixels"]},
+        "detect": {"prior": params["prior"], "upsample": params["upsample"]},
+        "landmarks": {"source": params["landmarks"]},
+        "align": {"size": params["size"], "color": params["color"]},
+        "guidance": {
+            "types": params["guidance"],
+            "size": params["guidance_size"],
+            "heatmap_sigma": params["heatmap_sigma"],
+        },
     }
     user = {section: {k: v for k, v in values.items() if v is not None} for section, values in user.items()}
-    if shard_size is not None:
-        user["shard_size"] = shard_size
-    if codec is not None:
-        user["codec"] = codec
+    for name in ("shard_size", "codec"):
+        if params[name] is not None:
+            user[name] = params[name]
     with user_errors():
-        config = build_config(get_dataset(dataset).config_defaults, user)
-        summary = preprocess(
-            store,
-            dataset,
-            root,
+        config = build_config(get_dataset(params["dataset"]).config_defaults, user)
+        return preprocess(
+            params["store"],
+            params["dataset"],
+            params["root"],
             config,
-            landmark_model=landmark_model,
-            saliency_model=saliency_model,
+            landmark_model=params["landmark_model"],
+            saliency_model=params["saliency_model"],
             scheduler=scheduler,
-            workers=workers,
-            overwrite=overwrite,
-            progress=ConsoleProgress(bars=progress),
+            workers=params["workers"],
+            overwrite=params["overwrite"],
+            progress=ConsoleProgress(bars=params["progress"]),
         )
-    _report(summary, as_json)
 
 
 def slurm_options(values: dict) -> SlurmOptions:
