@@ -1,7 +1,7 @@
 """Time and peak memory of refusing each damaged or hostile store of the test corpus.
 
 Builds the tests' store (84 FER-2013 faces from ../shared/data, 48x48 gray, shards of 32), damages
-a copy of it per corpus entry (tests/sharing/damaged_stores.py) and runs, in a fresh process,
+a copy of it per corpus entry (tests/support/damaged_stores.py) and runs, in a fresh process,
 ``fer-store info`` on the ones refused on opening and ``fer-store verify`` on the ones verify
 finds, recording wall time (interpreter start included), peak resident memory and exit status.
 The intact store's ``info`` and ``verify`` are the baseline. Prints JSON.
@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import build_fer_store, extract_fer2013
-from tests.sharing.damaged_stores import CORPUS, make_damaged
+from tests.support.damaged_stores import CORPUS, make_damaged
+from tests.support.shared_data import extract_fer2013
+from tests.support.stores import build_fer_store
 
 # fer-store in a fresh interpreter that prints its peak resident memory (VmHWM, which exec resets;
 # the child's ru_maxrss would include the memory of this process it was forked from) on exit.

@@ -27,7 +27,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.datasets import get_dataset
-from tests.conftest import FER2013_TGZ, SHARED_DATA, require
+from tests.support.shared_data import FER2013_TGZ, SHARED_DATA, require
 
 USAGE_ORDER = {"Training": 0, "PublicTest": 1, "PrivateTest": 2}
 CODES = {"angry": 0, "disgust": 1, "fear": 2, "happy": 3, "sad": 4, "surprise": 5, "neutral": 6}

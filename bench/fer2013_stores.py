@@ -1,5 +1,5 @@
 """FER-2013 stores for the benchmarks: the first images of every (split, class) folder of the
-archive in ``../shared/data`` (``tests.conftest.extract_fer2013``), preprocessed with the dataset's
+archive in ``../shared/data`` (``tests.support.shared_data.extract_fer2013``), preprocessed with the dataset's
 defaults at each aligned size S = H."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.compute.run import preprocess
 from pipeline.config import PreprocessConfig, build_config
 from pipeline.datasets import get_dataset
-from tests.conftest import extract_fer2013
+from tests.support.shared_data import extract_fer2013
 
 
 def fer2013_stores(

@@ -50,7 +50,7 @@ def build(store: Path, images: int, size: int) -> None:
     """A store of ``images`` FER-2013 faces (test split half) at S = H = ``size``, gray."""
     from pipeline.compute.run import SYNCHRONOUS, preprocess
     from pipeline.config import build_config
-    from tests.conftest import extract_fer2013
+    from tests.support.shared_data import extract_fer2013
 
     root = extract_fer2013(store.parent / "gpu-fer2013", per_class=max(1, images // 14))
     config = build_config(

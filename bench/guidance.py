@@ -27,7 +27,7 @@ from pipeline.compute.run import SYNCHRONOUS, grow, preprocess
 from pipeline.config import build_config
 from pipeline.guidance import resolve_guidance
 from pipeline.store import bytes_on_disk
-from tests.conftest import extract_fer2013
+from tests.support.shared_data import extract_fer2013
 
 
 def measure(root: Path, size: int, workdir: Path) -> dict:

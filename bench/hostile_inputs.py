@@ -40,8 +40,9 @@ from pipeline.datasets import get_dataset
 from pipeline.errors import FerStoreError
 from pipeline.stages.decode import decode_image
 from pipeline.store import open_store
-from tests.pipeline.test_grow import export_dimming_network, files_of, usable_face_means
-from tests.sharing.damaged_stores import zip_compressed_size_lies
+from tests.support.damaged_stores import zip_compressed_size_lies
+from tests.support.onnx_networks import export_dimming_network
+from tests.support.stores import files_of, usable_face_means
 
 
 def growth_undone(work: Path) -> dict:

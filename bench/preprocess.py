@@ -29,7 +29,7 @@ from pipeline.compute.run import preprocess
 from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.stages.decode import decode_image
-from tests.conftest import DLIB_FACES, extract_fer2013
+from tests.support.shared_data import DLIB_FACES, extract_fer2013
 
 
 def dlib_photo_folder(destination: Path, copies: int) -> Path:

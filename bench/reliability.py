@@ -38,7 +38,7 @@ from pipeline.compute.run import plan_tasks
 from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.store.writer import pending_shards, prepare_store
-from tests.conftest import FER2013_TGZ
+from tests.support.shared_data import FER2013_TGZ
 
 VENV_BIN = Path(sys.executable).parent
 

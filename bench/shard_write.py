@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pipeline.store.writer as writer
 from pipeline.config import build_config
 from pipeline.store.schema import Status, array_specs, computed_arrays
-from tests.synthetic_store import synthetic_manifest
+from tests.support.synthetic_store import synthetic_manifest
 
 SHARD = 256
 

@@ -15,7 +15,7 @@ from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.errors import ConfigError
-from tests import dataset_trees as trees
+from tests.support import dataset_trees as trees
 
 BIN = Path(sys.executable).parent
 

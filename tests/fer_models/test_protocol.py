@@ -22,7 +22,7 @@ from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.errors import ConfigError
 from pipeline.progress import Lines
-from tests import dataset_trees as trees
+from tests.support import dataset_trees as trees
 
 QUICK = dict(epochs=2, batch_size=8, lr=3e-3, seed=3)
 quiet = lambda _: None

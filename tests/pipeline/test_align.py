@@ -9,18 +9,7 @@ from pipeline.stages.align import (
     similarity_from_points,
     warp_to_aligned,
 )
-
-
-def synthetic_landmarks(scale=1.0, angle=0.0, offset=(0.0, 0.0)) -> np.ndarray:
-    """68 points whose anchors (eye and mouth centres) sit on the template at S = 100, then moved
-    by a known similarity."""
-    rng = np.random.default_rng(1)
-    points = rng.uniform(20, 80, size=(68, 2))
-    template = TEMPLATE_FRACTIONS * 100
-    for indices, target in zip((range(36, 42), range(42, 48), range(48, 60)), template):
-        points[list(indices)] += target - points[list(indices)].mean(0)
-    c, s = np.cos(angle), np.sin(angle)
-    return (points @ (scale * np.array([[c, -s], [s, c]])).T + offset).astype(np.float32)
+from tests.support.landmarks import synthetic_landmarks
 
 
 def test_similarity_recovers_a_known_transform():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline.test_run import expected_tree, fer2013_build_options, stores_equal
+from tests.support.stores import expected_tree, fer2013_build_options, stores_equal
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -14,7 +14,7 @@ from pipeline.datasets import fer2013, get_dataset
 from pipeline.datasets.label_sets import label_set_from_attrs, label_sets_to_attrs
 from pipeline.errors import ConfigError, DatasetError
 from pipeline.store import ATTRS_KEY, Status
-from tests import dataset_trees as trees
+from tests.support import dataset_trees as trees
 
 
 def build(store: Path, dataset: str, root: Path, **overrides) -> zarr.Group:

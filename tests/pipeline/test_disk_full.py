@@ -11,7 +11,7 @@ import pytest
 import zarr
 
 from pipeline.store import Status, bytes_on_disk
-from tests.pipeline.test_run import fer2013_build_options, stores_equal
+from tests.support.stores import fer2013_build_options, stores_equal
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -26,8 +26,8 @@ from pipeline.store.growth import begin_growth
 from pipeline.store.schema import GROWTH_MARK
 from pipeline.store.writer import prepare_store
 from pipeline.tools.verify import verify_store
-from tests.conftest import export_onnx
-from tests.pipeline.test_run import fer2013_build_options
+from tests.support.onnx_networks import export_dimming_network
+from tests.support.stores import fer2013_build_options, files_of, usable_face_means
 
 VENV_BIN = Path(sys.executable).parent
 ADDED = ("heatmap_landmarks", "saliency_network", "regions")
@@ -196,36 +196,6 @@ def test_a_killed_growth_resumes_to_the_same_arrays(tmp_path, fer2013_2k):
     assert sorted(a.array_keys()) == sorted(b.array_keys())
     for name in ("saliency_fine_grained", "mask_hull", "status"):
         np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
-
-
-def export_dimming_network(path: Path, threshold: float) -> Path:
-    """A saliency network that gives NaN on every face darker than ``threshold`` (mean of its 0..1
-    input), and a finite map elsewhere: it passes a start-up check on a bright face."""
-    import torch
-
-    class Dimming(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.conv = torch.nn.Conv2d(3, 1, 5, padding=2)
-
-        def forward(self, image):
-            return torch.sigmoid(self.conv(image)) * torch.sqrt(image.mean() - threshold)
-
-    return export_onnx(Dimming(), path)
-
-
-def usable_face_means(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Store indices of the usable samples and the mean of each aligned face (0..1, RGB as the
-    network sees it), the first usable sample first."""
-    group = store.open_store(path)
-    usable = np.flatnonzero(np.isin(group["status"][:], [int(code) for code in store.USABLE_STATUSES]))
-    faces = group["image"][:][usable].astype(np.float64) / 255
-    return usable, faces.mean(axis=(1, 2, 3))
-
-
-def files_of(path: Path) -> dict[str, bytes]:
-    return {str(file.relative_to(path)): file.read_bytes() for file in sorted(path.rglob("*")) if file.is_file()}
 
 
 def test_a_type_that_fails_on_many_faces_is_not_added_and_the_store_is_as_it_was(built, tmp_path, saliency_onnx):

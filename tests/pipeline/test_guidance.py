@@ -25,7 +25,7 @@ from pipeline.stages.masks import (
 )
 from pipeline.stages.regions import REGIONS, region_boxes
 from pipeline.stages.saliency import fine_grained_saliency, spectral_residual_saliency
-from tests.pipeline.test_align import synthetic_landmarks
+from tests.support.landmarks import synthetic_landmarks
 
 
 @pytest.mark.parametrize("aligned_size, guidance_size", [(112, 112), (112, 56), (48, 48), (64, 96)])

@@ -18,7 +18,7 @@ from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.errors import DatasetError
 from pipeline.store import Status
-from tests.pipeline.hostile_corpus import huge_png, write_image_corpus, write_row_corpus
+from tests.support.hostile_corpus import huge_png, write_image_corpus, write_row_corpus
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -8,7 +8,7 @@ from pipeline.compute.model_files import ModelFiles, thread_models
 from pipeline.stages.decode import decode_image
 from pipeline.stages.detect import detect_face
 from pipeline.stages.landmarks import predict_landmarks
-from tests.conftest import reference_faces
+from tests.support.shared_data import reference_faces
 
 
 @pytest.fixture(scope="module")

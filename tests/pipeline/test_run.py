@@ -17,14 +17,9 @@ from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
 from pipeline.errors import DatasetError, ModelFileError, StoreError, StoreMismatchError
 from pipeline.store import ATTRS_KEY, Status, array_specs, read_provenance
+from tests.support.stores import expected_tree, fer2013_build_options, stores_equal
 
 VENV_BIN = Path(sys.executable).parent
-
-
-def fer2013_build_options(root: Path) -> list[str]:
-    """The ``fer-preprocess`` options the subprocess tests build FER-2013 folders at ``root`` with:
-    full-frame prior, S = 48, shards of 64, no progress bar."""
-    return ["--root", str(root), *"--dataset folder --prior full-frame --size 48 --shard-size 64 --no-progress".split()]
 
 
 def run(store, root, config, **kwargs):
@@ -155,11 +150,6 @@ def test_wrong_root_missing_model_and_foreign_directory_are_clear_errors(tmp_pat
     assert not (tmp_path / "s.zarr").exists()
 
 
-def expected_tree(root: Path):
-    """(source, class, split) of every file of a <split>/<class>/<file> tree."""
-    return sorted((p.relative_to(root).as_posix(), p.parent.name, p.parent.parent.name) for p in root.glob("*/*/*"))
-
-
 @pytest.mark.slow
 def test_two_thousand_fer2013_images_through_a_local_cluster(tmp_path, fer2013_2k):
     config = build_config({"detect": {"prior": "full-frame"}, "align": {"size": 48, "color": "gray"}})
@@ -194,17 +184,6 @@ def test_two_thousand_fer2013_images_through_a_local_cluster(tmp_path, fer2013_2
     assert stored == tree
     assert prov["counts"]["ok"] + prov["counts"]["ok_prior"] == n
     assert prov["models"]["landmarks"]["sha256"] and prov["manifest_sha256"] and prov["config_sha256"]
-
-
-def stores_equal(a: Path, b: Path) -> None:
-    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
-    assert sorted(ga.array_keys()) == sorted(gb.array_keys())
-    for name in ga.array_keys():
-        np.testing.assert_array_equal(ga[name][:], gb[name][:], err_msg=name)
-    pa, pb = dict(ga.attrs[ATTRS_KEY]), dict(gb.attrs[ATTRS_KEY])
-    for key in ("created", "root"):
-        pa.pop(key), pb.pop(key)
-    assert pa == pb
 
 
 def kill_when(process: subprocess.Popen, ready, timeout: float = 120) -> None:

@@ -10,7 +10,7 @@ import torch
 from pipeline.compute.model_files import SaliencyNetwork
 from pipeline.errors import ModelFileError
 from pipeline.stages.saliency import network_saliency, normalise_to_uint8
-from tests.conftest import export_onnx, export_saliency_network
+from tests.support.onnx_networks import export_onnx, export_saliency_network
 
 FACE = cv2.resize(skimage.data.astronaut()[30:230, 150:350], (112, 112))  # (112, 112, 3) uint8 RGB
 

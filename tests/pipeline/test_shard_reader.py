@@ -17,9 +17,9 @@ from pipeline.store import open_store
 from pipeline.store.shard_reader import SampleReader, ShardLayout, read_shards
 from pipeline.tools.pack import pack_store
 from pipeline.tools.verify import verify_store
-from tests.conftest import build_fer_store
-from tests.sharing.damaged_stores import index_past_the_end
-from tests.sharing.servers import put_in_bucket, rclone_s3, s3_server, store_server
+from tests.support.damaged_stores import index_past_the_end
+from tests.support.servers import put_in_bucket, rclone_s3, s3_server, store_server
+from tests.support.stores import build_fer_store
 
 
 def same_as_zarr(location) -> int:

@@ -13,8 +13,8 @@ from pipeline.errors import StoreError
 from pipeline.store import open_store
 from pipeline.tools.pack import pack_store
 from pipeline.tools.verify import verify_store
-from tests.sharing.damaged_stores import CORPUS, make_damaged, set_field
-from tests.sharing.servers import NGINX, nginx, put_in_bucket, s3_server, store_server
+from tests.support.damaged_stores import CORPUS, make_damaged, set_field
+from tests.support.servers import NGINX, nginx, put_in_bucket, s3_server, store_server
 
 
 def run_cli(command, *args) -> tuple[int, str]:

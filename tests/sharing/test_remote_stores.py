@@ -19,7 +19,7 @@ from fer_models.training.evaluation import evaluate_checkpoint
 from fer_models.training.run_directory import train
 from pipeline.store import open_store
 from pipeline.store.location import StoreLocation
-from tests.sharing.servers import NGINX, nginx, put_in_bucket, rclone_s3, s3_server, store_server
+from tests.support.servers import NGINX, nginx, put_in_bucket, rclone_s3, s3_server, store_server
 
 BIN = Path(sys.executable).parent
 QUICK = dict(model="cnn", epochs=1, batch_size=16, seed=3)

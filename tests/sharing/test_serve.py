@@ -4,7 +4,7 @@ import http.client
 
 import pytest
 
-from tests.sharing.servers import store_server
+from tests.support.servers import store_server
 
 SHARD = "image/c/0/0/0/0"
 

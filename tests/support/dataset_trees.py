@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.conftest import SHARED_DATA, reference_faces, require
+from tests.support.shared_data import SHARED_DATA, reference_faces, require
 
 FER2013_HEAD = SHARED_DATA / "fer2013" / "fer2013-head.csv"
 FERPLUS_CSV = SHARED_DATA / "fer2013" / "fer2013new.csv"
