@@ -26,9 +26,6 @@ import copy
 import json
 import os
 import stat
-import struct
-import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +36,13 @@ import zarr
 from zarr.core.group import AsyncGroup, GroupMetadata
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore, StorePath, ZipStore
+from zarr.storage import FsspecStore, LocalStore, StorePath
 
 from pipeline.errors import StoreError, StoreRefusedError
 from pipeline.store.bounded_codecs import bounded_codecs
 from pipeline.store.metadata import (
     MAX_ARRAY_DOCUMENT_BYTES,
     MAX_ARRAYS,
-    MAX_CHUNK_BYTES,
     MAX_ROOT_DOCUMENT_BYTES,
     ArrayLayout,
     check_array_name,
@@ -54,6 +50,7 @@ from pipeline.store.metadata import (
     parse_array_document,
     read_document,
 )
+from pipeline.store.zip_archive import CheckedZipStore, check_zip_members
 
 
 @dataclass(frozen=True)
@@ -94,7 +91,7 @@ class StoreLocation:
             if not Path(self.path).exists():
                 raise StoreError(f"no store at {self.path}")
             if self.kind == "zip":
-                _check_zip_members(self.path)
+                check_zip_members(self.path)
                 return sync(CheckedZipStore.open(self.path, mode="r"))
             return ContainedLocalStore(self.path)
         if self.kind == "s3":
@@ -207,90 +204,6 @@ UNGUARDED_METHODS = (
     "_get_bytes", "_get_bytes_sync", "_get_json", "_get_json_sync", "_get_many",  # through get
     "getsize_prefix", "is_empty", "list",  # through list_prefix and getsize; list walks the root itself
 )  # fmt: skip
-
-
-# A member may unpack to this many times the bytes it really occupies in the archive (plus a
-# little, for small metadata documents), and all members together to this many times the archive.
-ZIP_MEMBER_RATIO, ZIP_MEMBER_SLACK = 100, 64 * 1024
-ZIP_TOTAL_RATIO, ZIP_TOTAL_SLACK = 4, 16 * 2**20
-_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, then the name's and the extra field's lengths
-
-
-def _check_zip_members(path: str) -> None:
-    """Refuse a zip whose members could not be chunks or metadata of a store, judged from where
-    each member's data really lies, not from the sizes the central directory claims: members that
-    overlap or claim more compressed bytes than they occupy, a stored member whose sizes differ,
-    a member unpacking to more than :data:`ZIP_MEMBER_RATIO` times the bytes it occupies (a zip
-    bomb), or all of them to more than :data:`ZIP_TOTAL_RATIO` times the archive. Reading stays
-    bounded by the checked sizes: Python's zipfile never unpacks past a member's declared size,
-    and a member whose bytes disagree with its sizes or CRC fails as :class:`StoreError`
-    (:class:`CheckedZipStore`)."""
-    try:
-        with zipfile.ZipFile(path) as archive, open(path, "rb") as raw:
-            members = sorted(archive.infolist(), key=lambda member: member.header_offset)
-            ends = [member.header_offset for member in members[1:]] + [archive.start_dir]
-            total = 0
-            for member, end in zip(members, ends):
-                raw.seek(member.header_offset)
-                header = raw.read(_LOCAL_HEADER.size)
-                if len(header) < _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
-                    raise StoreError(
-                        f"{path}: the member {member.filename!r} has no local header where the directory says"
-                    )
-                name_length, extra_length = _LOCAL_HEADER.unpack(header)[1:]
-                occupies = end - (member.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
-                _check_zip_member(path, member, occupies)
-                total += member.file_size
-    except (zipfile.BadZipFile, OSError) as error:
-        raise StoreError(f"{path} is not a readable zip file ({error})") from None
-    budget = ZIP_TOTAL_RATIO * Path(path).stat().st_size + ZIP_TOTAL_SLACK
-    if total > budget:
-        raise StoreError(
-            f"{path}: its members unpack to {total:,} bytes, more than {ZIP_TOTAL_RATIO} times the archive's "
-            f"size; no store's compressed chunks do, so the zip is refused"
-        )
-
-
-def _check_zip_member(path: str, member: zipfile.ZipInfo, occupies: int) -> None:
-    """Raise StoreError if ``member``'s claimed sizes cannot be true of the ``occupies`` bytes it
-    has in the archive, or if it could not be a store's chunk or metadata."""
-    name = member.filename
-    if occupies < member.compress_size:
-        raise StoreError(
-            f"{path}: the member {name!r} claims {member.compress_size:,} compressed bytes but occupies "
-            f"{max(occupies, 0):,} (members overlap, or its sizes lie), so the zip is refused"
-        )
-    if member.compress_type == zipfile.ZIP_STORED:
-        if member.file_size != member.compress_size:
-            raise StoreError(
-                f"{path}: the stored member {name!r} claims {member.file_size:,} bytes unpacked from "
-                f"{member.compress_size:,}; a stored member's sizes are equal, so the zip is refused"
-            )
-    elif member.compress_type != zipfile.ZIP_DEFLATED:
-        raise StoreError(
-            f"{path}: the member {name!r} uses zip compression method {member.compress_type}; a packed "
-            "store's members are stored (fer-store pack) or deflated"
-        )
-    limit = min(MAX_CHUNK_BYTES + 2**20, ZIP_MEMBER_RATIO * occupies + ZIP_MEMBER_SLACK)
-    if member.file_size > limit:
-        raise StoreError(
-            f"{path}: the member {name!r} unpacks to {member.file_size:,} bytes from the {occupies:,} it "
-            "occupies; no store holds such a file, so the zip is refused"
-        )
-
-
-class CheckedZipStore(ZipStore):
-    """A read-only :class:`~zarr.storage.ZipStore` of a zip that passed :func:`_check_zip_members`,
-    whose reads end in :class:`StoreError` where a member's bytes disagree with its sizes or CRC."""
-
-    def _get(self, key, prototype, byte_range=None):
-        try:
-            return super()._get(key, prototype, byte_range)
-        except (zipfile.BadZipFile, EOFError, zlib.error) as error:
-            raise StoreError(
-                f"{self.path}: the member {key!r} is damaged or lies about its size ({error}); "
-                "get the store again from its source"
-            ) from None
 
 
 S3_SETTINGS_HINT = (
