@@ -46,6 +46,46 @@ from pipeline.store.location import ContainedLocalStore
 NO_CHUNK = 2**64 - 1  # a shard index entry of an inner chunk never written (all fill value)
 
 
+def samples_per_shard(array: zarr.Array) -> int:
+    """Samples in one shard file of ``array`` (one chunk, where it is not sharded)."""
+    return (array.shards or array.chunks)[0]
+
+
+@dataclass(frozen=True)
+class ChunkLocation:
+    """Where in a store some bytes lie: a shard file ``key`` of ``array``, the samples ``first``
+    to ``last`` it holds (or the one being read), and the ``part`` of the file (``inner chunk 3``,
+    ``shard index``; empty for the whole file)."""
+
+    array: str
+    key: str
+    first: int
+    last: int
+    part: str = ""
+
+    def within(self, part: str) -> ChunkLocation:
+        return ChunkLocation(self.array, self.key, self.first, self.last, part)
+
+    def __str__(self) -> str:
+        samples = f"sample {self.first}" if self.first == self.last else f"samples {self.first}-{self.last}"
+        return f"{self.key} ({samples})" + (f", {self.part}" if self.part else "")
+
+    def damaged(self, problem: str) -> ChunkDamagedError:
+        return ChunkDamagedError(self, problem)
+
+
+class ChunkDamagedError(StoreError):
+    """Bytes of a store that are not what was written: ``location`` (a :class:`ChunkLocation`)
+    says where, ``problem`` what is wrong."""
+
+    def __init__(self, location: ChunkLocation, problem: str):
+        self.location, self.problem = location, problem
+        super().__init__(f"{location}: {problem}")
+
+    def __reduce__(self):
+        return type(self), (self.location, self.problem)
+
+
 @dataclass(frozen=True)
 class ShardLayout:
     """How one array's shards are laid out on disk.
@@ -82,7 +122,7 @@ class ShardLayout:
         codec = _compressor(codecs)
         if dtype.kind not in "uif" or codec == "other" or tuple(array.chunks[1:]) != tuple(array.shape[1:]):
             return None
-        shard_len = (array.shards or array.chunks)[0]
+        shard_len = samples_per_shard(array)
         return cls(
             array.path,
             array.shape[0],
@@ -105,30 +145,32 @@ class ShardLayout:
         past the array's end hold what the padded inner chunks hold).
 
         Raises:
-            StoreError: a checksum that does not match, an index entry outside the file, or a zstd
-                frame that does not hold exactly its chunk.
+            ChunkDamagedError: a checksum that does not match, an index entry outside the file, or
+                a zstd or blosc frame that does not hold exactly its chunk.
         """
         if data is None:
             out[...] = self.fill_value
             return
         start = shard * self.shard_len
-        where = f"{self.key(shard)} (samples {start}-{min(start + self.shard_len, self.n) - 1})"
+        where = ChunkLocation(self.path, self.key(shard), start, min(start + self.shard_len, self.n) - 1)
         view = np.frombuffer(data, np.uint8)
         if not self.sharded:
             self.decode_inner(view, out, where)
             return
         data_end = len(view) - self.index_bytes
         if data_end < 0:
-            raise StoreError(f"{where}: the shard file is {len(view)} bytes, too short to hold its index")
+            raise where.damaged(f"the shard file is {len(view)} bytes, too short to hold its index")
         entries = self.index_entries(view[data_end:], where)
         for i, (offset, nbytes) in enumerate(entries.tolist()):
             chunk = None if offset == NO_CHUNK else view[offset : offset + nbytes]
             if chunk is not None and (offset + nbytes > data_end or nbytes < 4):
-                raise StoreError(
-                    f"{where}: its index places inner chunk {i} at bytes {offset}-{offset + nbytes}, "
+                raise where.damaged(
+                    f"its index places inner chunk {i} at bytes {offset}-{offset + nbytes}, "
                     f"outside the file's {len(view)} bytes"
                 )
-            self.decode_inner(chunk, out[i * self.inner_len : (i + 1) * self.inner_len], f"{where}, inner chunk {i}")
+            self.decode_inner(
+                chunk, out[i * self.inner_len : (i + 1) * self.inner_len], where.within(f"inner chunk {i}")
+            )
 
     @property
     def inner_count(self) -> int:
@@ -140,12 +182,12 @@ class ShardLayout:
         """Bytes of the index at the end of a shard file: (offset, length) ``uint64`` pairs, then a crc32c."""
         return 16 * self.inner_count + 4
 
-    def index_entries(self, index: np.ndarray, where: str) -> np.ndarray:
+    def index_entries(self, index: np.ndarray, where: ChunkLocation) -> np.ndarray:
         """``(inner_count, 2) uint64`` (offset, length) of each inner chunk, from the index bytes
         at the end of a shard file (its crc32c checked)."""
-        return _checked(index, f"{where}, shard index").view("<u8").reshape(self.inner_count, 2)
+        return _checked(index, where.within("shard index")).view("<u8").reshape(self.inner_count, 2)
 
-    def decode_inner(self, chunk: np.ndarray | None, out: np.ndarray, where: str) -> None:
+    def decode_inner(self, chunk: np.ndarray | None, out: np.ndarray, where: ChunkLocation) -> None:
         """Decode one inner chunk's bytes (None: never written) into ``out``, ``(inner_len, ...)``."""
         if chunk is None:
             out[...] = self.fill_value
@@ -156,9 +198,7 @@ class ShardLayout:
         elif self.codec == "blosc":
             _blosc_into(data, raw, where)
         elif len(data) != raw.size:
-            raise StoreError(
-                f"{where}: an uncompressed chunk of {len(data):,} bytes where the chunk holds {raw.size:,}"
-            )
+            raise where.damaged(f"an uncompressed chunk of {len(data):,} bytes where the chunk holds {raw.size:,}")
         else:
             raw[:] = data
 
@@ -184,43 +224,46 @@ def _compressor(codecs) -> str | None:
     return "other"
 
 
-def _checked(data: np.ndarray, where: str) -> np.ndarray:
+def _checked(data: np.ndarray, where: ChunkLocation) -> np.ndarray:
     """``data`` without its trailing crc32c, which must match."""
     if len(data) < 4 or google_crc32c.value(data[:-4]) != int.from_bytes(data[-4:].tobytes(), "little"):
-        raise StoreError(f"{where}: the crc32c checksum does not match (the bytes are damaged)")
+        raise where.damaged("the crc32c checksum does not match (the bytes are damaged)")
     return data[:-4]
 
 
-def _zstd_into(frame: np.ndarray, out: np.ndarray, where: str) -> None:
-    size = frame_content_size(frame[:18].tobytes())
+def _zstd_into(frame: np.ndarray, out: np.ndarray, where: ChunkLocation) -> None:
+    try:
+        size = frame_content_size(frame[:18].tobytes())
+    except StoreError as error:
+        raise where.damaged(str(error)) from None
     if size is None:
-        raise StoreError(f"{where}: a zstd frame does not record its size, which zarr always writes; refusing it")
+        raise where.damaged("a zstd frame does not record its size, which zarr always writes; refusing it")
     if size != out.size:
-        raise StoreError(
-            f"{where}: a zstd frame would decompress to {size:,} bytes where the chunk holds {out.size:,}; refusing it"
+        raise where.damaged(
+            f"a zstd frame would decompress to {size:,} bytes where the chunk holds {out.size:,}; refusing it"
         )
     try:
         data = _decompressor().decompress(frame)
     except zstandard.ZstdError as error:
-        raise StoreError(f"{where}: the zstd frame is damaged ({error})") from None
+        raise where.damaged(f"the zstd frame is damaged ({error})") from None
     if len(data) != size:
-        raise StoreError(f"{where}: a zstd frame decompressed to {len(data):,} bytes where its header says {size:,}")
+        raise where.damaged(f"a zstd frame decompressed to {len(data):,} bytes where its header says {size:,}")
     out[:] = np.frombuffer(data, np.uint8)
 
 
-def _blosc_into(frame: np.ndarray, out: np.ndarray, where: str) -> None:
+def _blosc_into(frame: np.ndarray, out: np.ndarray, where: ChunkLocation) -> None:
     try:
         size = blosc_size(frame[:BLOSC_HEADER_BYTES].tobytes(), len(frame))
     except StoreError as error:
-        raise StoreError(f"{where}: {error}") from None
+        raise where.damaged(str(error)) from None
     if size != out.size:
-        raise StoreError(
-            f"{where}: a blosc frame would decompress to {size:,} bytes where the chunk holds {out.size:,}; refusing it"
+        raise where.damaged(
+            f"a blosc frame would decompress to {size:,} bytes where the chunk holds {out.size:,}; refusing it"
         )
     try:
         numcodecs.blosc.decompress(frame, out)
     except RuntimeError as error:
-        raise StoreError(f"{where}: the blosc frame is damaged ({error})") from None
+        raise where.damaged(f"the blosc frame is damaged ({error})") from None
 
 
 # One zstd decompression context per thread (a context serves one thread at a time): numcodecs'
@@ -278,7 +321,7 @@ def start_reading_shards(
     jobs = []  # (layout, shard, where its samples go)
     futures = []
     for name, array in arrays.items():
-        length = (array.shards or array.chunks)[0]
+        length = samples_per_shard(array)
         for i, shard in enumerate(shards):
             into = out[name][i * length : (i + 1) * length]
             if layouts[name] is not None:
@@ -317,7 +360,7 @@ def read_shards(
     (:func:`start_reading_shards`).
     """
     some = next(iter(arrays.values()))
-    length, n = (some.shards or some.chunks)[0], some.shape[0]
+    length, n = samples_per_shard(some), some.shape[0]
     out = {name: np.empty((len(shards) * length, *a.shape[1:]), a.dtype) for name, a in arrays.items()}
     start_reading_shards(arrays, shards, out, threads).wait()
     return {
@@ -366,7 +409,7 @@ class SampleReader:
         def decode(name: str, chunk: np.ndarray | None) -> np.ndarray:
             layout = self.layouts[name]
             out = np.empty((layout.inner_len, *layout.sample_shape), layout.dtype)
-            layout.decode_inner(chunk, out, f"{layout.key(shard)} (sample {index})")
+            layout.decode_inner(chunk, out, ChunkLocation(layout.path, layout.key(shard), index, index))
             return out[row % layout.inner_len]
 
         values.update(zip(self.sharded, map(decode, self.sharded, chunks)))
@@ -384,13 +427,14 @@ class SampleReader:
                 try:
                     file.seek(-layout.index_bytes, os.SEEK_END)
                 except OSError:  # shorter than its index
-                    raise StoreError(f"{key} (sample {index}): the shard file is too short to hold its index") from None
+                    where = ChunkLocation(layout.path, key, index, index)
+                    raise where.damaged("the shard file is too short to hold its index") from None
                 self._keep_index(layout, key, file.read(), index)
             offset, nbytes = self._indexes[key][row // layout.inner_len].tolist()
             if offset == NO_CHUNK:
                 return None
             file.seek(offset)
-            return _whole_chunk(file.read(nbytes), key, offset, nbytes, index)
+            return _whole_chunk(file.read(nbytes), ChunkLocation(layout.path, key, index, index), offset, nbytes)
 
     def _remote_chunks(self, shard: int, row: int, index: int) -> list[np.ndarray | None]:
         """The inner chunks holding ``row`` of ``shard`` of each sharded array (None: never
@@ -407,24 +451,32 @@ class SampleReader:
             offset, nbytes = (NO_CHUNK, 0) if entries is None else entries[row // layout.inner_len].tolist()
             wanted.append(None if offset == NO_CHUNK else (key, offset, nbytes))
         fetched = iter(fetch_ranges(self.store, [request for request in wanted if request is not None]))
-        return [None if request is None else _whole_chunk(next(fetched), *request, index) for request in wanted]
+        return [
+            None
+            if request is None
+            else _whole_chunk(
+                next(fetched), ChunkLocation(layouts[request[0]].path, request[0], index, index), *request[1:]
+            )
+            for request in wanted
+        ]
 
     def _keep_index(self, layout: ShardLayout, key: str, index_bytes: bytes | np.ndarray | None, index: int) -> None:
         """Keep the entries of shard file ``key``'s index (None: the file is absent)."""
         self._indexes[key] = (
             None
             if index_bytes is None
-            else layout.index_entries(np.frombuffer(index_bytes, np.uint8), f"{key} (sample {index})")
+            else layout.index_entries(
+                np.frombuffer(index_bytes, np.uint8), ChunkLocation(layout.path, key, index, index)
+            )
         )
 
 
-def _whole_chunk(data: bytes | np.ndarray, key: str, offset: int, nbytes: int, index: int) -> np.ndarray:
+def _whole_chunk(data: bytes | np.ndarray, where: ChunkLocation, offset: int, nbytes: int) -> np.ndarray:
     """``data``, read for an inner chunk at ``offset`` of ``nbytes`` bytes, as a uint8 array."""
     chunk = np.frombuffer(data, np.uint8)
     if len(chunk) != nbytes:
-        raise StoreError(
-            f"{key} (sample {index}): its index places an inner chunk at bytes {offset}-{offset + nbytes}, "
-            "past the end of the file"
+        raise where.damaged(
+            f"its index places an inner chunk at bytes {offset}-{offset + nbytes}, past the end of the file"
         )
     return chunk
 

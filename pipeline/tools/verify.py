@@ -35,7 +35,7 @@ from pipeline.store.schema import (
     VOTES,
     guidance_specs,
 )
-from pipeline.store.shard_reader import read_shards
+from pipeline.store.shard_reader import ChunkDamagedError, read_shards, samples_per_shard
 
 
 @dataclass(frozen=True)
@@ -86,18 +86,18 @@ def verify_store(location: str, progress: Progress = QUIET) -> list[Fault]:
     status_parts = []
     for name in sorted(set(group.array_keys()) - {CHECKSUM}):
         array = group[name]
-        block = (array.shards or array.chunks)[0]
+        block = samples_per_shard(array)
         progress.line(f"checking {name}")
         for start in range(0, array.shape[0], block):
             stop = min(start + block, array.shape[0])
-            where = (
-                f"{name}/{'/'.join(['c', str(start // block)] + ['0'] * (array.ndim - 1))} (samples {start}-{stop - 1})"
-            )
+            where = f"{shard_key(array, start // block)} (samples {start}-{stop - 1})"
             try:
                 values = read_shards({name: array}, [start // block])[name][0]
-            except StoreError as error:  # named by the shard reader: "<where>[, inner chunk i]: ..."
-                text = str(error)
-                faults.append(Fault(where, text[len(where) :].lstrip(":, ") if text.startswith(where) else text))
+            except ChunkDamagedError as error:  # the shard reader says where: the file, or a part of it
+                faults.append(Fault(str(error.location), error.problem))
+                continue
+            except StoreError as error:
+                faults.append(Fault(where, str(error)))
                 continue
             except Exception as error:  # noqa: BLE001 - a damaged chunk read by zarr raises whatever its codec raises
                 faults.append(Fault(where, f"{type(error).__name__}: {error}"))
@@ -126,6 +126,11 @@ def verify_store(location: str, progress: Progress = QUIET) -> list[Fault]:
         if not provenance.complete:
             faults.append(Fault("provenance", "the store is not marked complete"))
     return faults
+
+
+def shard_key(array, shard: int) -> str:
+    """The store key of ``array``'s shard file ``shard``, by zarr's own chunk-key encoding."""
+    return f"{array.path}/{array.metadata.encode_chunk_key((shard,) + (0,) * (array.ndim - 1))}"
 
 
 def _unread_zip_members(path: str, group) -> list[Fault]:
@@ -169,7 +174,8 @@ def _recorded_checksums(group, faults: list[Fault], progress: Progress) -> dict[
         except Exception as error:  # noqa: BLE001 - as for any other chunk
             faults.append(
                 Fault(
-                    f"{CHECKSUM}/c/{start // block}/0 (samples {start}-{stop - 1})", f"{type(error).__name__}: {error}"
+                    f"{shard_key(array, start // block)} (samples {start}-{stop - 1})",
+                    f"{type(error).__name__}: {error}",
                 )
             )
             continue

@@ -189,3 +189,35 @@ def test_a_forged_blosc_header_is_refused_before_decompressing(lz4_store, tmp_pa
         read_shards(image, [0])
     with pytest.raises(StoreError, match="blosc bomb" if forgery == "decompressed size" else "damaged or forged"):
         image["image"][0]  # zarr-python's own path
+
+
+def test_shard_keys_are_zarrs_own_and_damage_is_reported_as_data(synthetic_store, tmp_path):
+    """The reader's shard keys are those of zarr's chunk-key encoding; a damaged chunk raises an
+    error that carries where and what (also across processes), which verify reports as it is."""
+    import pickle
+    import shutil
+
+    from pipeline.store import open_store
+    from pipeline.store.shard_reader import ChunkDamagedError, ShardLayout, read_shards
+    from pipeline.tools.verify import shard_key, verify_store
+
+    group = open_store(synthetic_store)
+    for name in group.array_keys():
+        layout = ShardLayout.of(group[name])
+        if layout is not None:
+            assert [layout.key(shard) for shard in range(3)] == [shard_key(group[name], shard) for shard in range(3)]
+    store = tmp_path / "damaged.zarr"
+    shutil.copytree(synthetic_store, store)
+    shard_file = store / shard_key(group["image"], 1)
+    data = bytearray(shard_file.read_bytes())
+    data[10] ^= 0xFF  # a byte of the first inner chunk
+    shard_file.write_bytes(bytes(data))
+    with pytest.raises(ChunkDamagedError) as raised:
+        read_shards({"image": open_store(store)["image"]}, [1])
+    error = raised.value
+    assert (error.location.key, error.location.first, error.location.part) == ("image/c/1/0/0/0", 16, "inner chunk 0")
+    assert "crc32c checksum does not match" in error.problem
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.location, copy.problem, str(copy)) == (error.location, error.problem, str(error))
+    faults = verify_store(str(store))
+    assert [(fault.where, fault.problem) for fault in faults] == [(str(error.location), error.problem)]
