@@ -1,7 +1,5 @@
-"""Checkpoints: written atomically, loaded with ``weights_only=True``, compared with a config.
-
-A checkpoint carries the model and optimizer state, the epoch, the history, the selected epoch,
-the configuration, the class names and label set, and the store's provenance hashes.
+"""Checkpoints: a typed record, written atomically, loaded with ``weights_only=True`` and checked,
+compared with a config.
 """
 
 from __future__ import annotations
@@ -11,6 +9,7 @@ import dataclasses
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,71 +23,69 @@ from pipeline.errors import CheckpointSaveError, ConfigError
 CHECKPOINT_FORMAT = 2
 
 
-def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    """Write atomically: a run killed while saving, or a save that fails (a full disk), keeps the
-    previous file.
+@dataclass(frozen=True)
+class Checkpoint:
+    """One epoch of a run, as ``last.pt`` and ``best.pt`` hold it.
 
-    Raises:
-        CheckpointSaveError: the file could not be written, saying why.
+    model: the model's tensors by name. optimizer: the optimizer's state. epoch: the epochs done.
+    history: one record per epoch (``log.jsonl``'s lines). best: the selected epoch and its
+    validation accuracy. config: the run's resolved :class:`TrainConfig` as a dict. class_names,
+    label_set: what the classes are. store: the store's location and provenance hashes
+    (``dataset``, ``config_sha256``, ``manifest_sha256``).
     """
-    partial = path.with_suffix(".partial")
-    try:
-        torch.save(checkpoint, partial)
-        os.replace(partial, path)
-    except (OSError, RuntimeError) as error:  # torch reports a full disk as RuntimeError
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
-        free = shutil.disk_usage(path.parent).free
-        kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written yet"
-        raise CheckpointSaveError(
-            f"cannot save the checkpoint {path} ({' '.join(str(error).split())}; {free:,} bytes free on its disk); "
-            f"{kept}. Free space (or fix the folder's permissions), then run the same command with --resume"
-        ) from None
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    epoch: int
+    history: list[dict[str, Any]]
+    best: dict[str, Any]
+    config: dict[str, Any]
+    class_names: list[str]
+    label_set: str
+    store: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types and tensors only, as ``torch.load(..., weights_only=True)`` reads them."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            **{field.name: getattr(self, field.name) for field in dataclasses.fields(self)},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str | Path) -> Checkpoint:
+        """The checkpoint in ``data`` (what ``torch.load`` gave for ``path``).
+
+        Raises:
+            ConfigError: not a checkpoint of this version of fer-train, or a field missing or of
+                another type than it writes (each named).
+        """
+        if isinstance(data, dict) and data.get("format") == 1:
+            raise ConfigError(
+                f"{path} was written by an earlier fer-train (checkpoint format 1), whose fold runs chose "
+                "their epoch on the test fold; train it again with this version"
+            )
+        if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(f"{path} is not a checkpoint written by fer-train (format {CHECKPOINT_FORMAT})")
+        wrong = [
+            f"{key!r} ({'missing' if key not in data else type(data[key]).__name__}; should be {what})"
+            for key, (kind, what) in _FIELDS.items()
+            if not _is(data.get(key), kind)
+        ]
+        if wrong:
+            raise ConfigError(
+                f"{path} is damaged or was edited: its fields {', '.join(wrong)} are not what fer-train writes; "
+                "use another checkpoint of the run"
+            )
+        return cls(**{key: data[key] for key in _FIELDS})
+
+    @property
+    def non_finite_weights(self) -> int:
+        """How many of the model's weights are NaN or infinite."""
+        return sum(int((~torch.isfinite(values)).sum()) for values in self.model.values() if values.is_floating_point())
 
 
-def non_finite_weights(checkpoint: dict[str, Any]) -> int:
-    """How many of the checkpoint's model weights are NaN or infinite."""
-    return sum(
-        int((~torch.isfinite(values)).sum())
-        for values in checkpoint["model"].values()
-        if isinstance(values, torch.Tensor) and values.is_floating_point()
-    )
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by :func:`train`, loaded with ``weights_only=True``.
-
-    Raises:
-        ConfigError: not a checkpoint of this project.
-    """
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"no checkpoint at {path}") from None
-    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise ConfigError(f"{path} is not a readable checkpoint: {error}") from None
-    if isinstance(checkpoint, dict) and checkpoint.get("format") == 1:
-        raise ConfigError(
-            f"{path} was written by an earlier fer-train (checkpoint format 1), whose fold runs chose "
-            "their epoch on the test fold; train it again with this version"
-        )
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"{path} is not a checkpoint written by fer-train (format {CHECKPOINT_FORMAT})")
-    wrong = [
-        f"{key!r} ({'missing' if key not in checkpoint else type(checkpoint[key]).__name__}; should be {what})"
-        for key, (kind, what) in CHECKPOINT_FIELDS.items()
-        if not _is(checkpoint.get(key), kind)
-    ]
-    if wrong:
-        raise ConfigError(
-            f"{path} is damaged or was edited: its fields {', '.join(wrong)} are not what fer-train writes; "
-            "use another checkpoint of the run"
-        )
-    return checkpoint
-
-
-# What fer-train writes in a checkpoint: key -> (type, or (container, item type), description).
-CHECKPOINT_FIELDS: dict[str, tuple[Any, str]] = {
+# What from_dict accepts of each field: its type, or (container, item type), and what it is.
+_FIELDS: dict[str, tuple[Any, str]] = {
     "model": ((dict, torch.Tensor), "the model's tensors by name"),
     "optimizer": (dict, "the optimizer's state"),
     "epoch": (int, "an epoch number"),
@@ -107,6 +104,44 @@ def _is(value: Any, kind: Any) -> bool:
         items = value.values() if isinstance(value, dict) else value
         return isinstance(value, container) and all(isinstance(entry, item) for entry in items)
     return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
+    """Write atomically: a run killed while saving, or a save that fails (a full disk), keeps the
+    previous file.
+
+    Raises:
+        CheckpointSaveError: the file could not be written, saying why.
+    """
+    partial = path.with_suffix(".partial")
+    try:
+        torch.save(checkpoint.to_dict(), partial)
+        os.replace(partial, path)
+    except (OSError, RuntimeError) as error:  # torch reports a full disk as RuntimeError
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written yet"
+        raise CheckpointSaveError(
+            f"cannot save the checkpoint {path} ({' '.join(str(error).split())}; {free:,} bytes free on its disk); "
+            f"{kept}. Free space (or fix the folder's permissions), then run the same command with --resume"
+        ) from None
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """A checkpoint written by :func:`~fer_models.training.run_directory.train`, loaded with
+    ``weights_only=True`` and checked (:meth:`Checkpoint.from_dict`).
+
+    Raises:
+        ConfigError: not a readable checkpoint of this project, or a damaged one.
+    """
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"no checkpoint at {path}") from None
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise ConfigError(f"{path} is not a readable checkpoint: {error}") from None
+    return Checkpoint.from_dict(data, path)
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
@@ -136,10 +171,10 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: s
     model.load_state_dict(state)
 
 
-def options_differing(checkpoint: dict[str, Any], config: TrainConfig) -> list[str]:
+def options_differing(checkpoint: Checkpoint, config: TrainConfig) -> list[str]:
     """``["lr: 0.003 != 0.01", ...]``: where ``config`` differs from the checkpoint's run, apart
     from ``epochs`` (which a resumed run may raise)."""
-    stored = {k: v for k, v in checkpoint["config"].items() if k != "epochs"}
+    stored = {k: v for k, v in checkpoint.config.items() if k != "epochs"}
     current = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k != "epochs"}
     return differing_keys(stored, current)
 

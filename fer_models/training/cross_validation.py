@@ -87,7 +87,7 @@ def finished_run(run_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
     differ = options_differing(checkpoint, config)
     if differ:
         raise ConfigError(f"{run_dir} holds a run with other options ({'; '.join(differ)}); choose another --out")
-    if checkpoint["epoch"] != config.epochs or not summary.exists():
+    if checkpoint.epoch != config.epochs or not summary.exists():
         return None
     return json.loads(summary.read_text())
 

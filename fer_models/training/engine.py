@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from fer_models.data.augment import AugmentConfig, augment_batch
 from fer_models.data.selection import Selection
 from fer_models.data.stream import StoreBatches, make_loader
-from fer_models.training.checkpoint import CHECKPOINT_FORMAT, load_initial_weights, load_weights
+from fer_models.training.checkpoint import Checkpoint, load_initial_weights, load_weights
 from fer_models.training.config import TrainConfig
 from fer_models.training.metrics import accuracy, confusion_matrix, macro_f1
 from fer_models.training.protocol import resolve_protocol
@@ -197,35 +197,35 @@ class Trainer:
             self.model, self._loader(batches), self.device, len(self.class_names), self._autocast, self._input
         )
 
-    def checkpoint(self) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch,
-            "history": self.history,
-            "best": self.best,
-            "config": dataclasses.asdict(self.config),
-            "class_names": list(self.class_names),
-            "label_set": self.train_selection.label_set,
-            "store": {
+    def checkpoint(self) -> Checkpoint:
+        """The run as it stands after :attr:`epoch`."""
+        return Checkpoint(
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            epoch=self.epoch,
+            history=self.history,
+            best=self.best,
+            config=dataclasses.asdict(self.config),
+            class_names=list(self.class_names),
+            label_set=self.train_selection.label_set,
+            store={
                 "location": self.config.store,
                 **{key: getattr(self.view.provenance, key) for key in ("dataset", "config_sha256", "manifest_sha256")},
             },
-        }
+        )
 
-    def restore(self, checkpoint: dict[str, Any], path: str | Path = "the checkpoint") -> None:
+    def restore(self, checkpoint: Checkpoint, path: str | Path = "the checkpoint") -> None:
         """Continue from ``checkpoint`` (read from ``path``, named in errors).
 
         Raises:
             ConfigError: its weights or optimizer state do not fit this run's model.
         """
-        load_weights(self.model, checkpoint["model"], path)
+        load_weights(self.model, checkpoint.model, path)
         try:
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.optimizer.load_state_dict(checkpoint.optimizer)
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"the optimizer state in {path} does not fit this run's model ({error})") from None
-        self.epoch, self.history, self.best = checkpoint["epoch"], checkpoint["history"], checkpoint["best"]
+        self.epoch, self.history, self.best = checkpoint.epoch, checkpoint.history, checkpoint.best
 
 
 def evaluate_model(

@@ -9,7 +9,7 @@ import numpy as np
 
 from fer_models.data.selection import SubjectFolds, select_samples
 from fer_models.data.stream import StoreBatches, make_loader
-from fer_models.training.checkpoint import load_checkpoint, load_weights, non_finite_weights
+from fer_models.training.checkpoint import load_checkpoint, load_weights
 from fer_models.training.config import TrainConfig
 from fer_models.training.confusion_png import write_confusion_png
 from fer_models.training.engine import evaluate_model, resolve_device
@@ -47,16 +47,16 @@ def evaluate_checkpoint(
             ``allow_seen``, or the store lacks what the model reads or the checkpoint's label set.
     """
     checkpoint = load_checkpoint(checkpoint_path)
-    broken = non_finite_weights(checkpoint)
+    broken = checkpoint.non_finite_weights
     if broken:
         raise ConfigError(
             f"{broken:,} of the weights in {checkpoint_path} are NaN or infinite: the run that wrote it diverged, "
             "so its predictions mean nothing; score an earlier checkpoint of the run, or train again with a lower --lr"
         )
-    config = TrainConfig(**{**checkpoint["config"], "store": store, "device": device})
+    config = TrainConfig(**{**checkpoint.config, "store": store, "device": device})
     view = StoreView.open(store)
     splits = list(view.provenance.splits)
-    same_rows = view.provenance.manifest_sha256 == checkpoint["store"]["manifest_sha256"]
+    same_rows = view.provenance.manifest_sha256 == checkpoint.store["manifest_sha256"]
     protocol = resolve_protocol(config, store, splits) if same_rows else None
     if fold is not None:
         if not config.folds:
@@ -66,7 +66,7 @@ def evaluate_checkpoint(
                 f"--fold must be between 0 and {config.folds - 1} for this {config.folds}-fold checkpoint"
             )
         folds = SubjectFolds.only(config.folds, fold)
-        selection = select_samples(store, train_split_name(config, splits), checkpoint["label_set"], folds)
+        selection = select_samples(store, train_split_name(config, splits), checkpoint.label_set, folds)
         scored = f"fold{fold}"
     elif split is None:
         if protocol is None:
@@ -77,11 +77,11 @@ def evaluate_checkpoint(
             raise ConfigError(f"the run of {checkpoint_path} had no test samples; name a --split")
         selection, scored = protocol.test, protocol.test_name
     else:
-        selection, scored = select_samples(store, split, checkpoint["label_set"]), split
-    if list(selection.class_names) != checkpoint["class_names"]:
+        selection, scored = select_samples(store, split, checkpoint.label_set), split
+    if list(selection.class_names) != checkpoint.class_names:
         raise ConfigError(
-            f"label set {checkpoint['label_set']!r} of {store} has classes {list(selection.class_names)}; "
-            f"the checkpoint was trained on {checkpoint['class_names']}"
+            f"label set {checkpoint.label_set!r} of {store} has classes {list(selection.class_names)}; "
+            f"the checkpoint was trained on {checkpoint.class_names}"
         )
     seen = validated = None
     if protocol is not None:
@@ -96,7 +96,7 @@ def evaluate_checkpoint(
             )
     torch_device = resolve_device(device)
     model = build_model(config, view, len(selection.class_names))
-    load_weights(model, checkpoint["model"], checkpoint_path)
+    load_weights(model, checkpoint.model, checkpoint_path)
     model.to(torch_device)
     batches = StoreBatches(store, selection, model_fields(model), batch_size)
     scores = evaluate_model(
@@ -108,9 +108,9 @@ def evaluate_checkpoint(
         "scored": scored,
         "samples": len(selection),
         "model": config.model,
-        "label_set": checkpoint["label_set"],
-        "epoch": checkpoint["epoch"],
-        "same_preprocessing": view.provenance.config_sha256 == checkpoint["store"]["config_sha256"],
+        "label_set": checkpoint.label_set,
+        "epoch": checkpoint.epoch,
+        "same_preprocessing": view.provenance.config_sha256 == checkpoint.store["config_sha256"],
         "same_rows": same_rows,
         "trained_samples_scored": seen,
         "validation_samples_scored": validated,
@@ -123,7 +123,7 @@ def evaluate_checkpoint(
             np.array(scores["confusion"]),
             selection.class_names,
             out / "confusion.png",
-            title=f"{config.model} epoch {checkpoint['epoch']}, {scored}",
+            title=f"{config.model} epoch {checkpoint.epoch}, {scored}",
         )
         (out / "metrics.json").write_text(strict_json(result, indent=2))
     return result

@@ -67,7 +67,7 @@ def train(
     if resume and checkpoint is None and out.exists():
         progress.line(f"{out} holds no complete checkpoint (last.pt) yet: starting at epoch 1")
     if checkpoint is not None and config.threads is None:
-        config = dataclasses.replace(config, threads=checkpoint["config"].get("threads"))
+        config = dataclasses.replace(config, threads=checkpoint.config.get("threads"))
     with reproducible_torch(config.resolved().threads):
         return _train(config, out, checkpoint, progress)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_models.training.checkpoint import load_checkpoint, non_finite_weights
+from fer_models.training.checkpoint import load_checkpoint
 from fer_models.training.config import TrainConfig
 from fer_models.training.engine import Trainer
 from fer_models.training.evaluation import evaluate_checkpoint
@@ -38,11 +38,11 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(fer_store, tmp_pat
     resumed = train(config, tmp_path / "split", resume=True)
 
     a, b = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "split" / "last.pt")
-    assert a["epoch"] == b["epoch"] == 3
-    for key, tensor in a["model"].items():
-        torch.testing.assert_close(b["model"][key], tensor, rtol=0, atol=0, msg=key)
+    assert a.epoch == b.epoch == 3
+    for key, tensor in a.model.items():
+        torch.testing.assert_close(b.model[key], tensor, rtol=0, atol=0, msg=key)
     strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]
-    assert strip(a["history"]) == strip(b["history"])
+    assert strip(a.history) == strip(b.history)
     assert whole["test_accuracy"] == resumed["test_accuracy"] and whole["confusion"] == resumed["confusion"]
     lines = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
@@ -130,7 +130,7 @@ def test_a_training_run_killed_mid_epoch_resumes_to_the_same_metrics(fer_store, 
         time.sleep(0.01)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    done = load_checkpoint(killed / "last.pt")["epoch"]
+    done = load_checkpoint(killed / "last.pt").epoch
     assert 2 <= done < 6, "the run should have been killed part-way"
     resumed = subprocess.run([fer_train, *options, "--out", killed, "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
@@ -191,12 +191,12 @@ def test_a_diverging_run_stops_naming_the_cause_and_keeps_its_last_good_epoch(fe
     with pytest.raises(TrainingDivergedError, match=r"epoch 2: the weights are no longer finite.* holds epoch 1"):
         train(TrainConfig(store=str(fer_store), model="cnn", **QUICK), out)
     kept = load_checkpoint(out / "last.pt")
-    assert kept["epoch"] == 1 and non_finite_weights(kept) == 0
+    assert kept.epoch == 1 and kept.non_finite_weights == 0
     assert [record["epoch"] for record in strict_lines(out / "log.jsonl")] == [1]
 
     broken = tmp_path / "broken.pt"
-    kept["model"][next(iter(kept["model"]))].fill_(float("inf"))
-    torch.save(kept, broken)
+    next(iter(kept.model.values())).fill_(float("inf"))
+    torch.save(kept.to_dict(), broken)
     with pytest.raises(ConfigError, match=r"of the weights in .*broken\.pt are NaN or infinite"):
         evaluate_checkpoint(broken, str(fer_store))
 
@@ -210,7 +210,7 @@ def test_a_checkpoint_that_cannot_be_saved_says_why_and_resume_goes_on_from_the_
         CheckpointSaveError, match=r"cannot save the checkpoint .*last\.pt .*the previous last\.pt is kept"
     ):
         train(config, out, resume=True)
-    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    assert load_checkpoint(out / "last.pt").epoch == 1
     (out / "last.partial").rmdir()
     said = []
     summary = train(config, out, resume=True, progress=Lines(said.append))
