@@ -69,7 +69,8 @@ from pipeline.config import PreprocessConfig
 from pipeline.datasets import get_dataset
 from pipeline.stages.decode import decode_image
 from pipeline.store import bytes_on_disk, open_store
-from pipeline.store.shard_reader import SampleReader, ShardLayout, fetch_ranges, start_reading_shards
+from pipeline.store.shard_format import ShardLayout
+from pipeline.store.shard_reader import SampleReader, fetch_ranges, start_reading_shards
 from tests.support.servers import NGINX, nginx, put_in_bucket, rclone_s3, s3_server, store_server
 
 FIELDS = ("image", "heatmap", "mask_soft", "saliency", "landmarks")

@@ -31,7 +31,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from pipeline.store.shard_reader import NO_CHUNK, ShardLayout
+from pipeline.store.shard_format import NO_CHUNK, ShardLayout
 
 
 def write_whole_shard(root: str | Path, array: zarr.Array, start: int, values: np.ndarray) -> bool:

@@ -35,7 +35,8 @@ from pipeline.store.schema import (
     VOTES,
     guidance_specs,
 )
-from pipeline.store.shard_reader import ChunkDamagedError, read_shards, samples_per_shard
+from pipeline.store.shard_format import ChunkDamagedError, samples_per_shard
+from pipeline.store.shard_reader import read_shards
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from zarr.codecs import Crc32cCodec
 
 from pipeline.errors import StoreError
 from pipeline.store import open_store
-from pipeline.store.shard_reader import SampleReader, ShardLayout, read_shards
+from pipeline.store.shard_format import ShardLayout
+from pipeline.store.shard_reader import SampleReader, read_shards
 from pipeline.tools.pack import pack_store
 from pipeline.tools.verify import verify_store
 from tests.support.damaged_stores import index_past_the_end
@@ -198,7 +199,7 @@ def test_shard_keys_are_zarrs_own_and_damage_is_reported_as_data(synthetic_store
     import shutil
 
     from pipeline.store import open_store
-    from pipeline.store.shard_reader import ChunkDamagedError, ShardLayout, read_shards
+    from pipeline.store.shard_format import ChunkDamagedError
     from pipeline.tools.verify import shard_key, verify_store
 
     group = open_store(synthetic_store)
