@@ -53,8 +53,10 @@ MAX_FAILED_SHARE = 0.01
 
 def begin_growth(path: str | Path, types: tuple[str, ...], models: dict[str, dict[str, str]]) -> None:
     """Add empty arrays for guidance ``types`` to a complete store, with a ``growing`` mark array
-    (``(N,) uint8``, 1 where a shard's new guidance is written), and list them under ``growing``
-    in the provenance with the model files they use. Does nothing if this growth already began.
+    (``(N,) uint8``, 1 where a shard's new guidance is written) and a ``growing_errors`` array,
+    and list them under ``growing`` in the provenance with the model files they use. If this
+    growth already began, only adds ``growing_errors`` where a growth begun before it existed
+    lacks it (here, once, not in the shard tasks that write it).
 
     Raises:
         StoreError: another growth is unfinished, or a type is already stored.
@@ -68,6 +70,8 @@ def begin_growth(path: str | Path, types: tuple[str, ...], models: dict[str, dic
                 f"{path} is already adding {', '.join(growing.types)} with the model files "
                 f"{growing.models}; run the same command again (same --guidance and model files) to finish it"
             )
+        if GROWTH_ERRORS not in group:
+            create_array(group, GROWTH_ERRORS_SPEC, group[STATUS].shape[0], provenance.preprocess_config.shard_size)
         return
     present = [name for name in types if name in group]
     if present:
@@ -99,10 +103,6 @@ def write_grown_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray
     """
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     n = len(next(iter(arrays.values())))
-    if GROWTH_ERRORS not in group:  # a growth begun before the errors were kept apart
-        create_array(
-            group, GROWTH_ERRORS_SPEC, group[STATUS].shape[0], provenance_of(group).preprocess_config.shard_size
-        )
     write_regions(path, group, start, arrays)
     record_checksums(group, start, arrays)
     if any(errors):
@@ -110,21 +110,17 @@ def write_grown_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray
     group[GROWTH_MARK][start : start + n] = np.ones(n, dtype=np.uint8)
 
 
-def growth_failures(path: str | Path) -> tuple[dict[str, int], dict[str, str], int]:
-    """Of the unfinished growth: per type, the samples it failed on and the first error; and the
-    number of usable samples (status ok or ok_prior)."""
-    group = zarr.open_group(str(path), mode="r", use_consolidated=False)
-    types = provenance_of(group).growing_types
+def _failures(errors: np.ndarray, types: tuple[str, ...]) -> tuple[dict[str, int], dict[str, str]]:
+    """Per type, the samples whose ``errors`` (``(N,) str``, ``type: error`` lines) name it, and
+    its first error."""
     counts, first = dict.fromkeys(types, 0), {}
-    if GROWTH_ERRORS in group:
-        for text in group[GROWTH_ERRORS][:]:
-            for line in str(text).splitlines():
-                name, _, error = line.partition(": ")
-                if name in counts:
-                    counts[name] += 1
-                    first.setdefault(name, error)
-    usable = int(np.isin(group[STATUS][:], [int(code) for code in USABLE_STATUSES]).sum())
-    return counts, first, usable
+    for text in errors[errors != ""]:
+        for line in str(text).splitlines():
+            name, _, error = line.partition(": ")
+            if name in counts:
+                counts[name] += 1
+                first.setdefault(name, error)
+    return counts, first
 
 
 def finish_growth(path: str | Path) -> Growth | None:
@@ -136,11 +132,16 @@ def finish_growth(path: str | Path) -> Growth | None:
 
     Raises:
         GuidanceFailedError: a type failed on more than :data:`MAX_FAILED_SHARE` of the usable
-            samples and on more than one; the growth is undone first (:func:`undo_growth`), so the store is as it was.
+            samples and on more than one; the growth is undone first (:func:`undo_growth`), so
+            the store is as it was.
     """
     if growth_pending_shards(path):
         return None
-    counts, first, usable = growth_failures(path)
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    provenance = provenance_of(group)
+    errors = group[GROWTH_ERRORS][:]
+    counts, first = _failures(errors, provenance.growing_types)
+    usable = int(np.isin(group[STATUS][:], [int(code) for code in USABLE_STATUSES]).sum())
     too_many = {name: count for name, count in counts.items() if count > max(1, MAX_FAILED_SHARE * usable)}
     if too_many:
         undo_growth(path)
@@ -155,19 +156,15 @@ def finish_growth(path: str | Path) -> Growth | None:
             "cause (for a saliency network: does it run on one aligned face of this store's size?), or "
             "leave the type out of --guidance, then run again."
         )
-    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
-    errors = group[GROWTH_ERRORS][:] if GROWTH_ERRORS in group else None
-    if errors is not None and any(errors):
+    if any(counts.values()):
         if GUIDANCE_ERRORS not in group:
-            create_array(group, GUIDANCE_ERRORS_SPEC, len(errors), provenance_of(group).preprocess_config.shard_size)
+            create_array(group, GUIDANCE_ERRORS_SPEC, len(errors), provenance.preprocess_config.shard_size)
         kept = group[GUIDANCE_ERRORS][:]
         group[GUIDANCE_ERRORS][:] = np.asarray(
             ["\n".join(line for line in (old, new) if line) for old, new in zip(kept, errors)], dtype=object
         )
     del group[GROWTH_MARK]
-    if GROWTH_ERRORS in group:
-        del group[GROWTH_ERRORS]
-    provenance = provenance_of(group)
+    del group[GROWTH_ERRORS]
     record = dataclasses.replace(
         provenance.growing,
         finished=utc_now(),
