@@ -3,11 +3,12 @@ can hold.
 
 A zstd frame of 32 KB can decompress to a gigabyte of zeros; zarr's own codecs allocate whatever
 the frame's header asks for. :class:`BoundedZstdCodec` reads the decompressed size from the frame
-header first and refuses the chunk (raising :class:`~pipeline.errors.StoreError`) when it is larger
-than the chunk's raw size, or when the frame does not record its size at all (a streamed frame,
-which zarr never writes). :class:`BoundedBloscCodec` does the same with a blosc frame's header,
-and also refuses a frame whose header gives another compressed length than the chunk's (blosc
-reads as far as the header says). They apply to FER stores only: :func:`bounded_codecs` makes
+header first and refuses the chunk (raising :class:`~pipeline.errors.StoreError`) by
+:func:`check_recorded_size`, the policy the project's shard reader applies too: the frame must
+record its size (a streamed frame, which zarr never writes, does not), and the size must be the
+chunk's raw size (at most that, for variable-length strings). :class:`BoundedBloscCodec` does the
+same with a blosc frame's header, and also refuses a frame whose header gives another compressed
+length than the chunk's (blosc reads as far as the header says). They apply to FER stores only: :func:`bounded_codecs` makes
 them zarr's ``zstd`` and ``blosc`` while :func:`~pipeline.store.location.open_group_readonly`
 opens a store (whose arrays keep the codecs they were opened with); elsewhere in the process
 zarr's own codecs stay in place, so other stores (a tensorstore-written one, whose zstd frames
@@ -72,23 +73,31 @@ def blosc_size(header: bytes, frame_bytes: int) -> int:
     return int.from_bytes(header[4:8], "little")
 
 
-def raw_size_limit(chunk_spec: ArraySpec) -> int:
-    """The most bytes a chunk of ``chunk_spec`` can take before compression."""
+def chunk_raw_bytes(chunk_spec: ArraySpec) -> tuple[int, bool]:
+    """The bytes a chunk of ``chunk_spec`` takes before compression, and whether exactly that
+    many (fixed-size values) or at most that many (variable-length strings)."""
     items = math.prod(chunk_spec.shape)
     native = chunk_spec.dtype.to_native_dtype()
     if native.kind in "OTU":  # variable-length strings: a 4-byte count, then length and text per item
-        return 4 + items * (4 + MAX_STRING_ITEM_BYTES)
-    return items * native.itemsize
+        return 4 + items * (4 + MAX_STRING_ITEM_BYTES), False
+    return items * native.itemsize, True
 
 
-def _refuse_past_limit(size: int, chunk_spec: ArraySpec, codec: str) -> None:
-    """Raise StoreError when a ``codec`` frame recording ``size`` decompressed bytes would fill
-    more than a chunk of ``chunk_spec`` can hold (a bomb)."""
-    limit = raw_size_limit(chunk_spec)
-    if size > limit:
+def check_recorded_size(size: int | None, chunk_bytes: int, codec: str, exact: bool = True) -> None:
+    """The one bomb policy, of the shard reader and of zarr's codecs alike: a ``codec`` frame
+    must record the size it decompresses to (``size``; None when it records none), and that size
+    must be the ``chunk_bytes`` its chunk holds (no more than that, when not ``exact``).
+
+    Raises:
+        StoreError: a frame that records no size, or another than its chunk's.
+    """
+    if size is None:
+        raise StoreError(f"a {codec} frame does not record its size, which zarr always writes; refusing it")
+    if size > chunk_bytes or (exact and size != chunk_bytes):
+        bound = "" if exact else "at most "
         raise StoreError(
-            f"a chunk would decompress to {size:,} bytes, more than the {limit:,} its "
-            f"{'x'.join(map(str, chunk_spec.shape))} values take (a {codec} bomb); refusing it"
+            f"a {codec} frame would decompress to {size:,} bytes where the chunk holds {bound}{chunk_bytes:,}; "
+            "refusing it (damaged, or a decompression bomb)"
         )
 
 
@@ -96,14 +105,9 @@ class BoundedZstdCodec(ZstdCodec):
     """``zstd`` that checks a frame's recorded size against the chunk before decompressing it."""
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> Buffer:
-        head = chunk_bytes[:18].to_bytes()  # the longest frame header
-        size = frame_content_size(head)
-        if size is None:
-            raise StoreError(
-                "a chunk's zstd frame does not record its size, which zarr always writes; refusing to "
-                "decompress it without a bound"
-            )
-        _refuse_past_limit(size, chunk_spec, "zstd")
+        size = frame_content_size(chunk_bytes[:18].to_bytes())  # the longest frame header
+        raw_bytes, exact = chunk_raw_bytes(chunk_spec)
+        check_recorded_size(size, raw_bytes, "zstd", exact)
         return super()._decode_sync(chunk_bytes, chunk_spec)
 
 
@@ -112,7 +116,8 @@ class BoundedBloscCodec(BloscCodec):
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> Buffer:
         size = blosc_size(chunk_bytes[:BLOSC_HEADER_BYTES].to_bytes(), len(chunk_bytes))
-        _refuse_past_limit(size, chunk_spec, "blosc")
+        raw_bytes, exact = chunk_raw_bytes(chunk_spec)
+        check_recorded_size(size, raw_bytes, "blosc", exact)
         return super()._decode_sync(chunk_bytes, chunk_spec)
 
 
@@ -120,7 +125,7 @@ zarr.registry.register_codec("zstd", BoundedZstdCodec)  # offered; zarr's config
 zarr.registry.register_codec("blosc", BoundedBloscCodec)
 
 
-def bounded_codecs() -> contextlib.AbstractContextManager:
+def bounded_codecs() -> contextlib.AbstractContextManager[None]:
     """While it is active, zarr parses ``zstd`` and ``blosc`` in array metadata as the bounded
     codecs; arrays opened meanwhile keep them."""
     return zarr.config.set(

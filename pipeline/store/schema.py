@@ -104,8 +104,10 @@ class ArraySpec:
     flip_permutation: tuple[int, ...] | None = None
 
     @property
-    def attributes(self) -> dict[str, list]:
-        attributes = {CHANNELS_ATTR: list(self.channels)} if self.channels else {}
+    def attributes(self) -> dict[str, list[str] | list[int]]:
+        attributes: dict[str, list[str] | list[int]] = {}
+        if self.channels:
+            attributes[CHANNELS_ATTR] = list(self.channels)
         if self.flip_permutation is not None:
             attributes[FLIP_PERMUTATION_ATTR] = list(self.flip_permutation)
         return attributes
@@ -168,8 +170,8 @@ def array_specs(
     ``subject`` only when it names the person in each sample. ``detections=False`` describes a
     store written before the detection arrays existed."""
     s, c = config.align.size, config.align.channels
-    tensor = dict(per_sample_chunks=True)
-    column = dict(per_sample_chunks=False)
+    tensor: dict[str, Any] = dict(per_sample_chunks=True)
+    column: dict[str, Any] = dict(per_sample_chunks=False)
     specs = [
         ArraySpec(IMAGE, ("sample", "channel", "y", "x"), "uint8", (c, s, s), 0, **tensor),
         ArraySpec(LANDMARKS, ("sample", "landmark", "xy"), "float32", (N_LANDMARKS, 2), 0.0, **tensor),

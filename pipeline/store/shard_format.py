@@ -23,7 +23,7 @@ import zstandard
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecIndexLocation, ZstdCodec
 
 from pipeline.errors import StoreError
-from pipeline.store.bounded_codecs import BLOSC_HEADER_BYTES, blosc_size, frame_content_size
+from pipeline.store.bounded_codecs import BLOSC_HEADER_BYTES, blosc_size, check_recorded_size, frame_content_size
 
 NO_CHUNK = 2**64 - 1  # a shard index entry of an inner chunk never written (all fill value)
 
@@ -216,16 +216,11 @@ def _checked(data: np.ndarray, where: ChunkLocation) -> np.ndarray:
 def _zstd_into(frame: np.ndarray, out: np.ndarray, where: ChunkLocation) -> None:
     try:
         size = frame_content_size(frame[:18].tobytes())
+        check_recorded_size(size, out.size, "zstd")
     except StoreError as error:
         raise where.damaged(str(error)) from None
-    if size is None:
-        raise where.damaged("a zstd frame does not record its size, which zarr always writes; refusing it")
-    if size != out.size:
-        raise where.damaged(
-            f"a zstd frame would decompress to {size:,} bytes where the chunk holds {out.size:,}; refusing it"
-        )
     try:
-        data = _decompressor().decompress(frame)
+        data = _decompressor().decompress(memoryview(frame))
     except zstandard.ZstdError as error:
         raise where.damaged(f"the zstd frame is damaged ({error})") from None
     if len(data) != size:
@@ -235,13 +230,9 @@ def _zstd_into(frame: np.ndarray, out: np.ndarray, where: ChunkLocation) -> None
 
 def _blosc_into(frame: np.ndarray, out: np.ndarray, where: ChunkLocation) -> None:
     try:
-        size = blosc_size(frame[:BLOSC_HEADER_BYTES].tobytes(), len(frame))
+        check_recorded_size(blosc_size(frame[:BLOSC_HEADER_BYTES].tobytes(), len(frame)), out.size, "blosc")
     except StoreError as error:
         raise where.damaged(str(error)) from None
-    if size != out.size:
-        raise where.damaged(
-            f"a blosc frame would decompress to {size:,} bytes where the chunk holds {out.size:,}; refusing it"
-        )
     try:
         numcodecs.blosc.decompress(frame, out)
     except RuntimeError as error:
