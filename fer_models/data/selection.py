@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError, StoreError
-from pipeline.store import USABLE_STATUSES, open_store, provenance_of
+from pipeline.store import USABLE_STATUSES, open_store, provenance_of, read_array
 from pipeline.store.schema import GUIDANCE_ERRORS, LABEL, SPLIT, STATUS, SUBJECT, VALENCE, VOTES
 
 
@@ -100,17 +100,19 @@ def select_samples(
         raise ConfigError(f"no split {split!r} in {store}; it has: {', '.join(splits)}")
     label_set = provenance.label_set(labels)
     target, keep = label_set.targets(
-        group[LABEL][:],
-        valence=group[VALENCE][:],
-        votes=group[VOTES][:] if VOTES in group else None,
+        read_array(group, LABEL),
+        valence=read_array(group, VALENCE),
+        votes=read_array(group, VOTES) if VOTES in group else None,
     )
-    keep &= np.isin(group[STATUS][:], [int(s) for s in USABLE_STATUSES]) & (group[SPLIT][:] == splits.index(split))
+    keep &= np.isin(read_array(group, STATUS), [int(s) for s in USABLE_STATUSES]) & (
+        read_array(group, SPLIT) == splits.index(split)
+    )
     if GUIDANCE_ERRORS in group:  # guidance added later failed on these (at most 1% of a type)
-        keep &= group[GUIDANCE_ERRORS][:] == ""
+        keep &= read_array(group, GUIDANCE_ERRORS) == ""
     if folds is not None:
         if SUBJECT not in group:
             raise ConfigError(f"{store} records no subjects, so it cannot be split into subject folds")
-        keep &= np.isin(subject_folds(group[SUBJECT][:], folds.folds), sorted(folds.members))
+        keep &= np.isin(subject_folds(read_array(group, SUBJECT), folds.folds), sorted(folds.members))
     index = np.flatnonzero(keep)
     if len(index) == 0:
         raise ConfigError(f"split {split!r} of {store} has no usable sample under label set {label_set.name!r}")
@@ -123,4 +125,4 @@ def read_subjects(store: str | Path, index: np.ndarray) -> np.ndarray | None:
     group = open_store(store)
     if SUBJECT not in group:
         return None
-    return np.asarray([str(s) for s in group[SUBJECT][:]])[index]
+    return np.asarray([str(s) for s in read_array(group, SUBJECT)])[index]

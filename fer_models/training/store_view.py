@@ -10,7 +10,7 @@ from fer_models.models.registry import create_model, get_model_entry
 from fer_models.training.config import TrainConfig
 from pipeline.errors import ConfigError
 from pipeline.guidance import GUIDANCE_TYPES
-from pipeline.store import Provenance, open_store, provenance_of, stored_guidance
+from pipeline.store import Provenance, array_in, open_store, provenance_of, stored_guidance
 from pipeline.store.schema import FLIP_PERMUTATION_ATTR, IMAGE, LANDMARKS
 
 
@@ -33,7 +33,11 @@ class StoreView:
             permutation = group[name].attrs.get(FLIP_PERMUTATION_ATTR)
             permutations[name] = None if permutation is None else torch.tensor(permutation)
         return cls(
-            path, provenance, tuple(group[IMAGE].shape[1:]), provenance.preprocess_config.guidance.size, permutations
+            path,
+            provenance,
+            tuple(array_in(group, IMAGE).shape[1:]),
+            provenance.preprocess_config.guidance.size,
+            permutations,
         )
 
     def check_inputs(self, model_name: str, inputs: tuple[str, ...]) -> None:

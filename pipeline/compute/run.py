@@ -36,6 +36,7 @@ from pipeline.store import (
     growth_in_progress,
     open_store,
     provenance_of,
+    read_array,
     shard_bounds,
     stored_guidance,
 )
@@ -398,10 +399,10 @@ def _probe_face(config: PreprocessConfig) -> np.ndarray:
 
 def _first_usable_face(group, config: PreprocessConfig) -> np.ndarray:
     """The store's first usable aligned face, ``(S, S)`` or ``(S, S, 3) uint8`` (noise if none)."""
-    usable = np.flatnonzero(np.isin(group[STATUS][:], [int(code) for code in USABLE_STATUSES]))
+    usable = np.flatnonzero(np.isin(read_array(group, STATUS), [int(code) for code in USABLE_STATUSES]))
     if len(usable) == 0:
         return _probe_face(config)
-    image = group[IMAGE][int(usable[0])]
+    image = read_array(group, IMAGE, int(usable[0]))
     return image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
 
 

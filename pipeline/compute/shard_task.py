@@ -23,7 +23,7 @@ from pipeline.datasets import get_dataset
 from pipeline.errors import DatasetError, UnreadableImageError
 from pipeline.guidance import GUIDANCE_TYPES
 from pipeline.stages.decode import decode_image
-from pipeline.store import USABLE_STATUSES, Status, array_specs, open_store, status_counts
+from pipeline.store import USABLE_STATUSES, Status, array_specs, open_store, read_array, status_counts
 from pipeline.store.growth import write_grown_shard
 from pipeline.store.schema import (
     BASE_COMPUTED_ARRAYS,
@@ -178,10 +178,10 @@ def grow_shard(task: GrowTask) -> ShardSummary:
     timer = StageTimer()
     models = thread_models(task.models)
     group = open_store(task.store_path)
-    status = group[STATUS][task.start : task.stop]
+    status = read_array(group, STATUS, slice(task.start, task.stop))
     needs = {name for kind in task.types for name in GUIDANCE_TYPES[kind].inputs}
-    images = group[IMAGE][task.start : task.stop] if IMAGE in needs else None
-    landmarks = group[LANDMARKS][task.start : task.stop] if LANDMARKS in needs else None
+    images = read_array(group, IMAGE, slice(task.start, task.stop)) if IMAGE in needs else None
+    landmarks = read_array(group, LANDMARKS, slice(task.start, task.stop)) if LANDMARKS in needs else None
     timer.lap("read")
     n = task.stop - task.start
     specs = guidance_specs(task.types, task.config)

@@ -16,10 +16,12 @@ The names most callers need are importable from here.
 """
 
 from pipeline.store.access import (
+    array_in,
     bytes_on_disk,
     growth_in_progress,
     open_store,
     provenance_of,
+    read_array,
     read_provenance,
     store_exists,
     stored_guidance,
@@ -36,11 +38,13 @@ __all__ = [
     "Growth",
     "Provenance",
     "Status",
+    "array_in",
     "array_specs",
     "bytes_on_disk",
     "growth_in_progress",
     "open_store",
     "provenance_of",
+    "read_array",
     "read_provenance",
     "shard_bounds",
     "status_counts",

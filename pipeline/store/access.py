@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import zarr
@@ -16,14 +17,22 @@ from pipeline.errors import StoreError
 from pipeline.guidance import GUIDANCE_TYPES
 from pipeline.store.location import open_group_readonly
 from pipeline.store.provenance import Provenance
-from pipeline.store.schema import FACES_DETECTED, MESSAGE, SEVERAL_FACES_PREFIX, STATUS, Status, check_layouts
+from pipeline.store.schema import (
+    CHANNELS_ATTR,
+    FACES_DETECTED,
+    MESSAGE,
+    SEVERAL_FACES_PREFIX,
+    STATUS,
+    Status,
+    check_layouts,
+)
 
 
 def store_exists(path: str | Path) -> bool:
     return (Path(path) / "zarr.json").is_file()
 
 
-def open_store(location: str | Path, mode: str = "r") -> zarr.Group:
+def open_store(location: str | Path, mode: Literal["r", "r+"] = "r") -> zarr.Group:
     """Open a store's root group after checking it is a schema-v1 FER store.
 
     Args:
@@ -46,6 +55,31 @@ def open_store(location: str | Path, mode: str = "r") -> zarr.Group:
     except StoreError as error:
         raise StoreError(f"{location} {error}") from None
     return group
+
+
+def array_in(group: zarr.Group, name: str) -> zarr.Array[Any]:
+    """The array ``name`` of an open store (zarr types a group's member as an array or a group).
+
+    Raises:
+        StoreError: ``name`` is a group.
+    """
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"'{name}' in the store is a group where an array belongs")
+    return node
+
+
+def read_array(group: zarr.Group, name: str, selection: Any = slice(None)) -> np.ndarray:
+    """``group[name][selection]`` as a numpy array (zarr types a read as an array or a scalar)."""
+    return np.asarray(array_in(group, name)[selection])
+
+
+def channel_names(array: zarr.Array[Any]) -> list[str]:
+    """The names of the entries of ``array``'s axis after ``sample`` (its ``channels`` attribute)."""
+    names = array.attrs[CHANNELS_ATTR]
+    if not isinstance(names, list):
+        raise StoreError(f"the attribute {CHANNELS_ATTR!r} of {array.path!r} is not a list of names")
+    return [str(name) for name in names]
 
 
 def provenance_of(group: zarr.Group) -> Provenance:
@@ -75,9 +109,10 @@ def undecided_faces(group: zarr.Group) -> np.ndarray | None:
     lack of a dataset box (it may be the wrong person); None for a store without detection arrays."""
     if FACES_DETECTED not in group:
         return None
-    several = (group[FACES_DETECTED][:] > 1) & (group[STATUS][:] == Status.OK)
-    messages = group[MESSAGE][:]
-    return several & np.array([str(m).startswith(SEVERAL_FACES_PREFIX) for m in messages], dtype=bool)
+    several = (read_array(group, FACES_DETECTED) > 1) & (read_array(group, STATUS) == Status.OK)
+    messages = read_array(group, MESSAGE)
+    named = np.array([str(m).startswith(SEVERAL_FACES_PREFIX) for m in messages], dtype=np.bool_)
+    return np.asarray(several & named)
 
 
 def bytes_on_disk(path: str | Path) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
@@ -125,9 +126,11 @@ zarr.registry.register_codec("zstd", BoundedZstdCodec)  # offered; zarr's config
 zarr.registry.register_codec("blosc", BoundedBloscCodec)
 
 
-def bounded_codecs() -> contextlib.AbstractContextManager[None]:
+@contextlib.contextmanager
+def bounded_codecs() -> Iterator[None]:
     """While it is active, zarr parses ``zstd`` and ``blosc`` in array metadata as the bounded
     codecs; arrays opened meanwhile keep them."""
-    return zarr.config.set(
+    with zarr.config.set(
         {"codecs.zstd": f"{__name__}.BoundedZstdCodec", "codecs.blosc": f"{__name__}.BoundedBloscCodec"}
-    )
+    ):
+        yield

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterable
 from urllib.parse import urlparse
 
 import obstore
 import obstore.exceptions
 import obstore.store
-from zarr.abc.store import OffsetByteRequest, RangeByteRequest
+from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest
+from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import ObjectStore
 
 from pipeline.errors import StoreError
 from pipeline.store.metadata import check_document_size
 
 
-class BucketStore(ObjectStore):
+class BucketStore(ObjectStore[obstore.store.S3Store]):
     """A read-only zarr store of ``s3://bucket/prefix``, with the endpoint and credentials from
     the ``AWS_*`` environment variables (``AWS_ANON=1``: unsigned requests, for public buckets).
 
@@ -36,29 +38,27 @@ class BucketStore(ObjectStore):
     _ranges_refused = False
 
     @classmethod
-    def open(cls, url: str) -> BucketStore:
+    def open_url(cls, url: str) -> BucketStore:
         """The bucket at ``url`` (``s3://bucket/prefix``); nothing is requested yet.
 
         Raises:
             StoreError: obstore refuses the settings (an AWS_* variable it cannot parse).
         """
         parsed = urlparse(url)
-        options = {}
-        if os.environ.get("AWS_ANON", "").lower() in ("1", "true", "yes"):
-            options["skip_signature"] = True
+        anonymous = os.environ.get("AWS_ANON", "").lower() in ("1", "true", "yes")
         try:
             bucket = obstore.store.S3Store(
                 parsed.netloc,
                 prefix=parsed.path.strip("/") or None,
                 # an AWS_ENDPOINT_URL of http:// (MinIO on a lab network) is the user's own choice
                 client_options={"allow_http": True},
-                **options,
+                config={"skip_signature": True} if anonymous else None,
             )
         except (obstore.exceptions.BaseError, ValueError) as error:
             raise StoreError(f"cannot open {url}: {_first_line(error)}") from None
         return cls(bucket, read_only=True)
 
-    async def get(self, key, prototype, byte_range=None):
+    async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
         try:
             if byte_range is None or not self._ranges_refused:
                 try:
@@ -78,7 +78,9 @@ class BucketStore(ObjectStore):
             return whole[byte_range.offset :]
         return whole[max(0, len(whole) - byte_range.suffix) :]
 
-    async def get_partial_values(self, prototype, key_ranges):
+    async def get_partial_values(
+        self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
+    ) -> list[Buffer | None]:
         return await asyncio.gather(*(self.get(key, prototype, byte_range) for key, byte_range in key_ranges))
 
     async def get_bounded(self, key: str, limit: int) -> bytes | None:

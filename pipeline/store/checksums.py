@@ -12,6 +12,7 @@ holds nothing but the fill value checks as the fill value it reads as.
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -36,10 +37,10 @@ def sample_checksums(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind in "OTU":
         return np.fromiter((zlib.crc32(str(v).encode("utf-8"), CRC_START) for v in values), np.uint32, n)
     rows = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).reshape(n, -1).view(np.uint8)
-    return np.fromiter((zlib.crc32(row, CRC_START) for row in rows), np.uint32, n)
+    return np.fromiter((zlib.crc32(row.data, CRC_START) for row in rows), np.uint32, n)
 
 
-def fill_checksum(sample_shape: tuple[int, ...], dtype: np.dtype | type, fill_value) -> int:
+def fill_checksum(sample_shape: tuple[int, ...], dtype: np.dtype[Any] | str | type, fill_value: object) -> int:
     """The CRC-32 of one sample holding nothing but ``fill_value`` (a chunk never written)."""
     if dtype is str:
         return int(sample_checksums(np.array([fill_value], dtype=object))[0])

@@ -20,10 +20,9 @@ import numpy as np
 import zarr
 
 from pipeline.errors import GuidanceFailedError, StoreError
-from pipeline.store.access import open_store, provenance_of
+from pipeline.store.access import array_in, channel_names, open_store, provenance_of, read_array
 from pipeline.store.provenance import Growth
 from pipeline.store.schema import (
-    CHANNELS_ATTR,
     CHECKSUM,
     GROWTH_ERRORS,
     GROWTH_ERRORS_SPEC,
@@ -71,13 +70,15 @@ def begin_growth(path: str | Path, types: tuple[str, ...], models: dict[str, dic
                 f"{growing.models}; run the same command again (same --guidance and model files) to finish it"
             )
         if GROWTH_ERRORS not in group:
-            create_array(group, GROWTH_ERRORS_SPEC, group[STATUS].shape[0], provenance.preprocess_config.shard_size)
+            create_array(
+                group, GROWTH_ERRORS_SPEC, array_in(group, STATUS).shape[0], provenance.preprocess_config.shard_size
+            )
         return
     present = [name for name in types if name in group]
     if present:
         raise StoreError(f"{path} already holds {', '.join(present)}")
     config = provenance.preprocess_config
-    n = group[STATUS].shape[0]
+    n = array_in(group, STATUS).shape[0]
     for spec in guidance_specs(types, config):
         create_array(group, spec, n, config.shard_size, config.codec)
     create_array(group, GROWTH_MARK_SPEC, n, config.shard_size)
@@ -89,7 +90,9 @@ def growth_pending_shards(path: str | Path) -> list[tuple[int, int]]:
     """Shards of an unfinished growth whose marks are not all set (or cannot be read)."""
     group = open_store(path)
     shard_size = provenance_of(group).preprocess_config.shard_size
-    return unfinished_shards(group[GROWTH_MARK], shard_size, lambda start, stop, marks: bool(np.all(marks == 1)))
+    return unfinished_shards(
+        array_in(group, GROWTH_MARK), shard_size, lambda start, stop, marks: bool(np.all(marks == 1))
+    )
 
 
 def write_grown_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray], errors: np.ndarray) -> None:
@@ -106,14 +109,14 @@ def write_grown_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray
     write_regions(path, group, start, arrays)
     record_checksums(group, start, arrays)
     if any(errors):
-        group[GROWTH_ERRORS][start : start + n] = np.asarray(errors, dtype=object)
-    group[GROWTH_MARK][start : start + n] = np.ones(n, dtype=np.uint8)
+        array_in(group, GROWTH_ERRORS)[start : start + n] = np.asarray(errors, dtype=object)
+    array_in(group, GROWTH_MARK)[start : start + n] = np.ones(n, dtype=np.uint8)
 
 
 def _failures(errors: np.ndarray, types: tuple[str, ...]) -> tuple[dict[str, int], dict[str, str]]:
     """Per type, the samples whose ``errors`` (``(N,) str``, ``type: error`` lines) name it, and
     its first error."""
-    counts, first = dict.fromkeys(types, 0), {}
+    counts, first = dict.fromkeys(types, 0), dict[str, str]()
     for text in errors[errors != ""]:
         for line in str(text).splitlines():
             name, _, error = line.partition(": ")
@@ -139,9 +142,9 @@ def finish_growth(path: str | Path) -> Growth | None:
         return None
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     provenance = provenance_of(group)
-    errors = group[GROWTH_ERRORS][:]
+    errors = read_array(group, GROWTH_ERRORS)
     counts, first = _failures(errors, provenance.growing_types)
-    usable = int(np.isin(group[STATUS][:], [int(code) for code in USABLE_STATUSES]).sum())
+    usable = int(np.isin(read_array(group, STATUS), [int(code) for code in USABLE_STATUSES]).sum())
     too_many = {name: count for name, count in counts.items() if count > max(1, MAX_FAILED_SHARE * usable)}
     if too_many:
         undo_growth(path)
@@ -159,12 +162,13 @@ def finish_growth(path: str | Path) -> Growth | None:
     if any(counts.values()):
         if GUIDANCE_ERRORS not in group:
             create_array(group, GUIDANCE_ERRORS_SPEC, len(errors), provenance.preprocess_config.shard_size)
-        kept = group[GUIDANCE_ERRORS][:]
-        group[GUIDANCE_ERRORS][:] = np.asarray(
+        kept = read_array(group, GUIDANCE_ERRORS)
+        array_in(group, GUIDANCE_ERRORS)[:] = np.asarray(
             ["\n".join(line for line in (old, new) if line) for old, new in zip(kept, errors)], dtype=object
         )
     del group[GROWTH_MARK]
     del group[GROWTH_ERRORS]
+    assert provenance.growing is not None  # growth_pending_shards found the growth
     record = dataclasses.replace(
         provenance.growing,
         finished=utc_now(),
@@ -187,12 +191,12 @@ def undo_growth(path: str | Path) -> None:
         if name in group:
             del group[name]
     if CHECKSUM in group:
-        columns = list(group[CHECKSUM].attrs[CHANNELS_ATTR])
+        columns = channel_names(array_in(group, CHECKSUM))
         dropped = [columns.index(name) for name in types if name in columns]
         if dropped:
-            checksum = group[CHECKSUM][:]
+            checksum = read_array(group, CHECKSUM)
             if checksum[:, dropped].any():
                 checksum[:, dropped] = 0
-                group[CHECKSUM][:] = checksum
+                array_in(group, CHECKSUM)[:] = checksum
     write_provenance(group, provenance.replace(growing=None))
     finalize_store(path)

@@ -26,13 +26,15 @@ import copy
 import json
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 import zarr
+from zarr.abc.store import ByteRequest, Store
+from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.core.group import AsyncGroup, GroupMetadata
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync
@@ -80,7 +82,7 @@ class StoreLocation:
     def is_local(self) -> bool:
         return self.kind == "local"
 
-    def zarr_store(self) -> zarr.abc.store.Store:
+    def zarr_store(self) -> Store:
         """A read-only zarr store for this location.
 
         Raises:
@@ -97,7 +99,7 @@ class StoreLocation:
         if self.kind == "s3":
             from pipeline.store.bucket import BucketStore  # obstore, needed for buckets only
 
-            return BucketStore.open(self.path)
+            return BucketStore.open_url(self.path)
         try:
             return FsspecStore.from_url(self.path, read_only=True)
         except (ImportError, ValueError) as error:
@@ -159,34 +161,40 @@ class ContainedLocalStore(LocalStore):
         except OSError as error:  # a suffix longer than the file
             raise StoreError(f"cannot read {key} in the store {self.root}: {error}") from None
 
-    async def get(self, key, prototype=None, byte_range=None):
+    async def get(
+        self, key: str, prototype: BufferPrototype | None = None, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
         self._check_contained(key)
         return await super().get(key, prototype, byte_range)
 
-    async def get_partial_values(self, prototype, key_ranges):
+    async def get_partial_values(
+        self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
+    ) -> list[Buffer | None]:
         key_ranges = list(key_ranges)
         for key, _ in key_ranges:
             self._check_contained(key)
         return await super().get_partial_values(prototype, key_ranges)
 
-    def get_sync(self, key, *, prototype=None, byte_range=None):
+    def get_sync(
+        self, key: str, *, prototype: BufferPrototype | None = None, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
         self._check_contained(key)
         return super().get_sync(key, prototype=prototype, byte_range=byte_range)
 
-    async def getsize(self, key):
+    async def getsize(self, key: str) -> int:
         self._check_contained(key)
         return await super().getsize(key)
 
-    async def exists(self, key):
+    async def exists(self, key: str) -> bool:
         self._check_contained(key)
         return await super().exists(key)
 
-    async def list_dir(self, prefix):
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         self._check_contained(prefix.rstrip("/") + "/.")
         async for key in super().list_dir(prefix):
             yield key
 
-    async def list_prefix(self, prefix):
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
         self._check_contained(prefix.rstrip("/") + "/.")
         async for key in super().list_prefix(prefix):
             yield key
@@ -265,9 +273,10 @@ def open_group_readonly(location: str | Path, check_schema: SchemaCheck) -> zarr
         )
         documents = dict(zip(names, _read_documents(store, names)))
     else:
-        documents = consolidated.get("metadata") if isinstance(consolidated, dict) else None
-        if not isinstance(documents, dict):
+        listed = consolidated.get("metadata") if isinstance(consolidated, dict) else None
+        if not isinstance(listed, dict):
             raise StoreError(f"{parsed.text}: the root zarr.json's consolidated metadata has no 'metadata' object")
+        documents = listed
     problems, layouts = _check_documents(store, documents, compare_own=consolidated is not None)
     if len(layouts) == len(documents):  # the schema judges only documents that parsed
         try:
@@ -298,15 +307,15 @@ def _normalised(document: Any) -> str | None:
     return json.dumps(metadata, sort_keys=True, default=str)
 
 
-def _read_documents(store: zarr.abc.store.Store, names: list[str]) -> list[Any]:
+def _read_documents(store: Store, names: list[str]) -> list[Any]:
     """Each array's own ``zarr.json`` (None where absent), read concurrently; a document that
     cannot be read is returned as its :class:`StoreError`."""
 
-    async def read_all():
+    async def read_all() -> list[Any]:
         reads = (fetch_document(store, f"{name}/zarr.json", MAX_ARRAY_DOCUMENT_BYTES) for name in names)
-        return await asyncio.gather(*reads, return_exceptions=True)
+        return list(await asyncio.gather(*reads, return_exceptions=True))
 
-    results = sync(read_all())
+    results: list[Any] = sync(read_all())
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, StoreError):
             raise StoreError(f"cannot read the store's array metadata: {result}")
@@ -314,7 +323,7 @@ def _read_documents(store: zarr.abc.store.Store, names: list[str]) -> list[Any]:
 
 
 def _check_documents(
-    store: zarr.abc.store.Store, documents: dict[str, Any], compare_own: bool
+    store: Store, documents: dict[str, Any], compare_own: bool
 ) -> tuple[list[str], dict[str, ArrayLayout]]:
     """``(problems, {name: layout of each document that parsed})``; with ``compare_own``, each
     array's own ``zarr.json`` is compared with ``documents`` (its consolidated copy)."""

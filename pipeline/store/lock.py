@@ -25,6 +25,7 @@ import secrets
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pipeline.errors import StoreError
 from pipeline.progress import QUIET, Progress
@@ -49,7 +50,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _create(path: Path, record: dict) -> bool:
+def _create(path: Path, record: dict[str, Any]) -> bool:
     """Make ``path`` hold ``record`` (JSON) if no lock exists there; True if this call made it."""
     whole = path.with_name(f"{path.name}.{record['pid']}.{secrets.token_hex(6)}")
     try:
@@ -69,7 +70,7 @@ def _create(path: Path, record: dict) -> bool:
     return True
 
 
-def _read(path: Path) -> tuple[dict | None, int | None]:
+def _read(path: Path) -> tuple[dict[str, Any] | None, int | None]:
     """The lock's record (None if it cannot be parsed) and inode; ``(None, None)`` if it is gone."""
     try:
         with open(path, "rb") as handle:
@@ -137,17 +138,24 @@ def store_lock(store: str | Path, progress: Progress = QUIET) -> Iterator[None]:
         yield
     finally:
         holder, inode = _read(path)
-        if holder == me:
+        if holder == me and inode is not None:
             _remove_if_still(path, inode)
 
 
-def holds_store_lock(function: Callable) -> Callable:
+_Params = ParamSpec("_Params")
+_Result = TypeVar("_Result")
+
+
+def holds_store_lock(
+    function: Callable[Concatenate[str | Path, _Params], _Result],
+) -> Callable[Concatenate[str | Path, _Params], _Result]:
     """Decorate a writer whose first argument is the store path (and which may take a ``progress``
     keyword) so that it runs holding :func:`store_lock`."""
 
     @functools.wraps(function)
-    def locked(store_path, *args, **kwargs):
-        with store_lock(store_path, kwargs.get("progress", QUIET)):
+    def locked(store_path: str | Path, /, *args: _Params.args, **kwargs: _Params.kwargs) -> _Result:
+        progress = kwargs.get("progress", QUIET)
+        with store_lock(store_path, progress if isinstance(progress, Progress) else QUIET):
             return function(store_path, *args, **kwargs)
 
     return locked

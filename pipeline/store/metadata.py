@@ -194,7 +194,7 @@ def parse_array_document(name: str, document: Any) -> ArrayLayout:
     )
 
 
-def _codecs(name: str, codecs: list) -> list[dict]:
+def _codecs(name: str, codecs: list[Any]) -> list[dict[str, Any]]:
     """Every codec in a codec list, with the inner and index codecs of sharding, each checked to
     be ``{"name": str, "configuration": {...}}``."""
     found = []
@@ -235,7 +235,7 @@ def _integers(name: str, field: str, value: Any, minimum: int) -> tuple[int, ...
     return tuple(value)
 
 
-def _same_rank(name: str, field: str, value, shape: tuple[int, ...]) -> None:
+def _same_rank(name: str, field: str, value: list[Any] | tuple[Any, ...], shape: tuple[int, ...]) -> None:
     if len(value) != len(shape):
         raise StoreError(f"array {name!r}: field {field!r} has {len(value)} entries for an array of rank {len(shape)}")
 

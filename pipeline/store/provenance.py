@@ -53,9 +53,9 @@ class Growth:
         return cls(types, dict(attrs["models"]), attrs["started"], attrs.get("finished"), attrs.get("versions"), failed)
 
     def to_attrs(self) -> dict[str, Any]:
-        attrs = {"types": list(self.types), "models": self.models, "started": self.started}
+        attrs: dict[str, Any] = {"types": list(self.types), "models": self.models, "started": self.started}
         if self.finished is not None:
-            attrs.update(finished=self.finished, versions=self.versions)
+            attrs["finished"], attrs["versions"] = self.finished, self.versions
         if self.failed:
             attrs["failed"] = dict(self.failed)
         return attrs

@@ -13,14 +13,18 @@ writing them :mod:`pipeline.store.shard_writer`'s.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import google_crc32c
 import numcodecs.blosc
 import numpy as np
 import zarr
 import zstandard
+from zarr.abc.codec import Codec
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec, ShardingCodecIndexLocation, ZstdCodec
+from zarr.core.metadata import ArrayV3Metadata
 
 from pipeline.errors import StoreError
 from pipeline.store.bounded_codecs import BLOSC_HEADER_BYTES, blosc_size, check_recorded_size, frame_content_size
@@ -28,9 +32,20 @@ from pipeline.store.bounded_codecs import BLOSC_HEADER_BYTES, blosc_size, check_
 NO_CHUNK = 2**64 - 1  # a shard index entry of an inner chunk never written (all fill value)
 
 
-def samples_per_shard(array: zarr.Array) -> int:
+def samples_per_shard(array: zarr.Array[Any]) -> int:
     """Samples in one shard file of ``array`` (one chunk, where it is not sharded)."""
     return (array.shards or array.chunks)[0]
+
+
+def chunk_codecs(array: zarr.Array[Any]) -> Sequence[Codec]:
+    """The codecs of each chunk of ``array`` (of each inner chunk, where it is sharded); empty for
+    Zarr v2 metadata."""
+    if not isinstance(array.metadata, ArrayV3Metadata):
+        return ()
+    codecs = array.metadata.codecs
+    if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
+        return codecs[0].codecs
+    return codecs
 
 
 @dataclass(frozen=True)
@@ -64,7 +79,7 @@ class ChunkDamagedError(StoreError):
         self.location, self.problem = location, problem
         super().__init__(f"{location}: {problem}")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[ChunkDamagedError], tuple[ChunkLocation, str]]:
         return type(self), (self.location, self.problem)
 
 
@@ -79,7 +94,7 @@ class ShardLayout:
     path: str
     n: int
     sample_shape: tuple[int, ...]
-    dtype: np.dtype
+    dtype: np.dtype[Any]
     fill_value: object
     shard_len: int
     inner_len: int
@@ -87,12 +102,14 @@ class ShardLayout:
     codec: str | None  # the compressor between bytes and crc32c: "zstd", "blosc" or None
 
     @classmethod
-    def of(cls, array: zarr.Array) -> ShardLayout | None:
+    def of(cls, array: zarr.Array[Any]) -> ShardLayout | None:
         """The layout of ``array``, or None when it is not one this module decodes."""
-        codecs = array.metadata.codecs
-        sharded = len(codecs) == 1 and isinstance(codecs[0], ShardingCodec)
-        if sharded:
-            sharding = codecs[0]
+        if not isinstance(array.metadata, ArrayV3Metadata):
+            return None
+        codecs: Sequence[Codec] = array.metadata.codecs
+        sharding = codecs[0] if len(codecs) == 1 else None
+        sharded = isinstance(sharding, ShardingCodec)
+        if isinstance(sharding, ShardingCodec):
             if sharding.index_location != ShardingCodecIndexLocation.end or not _is_bytes_crc(sharding.index_codecs):
                 return None
             codecs, inner_len = sharding.codecs, sharding.chunk_shape[0]
@@ -185,15 +202,15 @@ class ShardLayout:
             raw[:] = data
 
 
-def _little_bytes(codec) -> bool:
+def _little_bytes(codec: Codec) -> bool:
     return isinstance(codec, BytesCodec) and (codec.endian is None or codec.endian.value == "little")
 
 
-def _is_bytes_crc(codecs) -> bool:
+def _is_bytes_crc(codecs: Sequence[Codec]) -> bool:
     return len(codecs) == 2 and _little_bytes(codecs[0]) and isinstance(codecs[1], Crc32cCodec)
 
 
-def _compressor(codecs) -> str | None:
+def _compressor(codecs: Sequence[Codec]) -> str | None:
     """``"zstd"`` or ``"blosc"`` for ``bytes`` -> that -> ``crc32c``; None for ``bytes`` ->
     ``crc32c``; ``"other"`` for any other chain."""
     if _is_bytes_crc(codecs):
@@ -220,7 +237,7 @@ def _zstd_into(frame: np.ndarray, out: np.ndarray, where: ChunkLocation) -> None
     except StoreError as error:
         raise where.damaged(str(error)) from None
     try:
-        data = _decompressor().decompress(memoryview(frame))
+        data = _decompressor().decompress(frame.data)
     except zstandard.ZstdError as error:
         raise where.damaged(f"the zstd frame is damaged ({error})") from None
     if len(data) != size:
@@ -246,6 +263,7 @@ _contexts = threading.local()
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
-    if not hasattr(_contexts, "decompressor"):
-        _contexts.decompressor = zstandard.ZstdDecompressor()
-    return _contexts.decompressor
+    decompressor: zstandard.ZstdDecompressor | None = getattr(_contexts, "decompressor", None)
+    if decompressor is None:
+        decompressor = _contexts.decompressor = zstandard.ZstdDecompressor()
+    return decompressor

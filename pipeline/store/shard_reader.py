@@ -26,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import zarr
-from zarr.abc.store import RangeByteRequest, SuffixByteRequest
-from zarr.core.buffer import default_buffer_prototype
+from zarr.abc.store import ByteRequest, RangeByteRequest, Store, SuffixByteRequest
+from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.sync import sync
 
 from pipeline.store.location import ContainedLocalStore
@@ -56,7 +57,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 class PendingShards:
     """Shards being decoded by the pool into arrays the caller owns (see :func:`start_reading_shards`)."""
 
-    def __init__(self, futures: list[Future]):
+    def __init__(self, futures: list[Future[list[Future[None]] | None]]):
         self._futures = futures
 
     def wait(self) -> None:
@@ -67,7 +68,7 @@ class PendingShards:
 
 
 def start_reading_shards(
-    arrays: dict[str, zarr.Array], shards: list[int], out: dict[str, np.ndarray], threads: int = DECODE_THREADS
+    arrays: dict[str, zarr.Array[Any]], shards: list[int], out: dict[str, np.ndarray], threads: int = DECODE_THREADS
 ) -> PendingShards:
     """Start decoding ``shards`` of each array into ``out[name]``, ``(len(shards) * shard_len,
     *sample_shape)``: the i-th shard's samples at rows ``i * shard_len`` on (the rows of a last,
@@ -81,14 +82,14 @@ def start_reading_shards(
     """
     pool = _pool(threads)
     layouts = {name: ShardLayout.of(array) for name, array in arrays.items()}
-    jobs = []  # (layout, shard, where its samples go)
-    futures = []
+    jobs: list[_DecodeJob] = []
+    futures: list[Future[list[Future[None]] | None]] = []
     for name, array in arrays.items():
-        length = samples_per_shard(array)
+        length, layout = samples_per_shard(array), layouts[name]
         for i, shard in enumerate(shards):
             into = out[name][i * length : (i + 1) * length]
-            if layouts[name] is not None:
-                jobs.append((layouts[name], shard, into))
+            if layout is not None:
+                jobs.append((layout, shard, into))
             else:
                 stop = min((shard + 1) * length, array.shape[0])
                 futures.append(pool.submit(_read_with_zarr, array, shard * length, stop, into))
@@ -101,7 +102,10 @@ def start_reading_shards(
     return PendingShards(futures)
 
 
-def _read_with_zarr(array: zarr.Array, start: int, stop: int, into: np.ndarray) -> None:
+_DecodeJob = tuple[ShardLayout, int, np.ndarray]  # a shard of a layout, and where its samples go
+
+
+def _read_with_zarr(array: zarr.Array[Any], start: int, stop: int, into: np.ndarray) -> None:
     into[: stop - start] = array[start:stop]
 
 
@@ -109,13 +113,13 @@ def _read_and_decode(store: ContainedLocalStore, layout: ShardLayout, shard: int
     layout.decode_into(shard, store.read_range(layout.key(shard), 0, None), into)
 
 
-def _fetch_and_decode(store: zarr.abc.store.Store, jobs: list, pool: ThreadPoolExecutor) -> list[Future]:
+def _fetch_and_decode(store: Store, jobs: list[_DecodeJob], pool: ThreadPoolExecutor) -> list[Future[None]]:
     files = fetch_ranges(store, [(layout.key(shard), 0, None) for layout, shard, _ in jobs])
     return [pool.submit(layout.decode_into, shard, data, into) for (layout, shard, into), data in zip(jobs, files)]
 
 
 def read_shards(
-    arrays: dict[str, zarr.Array], shards: list[int], threads: int = DECODE_THREADS
+    arrays: dict[str, zarr.Array[Any]], shards: list[int], threads: int = DECODE_THREADS
 ) -> dict[str, list[np.ndarray]]:
     """Every sample of each of ``shards`` of each array: ``{name: [(m, ...) per shard]}``.
 
@@ -143,10 +147,12 @@ class SampleReader:
         arrays: ``{name: zarr.Array}`` of one store, all with the same shard length.
     """
 
-    def __init__(self, arrays: dict[str, zarr.Array]):
+    def __init__(self, arrays: dict[str, zarr.Array[Any]]):
         self.arrays = arrays
-        self.layouts = {name: ShardLayout.of(array) for name, array in arrays.items()}
-        self.sharded = [name for name, layout in self.layouts.items() if layout is not None and layout.sharded]
+        layouts = {name: ShardLayout.of(array) for name, array in arrays.items()}
+        # the arrays read from their inner chunks here; the rest through zarr-python
+        self.layouts = {name: layout for name, layout in layouts.items() if layout is not None and layout.sharded}
+        self.sharded = list(self.layouts)
         self.store = arrays[self.sharded[0]].store_path.store if self.sharded else None
         self._indexes: dict[str, np.ndarray | None] = {}  # shard file key -> its index entries
 
@@ -160,29 +166,31 @@ class SampleReader:
             StoreError: as :meth:`ShardLayout.decode_into`, or an index entry past the end of its
                 file.
         """
-        values = {name: array[index] for name, array in self.arrays.items() if name not in self.sharded}
-        if not self.sharded:
+        values = {name: np.asarray(array[index]) for name, array in self.arrays.items() if name not in self.layouts}
+        if self.store is None:
             return values
         shard, row = divmod(index, self.layouts[self.sharded[0]].shard_len)
         if isinstance(self.store, ContainedLocalStore):
-            chunks = [self._local_chunk(self.layouts[name], shard, row, index) for name in self.sharded]
+            chunks = [self._local_chunk(self.store, self.layouts[name], shard, row, index) for name in self.sharded]
         else:
-            chunks = self._remote_chunks(shard, row, index)
+            chunks = self._remote_chunks(self.store, shard, row, index)
 
         def decode(name: str, chunk: np.ndarray | None) -> np.ndarray:
             layout = self.layouts[name]
             out = np.empty((layout.inner_len, *layout.sample_shape), layout.dtype)
             layout.decode_inner(chunk, out, ChunkLocation(layout.path, layout.key(shard), index, index))
-            return out[row % layout.inner_len]
+            return np.asarray(out[row % layout.inner_len])
 
         values.update(zip(self.sharded, map(decode, self.sharded, chunks)))
         return values
 
-    def _local_chunk(self, layout: ShardLayout, shard: int, row: int, index: int) -> np.ndarray | None:
+    def _local_chunk(
+        self, store: ContainedLocalStore, layout: ShardLayout, shard: int, row: int, index: int
+    ) -> np.ndarray | None:
         """The bytes of the inner chunk holding ``row`` of ``shard`` (None: never written), read
         from the shard file opened once (its index first, unless kept from before)."""
         key = layout.key(shard)
-        file = self.store.open_checked(key)
+        file = store.open_checked(key)
         if file is None:
             return None
         with file:
@@ -193,35 +201,42 @@ class SampleReader:
                     where = ChunkLocation(layout.path, key, index, index)
                     raise where.damaged("the shard file is too short to hold its index") from None
                 self._keep_index(layout, key, file.read(), index)
-            offset, nbytes = self._indexes[key][row // layout.inner_len].tolist()
+            entries = self._indexes[key]
+            if entries is None:  # the file was absent when its index was read (a remote store only)
+                return None
+            offset, nbytes = entries[row // layout.inner_len].tolist()
             if offset == NO_CHUNK:
                 return None
             file.seek(offset)
             return _whole_chunk(file.read(nbytes), ChunkLocation(layout.path, key, index, index), offset, nbytes)
 
-    def _remote_chunks(self, shard: int, row: int, index: int) -> list[np.ndarray | None]:
+    def _remote_chunks(self, store: Store, shard: int, row: int, index: int) -> list[np.ndarray | None]:
         """The inner chunks holding ``row`` of ``shard`` of each sharded array (None: never
         written): the indexes not kept from before in one concurrent round, then every chunk in
         another."""
         layouts = {layout.key(shard): layout for layout in (self.layouts[name] for name in self.sharded)}
         missing = [key for key in layouts if key not in self._indexes]
-        requests = [(key, -layouts[key].index_bytes, None) for key in missing]
-        for key, index_bytes in zip(missing, fetch_ranges(self.store, requests)):
+        requests: list[_ByteRange] = [(key, -layouts[key].index_bytes, None) for key in missing]
+        for key, index_bytes in zip(missing, fetch_ranges(store, requests)):
             self._keep_index(layouts[key], key, index_bytes, index)
-        wanted = []
+        wanted: list[_ByteRange | None] = []
         for key, layout in layouts.items():
             entries = self._indexes[key]
             offset, nbytes = (NO_CHUNK, 0) if entries is None else entries[row // layout.inner_len].tolist()
             wanted.append(None if offset == NO_CHUNK else (key, offset, nbytes))
-        fetched = iter(fetch_ranges(self.store, [request for request in wanted if request is not None]))
-        return [
-            None
-            if request is None
-            else _whole_chunk(
-                next(fetched), ChunkLocation(layouts[request[0]].path, request[0], index, index), *request[1:]
-            )
-            for request in wanted
-        ]
+        fetched = iter(fetch_ranges(store, [request for request in wanted if request is not None]))
+        chunks: list[np.ndarray | None] = []
+        for request in wanted:
+            if request is None:
+                chunks.append(None)
+                continue
+            key, offset, nbytes = request
+            data = next(fetched)
+            where = ChunkLocation(layouts[key].path, key, index, index)
+            if data is None:
+                raise where.damaged("the shard file went missing between reading its index and its chunk")
+            chunks.append(_whole_chunk(data, where, offset, nbytes or 0))
+        return chunks
 
     def _keep_index(self, layout: ShardLayout, key: str, index_bytes: bytes | np.ndarray | None, index: int) -> None:
         """Keep the entries of shard file ``key``'s index (None: the file is absent)."""
@@ -244,9 +259,10 @@ def _whole_chunk(data: bytes | np.ndarray, where: ChunkLocation, offset: int, nb
     return chunk
 
 
-def fetch_ranges(
-    store: zarr.abc.store.Store, requests: list[tuple[str, int, int | None]]
-) -> list[bytes | np.ndarray | None]:
+_ByteRange = tuple[str, int, int | None]  # (key, start, length): see fetch_ranges
+
+
+def fetch_ranges(store: Store, requests: list[_ByteRange]) -> list[bytes | np.ndarray | None]:
     """Byte ranges of files of ``store``, fetched concurrently (a local store's read directly,
     after the same containment checks): ``(key, start, length)``, ``(key, 0, None)`` for the whole
     file, ``(key, -n, None)`` for its last n bytes. Each as ``bytes`` (local) or a ``uint8``
@@ -255,12 +271,12 @@ def fetch_ranges(
         return [store.read_range(key, start, length) for key, start, length in requests]
     prototype = default_buffer_prototype()
 
-    def byte_range(start: int, length: int | None):
+    def byte_range(start: int, length: int | None) -> ByteRequest | None:
         if length is None:
             return None if start == 0 else SuffixByteRequest(-start)
         return RangeByteRequest(start, start + length)
 
-    async def fetch_all():
+    async def fetch_all() -> list[Buffer | None]:
         return await asyncio.gather(
             *(
                 store.get(key, prototype=prototype, byte_range=byte_range(start, length))

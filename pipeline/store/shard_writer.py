@@ -23,18 +23,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import google_crc32c
 import numcodecs
 import numcodecs.zstd
 import numpy as np
 import zarr
+from zarr.abc.codec import Codec
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from pipeline.store.shard_format import NO_CHUNK, ShardLayout
+from pipeline.store.shard_format import NO_CHUNK, ShardLayout, chunk_codecs
 
 
-def write_whole_shard(root: str | Path, array: zarr.Array, start: int, values: np.ndarray) -> bool:
+def write_whole_shard(root: str | Path, array: zarr.Array[Any], start: int, values: np.ndarray) -> bool:
     """Write ``values`` (``(m, *sample_shape)``, every sample of the shard starting at ``start``)
     into ``array`` of the local store at ``root``.
 
@@ -48,7 +50,7 @@ def write_whole_shard(root: str | Path, array: zarr.Array, start: int, values: n
     rows = min(layout.shard_len, layout.n - start)
     if values.shape != (rows, *layout.sample_shape):
         return False
-    encode = _encoder((array.metadata.codecs[0].codecs if layout.sharded else array.metadata.codecs)[1])
+    encode = _encoder(chunk_codecs(array)[1])
     if encode is None:
         return False
     padded = np.full((layout.shard_len, *layout.sample_shape), layout.fill_value, layout.dtype)
@@ -75,17 +77,18 @@ def write_whole_shard(root: str | Path, array: zarr.Array, start: int, values: n
     return True
 
 
-def _encoder(codec) -> Callable[[np.ndarray], bytes] | None:
+def _encoder(codec: Codec) -> Callable[[np.ndarray], bytes] | None:
     """What compresses a chunk as zarr-python's ``codec`` does (the same bytes), or None for a
     codec this module does not write."""
     if isinstance(codec, ZstdCodec):
         if codec.checksum:  # a zstd frame checksum: not what this project writes
             return None
-        return lambda chunk: numcodecs.zstd.compress(chunk, codec.level)
+        level = codec.level
+        return lambda chunk: bytes(numcodecs.zstd.compress(chunk, level))
     if isinstance(codec, BloscCodec):
         shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[codec.shuffle.value]
         blosc = numcodecs.Blosc(codec.cname.value, codec.clevel, shuffle, codec.blocksize, codec.typesize)
-        return blosc.encode
+        return lambda chunk: bytes(blosc.encode(chunk))
     return None
 
 
@@ -103,4 +106,5 @@ def _replace(path: Path, pieces: list[bytes]) -> None:
 
 
 def _with_crc32c(data: bytes) -> bytes:
-    return data + google_crc32c.value(data).to_bytes(4, "little")
+    checksum: int = google_crc32c.value(data)
+    return data + checksum.to_bytes(4, "little")

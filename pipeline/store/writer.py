@@ -12,12 +12,14 @@ import datetime as dt
 import platform
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
+from zarr.abc.codec import BytesBytesCodec
+from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec, ZstdCodec
 
 from pipeline.config import PreprocessConfig, differing_keys
 from pipeline.datasets.label_sets import label_sets_to_attrs
@@ -25,7 +27,15 @@ from pipeline.datasets.manifest import Manifest
 from pipeline.errors import StoreError, StoreMismatchError
 from pipeline.file_names import shown
 from pipeline.landmark_scheme import FLIP_PERMUTATION
-from pipeline.store.access import open_store, provenance_of, store_exists, stored_guidance
+from pipeline.store.access import (
+    array_in,
+    channel_names,
+    open_store,
+    provenance_of,
+    read_array,
+    store_exists,
+    stored_guidance,
+)
 from pipeline.store.checksums import fill_checksum, sample_checksums
 from pipeline.store.provenance import ATTRS_KEY, Provenance
 from pipeline.store.schema import (
@@ -60,20 +70,19 @@ ZSTD_LEVEL = 1
 LZ4_LEVEL = 5  # blosc's level for lz4 (its default)
 
 
-def chunk_compressors(codec: str, dtype: np.dtype) -> list:
+def chunk_compressors(codec: str, dtype: np.dtype[Any] | str | type) -> list[BytesBytesCodec]:
     """The bytes-to-bytes codecs of a chunk of ``dtype`` values: ``codec`` (``"zstd"``, or
     ``"lz4"`` inside blosc, the Zarr v3 codec that carries it; multi-byte values byte-shuffled),
     then a crc32c checksum."""
     if codec == "lz4":
         itemsize = np.dtype(dtype).itemsize
-        shuffle = "shuffle" if itemsize > 1 else "noshuffle"
-        first = BloscCodec(cname="lz4", clevel=LZ4_LEVEL, shuffle=shuffle, typesize=itemsize, blocksize=0)
-    else:
-        first = ZstdCodec(level=ZSTD_LEVEL)
-    return [first, Crc32cCodec()]
+        shuffle = BloscShuffle.shuffle if itemsize > 1 else BloscShuffle.noshuffle
+        blosc = BloscCodec(cname="lz4", clevel=LZ4_LEVEL, shuffle=shuffle, typesize=itemsize, blocksize=0)
+        return [blosc, Crc32cCodec()]
+    return [ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec()]
 
 
-def create_array(group: zarr.Group, spec: ArraySpec, n: int, shard_size: int, codec: str = "zstd") -> zarr.Array:
+def create_array(group: zarr.Group, spec: ArraySpec, n: int, shard_size: int, codec: str = "zstd") -> zarr.Array[Any]:
     """Create ``spec``'s array for ``n`` samples in ``group``: ``(n, *sample_shape)``, a
     compressor and crc32c on every chunk (:func:`chunk_compressors`: ``codec`` for per-sample
     tensors, zstd for the rest); tensors sharded by ``shard_size`` with inner chunks of
@@ -96,7 +105,7 @@ def create_array(group: zarr.Group, spec: ArraySpec, n: int, shard_size: int, co
         compressors=compressors,
         fill_value=spec.fill_value,
         dimension_names=spec.dims,
-        attributes=spec.attributes,
+        attributes=dict(spec.attributes),
     )
 
 
@@ -160,7 +169,9 @@ def prepare_store(
     return True
 
 
-def _check_resumable(path: Path, manifest: Manifest, config: PreprocessConfig, models) -> None:
+def _check_resumable(
+    path: Path, manifest: Manifest, config: PreprocessConfig, models: dict[str, dict[str, Any]]
+) -> None:
     group = open_store(path)
     provenance = provenance_of(group)
     problems = []
@@ -201,7 +212,9 @@ def _check_resumable(path: Path, manifest: Manifest, config: PreprocessConfig, m
         )
 
 
-def _write_template(path: Path, manifest: Manifest, config: PreprocessConfig, models, root: str | None) -> None:
+def _write_template(
+    path: Path, manifest: Manifest, config: PreprocessConfig, models: dict[str, dict[str, Any]], root: str | None
+) -> None:
     """Write the template (every array, the manifest columns, the provenance) beside ``path``
     and rename it into place, so a run killed while writing it leaves no half-made store."""
     partial = path.with_name(path.name + ".partial")
@@ -211,7 +224,9 @@ def _write_template(path: Path, manifest: Manifest, config: PreprocessConfig, mo
     partial.rename(path)
 
 
-def _write_template_at(path: Path, manifest: Manifest, config: PreprocessConfig, models, root: str | None) -> None:
+def _write_template_at(
+    path: Path, manifest: Manifest, config: PreprocessConfig, models: dict[str, dict[str, Any]], root: str | None
+) -> None:
     n = len(manifest)
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     n_votes = 0 if manifest.votes is None else manifest.votes.shape[1]
@@ -237,8 +252,8 @@ def _write_template_at(path: Path, manifest: Manifest, config: PreprocessConfig,
         skipped = np.array([bool(reason) for reason in manifest.skip])
         values[STATUS] = np.where(skipped, int(Status.FAILED), int(Status.PENDING)).astype(np.uint8)
         values[MESSAGE] = text_column(manifest.skip)
-    for name, column in values.items():
-        arrays[name][:] = column
+    for name, column_values in values.items():
+        arrays[name][:] = column_values
     checksums = np.zeros((n, len(columns)), np.uint32)
     for spec in specs:
         column = columns.index(spec.name)
@@ -246,7 +261,7 @@ def _write_template_at(path: Path, manifest: Manifest, config: PreprocessConfig,
             checksums[:, column] = sample_checksums(values[spec.name])
         else:
             checksums[:, column] = fill_checksum(spec.sample_shape, spec.dtype, spec.fill_value)
-    group[CHECKSUM][:] = checksums
+    array_in(group, CHECKSUM)[:] = checksums
     provenance = Provenance(
         dataset=manifest.dataset,
         root=root,  # where the sources were read; informational, not part of any hash
@@ -266,7 +281,7 @@ def _write_template_at(path: Path, manifest: Manifest, config: PreprocessConfig,
     write_provenance(group, provenance)
 
 
-def text_column(texts) -> np.ndarray:
+def text_column(texts: Iterable[object]) -> np.ndarray:
     """``(n,) object`` strings that UTF-8 can hold (file names' bytes that are not UTF-8 escaped)."""
     return np.asarray([shown(str(text)) for text in texts], dtype=object)
 
@@ -298,21 +313,21 @@ def pending_shards(path: str | Path, shard_size: int) -> list[tuple[int, int]]:
     def done(start: int, stop: int, status: np.ndarray) -> bool:
         return not np.any(status == Status.PENDING) and not (
             np.any(status == Status.FAILED)
-            and any(str(m).startswith(SHARD_FAILURE_PREFIX) for m in group[MESSAGE][start:stop])
+            and any(str(m).startswith(SHARD_FAILURE_PREFIX) for m in read_array(group, MESSAGE, slice(start, stop)))
         )
 
-    return unfinished_shards(group[STATUS], shard_size, done)
+    return unfinished_shards(array_in(group, STATUS), shard_size, done)
 
 
 def unfinished_shards(
-    array: zarr.Array, shard_size: int, done: Callable[[int, int, np.ndarray], bool]
+    array: zarr.Array[Any], shard_size: int, done: Callable[[int, int, np.ndarray], bool]
 ) -> list[tuple[int, int]]:
     """``[(start, stop), ...]`` of the shards whose values of ``array`` (``(N,)``, one chunk per
     shard) cannot be read or do not satisfy ``done(start, stop, values)``."""
     unfinished = []
     for start, stop in shard_bounds(array.shape[0], shard_size):
         try:
-            values = array[start:stop]
+            values = np.asarray(array[start:stop])
         except Exception:  # noqa: BLE001 - any decode error means "not finished"
             unfinished.append((start, stop))
             continue
@@ -328,9 +343,9 @@ def record_failed_shard(path: str | Path, start: int, stop: int, error: str) -> 
     n = stop - start
     message = text_column([SHARD_FAILURE_PREFIX + error] * n)
     status = np.full(n, int(Status.FAILED), dtype=np.uint8)
-    group[MESSAGE][start:stop] = message
+    array_in(group, MESSAGE)[start:stop] = message
     record_checksums(group, start, {MESSAGE: message, STATUS: status})
-    group[STATUS][start:stop] = status
+    array_in(group, STATUS)[start:stop] = status
 
 
 def record_checksums(group: zarr.Group, start: int, arrays: dict[str, np.ndarray]) -> None:
@@ -339,10 +354,10 @@ def record_checksums(group: zarr.Group, start: int, arrays: dict[str, np.ndarray
     array without a column (a guidance type newer than the store) goes unrecorded."""
     if CHECKSUM not in group:  # a store written before checksums were recorded
         return
-    checksum = group[CHECKSUM]
-    columns = list(checksum.attrs[CHANNELS_ATTR])
+    checksum = array_in(group, CHECKSUM)
+    columns = channel_names(checksum)
     n = len(next(iter(arrays.values())))
-    recorded = checksum[start : start + n]
+    recorded = np.asarray(checksum[start : start + n])
     for name, values in arrays.items():
         if name in columns:
             recorded[:, columns.index(name)] = sample_checksums(np.asarray(values))
@@ -364,21 +379,22 @@ def write_shard(path: str | Path, start: int, arrays: dict[str, np.ndarray], sta
     arrays = {name: text_column(values) if name == MESSAGE else values for name, values in arrays.items()}
     write_regions(path, group, start, arrays)
     record_checksums(group, start, {**arrays, STATUS: status})
-    group[STATUS][start:stop] = status
+    array_in(group, STATUS)[start:stop] = status
 
 
 def write_regions(path: str | Path, group: zarr.Group, start: int, arrays: dict[str, np.ndarray]) -> None:
     """Write each of ``arrays`` (name -> ``(n, ...)`` values) from sample ``start``: a whole shard
     of a tensor in one piece (:mod:`pipeline.store.shard_writer`), anything else through zarr."""
     for name, values in arrays.items():
-        if not write_whole_shard(path, group[name], start, np.asarray(values)):
-            group[name][start : start + len(values)] = values
+        array = array_in(group, name)
+        if not write_whole_shard(path, array, start, np.asarray(values)):
+            array[start : start + len(values)] = values
 
 
 def finalize_store(path: str | Path) -> dict[str, int]:
     """Record status counts and ``complete`` (true when nothing is pending), consolidate metadata."""
     group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
-    counts = status_counts(group[STATUS][:])
+    counts = status_counts(read_array(group, STATUS))
     complete = counts[Status.PENDING.label] == 0
     write_provenance(group, provenance_of(group).replace(counts=counts, complete=complete))
     with warnings.catch_warnings():

@@ -8,6 +8,8 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from zarr.abc.store import ByteRequest
+from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import ZipStore
 
 from pipeline.errors import StoreError
@@ -87,7 +89,7 @@ class CheckedZipStore(ZipStore):
     """A read-only :class:`~zarr.storage.ZipStore` of a zip that passed :func:`check_zip_members`,
     whose reads end in :class:`StoreError` where a member's bytes disagree with its sizes or CRC."""
 
-    def _get(self, key, prototype, byte_range=None):
+    def _get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
         try:
             return super()._get(key, prototype, byte_range)
         except (zipfile.BadZipFile, EOFError, zlib.error) as error:

@@ -21,8 +21,10 @@ from pipeline.store import (
     USABLE_STATUSES,
     Provenance,
     Status,
+    array_in,
     open_store,
     provenance_of,
+    read_array,
     stored_guidance,
     undecided_faces,
 )
@@ -102,19 +104,19 @@ def _wrap(text: str, width_chars: int) -> list[str]:
 
 def _sample_cell(group, provenance: Provenance, held: tuple[str, ...], index: int) -> np.ndarray:
     """One sample's tiles and caption; ``held`` is the guidance the store holds."""
-    size = group[IMAGE].shape[-1]
-    status = Status(int(group[STATUS][index]))
-    label = int(group[LABEL][index])
+    size = array_in(group, IMAGE).shape[-1]
+    status = Status(int(read_array(group, STATUS, index)))
+    label = int(read_array(group, LABEL, index))
     label_name = provenance.label_names[label] if label >= 0 else "?"
-    split_name = provenance.splits[int(group[SPLIT][index])]
+    split_name = provenance.splits[int(read_array(group, SPLIT, index))]
     cell = np.full((TILE + CAPTION, 4 * TILE, 3), 255, np.uint8)
     if status in USABLE_STATUSES:
-        face = _face_tile(group[IMAGE][index])
+        face = _face_tile(read_array(group, IMAGE, index))
         marked = face.copy()
-        for x, y in group[LANDMARKS][index] * (TILE / size):
+        for x, y in read_array(group, LANDMARKS, index) * (TILE / size):
             cv2.circle(marked, (int(x), int(y)), 1, (0, 255, 0), -1, cv2.LINE_AA)
         if "regions" in held:
-            for left, top, right, bottom in group["regions"][index] * (TILE / size):
+            for left, top, right, bottom in read_array(group, "regions", index) * (TILE / size):
                 cv2.rectangle(marked, (int(left), int(top)), (int(right), int(bottom)), (255, 200, 0), 1)
         tiles = [marked]
         for family in TILE_FAMILIES:
@@ -128,10 +130,10 @@ def _sample_cell(group, provenance: Provenance, held: tuple[str, ...], index: in
             tiles.append(tile)
         cell[:TILE] = np.hstack(tiles)
     else:
-        source = _source_image(provenance, str(group[SOURCE][index]))
+        source = _source_image(provenance, str(read_array(group, SOURCE, index)))
         if source is not None:
             cell[:TILE, :TILE] = _fit(source, TILE, TILE)
-        for row, text in enumerate(_wrap(str(group[MESSAGE][index]), 44)[:5]):
+        for row, text in enumerate(_wrap(str(read_array(group, MESSAGE, index)), 44)[:5]):
             cv2.putText(cell, text, (TILE + 6, 18 + 18 * row), _FONT, 0.4, (0, 0, 160), 1, cv2.LINE_AA)
     caption = f"#{index} {label_name} [{split_name}] {status.label}"
     color = (0, 110, 0) if status in USABLE_STATUSES else (0, 0, 170)
@@ -187,8 +189,8 @@ def chosen_samples(
     if several_faces and only is None:
         raise StoreError(f"{path} records no face counts (built before fer-preprocess recorded them)")
     indices = select_samples(
-        group[STATUS][:],
-        group[SPLIT][:],
+        read_array(group, STATUS),
+        read_array(group, SPLIT),
         list(provenance.splits),
         split_name=split,
         statuses=tuple(statuses),
@@ -205,8 +207,8 @@ def sample_lines(path: str | Path, indices: np.ndarray) -> list[str]:
     """One line per sample: index, status, faces found, detector score, source and message."""
     group = open_store(path)
     columns = {name: group[name][:] for name in (STATUS, SOURCE, MESSAGE)}
-    faces = group[FACES_DETECTED][:] if FACES_DETECTED in group else None
-    scores = group[FACE_SCORE][:] if FACE_SCORE in group else None
+    faces = read_array(group, FACES_DETECTED) if FACES_DETECTED in group else None
+    scores = read_array(group, FACE_SCORE) if FACE_SCORE in group else None
     lines = []
     for i in indices:
         detected = "-" if faces is None else f"{int(faces[i])} faces, score {float(scores[i]):.2f}"

@@ -8,7 +8,16 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import differing_keys
-from pipeline.store import Status, bytes_on_disk, open_store, provenance_of, stored_guidance, undecided_faces
+from pipeline.store import (
+    Status,
+    array_in,
+    bytes_on_disk,
+    open_store,
+    provenance_of,
+    read_array,
+    stored_guidance,
+    undecided_faces,
+)
 from pipeline.store.location import StoreLocation
 from pipeline.store.schema import FACES_DETECTED, LABEL, SPLIT, STATUS
 
@@ -23,9 +32,9 @@ def describe_store(path: str | Path) -> str:
     provenance of the store at ``path``, as text."""
     group = open_store(path)
     prov = provenance_of(group)
-    status = group[STATUS][:]
-    split = group[SPLIT][:]
-    label = group[LABEL][:]
+    status = read_array(group, STATUS)
+    split = read_array(group, SPLIT)
+    label = read_array(group, LABEL)
     n = status.size
     lines = [
         f"store     {path}",
@@ -84,7 +93,7 @@ def face_lines(group, status: np.ndarray) -> list[str]:
     undecided = undecided_faces(group)
     if undecided is None:
         return ["faces found by the detector: not recorded (a store built before fer-preprocess recorded them)"]
-    faces = group[FACES_DETECTED][:]
+    faces = read_array(group, FACES_DETECTED)
     ran = status != Status.PENDING
     lines = ["faces found by the detector (samples)"]
     lines += _table(
@@ -105,7 +114,7 @@ def array_table(group, location: str | Path) -> list[str]:
     """One row per array: shape, dtype, chunk, shard, dimension names, and for a local store the
     bytes on disk (total and per sample)."""
     local = StoreLocation.parse(location)
-    n = group[STATUS].shape[0]
+    n = array_in(group, STATUS).shape[0]
     rows = [["name", "shape", "dtype", "chunk", "shard", "dims", "on disk", "per sample"]]
     for name, array in sorted(group.arrays()):
         on_disk = bytes_on_disk(Path(local.path) / name) if local.is_local else None

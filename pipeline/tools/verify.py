@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.config import config_sha256
 from pipeline.errors import FerStoreError, StoreError, StoreRefusedError
 from pipeline.progress import QUIET, Progress
-from pipeline.store import Status, array_specs, open_store, provenance_of, status_counts
+from pipeline.store import Status, array_in, array_specs, open_store, provenance_of, status_counts
 from pipeline.store.checksums import sample_checksums
 from pipeline.store.schema import (
     CHANNELS_ATTR,
@@ -66,7 +66,7 @@ def verify_store(location: str, progress: Progress = QUIET) -> list[Fault]:
     if config_sha256(provenance.config) != provenance.config_sha256:
         faults.append(Fault("provenance", "config_sha256 does not match the recorded config"))
     config = provenance.preprocess_config
-    n_votes = group[VOTES].shape[1] if VOTES in group else 0
+    n_votes = array_in(group, VOTES).shape[1] if VOTES in group else 0
     detections = FACES_DETECTED in group or FACE_SCORE in group  # absent from stores of before they existed
     expected = {spec.name: spec for spec in array_specs(config, n_votes, SUBJECT in group, detections)}
     expected.update({spec.name: spec for spec in guidance_specs(provenance.added_types, config)})
