@@ -204,7 +204,7 @@ def differing_keys(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> li
     return out
 
 
-def build_config(*layers: dict[str, dict[str, Any] | int]) -> PreprocessConfig:
+def build_config(*layers: dict[str, Any]) -> PreprocessConfig:
     """Merge nested overrides (later layers win) onto the defaults and validate.
 
     Each layer looks like ``{"detect": {"prior": "full-frame"}, "shard_size": 64}``; a dataset's
@@ -217,6 +217,8 @@ def build_config(*layers: dict[str, dict[str, Any] | int]) -> PreprocessConfig:
             if key not in merged:
                 raise ConfigError(f"unknown config section {key!r}")
             if isinstance(merged[key], dict):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"config section {key!r} takes options ({', '.join(merged[key])}), not {value!r}")
                 unknown = set(value) - set(merged[key])
                 if unknown:
                     raise ConfigError(f"unknown {key} options: {', '.join(sorted(unknown))}")

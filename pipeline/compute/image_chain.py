@@ -8,7 +8,7 @@ used to grow a store from its stored faces).
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,7 +43,7 @@ class StageTimer:
     """Accumulates wall time per stage name (seconds)."""
 
     def __init__(self) -> None:
-        self.seconds: Counter[str] = Counter()
+        self.seconds: defaultdict[str, float] = defaultdict(float)
         self._last = time.perf_counter()
 
     def lap(self, stage: str) -> None:
@@ -80,10 +80,10 @@ def process_image(
     if config.landmarks.source == "dataset" and prior_landmarks is not None and np.isfinite(prior_landmarks).all():
         landmarks_src = np.asarray(prior_landmarks, dtype=np.float32)
         if prior_box is not None and np.isfinite(prior_box).all():
-            box = np.asarray(prior_box, dtype=np.float32)
+            landmarks_box = np.asarray(prior_box, dtype=np.float32)
         else:
-            box = np.concatenate([landmarks_src.min(axis=0), landmarks_src.max(axis=0)]).astype(np.float32)
-        return _align_and_render(pixels, box, landmarks_src, Status.OK_PRIOR, config, models, timer)
+            landmarks_box = np.concatenate([landmarks_src.min(axis=0), landmarks_src.max(axis=0)]).astype(np.float32)
+        return _align_and_render(pixels, landmarks_box, landmarks_src, Status.OK_PRIOR, config, models, timer)
 
     use_dataset_box = config.detect.prior == "dataset" and prior_box is not None and np.isfinite(prior_box).all()
     detection = detect_face(models.detector, pixels, config.detect.upsample, prior_box if use_dataset_box else None)

@@ -13,10 +13,11 @@ import errno
 import logging
 import os
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeGuard
 
 import numpy as np
 
@@ -44,6 +45,9 @@ from pipeline.store.growth import begin_growth, finish_growth, growth_pending_sh
 from pipeline.store.lock import holds_store_lock
 from pipeline.store.schema import IMAGE, STATUS
 from pipeline.store.writer import finalize_store, pending_shards, prepare_store, record_failed_shard
+
+if TYPE_CHECKING:
+    import distributed
 
 SYNCHRONOUS = "synchronous"
 TASK_RETRIES = 2
@@ -128,7 +132,7 @@ def plan_tasks(
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str | SlurmOptions | None, workers: int | None) -> Iterator[object]:
+def dask_client(scheduler: str | SlurmOptions | None, workers: int | None) -> Iterator[distributed.Client]:
     """A ``distributed.Client``: a local cluster sized to the machine, an existing scheduler, or
     SLURM worker jobs."""
     from distributed import Client, LocalCluster
@@ -183,7 +187,7 @@ def _run_tasks(
 
     with dask_client(scheduler, workers) as client:
         futures = client.map(function, tasks, pure=False, retries=TASK_RETRIES)
-        task_of = {future.key: task for future, task in zip(futures, tasks)}
+        task_of: dict[object, ShardTask | GrowTask] = dict(zip((future.key for future in futures), tasks))
         for future in as_completed(futures):
             try:
                 yield future.result()
@@ -416,13 +420,18 @@ def _run_with_progress(
 ) -> tuple[int, list[tuple[ShardTask | GrowTask, BaseException]], dict[str, float]]:
     """Run the tasks with a progress bar; return (samples processed, (task, error) of each task
     that kept failing, stage seconds)."""
-    processed, failures, stage_seconds = 0, [], Counter()
+    processed, failures, stage_seconds = (
+        0,
+        list[tuple[ShardTask | GrowTask, BaseException]](),
+        defaultdict[str, float](float),
+    )
     store_path = tasks[0].store_path if tasks else ""
     with progress.bar(label, sum(t.stop - t.start for t in tasks)) as advance:
         for outcome in _run_tasks(function, tasks, scheduler, workers):
             if isinstance(outcome, ShardSummary):
                 processed += outcome.stop - outcome.start
-                stage_seconds.update(outcome.stage_seconds)
+                for stage, seconds in outcome.stage_seconds.items():
+                    stage_seconds[stage] += seconds
                 advance(outcome.stop - outcome.start)
             elif _is_disk_full(outcome[1]):
                 raise DiskFullError(
@@ -435,7 +444,7 @@ def _run_with_progress(
     return processed, failures, dict(stage_seconds)
 
 
-def _is_disk_full(error: BaseException) -> bool:
+def _is_disk_full(error: BaseException) -> TypeGuard[OSError]:
     """No space left (ENOSPC) or over quota (EDQUOT): retrying the task or recording its samples as
     failed (another write) cannot help, only the user can."""
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)

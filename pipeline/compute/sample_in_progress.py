@@ -38,7 +38,7 @@ class SampleInProgress:
         store = Path(store_path)
         self.path = store.with_name(store.name + ".in-progress") / str(start)
         self.died_on: frozenset[int] = frozenset()  # shard-relative indices to leave out
-        self._descriptor: int | None = None
+        self._descriptor = -1  # the record's file, while the shard is being computed
 
     def __enter__(self) -> SampleInProgress:
         died = []  # one entry per attempt that died, the sample it died on

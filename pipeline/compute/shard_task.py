@@ -180,10 +180,13 @@ def grow_shard(task: GrowTask) -> ShardSummary:
     group = open_store(task.store_path)
     status = read_array(group, STATUS, slice(task.start, task.stop))
     needs = {name for kind in task.types for name in GUIDANCE_TYPES[kind].inputs}
-    images = read_array(group, IMAGE, slice(task.start, task.stop)) if IMAGE in needs else None
-    landmarks = read_array(group, LANDMARKS, slice(task.start, task.stop)) if LANDMARKS in needs else None
-    timer.lap("read")
     n = task.stop - task.start
+    # an input no type of the task needs is not read: the renderers get an empty stand-in
+    images = read_array(group, IMAGE, slice(task.start, task.stop)) if IMAGE in needs else np.zeros((n, 1, 0, 0))
+    landmarks = (
+        read_array(group, LANDMARKS, slice(task.start, task.stop)) if LANDMARKS in needs else np.zeros((n, 0, 2))
+    )
+    timer.lap("read")
     specs = guidance_specs(task.types, task.config)
     arrays = {spec.name: np.zeros((n, *spec.sample_shape), dtype=spec.dtype) for spec in specs}
     errors = np.full(n, "", dtype=object)
@@ -195,15 +198,11 @@ def grow_shard(task: GrowTask) -> ShardSummary:
                 errors[i] = "\n".join(f"{name}: {DIED_ON_MESSAGE}" for name in task.types)
                 continue
             in_progress.mark(i)
-            aligned = None
-            if images is not None:
-                aligned = images[i, 0] if images.shape[1] == 1 else images[i].transpose(1, 2, 0)
+            aligned = images[i, 0] if images.shape[1] == 1 else images[i].transpose(1, 2, 0)
             failed = []
             for name in task.types:
                 try:
-                    rendered = render_guidance(
-                        (name,), aligned, None if landmarks is None else landmarks[i], task.config, models, timer
-                    )
+                    rendered = render_guidance((name,), aligned, landmarks[i], task.config, models, timer)
                 except Exception as error:  # noqa: BLE001 - a bad sample never stops the shard
                     failed.append(f"{name}: {type(error).__name__}: {' '.join(str(error).split())}")
                     continue

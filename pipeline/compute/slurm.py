@@ -27,11 +27,12 @@ def parse_slurm_time(text: str) -> int:
     match = _SLURM_TIME.match(text.strip())
     if not match:
         raise ConfigError(f"walltime {text!r} is not a SLURM time (for example 04:00:00, 90 or 1-12:00:00)")
-    days, a, b, c = (int(match[name]) if match[name] else None for name in ("days", "a", "b", "c"))
+    a = int(match["a"])
+    days, b, c = (int(match[name]) if match[name] else None for name in ("days", "b", "c"))
     if days is not None:  # days-hours[:minutes[:seconds]]
         return ((days * 24 + a) * 60 + (b or 0)) * 60 + (c or 0)
-    if c is not None:
-        return (a * 60 + b) * 60 + c
+    if c is not None:  # hours:minutes:seconds
+        return (a * 60 + (b or 0)) * 60 + c
     return a * 60 + (b or 0)
 
 

@@ -160,7 +160,7 @@ class AffectNetDataset(FilesUnderRoot):
         if not (root / IMAGES_DIR).is_dir():
             raise DatasetError(f"{root / IMAGES_DIR} not found: the AffectNet images folder, beside {LISTS_DIR}/")
         columns: dict[str, list] = {}
-        split = []
+        split: list[int] = []
         for split_id, path in enumerate(files.values()):
             for key, values in scan_split_file(path).items():
                 columns.setdefault(key, []).extend(values)

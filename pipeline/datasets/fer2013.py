@@ -23,7 +23,7 @@ import numpy as np
 
 from pipeline.datasets.label_sets import LabelSet
 from pipeline.datasets.manifest import Manifest
-from pipeline.datasets.paths import read_file_inside, require_directory
+from pipeline.datasets.paths import given_root, read_file_inside, require_directory
 from pipeline.datasets.tables import csv_rows, malformed, parse_field
 from pipeline.errors import DatasetError, UnreadableImageError
 
@@ -222,5 +222,5 @@ class Fer2013Dataset:
     def read(self, root: Path | None, source: str) -> bytes | np.ndarray:
         """A CSV row's ``(48, 48) uint8`` pixels, or an image file's bytes."""
         if source.startswith(CSV_NAME + "#"):
-            return read_row_source(Path(root), source)
-        return read_file_inside(Path(root), source)
+            return read_row_source(given_root(root), source)
+        return read_file_inside(given_root(root), source)

@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.datasets import fer2013
 from pipeline.datasets.label_sets import LabelSet
 from pipeline.datasets.manifest import Manifest
-from pipeline.datasets.paths import require_directory
+from pipeline.datasets.paths import given_root, require_directory
 from pipeline.datasets.tables import csv_rows, malformed, parse_field, require_file
 from pipeline.errors import DatasetError
 
@@ -76,7 +76,8 @@ def scan_votes(
         DatasetError: a wrong header, a Usage that disagrees with ``fer2013.csv`` (the files are
             not in the same row order), or another number of rows.
     """
-    votes, skip = [], []
+    votes: list[list[int]] = []
+    skip: list[str] = []
     shown = shown_as or path
     for line, row in csv_rows(path, VOTES_HEADER, check_columns=False):
         index = len(votes)
@@ -149,4 +150,4 @@ class FerPlusDataset:
 
     def read(self, root: Path | None, source: str) -> np.ndarray:
         """A row's ``(48, 48) uint8`` pixels from ``fer2013.csv``."""
-        return fer2013.read_row_source(Path(root), source)
+        return fer2013.read_row_source(given_root(root), source)

@@ -39,7 +39,7 @@ class LabelSet:
     names: tuple[str, ...]
     kind: LabelSetKind
     mapping: tuple[int, ...] = ()
-    thresholds: tuple[float, float] = ()
+    thresholds: tuple[float, ...] = ()  # (low, high) for the valence kind
     vote_columns: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:

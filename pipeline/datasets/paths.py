@@ -21,6 +21,13 @@ def require_directory(root: Path | None, what: str) -> Path:
     return root.resolve()
 
 
+def given_root(root: Path | None) -> Path:
+    """``root``, which a dataset whose sources lie under a root directory is always read with."""
+    if root is None:
+        raise DatasetError("this dataset's sources lie under a root directory: pass --root DIR (DATA_ROOT=DIR)")
+    return Path(root)
+
+
 def escapes_root(relative: str) -> bool:
     """True for a path a dataset file must not name: absolute (POSIX or Windows) or using ``..``."""
     posix, windows = PurePosixPath(relative), PureWindowsPath(relative)
@@ -57,4 +64,4 @@ class FilesUnderRoot:
 
     def read(self, root: Path | None, source: str) -> bytes:
         """The encoded file ``root / source`` (see :func:`read_file_inside`)."""
-        return read_file_inside(Path(root), source)
+        return read_file_inside(given_root(root), source)

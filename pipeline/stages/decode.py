@@ -86,8 +86,7 @@ def _decode_with_pillow(data: bytes, max_pixels: int) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a truncated file must fail, not decode half grey
             image.load()
-        image = ImageOps.exif_transpose(image)
-        return _to_uint8_array(image)
+        return _to_uint8_array(ImageOps.exif_transpose(image))
 
 
 # Palette images (palette PNG, GIF) are usually dithered, and the pixel-level noise of dithering

@@ -21,13 +21,13 @@ def spectral_residual_saliency(image: np.ndarray, guidance_size: int) -> np.ndar
         ``(H, H) uint8``, min-max normalised to 0..255 (all zeros for a constant image).
         Deterministic: the same image always gives the same map.
     """
-    return _opencv_static_saliency(image, guidance_size, cv2.saliency.StaticSaliencySpectralResidual_create)
+    return _opencv_static_saliency(image, guidance_size, cv2.saliency.StaticSaliencySpectralResidual.create)
 
 
 def fine_grained_saliency(image: np.ndarray, guidance_size: int) -> np.ndarray:
     """Fine-grained static saliency (Montabone and Soto 2010, centre-surround differences on an
     integral image), OpenCV's implementation. Shapes and range as :func:`spectral_residual_saliency`."""
-    return _opencv_static_saliency(image, guidance_size, cv2.saliency.StaticSaliencyFineGrained_create)
+    return _opencv_static_saliency(image, guidance_size, cv2.saliency.StaticSaliencyFineGrained.create)
 
 
 def _opencv_static_saliency(image: np.ndarray, guidance_size: int, create: Callable) -> np.ndarray:

@@ -206,12 +206,13 @@ def chosen_samples(
 def sample_lines(path: str | Path, indices: np.ndarray) -> list[str]:
     """One line per sample: index, status, faces found, detector score, source and message."""
     group = open_store(path)
-    columns = {name: group[name][:] for name in (STATUS, SOURCE, MESSAGE)}
-    faces = read_array(group, FACES_DETECTED) if FACES_DETECTED in group else None
-    scores = read_array(group, FACE_SCORE) if FACE_SCORE in group else None
+    columns = {name: read_array(group, name) for name in (STATUS, SOURCE, MESSAGE)}
+    detections = FACES_DETECTED in group and FACE_SCORE in group
+    faces = read_array(group, FACES_DETECTED) if detections else None
+    scores = read_array(group, FACE_SCORE) if detections else None
     lines = []
     for i in indices:
-        detected = "-" if faces is None else f"{int(faces[i])} faces, score {float(scores[i]):.2f}"
+        detected = "-" if faces is None or scores is None else f"{int(faces[i])} faces, score {float(scores[i]):.2f}"
         lines.append(
             f"{int(i)}\t{Status(int(columns[STATUS][i])).label}\t{detected}\t{columns[SOURCE][i]}\t"
             f"{columns[MESSAGE][i]}"

@@ -38,6 +38,7 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     # A connection that sends nothing for this long is closed (an idle keep-alive, a stalled client).
     timeout = 30
+    server: StoreServer
 
     def __init__(self, *args, root: Path, quiet: bool = True, **kwargs):
         self.root, self.quiet = root, quiet

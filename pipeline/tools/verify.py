@@ -73,8 +73,8 @@ def verify_store(location: str, progress: Progress = QUIET) -> list[Fault]:
     for name, spec in expected.items():  # shapes, data types and chunks were checked on opening
         if name not in group:
             faults.append(Fault(name, "missing array"))
-        elif tuple(group[name].metadata.dimension_names or ()) != spec.dims:
-            faults.append(Fault(name, f"dimension names {group[name].metadata.dimension_names}, expected {spec.dims}"))
+        elif (dims := tuple(getattr(group[name].metadata, "dimension_names", None) or ())) != spec.dims:
+            faults.append(Fault(name, f"dimension names {dims or None}, expected {spec.dims}"))
     if provenance.growing is not None:
         faults.append(Fault("provenance", f"adding {', '.join(provenance.growing_types)} is unfinished"))
 
@@ -86,7 +86,7 @@ def verify_store(location: str, progress: Progress = QUIET) -> list[Fault]:
         )
     status_parts = []
     for name in sorted(set(group.array_keys()) - {CHECKSUM}):
-        array = group[name]
+        array = array_in(group, name)
         block = samples_per_shard(array)
         progress.line(f"checking {name}")
         for start in range(0, array.shape[0], block):
@@ -121,9 +121,10 @@ def verify_store(location: str, progress: Progress = QUIET) -> list[Fault]:
         counts = status_counts(np.concatenate(status_parts))
         if counts[Status.PENDING.label]:
             faults.append(Fault("status", f"{counts[Status.PENDING.label]} samples pending: the store is incomplete"))
-        recorded = provenance.counts
-        if any(recorded.get(key) != value for key, value in counts.items()):
-            faults.append(Fault("provenance", f"recorded counts {recorded} differ from the status array's {counts}"))
+        if any(provenance.counts.get(key) != value for key, value in counts.items()):
+            faults.append(
+                Fault("provenance", f"recorded counts {provenance.counts} differ from the status array's {counts}")
+            )
         if not provenance.complete:
             faults.append(Fault("provenance", "the store is not marked complete"))
     return faults
