@@ -38,6 +38,7 @@ def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
             raise ConfigError(f"--option {pair!r}: model {model!r} takes KEY=VALUE with KEY among: {known}")
         default = defaults[key]
         try:
+            value: object
             if isinstance(default, bool):
                 value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[text.lower()]
             else:
@@ -198,15 +199,13 @@ def main(
             )
             return
         summary = train(config, out, resume=resume, progress=ConsoleProgress(bars=progress, err=False))
-    if summary["test_split"] is None:
-        click.echo(
-            f"done: epoch {summary['selected_epoch']} selected ({summary['selected_by']}); no test samples -> {out}"
-        )
+    if summary.test is None:
+        click.echo(f"done: epoch {summary.selected_epoch} selected ({summary.selected_by}); no test samples -> {out}")
         return
     click.echo(
-        f"done: epoch {summary['selected_epoch']} selected ({summary['selected_by']}); {summary['test_split']} "
-        f"accuracy {summary['test_accuracy']:.4f}, macro-F1 {summary['test_macro_f1']:.4f} "
-        f"(last epoch {summary['last_epoch_test_accuracy']:.4f}) -> {out}"
+        f"done: epoch {summary.selected_epoch} selected ({summary.selected_by}); {summary.test_split} "
+        f"accuracy {summary.test.accuracy:.4f}, macro-F1 {summary.test.macro_f1:.4f} "
+        f"(last epoch {summary.test.last_epoch_accuracy:.4f}) -> {out}"
     )
 
 

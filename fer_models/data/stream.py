@@ -29,7 +29,7 @@ import torch
 from fer_models.data.selection import Selection
 from fer_models.data.worker_batch import WorkerBatch
 from pipeline.errors import StoreError
-from pipeline.store import open_store, provenance_of
+from pipeline.store import array_in, open_store, provenance_of
 from pipeline.store.shard_reader import DECODE_THREADS, PendingShards, start_reading_shards
 
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3  # "auto" holds a selection in memory up to this size
@@ -110,7 +110,10 @@ class StoreBatches(torch.utils.data.IterableDataset):
         if missing:
             raise StoreError(f"{store} has no array {missing[0]!r}")
         self.shard_size = provenance_of(group).preprocess_config.shard_size
-        sample_bytes = sum(int(np.prod(group[name].shape[1:])) * group[name].dtype.itemsize for name in self.fields)
+        sample_bytes = sum(
+            int(np.prod(array.shape[1:])) * array.dtype.itemsize
+            for array in (array_in(group, name) for name in self.fields)
+        )
         if in_memory == "auto":
             in_memory = sample_bytes * len(selection) <= IN_MEMORY_LIMIT_BYTES
         self.in_memory = bool(in_memory)

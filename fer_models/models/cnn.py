@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fer_models.models.registry import register_model
+from fer_models.models.registry import ModelOutput, register_model
 
 
 def baseline_features(in_channels: int) -> nn.Sequential:
@@ -48,6 +48,6 @@ class BaselineCNN(nn.Module):
         self.features = baseline_features(in_channels)
         self.classifier = baseline_classifier(image_size, num_classes, dropout)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         """``batch["image"]``: ``(B, C, S, S) float32`` in [0, 1] -> ``{"logits": (B, K)}``."""
         return {"logits": self.classifier(self.features(batch["image"]))}

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fer_models.models.registry import register_model
+from fer_models.models.registry import ModelOutput, register_model
 
 
 def _conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -153,18 +153,19 @@ class FERAtt(nn.Module):
             structure_sigma,
         )
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        image, output, losses = batch["image"], {}, {}
-        x = image
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        image, losses = batch["image"], dict[str, torch.Tensor]()
+        x, attention = image, None
         if self.use_attention:
             attention = self.attention(image)
             x = torch.sigmoid(self.reconstruct(self.features(image) * attention))
-            output.update(attention=attention, attention_image=x)
             if self.training and self.reconstruction_weight > 0 and "mask_hull" in batch:
                 hull = F.interpolate(batch["mask_hull"], size=image.shape[-2:], mode="bilinear", align_corners=False)
                 losses["reconstruction"] = self.reconstruction_weight * F.l1_loss(x, image * hull)
         embedding = self.embed(self.classifier(x))
-        output.update(logits=self.head(embedding), embedding=embedding)
+        output: ModelOutput = {"logits": self.head(embedding), "embedding": embedding}
+        if attention is not None:
+            output["attention"], output["attention_image"] = attention, x
         if self.training and self.structure_weight > 0 and "target" in batch:
             target = batch["target"] if batch["target"].dim() == 1 else batch["target"].argmax(1)
             losses["structure"] = self.structure_weight * gaussian_structure_loss(

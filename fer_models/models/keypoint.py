@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from fer_models.models.landmark_sampling import sample_points
-from fer_models.models.registry import register_model
+from fer_models.models.registry import ModelOutput, register_model
 from fer_models.models.resnet import ResNet18
 from pipeline.errors import ConfigError
 
@@ -78,7 +78,7 @@ class KeypointFeatureNet(nn.Module):
             x = stage(x)
         return x
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         maps = self.feature_maps(batch["image"])
         landmarks = batch["landmarks"]
         size = batch["image"].shape[-1]
@@ -89,7 +89,7 @@ class KeypointFeatureNet(nn.Module):
             pooled = self.norm(attended[:, 0] + query[:, 0])
         else:
             pooled = self.norm(features.mean(1))
-        output = {"logits": self.head(pooled), "keypoint_features": features}
+        output: ModelOutput = {"logits": self.head(pooled), "keypoint_features": features}
         if self.training and self.regularisation > 0:
             scale = (self.sigma * inter_ocular_distance(landmarks)).view(-1, 1, 1)
             moved = landmarks + torch.randn_like(landmarks) * scale

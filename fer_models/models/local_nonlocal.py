@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from fer_models.models.feratt import AttentionUNet
 from fer_models.models.landmark_sampling import roi_align
-from fer_models.models.registry import register_model
+from fer_models.models.registry import ModelOutput, register_model
 from pipeline.stages.regions import REGIONS
 
 
@@ -74,7 +74,7 @@ class LocalNonLocalNet(nn.Module):
         self.weight_head = nn.Linear(width, regions) if weights else None
         self.classifier = nn.Sequential(nn.Dropout(0.3), nn.Linear((regions + 1) * dim, num_classes))
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         image = batch["image"]
         maps = self.trunk(image)
         crops = roi_align(maps, batch["regions"], image.shape[-1], self.region_size)  # (B, R, C, r, r)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fer_models.models.registry import register_model
+from fer_models.models.registry import ModelOutput, register_model
 from fer_models.models.resnet import ResNet18
 from pipeline.errors import ConfigError
 
@@ -88,7 +88,7 @@ class PrivilegedAttributionResNet(nn.Module):
         self.backbone = ResNet18(in_channels, num_classes, image_size, width)
         self.layer, self.weight, self.strategy, self.attribution = layer, weight, strategy, attribution
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         stages = self.backbone.stage_outputs(batch["image"])
         output = self.backbone.classify(stages[-1])
         if self.training and self.weight > 0 and torch.is_grad_enabled():

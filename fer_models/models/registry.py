@@ -2,8 +2,8 @@
 
 Every model is an ``nn.Module`` built as ``build(in_channels, num_classes, image_size, **options)``;
 it takes a batch dict (``image``: ``(B, C, S, S) float32`` in [0, 1], plus the store arrays it
-names in its ``inputs`` attribute, guidance maps as float in [0, 1]) and returns a dict with
-``logits`` ``(B, K)`` plus any maps it exposes. ``inputs`` lets a run check the store before it
+names in its ``inputs`` attribute, guidance maps as float in [0, 1]) and returns a
+:class:`ModelOutput`: ``logits`` ``(B, K)`` plus any maps it exposes and its own loss terms. ``inputs`` lets a run check the store before it
 starts. ``defaults`` are the model's training defaults (``epochs``, ``batch_size``, ``lr``).
 """
 
@@ -12,11 +12,39 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Required, TypedDict
 
+import torch
 from torch import nn
 
 from pipeline.errors import ConfigError
+
+
+class ModelOutput(TypedDict, total=False):
+    """What a model's ``forward`` returns: ``logits`` always; the rest where the family has them
+    (``B`` samples, ``K`` classes)."""
+
+    logits: Required[torch.Tensor]  # (B, K)
+    losses: dict[str, torch.Tensor]  # the model's own loss terms, weighted, scalar (training only)
+    features: torch.Tensor  # resnet: (B, D) pooled features
+    embedding: torch.Tensor  # feratt: (B, D) before the head
+    attention: torch.Tensor  # feratt: (B, 1, S, S) attention map
+    attention_image: torch.Tensor  # feratt: (B, C, S, S) the face the classifier sees
+    attribution: torch.Tensor  # pal: (B, C', h, w) attribution maps of the chosen stage (training only)
+    theta: torch.Tensor  # stn, guided-stn: (B, 2, 3) affine transforms, normalised coordinates
+    warped: torch.Tensor  # stn, guided-stn: (B, C, S, S) the transformed input
+    region_weights: torch.Tensor  # local-nonlocal: (B, R) weight of each region
+    local_features: torch.Tensor  # local-nonlocal: (B, R, D) per-region features
+    keypoint_features: torch.Tensor  # keypoint: (B, 68, D) features sampled at the landmarks
+
+
+def model_inputs(model: nn.Module) -> tuple[str, ...]:
+    """The store arrays ``model`` reads besides the image (its ``inputs`` attribute)."""
+    inputs = getattr(model, "inputs", None)
+    if not isinstance(inputs, tuple):
+        raise TypeError(f"{type(model).__name__} does not name the arrays it reads (a tuple attribute `inputs`)")
+    return inputs
+
 
 TRAINING_DEFAULTS = {"epochs": 20, "batch_size": 64, "lr": 1e-3}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fer_models.models.registry import register_model
+from fer_models.models.registry import ModelOutput, register_model
 from pipeline.errors import ConfigError
 
 
@@ -21,7 +21,7 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
-        self.shortcut = nn.Identity()
+        self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != channels:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_channels, channels, 1, stride, bias=False), nn.BatchNorm2d(channels)
@@ -77,10 +77,10 @@ class ResNet18(nn.Module):
             outputs.append(x)
         return outputs
 
-    def classify(self, last_stage: torch.Tensor) -> dict[str, torch.Tensor]:
+    def classify(self, last_stage: torch.Tensor) -> ModelOutput:
         """Logits and pooled features from the last stage's output."""
         features = last_stage.mean(dim=(2, 3))
         return {"logits": self.head(features), "features": features}
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         return self.classify(self.stage_outputs(batch["image"])[-1])

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fer_models.models.cnn import baseline_classifier, baseline_features
-from fer_models.models.registry import register_model
+from fer_models.models.registry import ModelOutput, register_model
 from pipeline.errors import ConfigError
 from pipeline.guidance import GUIDANCE_TYPES
 
@@ -37,10 +37,11 @@ class Localisation(nn.Module):
         side = ((size - 6) // 2 - 4) // 2
         if side < 1:
             raise ConfigError(f"the localisation network needs inputs of at least 18 pixels, got {size}")
-        self.regress = nn.Sequential(nn.Flatten(), nn.Linear(10 * side * side, 32), nn.ReLU(), nn.Linear(32, 6))
-        nn.init.zeros_(self.regress[-1].weight)
+        to_theta = nn.Linear(32, 6)
+        nn.init.zeros_(to_theta.weight)
         with torch.no_grad():
-            self.regress[-1].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0]))
+            to_theta.bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0]))
+        self.regress = nn.Sequential(nn.Flatten(), nn.Linear(10 * side * side, 32), nn.ReLU(), to_theta)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.regress(self.features(x)).view(-1, 2, 3)
@@ -57,7 +58,7 @@ class _TransformerCNN(nn.Module):
         grid = F.affine_grid(theta.to(image.dtype), list(image.shape), align_corners=False)
         return F.grid_sample(image, grid, align_corners=False)
 
-    def classify(self, image: torch.Tensor, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+    def classify(self, image: torch.Tensor, theta: torch.Tensor) -> ModelOutput:
         warped = self.transform(image, theta)
         return {"logits": self.classifier(self.features(warped)), "theta": theta, "warped": warped}
 
@@ -74,7 +75,7 @@ class SpatialTransformerCNN(_TransformerCNN):
     def __init__(self, in_channels: int = 1, num_classes: int = 7, image_size: int = 48, dropout: float = 0.5):
         super().__init__(in_channels, num_classes, image_size, dropout, Localisation(in_channels, image_size))
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         image = batch["image"]
         return self.classify(image, self.localisation(image))
 
@@ -113,5 +114,5 @@ class GuidedSpatialTransformerCNN(_TransformerCNN):
         self.guidance = guidance
         self.inputs = ("image", guidance)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         return self.classify(batch["image"], self.localisation(batch[self.guidance]))

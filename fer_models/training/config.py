@@ -58,14 +58,34 @@ class TrainConfig:
         if self.workers < 0:
             raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
 
-    def resolved(self) -> TrainConfig:
-        """This config with the model's defaults filled in."""
+    def schedule(self) -> Schedule:
+        """The run's epochs, batch size, learning rate and threads: this config's, or where it
+        says None the model's defaults (and torch's current thread count).
+
+        Raises:
+            ConfigError: fewer than one epoch or sample per batch, or a learning rate not above 0.
+        """
         defaults = get_model_entry(self.model).defaults
-        config = dataclasses.replace(
-            self, **{key: defaults[key] for key in ("epochs", "batch_size", "lr") if getattr(self, key) is None}
+        schedule = Schedule(
+            epochs=int(defaults["epochs"] if self.epochs is None else self.epochs),
+            batch_size=int(defaults["batch_size"] if self.batch_size is None else self.batch_size),
+            lr=float(defaults["lr"] if self.lr is None else self.lr),
+            threads=torch.get_num_threads() if self.threads is None else self.threads,
         )
-        if config.threads is None:
-            config = dataclasses.replace(config, threads=torch.get_num_threads())
-        if config.epochs < 1 or config.batch_size < 1 or config.lr <= 0:
+        if schedule.epochs < 1 or schedule.batch_size < 1 or schedule.lr <= 0:
             raise ConfigError("epochs and batch size must be at least 1 and the learning rate positive")
-        return config
+        return schedule
+
+    def resolved(self) -> TrainConfig:
+        """This config with :meth:`schedule`'s values in place of None (as config.json records it)."""
+        return dataclasses.replace(self, **dataclasses.asdict(self.schedule()))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A run's resolved numbers (:meth:`TrainConfig.schedule`)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    threads: int  # CPU threads (torch intra-op)

@@ -20,8 +20,9 @@ import numpy as np
 from fer_models.training.checkpoint import load_checkpoint, options_differing
 from fer_models.training.config import TrainConfig
 from fer_models.training.confusion_png import write_confusion_png
-from fer_models.training.metrics import accuracy, confusion_matrix, macro_f1
-from fer_models.training.run_directory import read_predictions, strict_json, train
+from fer_models.training.metrics import Predictions, accuracy, confusion_matrix, macro_f1
+from fer_models.training.run_directory import strict_json, train
+from fer_models.training.run_summary import RunSummary
 from pipeline.errors import ConfigError
 from pipeline.progress import QUIET, Progress
 
@@ -47,7 +48,7 @@ def train_all_folds(
         raise ConfigError("--all-folds needs --folds K")
     out = Path(out_dir)
     config = config.resolved()
-    summaries = []
+    summaries: list[RunSummary] = []
     for fold in range(config.folds):
         fold_config = dataclasses.replace(config, fold=fold)
         fold_dir = out / f"fold{fold}"
@@ -59,7 +60,7 @@ def train_all_folds(
             progress.line(f"fold {fold} of {config.folds}: finished earlier in {fold_dir}")
         summaries.append(summary)
     table = fold_table(
-        summaries, [read_predictions(out / f"fold{i}" / "test_predictions.csv") for i in range(config.folds)]
+        summaries, [Predictions.read_csv(out / f"fold{i}" / "test_predictions.csv") for i in range(config.folds)]
     )
     table["commands"] = commands or []
     (out / "folds.json").write_text(strict_json(table, indent=2))
@@ -73,7 +74,7 @@ def train_all_folds(
     return table
 
 
-def finished_run(run_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
+def finished_run(run_dir: Path, config: TrainConfig) -> RunSummary | None:
     """The summary of a run in ``run_dir`` that trained ``config`` to its last epoch and reported,
     else None (not started, interrupted, or another ``epochs``).
 
@@ -87,47 +88,50 @@ def finished_run(run_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
     differ = options_differing(checkpoint, config)
     if differ:
         raise ConfigError(f"{run_dir} holds a run with other options ({'; '.join(differ)}); choose another --out")
-    if checkpoint.epoch != config.epochs or not summary.exists():
+    if checkpoint.epoch != config.schedule().epochs or not summary.exists():
         return None
-    return json.loads(summary.read_text())
+    return RunSummary.from_dict(json.loads(summary.read_text()), str(summary))
 
 
-def fold_table(summaries: list[dict[str, Any]], predictions: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+def fold_table(summaries: list[RunSummary], predictions: list[Predictions]) -> dict[str, Any]:
     """Per-fold and pooled test figures of fold runs.
 
     Args:
         summaries: each fold's ``summary.json``, in fold order.
-        predictions: each fold's test predictions (:func:`fer_models.training.run_directory.read_predictions`).
+        predictions: each fold's test predictions (``test_predictions.csv``).
 
     Returns:
         ``{"labels", "selected_by", "folds": [per-fold rows], "mean", "std", "pooled"}``; accuracy
         and macro-F1 are fractions; ``std`` is the sample standard deviation over folds (ddof 1).
     """
-    labels = summaries[0]["labels"]
-    rows = [
-        {
-            "fold": i,
-            "train_samples": s["train_samples"],
-            "validation_split": s["validation_split"],
-            "validation_samples": s["validation_samples"],
-            "test_samples": s["test_samples"],
-            "selected_epoch": s["selected_epoch"],
-            "accuracy": s["test_accuracy"],
-            "macro_f1": s["test_macro_f1"],
-            "last_epoch_accuracy": s["last_epoch_test_accuracy"],
-        }
-        for i, s in enumerate(summaries)
-    ]
-    target = np.concatenate([p["target"] for p in predictions])
-    predicted = np.concatenate([p["predicted"] for p in predictions])
+    labels = summaries[0].labels
+    rows: list[dict[str, Any]] = []
+    for i, s in enumerate(summaries):
+        if s.test is None:
+            raise ConfigError(f"fold {i}'s run has no test samples; its run directory is not a fold run's")
+        rows.append(
+            {
+                "fold": i,
+                "train_samples": s.train_samples,
+                "validation_split": s.validation_split,
+                "validation_samples": s.validation_samples,
+                "test_samples": s.test_samples,
+                "selected_epoch": s.selected_epoch,
+                "accuracy": s.test.accuracy,
+                "macro_f1": s.test.macro_f1,
+                "last_epoch_accuracy": s.test.last_epoch_accuracy,
+            }
+        )
+    target = np.concatenate([p.target for p in predictions])
+    predicted = np.concatenate([p.predicted for p in predictions])
     confusion = confusion_matrix(target, predicted, len(labels))
     metrics = ("accuracy", "macro_f1", "last_epoch_accuracy")
     return {
-        "model": summaries[0]["model"],
-        "options": summaries[0]["options"],
+        "model": summaries[0].model,
+        "options": summaries[0].options,
         "labels": labels,
-        "epochs": summaries[0]["epochs"],
-        "selected_by": [s["selected_by"] for s in summaries],
+        "epochs": summaries[0].epochs,
+        "selected_by": [s.selected_by for s in summaries],
         "folds": rows,
         "mean": {m: float(np.mean([r[m] for r in rows])) for m in metrics},
         "std": {m: float(np.std([r[m] for r in rows], ddof=1)) if len(rows) > 1 else 0.0 for m in metrics},

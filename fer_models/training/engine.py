@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from fer_models.data.selection import Selection
 from fer_models.data.stream import StoreBatches, make_loader
 from fer_models.training.checkpoint import Checkpoint, load_initial_weights, load_weights
 from fer_models.training.config import TrainConfig
-from fer_models.training.metrics import accuracy, confusion_matrix, macro_f1
+from fer_models.training.metrics import Predictions, Scores, confusion_matrix
 from fer_models.training.protocol import resolve_protocol
 from fer_models.training.store_view import StoreView, build_model, model_fields
 from pipeline.errors import ConfigError
@@ -81,6 +82,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, progress: Progress = QUIET):
         self.config = config.resolved()
+        self.schedule = self.config.schedule()
         self.progress = progress
         self.device = resolve_device(self.config.device)
         self.view = StoreView.open(self.config.store)
@@ -95,10 +97,10 @@ class Trainer:
         self.fields = model_fields(self.model)
         self.cuda = self.device.type == "cuda"
         if self.cuda:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit the keyword
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if self.cuda else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.schedule.lr)
         self.class_weight = None
         if self.config.balance == "weights" and self.train_selection.target.ndim == 1:
             counts = np.bincount(self.train_selection.hard_target, minlength=len(self.class_names))
@@ -108,7 +110,9 @@ class Trainer:
         validation = self.protocol.validation
         # read once, scored every epoch
         self.validation_batches = None if validation is None else self.batches(validation, shuffle=False)
-        self.epoch, self.history, self.best = 0, [], {"epoch": 0, "accuracy": -1.0}
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []  # log.jsonl's records
+        self.best: dict[str, Any] = {"epoch": 0, "accuracy": -1.0}  # the selected epoch
         self._loaders: dict[int, torch.utils.data.DataLoader] = {}
 
     def batches(self, selection: Selection, shuffle: bool) -> StoreBatches:
@@ -116,10 +120,10 @@ class Trainer:
             self.config.store,
             selection,
             self.fields,
-            self.config.batch_size,
+            self.schedule.batch_size,
             shuffle=shuffle,
             seed=self.config.seed,
-            drop_last=shuffle and len(selection) > self.config.batch_size,
+            drop_last=shuffle and len(selection) > self.schedule.batch_size,
             in_memory=self.config.in_memory,
         )
 
@@ -154,7 +158,7 @@ class Trainer:
         self.model.train()
         sums: dict[str, torch.Tensor] = {}
         seen = 0
-        with self.progress.bar(f"epoch {epoch}/{self.config.epochs}", len(self.train_batches)) as advance:
+        with self.progress.bar(f"epoch {epoch}/{self.schedule.epochs}", len(self.train_batches)) as advance:
             for batch in self._loader(self.train_batches):
                 batch = prepare_batch(batch, self.device)
                 if augment is not None:
@@ -190,7 +194,7 @@ class Trainer:
             detached.update((name, term.detach()) for name, term in terms.items())
         return detached
 
-    def evaluate(self, batches: StoreBatches) -> dict[str, Any]:
+    def evaluate(self, batches: StoreBatches) -> Scores:
         """Loss, accuracy, macro-F1, confusion matrix and predictions on ``batches`` (hard labels:
         the most voted class of a soft target); see :func:`evaluate_model`."""
         return evaluate_model(
@@ -228,16 +232,20 @@ class Trainer:
         self.epoch, self.history, self.best = checkpoint.epoch, checkpoint.history, checkpoint.best
 
 
-def evaluate_model(
-    model, loader, device, num_classes: int, autocast=contextlib.nullcontext, to_input=lambda b: b
-) -> dict[str, Any]:
-    """Score ``model`` over ``loader``.
+Batch = dict[str, torch.Tensor]
 
-    Returns:
-        ``loss`` (mean cross-entropy), ``accuracy``, ``macro_f1``, ``confusion`` (``(K, K)`` nested
-        lists, rows true classes), and per sample in loader order ``index`` (store indices),
-        ``target`` and ``predicted`` (class indices), each ``(N,) int64`` numpy arrays.
-    """
+
+def evaluate_model(
+    model: torch.nn.Module,
+    loader: Iterable[Batch],
+    device: torch.device,
+    num_classes: int,
+    autocast: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+    to_input: Callable[[Batch], Batch] = lambda batch: batch,
+) -> Scores:
+    """Score ``model`` over ``loader`` (batches of ``image``, the fields the model names,
+    ``target``: ``(B,)`` class indices or ``(B, K)`` distributions, ``index``: ``(B,)`` store
+    indices); the predictions are in loader order."""
     model.eval()
     predicted, truth, index, loss_sum = [], [], [], 0.0
     with torch.no_grad():
@@ -252,12 +260,8 @@ def evaluate_model(
             index.append(batch["index"].cpu())
     truth_all, predicted_all = torch.cat(truth).numpy(), torch.cat(predicted).numpy()
     confusion = confusion_matrix(truth_all, predicted_all, num_classes)
-    return {
-        "loss": loss_sum / max(len(truth_all), 1),
-        "accuracy": accuracy(confusion),
-        "macro_f1": macro_f1(confusion),
-        "confusion": confusion.tolist(),
-        "index": torch.cat(index).numpy(),
-        "target": truth_all,
-        "predicted": predicted_all,
-    }
+    return Scores(
+        loss=loss_sum / max(len(truth_all), 1),
+        confusion=confusion,
+        predictions=Predictions(torch.cat(index).numpy(), truth_all, predicted_all),
+    )

@@ -75,7 +75,7 @@ def evaluate_checkpoint(
             )
         if protocol.test is None:
             raise ConfigError(f"the run of {checkpoint_path} had no test samples; name a --split")
-        selection, scored = protocol.test, protocol.test_name
+        selection, scored = protocol.test, protocol.test_name or "test"
     else:
         selection, scored = select_samples(store, split, checkpoint.label_set), split
     if list(selection.class_names) != checkpoint.class_names:
@@ -114,13 +114,13 @@ def evaluate_checkpoint(
         "same_rows": same_rows,
         "trained_samples_scored": seen,
         "validation_samples_scored": validated,
-        **{key: scores[key] for key in ("loss", "accuracy", "macro_f1", "confusion")},
+        **scores.to_dict(),
     }
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         write_confusion_png(
-            np.array(scores["confusion"]),
+            scores.confusion,
             selection.class_names,
             out / "confusion.png",
             title=f"{config.model} epoch {checkpoint.epoch}, {scored}",

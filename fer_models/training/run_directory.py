@@ -27,20 +27,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from fer_models.training.checkpoint import load_checkpoint, options_differing, save_checkpoint
+from fer_models.training.checkpoint import Checkpoint, load_checkpoint, options_differing, save_checkpoint
 from fer_models.training.config import TrainConfig
 from fer_models.training.confusion_png import write_confusion_png
 from fer_models.training.engine import Trainer, reproducible_torch
+from fer_models.training.run_summary import RunSummary, TestFigures
 from pipeline.errors import ConfigError, TrainingDivergedError
 from pipeline.progress import QUIET, Progress
 
 
-def train(
-    config: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: Progress = QUIET
-) -> dict[str, Any]:
+def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, progress: Progress = QUIET) -> RunSummary:
     """Train ``config.model`` on the protocol's training samples, select an epoch on its
     validation samples (the last epoch when it has none), then score the test samples once, at the
     selected and at the last epoch, and write the run directory (see the module docstring).
@@ -68,11 +66,11 @@ def train(
         progress.line(f"{out} holds no complete checkpoint (last.pt) yet: starting at epoch 1")
     if checkpoint is not None and config.threads is None:
         config = dataclasses.replace(config, threads=checkpoint.config.get("threads"))
-    with reproducible_torch(config.resolved().threads):
+    with reproducible_torch(config.schedule().threads):
         return _train(config, out, checkpoint, progress)
 
 
-def _train(config: TrainConfig, out: Path, checkpoint: dict | None, progress: Progress) -> dict[str, Any]:
+def _train(config: TrainConfig, out: Path, checkpoint: Checkpoint | None, progress: Progress) -> RunSummary:
     trainer = Trainer(config, progress)
     last, best = out / "last.pt", out / "best.pt"
     if checkpoint is not None:
@@ -99,7 +97,7 @@ def _train(config: TrainConfig, out: Path, checkpoint: dict | None, progress: Pr
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(trainer.config), indent=2))
     began = time.perf_counter() - (trainer.history[-1]["seconds"] if trainer.history else 0.0)
-    for epoch in range(trainer.epoch + 1, trainer.config.epochs + 1):
+    for epoch in range(trainer.epoch + 1, trainer.schedule.epochs + 1):
         train_losses = trainer.train_epoch(epoch)
         _stop_if_diverged(trainer, epoch, train_losses, out)
         trainer.epoch = epoch
@@ -113,19 +111,19 @@ def _train(config: TrainConfig, out: Path, checkpoint: dict | None, progress: Pr
         else:
             scores = trainer.evaluate(trainer.validation_batches)
             record.update(
-                validation_loss=round(scores["loss"], 6),
-                validation_accuracy=scores["accuracy"],
-                validation_macro_f1=scores["macro_f1"],
+                validation_loss=round(scores.loss, 6),
+                validation_accuracy=scores.accuracy,
+                validation_macro_f1=scores.macro_f1,
             )
-            improved = scores["accuracy"] > trainer.best["accuracy"]
+            improved = scores.accuracy > trainer.best["accuracy"]
         record["seconds"] = round(time.perf_counter() - began, 2)
         trainer.history.append(record)
         if improved:
             trainer.best = {"epoch": epoch, "accuracy": record.get("validation_accuracy")}
-        checkpoint = trainer.checkpoint()
+        epoch_checkpoint = trainer.checkpoint()
         if improved:
-            save_checkpoint(checkpoint, best)
-        save_checkpoint(checkpoint, last)
+            save_checkpoint(epoch_checkpoint, best)
+        save_checkpoint(epoch_checkpoint, last)
         (out / "log.jsonl").write_text("".join(strict_json(r) + "\n" for r in trainer.history))
         progress.line(strict_json(record))
     return _report(trainer, out)
@@ -148,7 +146,7 @@ def _stop_if_diverged(trainer: Trainer, epoch: int, train_losses: dict[str, floa
         else "no epoch finished, so no checkpoint was written"
     )
     raise TrainingDivergedError(
-        f"epoch {epoch}: {what}: the run diverged and stopped; {kept}. Lower --lr (it is {trainer.config.lr:g}) "
+        f"epoch {epoch}: {what}: the run diverged and stopped; {kept}. Lower --lr (it is {trainer.schedule.lr:g}) "
         "and train again into a new --out (or start from the kept weights with --init last.pt)"
     )
 
@@ -168,29 +166,12 @@ def strict_json(value: Any, indent: int | None = None) -> str:
     return json.dumps(finite(value), indent=indent, allow_nan=False)
 
 
-def _report(trainer: Trainer, out: Path) -> dict[str, Any]:
+def _report(trainer: Trainer, out: Path) -> RunSummary:
     """Score the test samples at the last epoch (the model as trained) and at the selected one
     (``best.pt``), write ``summary.json``, ``confusion.png`` and ``test_predictions.csv``."""
     protocol = trainer.protocol
     selected_epoch = trainer.best["epoch"]
-    summary = {
-        "model": trainer.config.model,
-        "options": trainer.config.options,
-        "labels": list(trainer.class_names),
-        "label_set": trainer.train_selection.label_set,
-        "device": str(trainer.device),
-        "threads": trainer.config.threads,
-        "epochs": trainer.config.epochs,
-        "train_split": protocol.train_name,
-        "train_samples": len(protocol.train),
-        "validation_split": protocol.validation_name,
-        "validation_samples": 0 if protocol.validation is None else len(protocol.validation),
-        "selected_by": protocol.selected_by,
-        "selected_epoch": selected_epoch,
-        "selected_validation_accuracy": trainer.best["accuracy"],
-        "test_split": protocol.test_name,
-        "test_samples": 0 if protocol.test is None else len(protocol.test),
-    }
+    test = None
     if protocol.test is not None:
         test_batches = trainer.batches(protocol.test, shuffle=False)
         last_scores = trainer.evaluate(test_batches)  # the model is at the last epoch
@@ -199,34 +180,35 @@ def _report(trainer: Trainer, out: Path) -> dict[str, Any]:
             scores = trainer.evaluate(test_batches)
         else:
             scores = last_scores
-        summary.update(
-            {
-                "test_accuracy": scores["accuracy"],
-                "test_macro_f1": scores["macro_f1"],
-                "confusion": scores["confusion"],
-                "last_epoch_test_accuracy": last_scores["accuracy"],
-                "last_epoch_test_macro_f1": last_scores["macro_f1"],
-            }
+        test = TestFigures(
+            scores.accuracy, scores.macro_f1, scores.confusion.tolist(), last_scores.accuracy, last_scores.macro_f1
         )
         write_confusion_png(
-            np.array(scores["confusion"]),
+            scores.confusion,
             trainer.class_names,
             out / "confusion.png",
             title=f"{trainer.config.model}, epoch {selected_epoch}, {protocol.test_name}",
         )
-        write_predictions(out / "test_predictions.csv", scores)
-    summary["seconds"] = trainer.history[-1]["seconds"] if trainer.history else 0.0
-    (out / "summary.json").write_text(strict_json(summary, indent=2))
+        scores.predictions.write_csv(out / "test_predictions.csv")
+    summary = RunSummary(
+        model=trainer.config.model,
+        options=trainer.config.options,
+        labels=list(trainer.class_names),
+        label_set=trainer.train_selection.label_set,
+        device=str(trainer.device),
+        threads=trainer.schedule.threads,
+        epochs=trainer.schedule.epochs,
+        train_split=protocol.train_name,
+        train_samples=len(protocol.train),
+        validation_split=protocol.validation_name,
+        validation_samples=0 if protocol.validation is None else len(protocol.validation),
+        selected_by=protocol.selected_by,
+        selected_epoch=selected_epoch,
+        selected_validation_accuracy=trainer.best["accuracy"],
+        test_split=protocol.test_name,
+        test_samples=0 if protocol.test is None else len(protocol.test),
+        test=test,
+        seconds=trainer.history[-1]["seconds"] if trainer.history else 0.0,
+    )
+    (out / "summary.json").write_text(strict_json(summary.to_dict(), indent=2))
     return summary
-
-
-def write_predictions(path: Path, scores: dict[str, Any]) -> None:
-    """``index,target,predicted`` per scored sample (store index, class indices), one CSV row each."""
-    rows = zip(scores["index"].tolist(), scores["target"].tolist(), scores["predicted"].tolist())
-    path.write_text("index,target,predicted\n" + "".join(f"{i},{t},{p}\n" for i, t, p in rows))
-
-
-def read_predictions(path: Path) -> dict[str, np.ndarray]:
-    """The ``index``, ``target`` and ``predicted`` columns of :func:`write_predictions`, ``(N,) int64``."""
-    values = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
-    return {"index": values[:, 0], "target": values[:, 1], "predicted": values[:, 2]}

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fer_models.models.registry import create_model, get_model_entry
+from fer_models.models.registry import create_model, get_model_entry, model_inputs
 from fer_models.training.config import TrainConfig
 from pipeline.errors import ConfigError
 from pipeline.guidance import GUIDANCE_TYPES
@@ -30,12 +30,13 @@ class StoreView:
         provenance = provenance_of(group)
         permutations: dict[str, torch.Tensor | None] = {LANDMARKS: torch.tensor(provenance.landmark_flip_permutation)}
         for name in stored_guidance(group):
-            permutation = group[name].attrs.get(FLIP_PERMUTATION_ATTR)
+            permutation = array_in(group, name).attrs.get(FLIP_PERMUTATION_ATTR)
             permutations[name] = None if permutation is None else torch.tensor(permutation)
+        channels, height, width = array_in(group, IMAGE).shape[1:]
         return cls(
             path,
             provenance,
-            tuple(array_in(group, IMAGE).shape[1:]),
+            (channels, height, width),
             provenance.preprocess_config.guidance.size,
             permutations,
         )
@@ -65,11 +66,11 @@ def build_model(config: TrainConfig, view: StoreView, num_classes: int) -> torch
     if "guidance_size" in get_model_entry(config.model).options():
         kwargs.setdefault("guidance_size", view.guidance_size)
     model = create_model(config.model, in_channels=channels, num_classes=num_classes, image_size=size, **kwargs)
-    view.check_inputs(config.model, tuple(model.inputs))
+    view.check_inputs(config.model, model_inputs(model))
     return model
 
 
 def model_fields(model: torch.nn.Module) -> tuple[str, ...]:
     """The store arrays a model's batches carry: the image (augmentation moves everything with
     it), then what the model reads."""
-    return tuple(dict.fromkeys((IMAGE, *model.inputs)))
+    return tuple(dict.fromkeys((IMAGE, *model_inputs(model))))

@@ -128,14 +128,14 @@ def test_label_sets_and_subject_folds_from_dataset_stores(tmp_path, fer2013_smal
         preprocess(stores[name], name, root, config, scheduler=SYNCHRONOUS)
 
     votes = train(TrainConfig(store=str(stores["ferplus"]), labels="votes", **quick), tmp_path / "votes")
-    assert votes["labels"][1] == "happiness" and votes["validation_split"] == "val" and votes["test_split"] == "test"
+    assert votes.labels[1] == "happiness" and votes.validation_split == "val" and votes.test_split == "test"
     polarity = select_samples(stores["fer2013"], "train", "polarity")
     assert polarity.class_names == ("negative", "neutral", "positive")
     labels = select_samples(stores["fer2013"], "train", "7")
     assert len(polarity.target) == int((labels.target != 5).sum())  # surprise left out
     folds = train(TrainConfig(store=str(stores["ckplus"]), folds=3, fold=1, **quick), tmp_path / "ck")
-    assert folds["test_split"] == "fold1" and folds["validation_split"] == "fold2"
-    assert folds["train_samples"] + folds["validation_samples"] + folds["test_samples"] == 21
+    assert folds.test_split == "fold1" and folds.validation_split == "fold2"
+    assert folds.train_samples + folds.validation_samples + folds.test_samples == 21
     with pytest.raises(ConfigError, match="no label set 'votes' in this store; it has: 7, 6"):
         select_samples(stores["ckplus"], "all", "votes")
     with pytest.raises(ConfigError, match="records no subjects"):

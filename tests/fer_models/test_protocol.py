@@ -15,8 +15,9 @@ from fer_models.data.selection import read_subjects
 from fer_models.training.config import TrainConfig
 from fer_models.training.cross_validation import train_all_folds
 from fer_models.training.evaluation import evaluate_checkpoint
+from fer_models.training.metrics import Predictions
 from fer_models.training.protocol import resolve_protocol
-from fer_models.training.run_directory import read_predictions, train
+from fer_models.training.run_directory import train
 from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
 from pipeline.datasets import get_dataset
@@ -47,7 +48,7 @@ def evaluated(monkeypatch) -> list[np.ndarray]:
 
     def recording(*args, **kwargs):
         scores = real(*args, **kwargs)
-        calls.append(np.sort(scores["index"]))
+        calls.append(np.sort(scores.predictions.index))
         return scores
 
     monkeypatch.setattr(engine, "evaluate_model", recording)
@@ -77,29 +78,29 @@ def test_a_fold_run_chooses_its_epoch_on_the_next_fold_and_reads_its_test_fold_o
         np.testing.assert_array_equal(scored, protocol.validation.index)
     for scored in evaluated[3:]:
         np.testing.assert_array_equal(scored, protocol.test.index)
-    assert summary["validation_split"] == "fold2" and summary["test_split"] == "fold1"
-    assert summary["selected_by"] == f"best validation accuracy on fold2 ({len(protocol.validation)} samples)"
+    assert summary.validation_split == "fold2" and summary.test_split == "fold1"
+    assert summary.selected_by == f"best validation accuracy on fold2 ({len(protocol.validation)} samples)"
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     best = max(log, key=lambda r: (r["validation_accuracy"], -r["epoch"]))
-    assert summary["selected_epoch"] == best["epoch"] and not any("test" in key for r in log for key in r)
-    predictions = read_predictions(tmp_path / "run" / "test_predictions.csv")
-    np.testing.assert_array_equal(np.sort(predictions["index"]), protocol.test.index)
-    assert float(np.mean(predictions["target"] == predictions["predicted"])) == summary["test_accuracy"]
+    assert summary.selected_epoch == best["epoch"] and not any("test" in key for r in log for key in r)
+    predictions = Predictions.read_csv(tmp_path / "run" / "test_predictions.csv")
+    np.testing.assert_array_equal(np.sort(predictions.index), protocol.test.index)
+    assert float(np.mean(predictions.target == predictions.predicted)) == summary.test.accuracy
 
 
 def test_without_validation_data_the_last_epoch_is_reported_and_says_so(fer_store, tmp_path, evaluated):
     lines = []
     summary = train(TrainConfig(store=str(fer_store), **QUICK), tmp_path / "run", progress=Lines(lines.append))
     assert "no validation data: the last epoch is reported" in "\n".join(lines)
-    assert summary["selected_by"] == "last epoch (no validation data)" and summary["selected_epoch"] == 2
-    assert summary["validation_split"] is None and summary["test_split"] == "test"
-    assert summary["test_accuracy"] == summary["last_epoch_test_accuracy"]
+    assert summary.selected_by == "last epoch (no validation data)" and summary.selected_epoch == 2
+    assert summary.validation_split is None and summary.test_split == "test"
+    assert summary.test.accuracy == summary.test.last_epoch_accuracy
     assert len(evaluated) == 1  # the test split, once
     held = train(TrainConfig(store=str(fer_store), val_fraction=0.25, **QUICK), tmp_path / "held")
     assert (
-        held["validation_samples"] == 10
-        and held["train_samples"] == 32
-        and held["validation_split"] == "train held out"
+        held.validation_samples == 10
+        and held.train_samples == 32
+        and held.validation_split == "train held out"
     )
     with pytest.raises(
         ConfigError, match="--eval-split test is also the test split: the epoch would be chosen on the samples reported"
@@ -126,10 +127,10 @@ def test_all_folds_equals_the_separate_runs_and_resumes_fold_by_fold(ck_store, t
         alone = train(TrainConfig(store=str(ck_store), folds=3, fold=fold, **QUICK), tmp_path / f"alone{fold}")
         row = table["folds"][fold]
         assert (row["accuracy"], row["macro_f1"], row["selected_epoch"], row["test_samples"]) == (
-            alone["test_accuracy"],
-            alone["test_macro_f1"],
-            alone["selected_epoch"],
-            alone["test_samples"],
+            alone.test.accuracy,
+            alone.test.macro_f1,
+            alone.selected_epoch,
+            alone.test_samples,
         )
     assert table["pooled"]["samples"] == 42 and sum(r["test_samples"] for r in table["folds"]) == 42
     correct = sum(round(r["accuracy"] * r["test_samples"]) for r in table["folds"])
@@ -157,7 +158,7 @@ def test_fer_eval_scores_the_held_out_fold_and_refuses_trained_samples(ck_store,
     summary = train(TrainConfig(store=str(ck_store), folds=3, fold=0, **QUICK), tmp_path / "run")
     best = tmp_path / "run" / "best.pt"
     held_out = evaluate_checkpoint(best, str(ck_store), device="cpu")
-    assert held_out["scored"] == "fold0" and held_out["accuracy"] == summary["test_accuracy"]
+    assert held_out["scored"] == "fold0" and held_out["accuracy"] == summary.test.accuracy
     assert held_out["trained_samples_scored"] == 0 and held_out["validation_samples_scored"] == 0
     with pytest.raises(ConfigError, match=r"\d+ of the 42 samples of all were trained on by .*best.pt"):
         evaluate_checkpoint(best, str(ck_store), "all", device="cpu")
@@ -166,7 +167,7 @@ def test_fer_eval_scores_the_held_out_fold_and_refuses_trained_samples(ck_store,
     validation = evaluate_checkpoint(best, str(ck_store), fold=1, device="cpu")
     assert validation["validation_samples_scored"] == validation["samples"] > 0
     seen = evaluate_checkpoint(best, str(ck_store), "all", device="cpu", allow_seen=True)
-    assert seen["trained_samples_scored"] == summary["train_samples"]
+    assert seen["trained_samples_scored"] == summary.train_samples
 
     fer_eval = Path(sys.executable).parent / "fer-eval"
     refused = subprocess.run(

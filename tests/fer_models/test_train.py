@@ -43,7 +43,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(fer_store, tmp_pat
         torch.testing.assert_close(b.model[key], tensor, rtol=0, atol=0, msg=key)
     strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]
     assert strip(a.history) == strip(b.history)
-    assert whole["test_accuracy"] == resumed["test_accuracy"] and whole["confusion"] == resumed["confusion"]
+    assert whole.test == resumed.test
     lines = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
 
@@ -61,13 +61,13 @@ def test_a_run_directory_holds_everything_and_the_checkpoint_scores_again(fer_st
         "test_predictions.csv",
     }
     best = torch.load(out / "best.pt", weights_only=True)
-    assert best["epoch"] == summary["selected_epoch"] and best["store"]["config_sha256"]
+    assert best["epoch"] == summary.selected_epoch and best["store"]["config_sha256"]
     assert best["store"]["location"] == str(fer_store)
     assert best["class_names"] == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
     assert json.loads((out / "config.json").read_text())["epochs"] == 3
-    assert json.loads((out / "config.json").read_text())["threads"] == summary["threads"] == torch.get_num_threads()
+    assert json.loads((out / "config.json").read_text())["threads"] == summary.threads == torch.get_num_threads()
     scored = evaluate_checkpoint(out / "best.pt", str(fer_store), "test", device="cpu", out=tmp_path / "eval")
-    assert scored["accuracy"] == summary["test_accuracy"] and scored["confusion"] == summary["confusion"]
+    assert scored["accuracy"] == summary.test.accuracy and scored["confusion"] == summary.test.confusion
     assert scored["same_preprocessing"] and scored["samples"] == 42
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 1000
     with pytest.raises(ConfigError, match="no split 'val'"):
@@ -80,7 +80,7 @@ def test_a_run_directory_holds_everything_and_the_checkpoint_scores_again(fer_st
 def test_a_run_sets_and_records_its_thread_count_and_puts_torch_back(fer_store, tmp_path):
     before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     summary = train(TrainConfig(store=str(fer_store), threads=2, **{**QUICK, "epochs": 1}), tmp_path / "two")
-    assert summary["threads"] == 2 and json.loads((tmp_path / "two" / "config.json").read_text())["threads"] == 2
+    assert summary.threads == 2 and json.loads((tmp_path / "two" / "config.json").read_text())["threads"] == 2
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
     with pytest.raises(ConfigError, match="these differ from .*threads: 2 != 1"):
         train(TrainConfig(store=str(fer_store), threads=1, **QUICK), tmp_path / "two", resume=True)
@@ -214,7 +214,7 @@ def test_a_checkpoint_that_cannot_be_saved_says_why_and_resume_goes_on_from_the_
     (out / "last.partial").rmdir()
     said = []
     summary = train(config, out, resume=True, progress=Lines(said.append))
-    assert f"resuming {out} after epoch 1" in said and summary["epochs"] == 3
+    assert f"resuming {out} after epoch 1" in said and summary.epochs == 3
     assert [record["epoch"] for record in strict_lines(out / "log.jsonl")] == [1, 2, 3]
     json.loads((out / "summary.json").read_text(), parse_constant=lambda token: pytest.fail(token))
 

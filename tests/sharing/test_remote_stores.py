@@ -17,6 +17,7 @@ from zarr.core.sync import sync
 from fer_models.training.config import TrainConfig
 from fer_models.training.evaluation import evaluate_checkpoint
 from fer_models.training.run_directory import train
+from fer_models.training.run_summary import RunSummary
 from pipeline.store import open_store
 from pipeline.store.location import StoreLocation
 from tests.support.servers import NGINX, nginx, put_in_bucket, rclone_s3, s3_server, store_server
@@ -31,9 +32,9 @@ def local_run(fer_store, tmp_path_factory):
     return train(TrainConfig(store=str(fer_store), **QUICK), out), out
 
 
-def same_as_local(summary: dict, local: dict) -> None:
-    assert summary["train_samples"] == local["train_samples"] == 42
-    assert summary["test_accuracy"] == local["test_accuracy"] and summary["confusion"] == local["confusion"]
+def same_as_local(summary: RunSummary, local: RunSummary) -> None:
+    assert summary.train_samples == local.train_samples == 42
+    assert summary.test == local.test
 
 
 def test_training_from_fer_store_serve_equals_training_from_disk(fer_store, local_run, tmp_path):
@@ -44,7 +45,7 @@ def test_training_from_fer_store_serve_equals_training_from_disk(fer_store, loca
         streamed = train(TrainConfig(store=url, in_memory=False, workers=2, **QUICK), tmp_path / "workers")
         same_as_local(streamed, local)  # spawned loader workers open the URL themselves
         scored = evaluate_checkpoint(local_out / "best.pt", url, "test", device="cpu")
-        assert scored["accuracy"] == local["test_accuracy"] and scored["same_preprocessing"]
+        assert scored["accuracy"] == local.test.accuracy and scored["same_preprocessing"]
         info = subprocess.run([BIN / "fer-store", "info", url], capture_output=True, text=True)
         assert info.returncode == 0 and "samples 84" in info.stdout
         checkpoint = json.loads((tmp_path / "run" / "config.json").read_text())
