@@ -19,18 +19,20 @@ their own share of the shards; nothing zarr-related is pickled.
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import zarr
 
 from fer_models.data.selection import Selection
+from fer_models.data.window_buffers import WindowBuffers
 from fer_models.data.worker_batch import WorkerBatch
 from pipeline.errors import StoreError
 from pipeline.store import array_in, open_store, provenance_of
-from pipeline.store.shard_reader import DECODE_THREADS, PendingShards, start_reading_shards
+from pipeline.store.shard_reader import DECODE_THREADS, PendingShards
 
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3  # "auto" holds a selection in memory up to this size
 WINDOW_SHARDS = 8  # shards read and shuffled together when streaming
@@ -40,21 +42,6 @@ def _decode_threads() -> int:
     """Threads decoding shards: all the pool's in the training process, one in a loader worker
     (its sibling workers use the other cores)."""
     return DECODE_THREADS if torch.utils.data.get_worker_info() is None else 1
-
-
-@dataclass
-class _EpochAhead:
-    """The first window of the epoch after this one, decoded ahead into ``buffers[0]``."""
-
-    shards: list[int]  # its blocks' shard starts
-    buffers: list[dict[str, np.ndarray]]
-    pending: PendingShards
-
-    def finish(self) -> list[dict[str, np.ndarray]]:
-        """Wait for the read (its errors are for whoever reads the window), give back the buffers."""
-        with contextlib.suppress(Exception):
-            self.pending.wait()
-        return self.buffers
 
 
 class StoreBatches(torch.utils.data.IterableDataset):
@@ -118,14 +105,13 @@ class StoreBatches(torch.utils.data.IterableDataset):
             in_memory = sample_bytes * len(selection) <= IN_MEMORY_LIMIT_BYTES
         self.in_memory = bool(in_memory)
         self._arrays: dict[str, np.ndarray] | None = None  # the selection, when held in memory
-        self._handles: dict | None = None  # the fields' arrays, opened once
-        self._spare_buffers: list[list[dict[str, np.ndarray]]] = []  # window buffers no iteration uses
-        self._ahead: _EpochAhead | None = None  # the next epoch's first window, being decoded
+        self._handles: dict[str, zarr.Array[Any]] | None = None  # the fields' arrays, opened once
+        self._buffers: WindowBuffers | None = None  # this process's, when streaming
         self._streamed_epoch: int | None = None  # the epoch of the last pass this process streamed to its end
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.update(_arrays=None, _handles=None, _spare_buffers=[], _ahead=None)  # workers read their own share
+        state.update(_arrays=None, _handles=None, _buffers=None)  # workers read their own share
         return state
 
     def set_epoch(self, epoch: int) -> None:
@@ -157,31 +143,32 @@ class StoreBatches(torch.utils.data.IterableDataset):
         bounds = np.r_[starts, len(shard)]
         return [(int(shard[a]) * self.shard_size, np.arange(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
-    def _arrays_of(self) -> dict:
+    def _arrays_of(self) -> dict[str, zarr.Array[Any]]:
         """The store's array handles for the fields, opened once (not per read or per epoch)."""
         if self._handles is None:
             group = open_store(self.store)
-            self._handles = {name: group[name] for name in self.fields}
+            self._handles = {name: array_in(group, name) for name in self.fields}
         return self._handles
 
     def _load_all(self) -> dict[str, np.ndarray]:
-        """The selection's fields, ``{name: (N, ...)}``, read once a window of shards at a time."""
+        """The selection's fields, ``{name: (N, ...)}``, read once a window of shards at a time
+        (the next window decoded while this one is copied out)."""
         if self._arrays is None:
             handles = self._arrays_of()
-            threads = _decode_threads()
-            self._arrays = {name: np.empty((len(self.selection), *a.shape[1:]), a.dtype) for name, a in handles.items()}
-            window_rows = self.window_shards * self.shard_size
-            buffer = {name: np.empty((window_rows, *a.shape[1:]), a.dtype) for name, a in handles.items()}
+            arrays = {name: np.empty((len(self.selection), *a.shape[1:]), a.dtype) for name, a in handles.items()}
             blocks = self._blocks()
-            for first in range(0, len(blocks), self.window_shards):
-                window = blocks[first : first + self.window_shards]
-                self._wait(
-                    start_reading_shards(handles, [begin // self.shard_size for begin, _ in window], buffer, threads)
-                )
-                for i, (begin, positions) in enumerate(window):
-                    rows = i * self.shard_size + self.selection.index[positions] - begin
-                    for name, values in self._arrays.items():
-                        values[positions] = buffer[name][rows]
+            windows = [
+                blocks[first : first + self.window_shards] for first in range(0, len(blocks), self.window_shards)
+            ]
+            buffers = WindowBuffers(handles, self.window_shards, 0, _decode_threads(), self._wait)
+            with buffers.pass_over([self._shards(window) for window in windows]) as reading:
+                for k, window in enumerate(windows):
+                    buffer, _ = reading.window(k)
+                    for i, (begin, positions) in enumerate(window):
+                        rows = i * self.shard_size + self.selection.index[positions] - begin
+                        for name, values in arrays.items():
+                            values[positions] = buffer[name][rows]
+            self._arrays = arrays
         return self._arrays
 
     def _batch(self, arrays: dict[str, np.ndarray], rows: np.ndarray, positions: np.ndarray) -> dict[str, torch.Tensor]:
@@ -227,66 +214,33 @@ class StoreBatches(torch.utils.data.IterableDataset):
         rng: np.random.Generator,
         epoch: int,
         worker: tuple[int, int],
-    ):
-        """Batches of ``windows`` read a window of shards at a time, each window shuffled with the
-        samples left over from the one before (fewer than a batch).
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of ``windows`` read a window of shards at a time (:class:`WindowBuffers`), each
+        window shuffled with the samples left over from the one before (fewer than a batch), which
+        are carried into the lead of the next window's buffer.
 
-        The next window is decoded (:func:`pipeline.store.shard_reader.start_reading_shards`)
-        while this one's batches are made: two window buffers take turns, each led by room for the
-        carried samples. They are kept for the next epoch (allocating and first touching them cost
-        as much as decoding a small store's epoch), and from the second pass on the next pass's
-        first window is decoded during this one's last: an epoch with few windows (a small split,
-        or one loader worker's share) would otherwise wait for a whole window at its start (after
-        a run's last epoch that read is wasted: one window). The next pass is taken to be of the
-        epoch after ``epoch`` when the caller advanced the epoch since the pass before
-        (:meth:`set_epoch`, as training does), else of ``epoch`` again: a guess that misses drops
-        the read and costs a window. An iteration running beside another gets buffers of its own."""
-        handles = self._arrays_of()
-        threads = _decode_threads()
-        lead = self.batch_size  # rows kept at the head of a buffer for the carried samples
-
-        def start(window: list[tuple[int, np.ndarray]], buffer: dict[str, np.ndarray]) -> PendingShards:
-            shards = [begin // self.shard_size for begin, _ in window]
-            return start_reading_shards(
-                handles, shards, {name: values[lead:] for name, values in buffer.items()}, threads
-            )
-
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and windows and ahead.shards == [begin for begin, _ in windows[0]]:
-            buffers, pending = ahead.buffers, ahead.pending
-        else:
-            if ahead is not None:  # another epoch than the one read ahead: drop that read
-                self._spare_buffers.append(ahead.finish())
-            buffers = self._spare_buffers.pop() if self._spare_buffers else []
-            buffers += [
-                {
-                    name: np.empty((lead + self.window_shards * self.shard_size, *a.shape[1:]), a.dtype)
-                    for name, a in handles.items()
-                }
-                for _ in range(2 - len(buffers))
-            ]
-            pending = start(windows[0], buffers[0]) if windows else None
-        next_epoch, handed_on = None, False
-        carry_positions = np.zeros(0, dtype=np.int64)
-        try:
+        From the second pass on, the next pass's first window is decoded during this one's last:
+        an epoch with few windows (a small split, or one loader worker's share) would otherwise
+        wait for a whole window at its start (after a run's last epoch that read is wasted: one
+        window). The next pass is taken to be of the epoch after ``epoch`` when the caller
+        advanced the epoch since the pass before (:meth:`set_epoch`, as training does), else of
+        ``epoch`` again: a guess that misses drops the read and costs a window."""
+        buffers = self._window_buffers()
+        with buffers.pass_over([self._shards(window) for window in windows]) as reading:
+            carry_positions = np.zeros(0, dtype=np.int64)
             for k, window in enumerate(windows):
-                buffer, other = buffers[k % 2], buffers[(k + 1) % 2]
-                self._wait(pending)
-                pending = None
-                if k + 1 < len(windows):
-                    pending = start(windows[k + 1], other)
-                elif self._streamed_epoch is not None:
+                buffer, other = reading.window(k)
+                if k + 1 == len(windows) and self._streamed_epoch is not None:
                     following = epoch + (epoch != self._streamed_epoch)  # a caller that never advances: this one again
                     upcoming = self._windows(np.random.default_rng([self.seed, following]), *worker)
                     if upcoming:
-                        shards = [begin for begin, _ in upcoming[0]]
-                        next_epoch = _EpochAhead(shards, [other, buffer], start(upcoming[0], other))
+                        reading.read_ahead(self._shards(upcoming[0]))
                 # where each sample of this window is in the buffer: the carried ones first
                 where = np.concatenate(
                     [
                         np.arange(len(carry_positions)),
                         *(
-                            lead + i * self.shard_size + self.selection.index[positions] - begin
+                            buffers.lead + i * self.shard_size + self.selection.index[positions] - begin
                             for i, (begin, positions) in enumerate(window)
                         ),
                     ]
@@ -306,14 +260,19 @@ class StoreBatches(torch.utils.data.IterableDataset):
                         values[: len(rest)] = buffer[name][where[rest]]
                     carry_positions = positions[rest]
             self._streamed_epoch = epoch
-            self._ahead, handed_on = next_epoch, next_epoch is not None  # only now: this epoch used them until here
-        finally:  # also when the consumer stops early: no decode may still write into a spare buffer
-            if not handed_on:
-                for reading in (pending, next_epoch and next_epoch.pending):
-                    if reading is not None:
-                        with contextlib.suppress(Exception):
-                            reading.wait()
-                self._spare_buffers.append(buffers)
+            reading.finished()
+
+    def _shards(self, window: list[tuple[int, np.ndarray]]) -> list[int]:
+        """The shard numbers of a window's blocks."""
+        return [begin // self.shard_size for begin, _ in window]
+
+    def _window_buffers(self) -> WindowBuffers:
+        """This process's window buffers, made on its first pass, led by room for a batch."""
+        if self._buffers is None:
+            self._buffers = WindowBuffers(
+                self._arrays_of(), self.window_shards, self.batch_size, _decode_threads(), self._wait
+            )
+        return self._buffers
 
     def _wait(self, pending: PendingShards) -> None:
         try:

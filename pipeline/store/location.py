@@ -202,7 +202,7 @@ class ContainedLocalStore(LocalStore):
 
 # Every method of zarr's LocalStore, as zarr 3.1.6 has them: those that read a key are guarded by
 # ContainedLocalStore; the others write (refused: the store is read-only), manage the store, or
-# read only through a guarded one. tests/sharing/test_containment.py fails the day a zarr
+# read only through a guarded one. tests/pipeline/store/test_containment.py fails the day a zarr
 # release adds a method to neither list.
 GUARDED_READS = ("get", "get_partial_values", "get_sync", "getsize", "exists", "list_dir", "list_prefix")
 UNGUARDED_METHODS = (

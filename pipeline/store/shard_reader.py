@@ -60,6 +60,15 @@ class PendingShards:
     def __init__(self, futures: list[Future[list[Future[None]] | None]]):
         self._futures = futures
 
+    def done(self) -> bool:
+        """Whether every read has finished (in place, or failed): nothing writes into ``out`` any more."""
+        for future in self._futures:
+            if not future.done():
+                return False
+            if future.exception() is None and not all(decode.done() for decode in future.result() or ()):
+                return False
+        return True
+
     def wait(self) -> None:
         """Return once every shard is in place; raise the first error of any (StoreError for damage)."""
         for future in self._futures:

@@ -121,7 +121,7 @@ def test_a_file_that_kills_its_process_costs_only_itself(tmp_path, dlib_faces):
     """A real fer-preprocess process is killed with SIGKILL (as the kernel's OOM killer or a
     worker's nanny ends it) while it decodes a 400-megapixel PNG, twice; the run started again
     leaves that file out and writes the rest of its shard. (A worker killed once mid-shard for
-    another reason loses nothing: tests/pipeline/test_cluster_faults.py.)"""
+    another reason loses nothing: tests/pipeline/compute/test_cluster_faults.py.)"""
     root = tmp_path / "photos"
     photos = root / "neutral"
     photos.mkdir(parents=True)

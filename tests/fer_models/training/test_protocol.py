@@ -97,11 +97,7 @@ def test_without_validation_data_the_last_epoch_is_reported_and_says_so(fer_stor
     assert summary.test.accuracy == summary.test.last_epoch_accuracy
     assert len(evaluated) == 1  # the test split, once
     held = train(TrainConfig(store=str(fer_store), val_fraction=0.25, **QUICK), tmp_path / "held")
-    assert (
-        held.validation_samples == 10
-        and held.train_samples == 32
-        and held.validation_split == "train held out"
-    )
+    assert held.validation_samples == 10 and held.train_samples == 32 and held.validation_split == "train held out"
     with pytest.raises(
         ConfigError, match="--eval-split test is also the test split: the epoch would be chosen on the samples reported"
     ):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_models.data import stream
+from fer_models.data import window_buffers
 from fer_models.data.selection import select_samples
 from fer_models.data.stream import StoreBatches, make_loader
 
@@ -134,9 +134,9 @@ def test_the_window_read_ahead_is_of_the_pass_the_caller_makes_next(synthetic_st
     it, from the third pass on each window is decoded once: the first one ahead, during the pass
     before, never read ahead for another epoch and dropped."""
     windows_started = []
-    start_reading_shards = stream.start_reading_shards
+    start_reading_shards = window_buffers.start_reading_shards
     monkeypatch.setattr(
-        stream, "start_reading_shards", lambda *args: windows_started.append(1) or start_reading_shards(*args)
+        window_buffers, "start_reading_shards", lambda *args: windows_started.append(1) or start_reading_shards(*args)
     )
     selection = select_samples(synthetic_store, "train")
     batches = StoreBatches(

@@ -18,7 +18,7 @@ from pipeline.store import ATTRS_KEY, Provenance, read_provenance
 from pipeline.tools.contact_sheet import TILE_FAMILIES
 from pipeline.tools.verify import verify_store
 
-README = Path(__file__).parents[2] / "README.md"
+README = Path(__file__).parents[3] / "README.md"
 
 
 def test_provenance_round_trips_the_stored_attributes(synthetic_store):
