@@ -40,7 +40,7 @@ import zarr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import fer_models.data.stream
+import fer_models.data.window_buffers
 from bench.fer2013_stores import fer2013_stores
 from bench.loader import FIELDS, rate, window_passes
 from fer_models.data.selection import select_samples
@@ -123,14 +123,14 @@ def stream(store: Path) -> dict:
     if importlib.util.find_spec("tensorstore"):
         by_tensorstore = tensorstore_arrays(store, 2)
         shard_len = open_store(store)["image"].shards[0]
-        own = fer_models.data.stream.start_reading_shards
-        fer_models.data.stream.start_reading_shards = lambda arrays, shards, out, threads: TensorstoreWindow(
+        own = fer_models.data.window_buffers.start_reading_shards
+        fer_models.data.window_buffers.start_reading_shards = lambda arrays, shards, out, threads: TensorstoreWindow(
             by_tensorstore, shards, out, shard_len
         )
         try:
             result["tensorstore_2"] = round(rate(batches(), len(selection)))
         finally:
-            fer_models.data.stream.start_reading_shards = own
+            fer_models.data.window_buffers.start_reading_shards = own
     return result
 
 
