@@ -51,10 +51,12 @@ preprocess: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# ruff: lint rules and formatting as configured in pyproject.toml (CI runs it before the tests).
+# ruff: lint rules and formatting; mypy: types (strict for pipeline/store); both as configured in
+# pyproject.toml (CI runs them before the tests).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/preprocess.py
