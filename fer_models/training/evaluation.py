@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from fer_models.data.selection import SubjectFolds, select_samples
+from fer_models.data.selection import Selection, SubjectFolds, select_samples
 from fer_models.data.stream import StoreBatches, make_loader
-from fer_models.training.checkpoint import load_checkpoint, load_weights
+from fer_models.training.checkpoint import Checkpoint, load_checkpoint, load_weights
 from fer_models.training.config import TrainConfig
 from fer_models.training.confusion_png import write_confusion_png
 from fer_models.training.engine import evaluate_model, resolve_device
-from fer_models.training.protocol import resolve_protocol, train_split_name
+from fer_models.training.protocol import Protocol, resolve_protocol, train_split_name
 from fer_models.training.run_directory import strict_json
 from fer_models.training.store_view import StoreView, build_model, model_fields
 from pipeline.errors import ConfigError
@@ -46,35 +46,19 @@ def evaluate_checkpoint(
         ConfigError: not a checkpoint, weights that are not finite, no such split or fold, trained-on samples without
             ``allow_seen``, or the store lacks what the model reads or the checkpoint's label set.
     """
-    checkpoint = load_checkpoint(checkpoint_path)
-    broken = checkpoint.non_finite_weights
-    if broken:
-        raise ConfigError(
-            f"{broken:,} of the weights in {checkpoint_path} are NaN or infinite: the run that wrote it diverged, "
-            "so its predictions mean nothing; score an earlier checkpoint of the run, or train again with a lower --lr"
-        )
+    checkpoint = _finite_checkpoint(checkpoint_path)
     config = TrainConfig(**{**checkpoint.config, "store": store, "device": device})
     view = StoreView.open(store)
-    splits = list(view.provenance.splits)
     same_rows = view.provenance.manifest_sha256 == checkpoint.store["manifest_sha256"]
-    protocol = resolve_protocol(config, store, splits) if same_rows else None
+    protocol = resolve_protocol(config, store, list(view.provenance.splits)) if same_rows else None
+    where = f"{checkpoint_path}"
     if fold is not None:
-        if not config.folds:
-            raise ConfigError(f"--fold: {checkpoint_path} is not from a fold run (fer-train --folds K); use --split")
-        if not 0 <= fold < config.folds:
-            raise ConfigError(
-                f"--fold must be between 0 and {config.folds - 1} for this {config.folds}-fold checkpoint"
-            )
-        folds = SubjectFolds.only(config.folds, fold)
-        selection = select_samples(store, train_split_name(config, splits), checkpoint.label_set, folds)
-        scored = f"fold{fold}"
+        selection, scored = _fold(checkpoint, config, view, fold, where)
     elif split is None:
         if protocol is None:
-            raise ConfigError(
-                f"{store} holds other rows than the store {checkpoint_path} was trained from; name a --split"
-            )
+            raise ConfigError(f"{store} holds other rows than the store {where} was trained from; name a --split")
         if protocol.test is None:
-            raise ConfigError(f"the run of {checkpoint_path} had no test samples; name a --split")
+            raise ConfigError(f"the run of {where} had no test samples; name a --split")
         selection, scored = protocol.test, protocol.test_name or "test"
     else:
         selection, scored = select_samples(store, split, checkpoint.label_set), split
@@ -83,17 +67,7 @@ def evaluate_checkpoint(
             f"label set {checkpoint.label_set!r} of {store} has classes {list(selection.class_names)}; "
             f"the checkpoint was trained on {checkpoint.class_names}"
         )
-    seen = validated = None
-    if protocol is not None:
-        seen = int(np.isin(selection.index, protocol.train.index).sum())
-        validated = 0 if protocol.validation is None else int(np.isin(selection.index, protocol.validation.index).sum())
-        if seen and not allow_seen:
-            raise ConfigError(
-                f"{seen} of the {len(selection)} samples of {scored} were trained on by {checkpoint_path} "
-                f"(its run trained on {protocol.train_name}); its figure would say nothing about unseen faces. "
-                f"Score what the run held out: leave out --split/--fold ({protocol.test_name or 'no test samples'}), "
-                "or pass --allow-seen to score them anyway"
-            )
+    seen, validated = (None, None) if protocol is None else _held_out(selection, scored, protocol, where, allow_seen)
     torch_device = resolve_device(device)
     model = build_model(config, view, len(selection.class_names))
     load_weights(model, checkpoint.model, checkpoint_path)
@@ -103,7 +77,7 @@ def evaluate_checkpoint(
         model, make_loader(batches, pin_memory=torch_device.type == "cuda"), torch_device, len(selection.class_names)
     )
     result = {
-        "checkpoint": str(checkpoint_path),
+        "checkpoint": where,
         "store": store,
         "scored": scored,
         "samples": len(selection),
@@ -119,11 +93,45 @@ def evaluate_checkpoint(
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        write_confusion_png(
-            scores.confusion,
-            selection.class_names,
-            out / "confusion.png",
-            title=f"{config.model} epoch {checkpoint.epoch}, {scored}",
-        )
+        title = f"{config.model} epoch {checkpoint.epoch}, {scored}"
+        write_confusion_png(scores.confusion, selection.class_names, out / "confusion.png", title=title)
         (out / "metrics.json").write_text(strict_json(result, indent=2))
     return result
+
+
+def _finite_checkpoint(path: str | Path) -> Checkpoint:
+    """The checkpoint at ``path``, refused when its weights are not all finite."""
+    checkpoint = load_checkpoint(path)
+    broken = checkpoint.non_finite_weights
+    if broken:
+        raise ConfigError(
+            f"{broken:,} of the weights in {path} are NaN or infinite: the run that wrote it diverged, "
+            "so its predictions mean nothing; score an earlier checkpoint of the run, or train again with a lower --lr"
+        )
+    return checkpoint
+
+
+def _fold(checkpoint: Checkpoint, config: TrainConfig, view: StoreView, fold: int, where: str) -> tuple[Selection, str]:
+    """Subject fold ``fold`` of the fold run that wrote ``checkpoint`` (read from ``where``)."""
+    if not config.folds:
+        raise ConfigError(f"--fold: {where} is not from a fold run (fer-train --folds K); use --split")
+    if not 0 <= fold < config.folds:
+        raise ConfigError(f"--fold must be between 0 and {config.folds - 1} for this {config.folds}-fold checkpoint")
+    train_split = train_split_name(config, list(view.provenance.splits))
+    folds = SubjectFolds.only(config.folds, fold)
+    return select_samples(view.path, train_split, checkpoint.label_set, folds), f"fold{fold}"
+
+
+def _held_out(selection: Selection, scored: str, protocol: Protocol, where: str, allow_seen: bool) -> tuple[int, int]:
+    """How many of ``selection``'s samples the run trained on and chose its epoch on; refuses the
+    first without ``allow_seen``."""
+    seen = int(np.isin(selection.index, protocol.train.index).sum())
+    validated = 0 if protocol.validation is None else int(np.isin(selection.index, protocol.validation.index).sum())
+    if seen and not allow_seen:
+        raise ConfigError(
+            f"{seen} of the {len(selection)} samples of {scored} were trained on by {where} "
+            f"(its run trained on {protocol.train_name}); its figure would say nothing about unseen faces. "
+            f"Score what the run held out: leave out --split/--fold ({protocol.test_name or 'no test samples'}), "
+            "or pass --allow-seen to score them anyway"
+        )
+    return seen, validated

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeGuard
 
 import numpy as np
+import zarr
 
 from pipeline.compute.model_files import ModelFiles, SaliencyNetwork
 from pipeline.compute.sample_in_progress import forget_samples_in_progress
@@ -298,6 +299,41 @@ def grow(
         raise ConfigError(str(error)) from None
     group = open_store(store_path)
     provenance = provenance_of(group)
+    growing = growth_in_progress(group)
+    types = _types_to_add(store_path, group, requested)
+    config = provenance.preprocess_config
+    models = _locate_models(
+        types, None, saliency_model, need_landmarks=False, probe=lambda: _first_usable_face(group, config)
+    )
+    if not types:
+        progress.line(f"{store_path} already holds {', '.join(requested)}; nothing to do")
+        shards, n_shards = [], 0
+    else:
+        if not growing:  # a new growth: no attempt of it has died yet
+            forget_samples_in_progress(store_path)
+        begin_growth(store_path, types, models.sha256())
+        shards = growth_pending_shards(store_path)
+        n_shards = len(shard_bounds(provenance.total, config.shard_size))
+        progress.line(
+            f"{'resuming adding' if growing else 'adding'} {', '.join(types)} to {store_path}: "
+            f"{len(shards)} of {n_shards} shards to do"
+        )
+    tasks = [GrowTask(store_path, start, stop, types, config, models) for start, stop in shards]
+    outcome = _run_with_progress(grow_shard, tasks, scheduler, workers, progress, "adding guidance")
+    added = types if types and finish_growth(store_path) is not None else ()
+    counts = dict(provenance_of(open_store(store_path)).counts)
+    return _summary(store_path, began, outcome, n_shards - len(shards), counts, not types or bool(added), added)
+
+
+def _types_to_add(store_path: str, group: zarr.Group, requested: tuple[str, ...]) -> tuple[str, ...]:
+    """The guidance types a growth of the store adds: those of its unfinished growth, else the
+    ``requested`` ones it lacks (empty when it holds them all).
+
+    Raises:
+        StoreError: the store is incomplete, is growing other types, or lacks an input a type
+            renders from.
+    """
+    provenance = provenance_of(group)
     counts = provenance.counts
     if not provenance.complete:
         pending = counts.get(Status.PENDING.label, provenance.total)
@@ -322,28 +358,7 @@ def grow(
     ]
     if missing:
         raise StoreError(f"cannot add guidance to {store_path}: " + "; ".join(missing))
-    config = provenance.preprocess_config
-    models = _locate_models(
-        types, None, saliency_model, need_landmarks=False, probe=lambda: _first_usable_face(group, config)
-    )
-    if not types:
-        progress.line(f"{store_path} already holds {', '.join(requested)}; nothing to do")
-        shards, n_shards = [], 0
-    else:
-        if not growing:  # a new growth: no attempt of it has died yet
-            forget_samples_in_progress(store_path)
-        begin_growth(store_path, types, models.sha256())
-        shards = growth_pending_shards(store_path)
-        n_shards = len(shard_bounds(provenance.total, config.shard_size))
-        progress.line(
-            f"{'resuming adding' if growing else 'adding'} {', '.join(types)} to {store_path}: "
-            f"{len(shards)} of {n_shards} shards to do"
-        )
-    tasks = [GrowTask(store_path, start, stop, types, config, models) for start, stop in shards]
-    outcome = _run_with_progress(grow_shard, tasks, scheduler, workers, progress, "adding guidance")
-    added = types if types and finish_growth(store_path) is not None else ()
-    counts = dict(provenance_of(open_store(store_path)).counts)
-    return _summary(store_path, began, outcome, n_shards - len(shards), counts, not types or bool(added), added)
+    return types
 
 
 def _summary(

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import zipfile
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import zarr
 
 from pipeline.config import config_sha256
 from pipeline.errors import FerStoreError, StoreError, StoreRefusedError
 from pipeline.progress import QUIET, Progress
-from pipeline.store import Status, array_in, array_specs, open_store, provenance_of, status_counts
+from pipeline.store import Provenance, Status, array_in, array_specs, open_store, provenance_of, status_counts
 from pipeline.store.checksums import sample_checksums
 from pipeline.store.schema import (
     CHANNELS_ATTR,
@@ -56,11 +58,40 @@ def verify_store(location: str, progress: Progress = QUIET) -> list[Fault]:
         return [Fault("metadata", problem) for problem in error.problems]
     except FerStoreError as error:
         return [Fault("store", str(error))]
-    faults: list[Fault] = []
     provenance = provenance_of(group)  # parsed on opening: its config and counts are readable
+    faults = _metadata_faults(location, group, provenance)
+    checksums = _recorded_checksums(group, faults, progress)
+    if checksums is None:
+        progress.line(
+            "note: no per-sample checksums (a store written before they were recorded): a deleted or moved "
+            "chunk file cannot be told from samples never written"
+        )
+    status_parts = []
+    for name in sorted(set(group.array_keys()) - {CHECKSUM}):
+        progress.line(f"checking {name}")
+        status_parts += _array_faults(
+            array_in(group, name), None if checksums is None else checksums.get(name, {}), faults
+        )
+    if STATUS in group and not any(f.where.startswith(f"{STATUS}/") for f in faults):
+        counts = status_counts(np.concatenate(status_parts))
+        if counts[Status.PENDING.label]:
+            faults.append(Fault("status", f"{counts[Status.PENDING.label]} samples pending: the store is incomplete"))
+        if any(provenance.counts.get(key) != value for key, value in counts.items()):
+            faults.append(
+                Fault("provenance", f"recorded counts {provenance.counts} differ from the status array's {counts}")
+            )
+        if not provenance.complete:
+            faults.append(Fault("provenance", "the store is not marked complete"))
+    return faults
+
+
+def _metadata_faults(location: str, group: zarr.Group, provenance: Provenance) -> list[Fault]:
+    """What is wrong beyond what opening checked: metadata not consolidated, zip members no array
+    reads, a config that differs from its hash, arrays missing or with other dimension names, an
+    unfinished growth."""
+    faults: list[Fault] = []
     if group.metadata.consolidated_metadata is None:
         faults.append(Fault("zarr.json", "no consolidated metadata (the run that built the store did not finish)"))
-
     if str(location).endswith(".zip"):
         faults += _unread_zip_members(str(location), group)
     if config_sha256(provenance.config) != provenance.config_sha256:
@@ -77,57 +108,46 @@ def verify_store(location: str, progress: Progress = QUIET) -> list[Fault]:
             faults.append(Fault(name, f"dimension names {dims or None}, expected {spec.dims}"))
     if provenance.growing is not None:
         faults.append(Fault("provenance", f"adding {', '.join(provenance.growing_types)} is unfinished"))
-
-    checksums = _recorded_checksums(group, faults, progress)
-    if checksums is None:
-        progress.line(
-            "note: no per-sample checksums (a store written before they were recorded): a deleted or moved "
-            "chunk file cannot be told from samples never written"
-        )
-    status_parts = []
-    for name in sorted(set(group.array_keys()) - {CHECKSUM}):
-        array = array_in(group, name)
-        block = samples_per_shard(array)
-        progress.line(f"checking {name}")
-        for start in range(0, array.shape[0], block):
-            stop = min(start + block, array.shape[0])
-            where = f"{shard_key(array, start // block)} (samples {start}-{stop - 1})"
-            try:
-                values = read_shards({name: array}, [start // block])[name][0]
-            except ChunkDamagedError as error:  # the shard reader says where: the file, or a part of it
-                faults.append(Fault(str(error.location), error.problem))
-                continue
-            except StoreError as error:
-                faults.append(Fault(where, str(error)))
-                continue
-            except Exception as error:  # noqa: BLE001 - a damaged chunk read by zarr raises whatever its codec raises
-                faults.append(Fault(where, f"{type(error).__name__}: {error}"))
-                continue
-            if name == STATUS:
-                status_parts.append(values)
-            recorded = None if checksums is None else checksums.get(name, {}).get(start)
-            if recorded is not None:
-                differing = np.flatnonzero(sample_checksums(values) != recorded)
-                if len(differing):
-                    faults.append(
-                        Fault(
-                            where,
-                            f"{len(differing)} of {stop - start} samples differ from what was written "
-                            f"(first: sample {start + differing[0]}): the chunk file was deleted, "
-                            "replaced or moved",
-                        )
-                    )
-    if STATUS in group and not any(f.where.startswith(f"{STATUS}/") for f in faults):
-        counts = status_counts(np.concatenate(status_parts))
-        if counts[Status.PENDING.label]:
-            faults.append(Fault("status", f"{counts[Status.PENDING.label]} samples pending: the store is incomplete"))
-        if any(provenance.counts.get(key) != value for key, value in counts.items()):
-            faults.append(
-                Fault("provenance", f"recorded counts {provenance.counts} differ from the status array's {counts}")
-            )
-        if not provenance.complete:
-            faults.append(Fault("provenance", "the store is not marked complete"))
     return faults
+
+
+def _array_faults(
+    array: zarr.Array[Any], recorded: dict[int, np.ndarray] | None, faults: list[Fault]
+) -> list[np.ndarray]:
+    """Read every shard of ``array``, adding to ``faults`` each that cannot be read or whose
+    samples differ from their ``recorded`` checksums (shard start -> ``(n,) uint32``; None: none
+    recorded). Returns the values of the shards that read (for ``status``, the counts)."""
+    block = samples_per_shard(array)
+    values_read = []
+    for start in range(0, array.shape[0], block):
+        stop = min(start + block, array.shape[0])
+        where = f"{shard_key(array, start // block)} (samples {start}-{stop - 1})"
+        try:
+            values = read_shards({array.basename: array}, [start // block])[array.basename][0]
+        except ChunkDamagedError as error:  # the shard reader says where: the file, or a part of it
+            faults.append(Fault(str(error.location), error.problem))
+            continue
+        except StoreError as error:
+            faults.append(Fault(where, str(error)))
+            continue
+        except Exception as error:  # noqa: BLE001 - a damaged chunk read by zarr raises whatever its codec raises
+            faults.append(Fault(where, f"{type(error).__name__}: {error}"))
+            continue
+        if array.basename == STATUS:
+            values_read.append(values)
+        expected = None if recorded is None else recorded.get(start)
+        if expected is not None:
+            differing = np.flatnonzero(sample_checksums(values) != expected)
+            if len(differing):
+                faults.append(
+                    Fault(
+                        where,
+                        f"{len(differing)} of {stop - start} samples differ from what was written "
+                        f"(first: sample {start + differing[0]}): the chunk file was deleted, "
+                        "replaced or moved",
+                    )
+                )
+    return values_read
 
 
 def shard_key(array, shard: int) -> str:
