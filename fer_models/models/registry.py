@@ -26,9 +26,9 @@ class ModelOutput(TypedDict, total=False):
 
     logits: Required[torch.Tensor]  # (B, K)
     losses: dict[str, torch.Tensor]  # the model's own loss terms, weighted, scalar (training only)
-    features: torch.Tensor  # resnet: (B, D) pooled features
+    features: torch.Tensor  # resnet (and pal): (B, 8w) pooled features of the last stage
     embedding: torch.Tensor  # feratt: (B, D) before the head
-    attention: torch.Tensor  # feratt: (B, 1, S, S) attention map
+    attention: torch.Tensor  # feratt: (B, F, S, S) attention maps
     attention_image: torch.Tensor  # feratt: (B, C, S, S) the face the classifier sees
     attribution: torch.Tensor  # pal: (B, C', h, w) attribution maps of the chosen stage (training only)
     theta: torch.Tensor  # stn, guided-stn: (B, 2, 3) affine transforms, normalised coordinates
