@@ -10,7 +10,15 @@ from cli.errors import user_errors
 from cli.progress import ConsoleProgress
 from pipeline.compute.run import RunSummary, grow, preprocess
 from pipeline.compute.slurm import SlurmOptions
-from pipeline.config import COLORS, LANDMARK_SOURCES, PRIORS, TENSOR_CODECS, PreprocessConfig, build_config
+from pipeline.config import (
+    COLORS,
+    DETECT_MODES,
+    LANDMARK_SOURCES,
+    PRIORS,
+    TENSOR_CODECS,
+    PreprocessConfig,
+    build_config,
+)
 from pipeline.datasets import DATASETS, get_dataset
 from pipeline.guidance import GUIDANCE_TYPES
 
@@ -20,6 +28,8 @@ BUILD_ONLY = (
     "root",
     "prior",
     "landmarks",
+    "detect",
+    "detect_min_face",
     "upsample",
     "size",
     "color",
@@ -50,6 +60,18 @@ BUILD_ONLY = (
     "--landmarks",
     type=click.Choice(LANDMARK_SOURCES),
     help=f"Landmarks from dlib, or those the dataset provides (affectnet). [{DEFAULTS.landmarks.source}]",
+)
+@click.option(
+    "--detect",
+    type=click.Choice(DETECT_MODES),
+    help="When the face detector runs: always; auto (only where the dataset gives no box; a box, mapped to "
+    f"dlib's framing, goes straight to landmarks); never. [dataset default, else {DEFAULTS.detect.mode}]",
+)
+@click.option(
+    "--detect-min-face",
+    type=int,
+    help="Smallest face side (pixels) the detector must find: it runs on a copy scaled so that such a face "
+    f"fills its window, several times faster on large photos (0: full size). [dataset default, else {DEFAULTS.detect.min_face}]",
 )
 @click.option(
     "--upsample",
@@ -194,7 +216,12 @@ def _build(params: dict, scheduler) -> RunSummary:
     """``fer-preprocess STORE --dataset NAME``: build (or resume) a store from a dataset."""
     user = {
         "decode": {"max_pixels": params["max_pixels"]},
-        "detect": {"prior": params["prior"], "upsample": params["upsample"]},
+        "detect": {
+            "prior": params["prior"],
+            "upsample": params["upsample"],
+            "mode": params["detect"],
+            "min_face": params["detect_min_face"],
+        },
         "landmarks": {"source": params["landmarks"]},
         "align": {"size": params["size"], "color": params["color"]},
         "guidance": {

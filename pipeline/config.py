@@ -20,7 +20,9 @@ from pipeline.guidance import DEFAULT_GUIDANCE, resolve_guidance
 Prior = Literal["none", "dataset", "full-frame"]
 Color = Literal["rgb", "gray"]
 LandmarkSource = Literal["dlib", "dataset"]
+DetectMode = Literal["always", "auto", "never"]
 PRIORS: tuple[str, ...] = ("none", "dataset", "full-frame")
+DETECT_MODES: tuple[str, ...] = ("always", "auto", "never")
 COLORS: tuple[str, ...] = ("rgb", "gray")
 LANDMARK_SOURCES: tuple[str, ...] = ("dlib", "dataset")
 # How the tensors' chunks are compressed (docs/benchmarks.md, "Tensor codecs"): zstd is smaller,
@@ -53,16 +55,30 @@ class DetectConfig:
         ``dataset`` (the box the dataset provides, where it has one; it also picks, among several
         detections, the one overlapping it) or ``full-frame`` (the whole image, for pre-cropped
         faces). Samples aligned from a prior get status ``ok_prior``.
+    mode: when the detector runs: ``always`` (on every sample; a dataset box only picks among
+        detections and is the fallback), ``auto`` (only on samples without a dataset box; a box,
+        mapped to dlib's framing (:mod:`pipeline.stages.box_mapping`), goes straight to
+        landmarks) or ``never`` (a sample without a box takes the ``prior`` fallback).
+    min_face: the smallest face side, in source pixels, the detector must find: it runs on a
+        copy scaled so that such a face just fills its window (:data:`DETECTOR_WINDOW` pixels after
+        upsampling); larger faces are found as at full size, smaller ones may be missed. 0: the
+        full-size image.
     """
 
     upsample: int = 1
     prior: Prior = "none"
+    mode: DetectMode = "always"
+    min_face: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.upsample <= 4:
             raise ConfigError(f"upsample must be between 0 and 4, got {self.upsample}")
         if self.prior not in PRIORS:
             raise ConfigError(f"prior must be one of {', '.join(PRIORS)}; got {self.prior!r}")
+        if self.mode not in DETECT_MODES:
+            raise ConfigError(f"detect mode must be one of {', '.join(DETECT_MODES)}; got {self.mode!r}")
+        if self.min_face != 0 and not 16 <= self.min_face <= 4096:
+            raise ConfigError(f"min_face must be 0 (full size) or between 16 and 4096 pixels, got {self.min_face}")
 
 
 @dataclass(frozen=True)
@@ -177,12 +193,21 @@ class PreprocessConfig:
         return config_sha256(self.to_dict())
 
 
+# Settings added after stores were first recorded, with the value that means what those stores
+# did: left out of the hash at that value, so those stores keep theirs.
+_LATER_SETTINGS = {("detect", "mode"): "always", ("detect", "min_face"): 0}
+
+
 def config_sha256(data: dict[str, Any]) -> str:
-    """sha256 of a config as JSON holds it (:meth:`PreprocessConfig.to_dict`), without ``codec``:
-    the codec decides a store's bytes, not its values, so stores that differ only in their codec
-    share the hash (evaluation compares it), and stores recorded before the codec could be chosen
-    keep theirs."""
-    return sha256_of_json({key: value for key, value in data.items() if key != "codec"})
+    """sha256 of a config as JSON holds it (:meth:`PreprocessConfig.to_dict`), without ``codec``
+    (it decides a store's bytes, not its values, so stores that differ only in their codec share
+    the hash, which evaluation compares) and without the later settings at the value that means
+    what stores recorded before them did (so those keep their hash)."""
+    hashed = {key: dict(value) if isinstance(value, dict) else value for key, value in data.items() if key != "codec"}
+    for (section, key), value in _LATER_SETTINGS.items():
+        if hashed.get(section, {}).get(key, value) == value:
+            hashed.get(section, {}).pop(key, None)
+    return sha256_of_json(hashed)
 
 
 def sha256_of_json(value: Any) -> str:

@@ -22,12 +22,14 @@ def test_layers_override_the_defaults_in_order_and_the_guidance_size_follows_the
     assert differing_keys(PreprocessConfig().to_dict(), config.to_dict())[0] == "align.color: 'rgb' != 'gray'"
 
 
-def test_a_config_recorded_before_the_codec_choice_reads_as_zstd_and_keeps_its_hash():
+def test_a_config_recorded_before_later_settings_reads_as_then_and_keeps_its_hash():
     recorded = PreprocessConfig().to_dict()
-    del recorded["codec"]
+    del recorded["codec"], recorded["detect"]["mode"], recorded["detect"]["min_face"]
     assert PreprocessConfig.from_dict(recorded) == PreprocessConfig() and PreprocessConfig().codec == "zstd"
+    assert PreprocessConfig().detect.mode == "always" and PreprocessConfig().detect.min_face == 0
     assert PreprocessConfig().sha256() == sha256_of_json(recorded)  # what such a store recorded
     assert build_config({"codec": "lz4"}).sha256() == build_config({}).sha256()  # the same values
+    assert build_config({"detect": {"mode": "auto"}}).sha256() != build_config({}).sha256()
 
 
 @pytest.mark.parametrize(
@@ -37,6 +39,8 @@ def test_a_config_recorded_before_the_codec_choice_reads_as_zstd_and_keeps_its_h
         ({"align": {"sise": 48}}, "unknown align options: sise"),
         ({"shard_size": 0}, "shard_size must be between 1 and 65536"),
         ({"codec": "lzma"}, "codec must be one of zstd, lz4, got 'lzma'"),
+        ({"detect": {"mode": "sometimes"}}, "detect mode must be one of always, auto, never; got 'sometimes'"),
+        ({"detect": {"min_face": 8}}, "min_face must be 0 .full size. or between 16 and 4096 pixels, got 8"),
         ({"guidance": {"types": "heatmap,sparkles"}}, "unknown guidance type 'sparkles'; choose from: heatmap"),
     ],
 )

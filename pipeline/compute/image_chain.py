@@ -7,6 +7,7 @@ used to grow a store from its stored faces).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pipeline.compute.model_files import LoadedModels
 from pipeline.compute.renderers import RENDERERS
 from pipeline.config import PreprocessConfig
 from pipeline.stages.align import aligned_from_src_matrix, apply_affine, warp_to_aligned
+from pipeline.stages.box_mapping import BoxMapping
 from pipeline.stages.decode import to_gray, to_rgb
 from pipeline.stages.detect import clip_box, detect_face, full_frame_box
 from pipeline.stages.landmarks import predict_landmarks
@@ -38,6 +40,20 @@ class SampleResult:
     faces_detected: int = 0  # faces the detector found (0 where it did not run)
     face_score: float = float("nan")  # the detector's score of the face kept; NaN: not a detection
 
+    def in_source_frame(self, pixel_scale: int) -> SampleResult:
+        """This result, computed on an image decoded at ``1 / pixel_scale`` of the source's size,
+        with its source-frame fields (``landmarks_src``, ``box_src``, ``aligned_from_src``) in
+        source pixels."""
+        if pixel_scale == 1 or self.landmarks_src is None or self.box_src is None or self.aligned_from_src is None:
+            return self
+        to_decoded = np.array([1 / pixel_scale, 1 / pixel_scale, 1.0], dtype=np.float32)
+        return dataclasses.replace(
+            self,
+            landmarks_src=(self.landmarks_src * pixel_scale).astype(np.float32),
+            box_src=(self.box_src * pixel_scale).astype(np.float32),
+            aligned_from_src=(self.aligned_from_src * to_decoded).astype(np.float32),
+        )
+
 
 class StageTimer:
     """Accumulates wall time per stage name (seconds)."""
@@ -52,6 +68,29 @@ class StageTimer:
         self._last = now
 
 
+# Where a face's box is known before decoding, a JPEG is decoded at a reduced scale only while the
+# box keeps at least the aligned size S pixels a side (the face is never upsampled by the
+# alignment) and at least this many for dlib's predictor (docs/benchmarks.md, "AffectNet").
+MIN_DECODED_FACE = 96
+
+
+def reduction_allowed(prior_box: np.ndarray | None, box_mapping: BoxMapping | None, config: PreprocessConfig) -> int:
+    """The largest JPEG reduction (1, 2, 4 or 8) for a sample whose dataset box is ``prior_box``
+    (source pixels; None or NaN: none): 1 unless the face's size is known before decoding (the
+    detect mode takes boxes without detecting, or landmarks come from the dataset), else the
+    largest keeping the box's shorter side at least ``max(S, MIN_DECODED_FACE)`` pixels."""
+    takes_box = config.detect.mode != "always" or config.landmarks.source == "dataset"
+    if prior_box is None or not takes_box or not np.isfinite(prior_box).all():
+        return 1
+    box = prior_box if box_mapping is None else box_mapping.apply(prior_box)
+    side = min(float(box[2] - box[0]), float(box[3] - box[1]))
+    needed = max(config.align.size, MIN_DECODED_FACE)
+    factor = 1
+    while factor < 8 and side / (2 * factor) >= needed:
+        factor *= 2
+    return factor
+
+
 def process_image(
     pixels: np.ndarray,
     prior_box: np.ndarray | None,
@@ -59,11 +98,15 @@ def process_image(
     models: LoadedModels,
     timer: StageTimer | None = None,
     prior_landmarks: np.ndarray | None = None,
+    *,
+    box_mapping: BoxMapping | None = None,
+    pixel_scale: int = 1,
 ) -> SampleResult:
     """Run detection, landmarks, alignment and guidance on one decoded image.
 
     Args:
-        pixels: ``(H, W) uint8`` or ``(H, W, 3) uint8 RGB`` source image.
+        pixels: ``(H, W) uint8`` or ``(H, W, 3) uint8 RGB`` image: the source, or the source
+            decoded at ``1 / pixel_scale`` of its size (:func:`~pipeline.stages.decode.decode_reduced`).
         prior_box: ``(4,) float32`` dataset box in source pixels (NaN or None when absent).
         config: the run's configuration.
         models: this thread's dlib models.
@@ -71,27 +114,51 @@ def process_image(
         prior_landmarks: ``(68, 2) float32`` dataset landmarks in source pixels (corner frame;
             NaN or None when absent); used instead of dlib when ``config.landmarks.source`` is
             ``dataset``.
+        box_mapping: how a dataset box maps to dlib's framing, where ``config.detect.mode`` takes
+            boxes without detecting (``auto``, ``never``); None: the identity.
+        pixel_scale: source pixels per pixel of ``pixels`` (1, 2, 4 or 8).
 
     Returns:
-        A :class:`SampleResult`; status ``ok``, ``ok_prior`` or ``no_face``.
+        A :class:`SampleResult` in source pixels; status ``ok``, ``ok_prior`` or ``no_face``.
     """
     timer = timer or StageTimer()
-    height, width = pixels.shape[:2]
+    has_box = prior_box is not None and bool(np.isfinite(prior_box).all())
+    box = None if prior_box is None or not has_box else np.asarray(prior_box, dtype=np.float32) / pixel_scale
     if config.landmarks.source == "dataset" and prior_landmarks is not None and np.isfinite(prior_landmarks).all():
-        landmarks_src = np.asarray(prior_landmarks, dtype=np.float32)
-        if prior_box is not None and np.isfinite(prior_box).all():
-            landmarks_box = np.asarray(prior_box, dtype=np.float32)
-        else:
-            landmarks_box = np.concatenate([landmarks_src.min(axis=0), landmarks_src.max(axis=0)]).astype(np.float32)
-        return _align_and_render(pixels, landmarks_box, landmarks_src, Status.OK_PRIOR, config, models, timer)
+        landmarks_src = np.asarray(prior_landmarks, dtype=np.float32) / pixel_scale
+        if box is None:
+            box = np.concatenate([landmarks_src.min(axis=0), landmarks_src.max(axis=0)]).astype(np.float32)
+        result = _align_and_render(pixels, box, landmarks_src, Status.OK_PRIOR, config, models, timer)
+    elif config.detect.mode == "never" or (config.detect.mode == "auto" and has_box):
+        result = _from_prior(pixels, box, box_mapping or BoxMapping(), config, models, timer)
+    else:
+        result = _from_detection(pixels, box, config, models, timer)
+    return result.in_source_frame(pixel_scale)
 
-    use_dataset_box = config.detect.prior == "dataset" and prior_box is not None and np.isfinite(prior_box).all()
-    detection = detect_face(models.detector, pixels, config.detect.upsample, prior_box if use_dataset_box else None)
+
+def _from_detection(
+    pixels: np.ndarray,
+    prior_box: np.ndarray | None,
+    config: PreprocessConfig,
+    models: LoadedModels,
+    timer: StageTimer,
+) -> SampleResult:
+    """Landmarks inside the detector's box (the one matching ``prior_box``, a dataset box in the
+    frame of ``pixels``, when the prior is ``dataset``), or inside the prior when it finds none."""
+    height, width = pixels.shape[:2]
+    use_dataset_box = config.detect.prior == "dataset" and prior_box is not None
+    detection = detect_face(
+        models.detector,
+        pixels,
+        config.detect.upsample,
+        prior_box if use_dataset_box else None,
+        min_face=config.detect.min_face,
+    )
     box, status = detection.box, Status.OK
     if box is None:
         status = Status.OK_PRIOR
-        if use_dataset_box:
-            box = clip_box(np.asarray(prior_box, dtype=np.float32), height, width)
+        if use_dataset_box and prior_box is not None:
+            box = clip_box(prior_box, height, width)
         elif config.detect.prior == "full-frame":
             box = full_frame_box(height, width)
     timer.lap("detect")
@@ -102,7 +169,6 @@ def process_image(
         elif config.detect.prior == "none":
             message += " (pre-cropped faces: use --prior full-frame)"
         return SampleResult(Status.NO_FACE, message, faces_detected=detection.faces)
-
     landmarks_src = predict_landmarks(models.predictor, pixels, box)
     timer.lap("landmarks")
     result = _align_and_render(pixels, box, landmarks_src, status, config, models, timer)
@@ -110,6 +176,31 @@ def process_image(
     if detection.undecided:
         result.message = several_faces_message(detection.faces, detection.score)
     return result
+
+
+def _from_prior(
+    pixels: np.ndarray,
+    dataset_box: np.ndarray | None,
+    mapping: BoxMapping,
+    config: PreprocessConfig,
+    models: LoadedModels,
+    timer: StageTimer,
+) -> SampleResult:
+    """Landmarks inside the dataset box (in the frame of ``pixels``) mapped to dlib's framing, or
+    inside the full frame with that prior; the detector does not run."""
+    height, width = pixels.shape[:2]
+    if dataset_box is not None:
+        box = clip_box(mapping.apply(dataset_box), height, width)
+        missing = "the dataset's box lies outside the image"
+    elif config.detect.prior == "full-frame":
+        box, missing = full_frame_box(height, width), ""
+    else:
+        box, missing = None, "the dataset has no box for this sample and --detect never runs the detector"
+    if box is None:
+        return SampleResult(Status.NO_FACE, missing)
+    landmarks_src = predict_landmarks(models.predictor, pixels, box)
+    timer.lap("landmarks")
+    return _align_and_render(pixels, box, landmarks_src, Status.OK_PRIOR, config, models, timer)
 
 
 def _align_and_render(

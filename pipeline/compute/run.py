@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeGuard
 import numpy as np
 import zarr
 
+from pipeline.compute.box_calibration import calibrate_box_mapping
 from pipeline.compute.model_files import ModelFiles, SaliencyNetwork
 from pipeline.compute.sample_in_progress import forget_samples_in_progress
 from pipeline.compute.shard_task import GrowTask, ShardSummary, ShardTask, grow_shard, process_shard
@@ -31,6 +32,7 @@ from pipeline.datasets import Manifest, get_dataset
 from pipeline.errors import ConfigError, DiskFullError, StoreError
 from pipeline.guidance import GUIDANCE_TYPES, resolve_guidance
 from pipeline.progress import QUIET, Progress
+from pipeline.stages.box_mapping import BoxMapping
 from pipeline.store import (
     USABLE_STATUSES,
     Status,
@@ -45,7 +47,13 @@ from pipeline.store import (
 from pipeline.store.growth import begin_growth, finish_growth, growth_pending_shards
 from pipeline.store.lock import holds_store_lock
 from pipeline.store.schema import IMAGE, STATUS
-from pipeline.store.writer import finalize_store, pending_shards, prepare_store, record_failed_shard
+from pipeline.store.writer import (
+    finalize_store,
+    pending_shards,
+    prepare_store,
+    record_box_mapping,
+    record_failed_shard,
+)
 
 if TYPE_CHECKING:
     import distributed
@@ -113,8 +121,10 @@ def plan_tasks(
     config: PreprocessConfig,
     models: ModelFiles,
     shards: list[tuple[int, int]],
+    box_mapping: BoxMapping | None = None,
 ) -> list[ShardTask]:
-    """One task per shard, carrying that shard's manifest rows (sources, priors, skipped rows)."""
+    """One task per shard, carrying that shard's manifest rows (sources, priors, skipped rows)
+    and the mapping of the dataset's boxes."""
     return [
         ShardTask(
             store_path=store_path,
@@ -127,6 +137,7 @@ def plan_tasks(
             models=models,
             prior_landmarks=None if manifest.prior_landmarks is None else manifest.prior_landmarks[start:stop],
             skip=None if manifest.skip is None else manifest.skip[start:stop],
+            box_mapping=box_mapping,
         )
         for start, stop in shards
     ]
@@ -254,7 +265,8 @@ def preprocess(
         f"{'created' if created else 'resuming'} {store_path}: {len(manifest)} samples of "
         f"{dataset}, {len(shards)} of {n_shards} shards to do"
     )
-    tasks = plan_tasks(store_path, manifest, root, config, models, shards)
+    box_mapping = _box_mapping(store_path, manifest, root, config, models, progress) if shards else None
+    tasks = plan_tasks(store_path, manifest, root, config, models, shards, box_mapping)
     outcome = _run_with_progress(process_shard, tasks, scheduler, workers, progress, "preprocessing")
     for task, error in outcome[1]:
         record_failed_shard(store_path, task.start, task.stop, f"{type(error).__name__}: {error}")
@@ -387,6 +399,28 @@ def _summary(
         stage_seconds=stage_seconds,
         guidance_added=added,
     )
+
+
+def _box_mapping(
+    store_path: str,
+    manifest: Manifest,
+    root: Path | None,
+    config: PreprocessConfig,
+    models: ModelFiles,
+    progress: Progress,
+) -> BoxMapping | None:
+    """The mapping of the dataset's boxes to dlib's framing where the detect mode takes boxes
+    without detecting (None where it does not, or the dataset has no boxes): the store's own,
+    else fitted now (:mod:`pipeline.compute.box_calibration`) and recorded in its provenance."""
+    if config.detect.mode == "always" or manifest.prior_box is None or config.landmarks.source == "dataset":
+        return None
+    recorded = provenance_of(open_store(store_path)).box_mapping
+    if recorded is not None:
+        return recorded
+    mapping = calibrate_box_mapping(manifest, root, config, models)
+    record_box_mapping(store_path, mapping)
+    progress.line(f"dataset boxes mapped to the detector's framing: {mapping}")
+    return mapping
 
 
 def _locate_models(

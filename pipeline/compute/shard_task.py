@@ -15,14 +15,21 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.compute.image_chain import SampleResult, StageTimer, process_image, render_guidance
+from pipeline.compute.image_chain import (
+    SampleResult,
+    StageTimer,
+    process_image,
+    reduction_allowed,
+    render_guidance,
+)
 from pipeline.compute.model_files import ModelFiles, thread_models
 from pipeline.compute.sample_in_progress import DIED_ON_MESSAGE, WRITING, SampleInProgress
 from pipeline.config import PreprocessConfig
 from pipeline.datasets import get_dataset
 from pipeline.errors import DatasetError, UnreadableImageError
 from pipeline.guidance import GUIDANCE_TYPES
-from pipeline.stages.decode import decode_image
+from pipeline.stages.box_mapping import BoxMapping
+from pipeline.stages.decode import decode_reduced
 from pipeline.store import USABLE_STATUSES, Status, array_specs, open_store, read_array, status_counts
 from pipeline.store.growth import write_grown_shard
 from pipeline.store.schema import (
@@ -53,6 +60,7 @@ class ShardTask:
     models: ModelFiles
     prior_landmarks: np.ndarray | None = None  # (n, 68, 2) float32 or None
     skip: tuple[str, ...] | None = None  # per row: why it is not processed, "" if it is
+    box_mapping: BoxMapping | None = None  # the dataset boxes' mapping (detect modes auto, never)
 
     @property
     def stop(self) -> int:
@@ -134,11 +142,14 @@ def _process_sample(
             raise UnreadableImageError(f"cannot read {source}: {error}") from None
         timer.lap("read")
         if isinstance(raw, np.ndarray):
-            pixels = raw
+            pixels, scale = raw, 1
         else:
-            pixels = decode_image(raw, max_pixels=task.config.decode.max_pixels)
+            largest = reduction_allowed(prior, task.box_mapping, task.config)
+            pixels, scale = decode_reduced(raw, max_pixels=task.config.decode.max_pixels, largest_factor=largest)
         timer.lap("decode")
-        result = process_image(pixels, prior, task.config, models, timer, prior_landmarks)
+        result = process_image(
+            pixels, prior, task.config, models, timer, prior_landmarks, box_mapping=task.box_mapping, pixel_scale=scale
+        )
     except UnreadableImageError as error:
         result = SampleResult(Status.UNREADABLE, str(error))
     except Exception as error:  # noqa: BLE001 - a bad sample never stops the shard

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import dlib
 import numpy as np
 
@@ -54,6 +55,7 @@ def detect_face(
     image: np.ndarray,
     upsample: int,
     prior_box: np.ndarray | None = None,
+    min_face: int = 0,
 ) -> FaceDetection:
     """Run the HOG detector and keep one face: the one matching the dataset's box, else the largest.
 
@@ -65,15 +67,26 @@ def detect_face(
         prior_box: ``(4,)`` the dataset's box for the face meant (source pixels), or None. When
             given, the detection overlapping it most is kept, if its IoU reaches
             :data:`MIN_PRIOR_IOU`, so a photo with several people yields the annotated one.
+        min_face: the smallest face side (pixels of ``image``) to find: the detector runs on a
+            copy scaled by :func:`detection_scale` (area-averaged) and the boxes are mapped back
+            to ``image``'s frame; 0: on ``image`` itself.
 
     Returns:
         A :class:`FaceDetection`; its box is None when no (matching) face is found. Without a prior
         the largest area wins; equal areas go to the higher score.
     """
+    image = np.ascontiguousarray(image)  # dlib's detector crashes (SIGSEGV) on a strided view
+    height, width = image.shape[:2]
+    factor = detection_scale(upsample, min_face)
+    to_source = np.ones(4, np.float32)
+    if factor < 1:
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        to_source = np.array([width / size[0], height / size[1]] * 2, dtype=np.float32)
     rects, scores, _ = detector.run(image, upsample, 0.0)
     if len(rects) == 0:
         return FaceDetection(None)
-    boxes = [box_from_dlib(rect) for rect in rects]
+    boxes = [box_from_dlib(rect) * to_source for rect in rects]
     if prior_box is not None and np.all(np.isfinite(prior_box)):
         overlaps = [box_iou(box, prior_box) for box in boxes]
         best = int(np.argmax(overlaps))
@@ -82,6 +95,18 @@ def detect_face(
         return FaceDetection(boxes[best], faces=len(rects), score=float(scores[best]))
     best = max(range(len(rects)), key=lambda i: (rects[i].area(), scores[i]))
     return FaceDetection(boxes[best], faces=len(rects), score=float(scores[best]), undecided=len(rects) > 1)
+
+
+# The side of the HOG detector's window: after upsampling, a face must span about this many pixels.
+DETECTOR_WINDOW = 80
+
+
+def detection_scale(upsample: int, min_face: int) -> float:
+    """The factor (at most 1) an image is scaled by before detection at ``upsample`` so that a
+    face of ``min_face`` pixels just fills the detector's window (1 for ``min_face`` 0)."""
+    if min_face <= 0:
+        return 1.0
+    return min(1.0, DETECTOR_WINDOW / 2**upsample / min_face)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -16,6 +16,7 @@ from pipeline.config import PreprocessConfig
 from pipeline.datasets.label_sets import LabelSet, label_set_from_attrs
 from pipeline.errors import StoreError
 from pipeline.guidance import GUIDANCE_TYPES
+from pipeline.stages.box_mapping import BoxMapping
 from pipeline.store.metadata import MAX_SAMPLES
 
 SCHEMA_VERSION = 1
@@ -78,6 +79,9 @@ class Provenance:
     manifest_sha256: hash of the dataset's rows; models: the model files used (role -> file, sha256);
         versions: library versions of the build.
     guidance_added: finished growths, oldest first; growing: the unfinished one, if any.
+    box_mapping: how the dataset's boxes were mapped to dlib's framing, fitted when the store
+        was created, where ``detect.mode`` takes boxes without detecting (``auto``, ``never``);
+        None otherwise.
     """
 
     dataset: str
@@ -96,6 +100,7 @@ class Provenance:
     versions: dict[str, str]
     guidance_added: tuple[Growth, ...] = ()
     growing: Growth | None = None
+    box_mapping: BoxMapping | None = None
     schema_version: int = SCHEMA_VERSION
     preprocess_config: PreprocessConfig = field(init=False, repr=False, compare=False)
 
@@ -140,6 +145,7 @@ class Provenance:
                 versions=dict(attrs["versions"]),
                 guidance_added=tuple(Growth.from_attrs(record) for record in attrs.get("guidance_added", [])),
                 growing=None if attrs.get("growing") is None else Growth.from_attrs(attrs["growing"]),
+                box_mapping=None if attrs.get("box_mapping") is None else BoxMapping.from_attrs(attrs["box_mapping"]),
             )
         except Exception as error:  # noqa: BLE001 - any damage to the provenance
             raise StoreError(
@@ -169,6 +175,8 @@ class Provenance:
             attrs["guidance_added"] = [growth.to_attrs() for growth in self.guidance_added]
         if self.growing is not None:
             attrs["growing"] = self.growing.to_attrs()
+        if self.box_mapping is not None:
+            attrs["box_mapping"] = self.box_mapping.to_attrs()
         return attrs
 
     def replace(self, **changes: Any) -> Provenance:

@@ -27,6 +27,7 @@ from pipeline.datasets.manifest import Manifest
 from pipeline.errors import StoreError, StoreMismatchError
 from pipeline.file_names import shown
 from pipeline.landmark_scheme import FLIP_PERMUTATION
+from pipeline.stages.box_mapping import BoxMapping
 from pipeline.store.access import (
     array_in,
     channel_names,
@@ -289,6 +290,12 @@ def text_column(texts: Iterable[object]) -> np.ndarray:
 def write_provenance(group: zarr.Group, provenance: Provenance) -> None:
     """Replace the provenance of a store opened for writing."""
     group.attrs[ATTRS_KEY] = provenance.to_attrs()
+
+
+def record_box_mapping(path: str | Path, mapping: BoxMapping) -> None:
+    """Record in the provenance how the run maps the dataset's boxes (the caller holds the lock)."""
+    group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    write_provenance(group, provenance_of(group).replace(box_mapping=mapping))
 
 
 def utc_now() -> str:
