@@ -33,7 +33,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -48,49 +47,7 @@ from pipeline.stages.detect import box_from_dlib, box_iou, detect_face, detectio
 from pipeline.stages.landmarks import predict_landmarks
 from pipeline.store import open_store, provenance_of, read_array
 from pipeline.store.schema import LANDMARKS_SRC, STATUS, USABLE_STATUSES
-from tests.support.dataset_trees import AFFECTNET_HEADER
-from tests.support.shared_data import DLIB_FACES, reference_faces
-
-
-def another_framing(box: np.ndarray) -> np.ndarray:
-    """A box framing the face as another detector might: 1.3x wider, 1.44x taller, its centre
-    raised by 12% of the face's height; integer pixels, as AffectNet's lists hold them."""
-    left, top, right, bottom = (float(v) for v in box)
-    width, height = right - left, bottom - top
-    centre_x, centre_y = (left + right) / 2, (top + bottom) / 2 - 0.12 * height
-    return np.round(
-        [centre_x - 0.65 * width, centre_y - 0.72 * height, centre_x + 0.65 * width, centre_y + 0.72 * height]
-    )
-
-
-def write_trees(destination: Path, scale: int, copies: int) -> tuple[Path, Path, list[tuple[str, np.ndarray]]]:
-    """The AffectNet tree, the folder tree of the same photos, and each face's (photo, XML box)."""
-    affectnet, folder = destination / "affectnet", destination / "folder" / "faces"
-    images = affectnet / "Manually_Annotated_Images"
-    lists = affectnet / "Manually_Annotated_file_lists"
-    for path in (images, lists, folder):
-        path.mkdir(parents=True)
-    photos: dict[str, Image.Image] = {}
-    lines, faces = [], []
-    for i, (file, box, points) in enumerate(reference_faces(DLIB_FACES)):
-        if file not in photos:
-            photo = Image.open(DLIB_FACES / file).convert("RGB")
-            photos[file] = photo.resize((photo.width * scale, photo.height * scale), Image.Resampling.BICUBIC)
-        box, points = box * scale, (points + 0.5) * scale - 0.5
-        faces.append((file, box))
-        for copy in range(copies):
-            name = f"{copy}/{i:03d}_{Path(file).stem}.jpg"
-            (images / name).parent.mkdir(exist_ok=True)
-            photos[file].save(images / name, quality=90)
-            left, top, right, bottom = another_framing(box)
-            marks = ";".join(f"{v:.2f}" for v in points.reshape(-1))
-            lines.append(f"{name},{left:.0f},{top:.0f},{right - left:.0f},{bottom - top:.0f},{marks},{i % 8},0.1,0.2")
-    (lists / "training.csv").write_text("\n".join([AFFECTNET_HEADER, *lines[:-1]]) + "\n")
-    (lists / "validation.csv").write_text(lines[-1] + "\n")
-    for file, photo in photos.items():
-        for copy in range(copies):
-            photo.save(folder / f"{copy}_{file}", quality=90)
-    return affectnet, folder.parent, faces
+from tests.support.dataset_trees import write_affectnet_photos
 
 
 def run(store: Path, dataset: str, root: Path, **detect) -> dict:
@@ -204,7 +161,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        affectnet, folder, faces = write_trees(work, args.scale, args.copies)
+        affectnet, folder, faces = write_affectnet_photos(work, args.scale, args.copies)
         manifest = get_dataset("affectnet").scan(affectnet)
         config = build_config(get_dataset("affectnet").config_defaults, {"detect": {"mode": "auto"}})
         reduced = [reduction_allowed(box, None, config) for box in manifest.prior_box]

@@ -60,8 +60,8 @@ class DetectConfig:
         mapped to dlib's framing (:mod:`pipeline.stages.box_mapping`), goes straight to
         landmarks) or ``never`` (a sample without a box takes the ``prior`` fallback).
     min_face: the smallest face side, in source pixels, the detector must find: it runs on a
-        copy scaled so that such a face just fills its window (:data:`DETECTOR_WINDOW` pixels after
-        upsampling); larger faces are found as at full size, smaller ones may be missed. 0: the
+        copy scaled so that such a face spans 1.25 of its windows (80 pixels after upsampling;
+        :func:`pipeline.stages.detect.detection_scale`); smaller faces may be missed. 0: the
         full-size image.
     """
 

@@ -51,9 +51,11 @@ LABEL_SETS = (
     LabelSet.identity("8", LABEL_NAMES),
     LabelSet("polarity", POLARITY_NAMES, "valence", thresholds=POLARITY_THRESHOLDS),
 )
-# AffectNet images are crops around one large face: detect at native resolution (faces of about
-# 80 px and up, 4x cheaper than upsampling once) and fall back to the annotated box.
-CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {"detect": {"prior": "dataset", "upsample": 0}}
+# Every AffectNet row gives the face's box: it goes straight to landmarks, mapped to dlib's framing
+# (--detect auto; docs/benchmarks.md, "AffectNet"). With --detect always the detector runs at
+# native resolution (faces of about 80 px and up, 4x cheaper than upsampling once), the annotated
+# box choosing among its detections and standing in where it finds none.
+CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {"detect": {"prior": "dataset", "upsample": 0, "mode": "auto"}}
 
 
 def _float(text: str) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.support.shared_data import SHARED_DATA, reference_faces, require
+from tests.support.shared_data import DLIB_FACES, SHARED_DATA, reference_faces, require
 
 FER2013_HEAD = SHARED_DATA / "fer2013" / "fer2013-head.csv"
 FERPLUS_CSV = SHARED_DATA / "fer2013" / "fer2013new.csv"
@@ -184,3 +184,54 @@ def write_ckplus(root: Path, fer_folders: Path, per_class: int = 3, subjects: in
             Image.open(io.BytesIO(source.read_bytes())).save(root / ck_class / name)
             rows.append((ck_class, name, subject))
     return rows
+
+
+def another_framing(box: np.ndarray) -> np.ndarray:
+    """A box framing the face as another detector might: 1.3x wider, 1.44x taller, its centre
+    raised by 12% of the face's height; integer pixels, as AffectNet's lists hold them."""
+    left, top, right, bottom = (float(v) for v in box)
+    width, height = right - left, bottom - top
+    centre_x, centre_y = (left + right) / 2, (top + bottom) / 2 - 0.12 * height
+    return np.round(
+        [centre_x - 0.65 * width, centre_y - 0.72 * height, centre_x + 0.65 * width, centre_y + 0.72 * height]
+    )
+
+
+def write_affectnet_photos(
+    destination: Path, scale: int, copies: int = 1
+) -> tuple[Path, Path, list[tuple[str, np.ndarray]]]:
+    """AffectNet's layout from the dlib example photos as AffectNet's large photos are: one row
+    per face of dlib's XML files (43 faces in 9 photos), each its own JPEG, the photo upscaled
+    ``scale`` times, its box in :func:`another_framing`, the landmarks the XML's; the rows
+    repeated ``copies`` times, the last in ``validation.csv``. Also a ``folder`` tree of the same
+    photos (``copies`` of each), without boxes.
+
+    Returns:
+        The AffectNet root, the folder root, and each face's ``(photo file, XML box scaled)``.
+    """
+    affectnet, folder = destination / "affectnet", destination / "folder" / "faces"
+    images = affectnet / "Manually_Annotated_Images"
+    lists = affectnet / "Manually_Annotated_file_lists"
+    for path in (images, lists, folder):
+        path.mkdir(parents=True)
+    photos: dict[str, Image.Image] = {}
+    lines, faces = [], []
+    for i, (file, box, points) in enumerate(reference_faces(require(DLIB_FACES))):
+        if file not in photos:
+            photo = Image.open(require(DLIB_FACES) / file).convert("RGB")
+            photos[file] = photo.resize((photo.width * scale, photo.height * scale), Image.Resampling.BICUBIC)
+        box, points = box * scale, (points + 0.5) * scale - 0.5
+        faces.append((file, box))
+        for copy in range(copies):
+            name = f"{copy}/{i:03d}_{Path(file).stem}.jpg"
+            (images / name).parent.mkdir(exist_ok=True)
+            photos[file].save(images / name, quality=90)
+            left, top, right, bottom = another_framing(box)
+            marks = ";".join(f"{v:.2f}" for v in points.reshape(-1))
+            lines.append(f"{name},{left:.0f},{top:.0f},{right - left:.0f},{bottom - top:.0f},{marks},{i % 8},0.1,0.2")
+    (lists / "training.csv").write_text("\n".join([AFFECTNET_HEADER, *lines[:-1]]) + "\n")
+    (lists / "validation.csv").write_text(lines[-1] + "\n")
+    for file, photo in photos.items():
+        for copy in range(copies):
+            photo.save(folder / f"{copy}_{file}", quality=90)
+    return affectnet, folder.parent, faces
