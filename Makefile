@@ -5,12 +5,14 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-# make preprocess DATASET=<name> DATA_ROOT=<dir> [STORE=<path>] [PRIOR=full-frame] [SIZE=48] [CODEC=lz4] ...
+# make preprocess DATASET=<name> DATA_ROOT=<dir> [STORE=<path>] [PRIOR=full-frame] [DETECT=auto] [SIZE=48] ...
 # DATASET: affectnet fer2013 ferplus rafdb rafdb-original ckplus folder sample (docs/datasets.md)
 DATASET ?= folder
 DATA_ROOT ?=
 STORE ?= stores/$(DATASET).zarr
 PRIOR ?=
+DETECT ?=
+DETECT_MIN_FACE ?=
 LANDMARKS ?=
 GUIDANCE ?=
 SALIENCY_MODEL ?=
@@ -42,6 +44,7 @@ demo: install
 preprocess: install
 	$(BIN)/fer-preprocess "$(STORE)" --dataset $(DATASET) \
 		$(if $(DATA_ROOT),--root "$(DATA_ROOT)") $(if $(PRIOR),--prior $(PRIOR)) \
+		$(if $(DETECT),--detect $(DETECT)) $(if $(DETECT_MIN_FACE),--detect-min-face $(DETECT_MIN_FACE)) \
 		$(if $(LANDMARKS),--landmarks $(LANDMARKS)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) \
 		$(if $(SALIENCY_MODEL),--saliency-model "$(SALIENCY_MODEL)") \
 		$(if $(SIZE),--size $(SIZE)) $(if $(COLOR),--color $(COLOR)) $(if $(CODEC),--codec $(CODEC)) \

@@ -75,6 +75,8 @@ def describe_store(path: str | Path) -> str:
         lines.append(f"  model {role:<10} {model['file']} sha256 {model['sha256'][:16]}...")
     lines.append("  versions         " + ", ".join(f"{k} {v}" for k, v in prov.versions.items()))
     lines.append("  config           " + json.dumps(prov.config, sort_keys=True))
+    if prov.box_mapping is not None:
+        lines.append(f"  dataset boxes    mapped to dlib's framing: {prov.box_mapping}")
     for added in prov.guidance_added:
         models = "".join(f", {m['file']} sha256 {m['sha256'][:16]}..." for m in added.models.values())
         failed = "".join(f", {name} failed on {count} (guidance_errors)" for name, count in added.failed.items())
