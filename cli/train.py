@@ -17,12 +17,43 @@ from fer_models.models.registry import get_model_entry, list_models
 from fer_models.training.config import BALANCES, TrainConfig
 from fer_models.training.cross_validation import train_all_folds
 from fer_models.training.evaluation import evaluate_checkpoint
+from fer_models.training.recipe import OPTIMIZERS, RECIPES, SCHEDULES
 from fer_models.training.run_directory import train
 from pipeline.errors import ConfigError
 
 # The options' defaults are the library's: TrainConfig's fields and evaluate_checkpoint's keywords.
 DEFAULT = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
 EVAL_DEFAULT = {name: p.default for name, p in inspect.signature(evaluate_checkpoint).parameters.items()}
+
+
+def recipe_options(command):
+    """The recipe preset and the options overriding single settings of it (None: the recipe's)."""
+    presets = "; ".join(
+        f"{name}: {recipe.optimizer} lr {recipe.lr:g}, {recipe.lr_schedule}"
+        + (f", weight decay {recipe.weight_decay:g}" if recipe.weight_decay else "")
+        + (f", label smoothing {recipe.label_smoothing:g}" if recipe.label_smoothing else "")
+        for name, recipe in RECIPES.items()
+    )
+    options = [
+        click.option("--recipe", type=click.Choice(list(RECIPES)), help=f"Training recipe: {presets}. [the model's]"),
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="[the recipe's]"),
+        click.option("--momentum", type=float, help="SGD's Nesterov momentum. [the recipe's]"),
+        click.option("--weight-decay", type=float, help="On weights only, not biases or norms. [the recipe's]"),
+        click.option("--lr-schedule", type=click.Choice(SCHEDULES), help="[the recipe's]"),
+        click.option(
+            "--warmup-epochs", type=float, help="Linear warmup before a constant or cosine schedule. [the recipe's]"
+        ),
+        click.option("--label-smoothing", type=float, help="[the recipe's]"),
+        click.option("--clip-grad-norm", type=float, help="Largest gradient norm; 0: none. [the recipe's]"),
+        click.option(
+            "--ema-decay",
+            type=float,
+            help="Validate, select and test an average of the weights; 0: none. [the recipe's]",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
@@ -65,7 +96,8 @@ def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
 )
 @click.option("--epochs", type=int, help="[the model's default]")
 @click.option("--batch-size", type=int, help="[the model's default]")
-@click.option("--lr", type=float, help="Adam learning rate. [the model's default]")
+@click.option("--lr", type=float, help="Peak learning rate. [the recipe's]")
+@recipe_options
 @click.option("--seed", type=int, default=DEFAULT["seed"])
 @click.option(
     "--device", default=DEFAULT["device"], help="auto (CUDA with mixed precision when present), cpu, cuda or cuda:N."
@@ -155,6 +187,7 @@ def main(
     out,
     resume,
     progress,
+    **recipe_settings,
 ):
     """Train MODEL on the store's usable samples (status ok / ok_prior, known label) without
     recomputing any guidance. The epoch is chosen on validation samples and the test samples are
@@ -183,6 +216,7 @@ def main(
             in_memory={"auto": "auto", "yes": True, "no": False}[in_memory],
             init=init,
             threads=threads,
+            **recipe_settings,
         )
         if all_folds:
             table = train_all_folds(

@@ -4,7 +4,8 @@ Every model is an ``nn.Module`` built as ``build(in_channels, num_classes, image
 it takes a batch dict (``image``: ``(B, C, S, S) float32`` in [0, 1], plus the store arrays it
 names in its ``inputs`` attribute, guidance maps as float in [0, 1]) and returns a
 :class:`ModelOutput`: ``logits`` ``(B, K)`` plus any maps it exposes and its own loss terms. ``inputs`` lets a run check the store before it
-starts. ``defaults`` are the model's training defaults (``epochs``, ``batch_size``, ``lr``).
+starts. ``defaults`` are the model's training defaults (``epochs``, ``batch_size``, and the
+``recipe`` preset of :mod:`fer_models.training.recipe` it trains with).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def model_inputs(model: nn.Module) -> tuple[str, ...]:
     return inputs
 
 
-TRAINING_DEFAULTS = {"epochs": 20, "batch_size": 64, "lr": 1e-3}
+TRAINING_DEFAULTS: dict[str, Any] = {"epochs": 20, "batch_size": 64, "recipe": "legacy"}
 
 
 @dataclass(frozen=True)

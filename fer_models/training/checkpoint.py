@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from fer_models.training.config import TrainConfig
+from fer_models.training.config import TrainConfig, recorded_config
 from pipeline.config import differing_keys
 from pipeline.errors import CheckpointSaveError, ConfigError
 
@@ -31,7 +31,9 @@ class Checkpoint:
     history: one record per epoch (``log.jsonl``'s lines). best: the selected epoch and its
     validation accuracy. config: the run's resolved :class:`TrainConfig` as a dict. class_names,
     label_set: what the classes are. store: the store's location and provenance hashes
-    (``dataset``, ``config_sha256``, ``manifest_sha256``).
+    (``dataset``, ``config_sha256``, ``manifest_sha256``). average: the weight average's tensors
+    by name, where the recipe keeps one (``ema_decay``; it is what was validated and is tested),
+    else None.
     """
 
     model: dict[str, torch.Tensor]
@@ -43,6 +45,7 @@ class Checkpoint:
     class_names: list[str]
     label_set: str
     store: dict[str, Any]
+    average: dict[str, torch.Tensor] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types and tensors only, as ``torch.load(..., weights_only=True)`` reads them."""
@@ -69,14 +72,15 @@ class Checkpoint:
         wrong = [
             f"{key!r} ({'missing' if key not in data else type(data[key]).__name__}; should be {what})"
             for key, (kind, what) in _FIELDS.items()
-            if not _is(data.get(key), kind)
+            if not (key in _OPTIONAL and data.get(key) is None) and not _is(data.get(key), kind)
         ]
         if wrong:
             raise ConfigError(
                 f"{path} is damaged or was edited: its fields {', '.join(wrong)} are not what fer-train writes; "
                 "use another checkpoint of the run"
             )
-        return cls(**{key: data[key] for key in _FIELDS})
+        fields: dict[str, Any] = {key: data.get(key) for key in _FIELDS}
+        return cls(**fields)
 
     @property
     def non_finite_weights(self) -> int:
@@ -95,7 +99,9 @@ _FIELDS: dict[str, tuple[Any, str]] = {
     "class_names": ((list, str), "the class names"),
     "label_set": (str, "a label set's name"),
     "store": (dict, "the store's provenance hashes"),
+    "average": ((dict, torch.Tensor), "the weight average's tensors by name"),
 }
+_OPTIONAL = {"average"}  # None (absent from checkpoints written before it existed) where the recipe keeps none
 
 
 def _is(value: Any, kind: Any) -> bool:
@@ -174,7 +180,7 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: s
 def options_differing(checkpoint: Checkpoint, config: TrainConfig) -> list[str]:
     """``["lr: 0.003 != 0.01", ...]``: where ``config`` differs from the checkpoint's run, apart
     from ``epochs`` (which a resumed run may raise)."""
-    stored = {k: v for k, v in checkpoint.config.items() if k != "epochs"}
+    stored = {k: v for k, v in recorded_config(checkpoint.config).items() if k != "epochs"}
     current = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k != "epochs"}
     return differing_keys(stored, current)
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from fer_models.models.registry import get_model_entry
+from fer_models.training.recipe import RECIPE_FIELDS, RECIPES, Recipe, resolve_recipe
 from pipeline.errors import ConfigError
 
 BALANCES = ("weights", "none")  # a class-weighted loss, or the plain one
@@ -16,8 +17,9 @@ BALANCES = ("weights", "none")  # a class-weighted loss, or the plain one
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run. ``None`` means "the model's default" (epochs, batch_size, lr) or "from
-    the store" (labels: its first label set; splits: see :mod:`fer_models.training.protocol`)."""
+    """One training run. ``None`` means "the model's default" (epochs, batch_size, recipe), "the
+    recipe's" (lr and the other recipe settings, :mod:`fer_models.training.recipe`) or "from the
+    store" (labels: its first label set; splits: see :mod:`fer_models.training.protocol`)."""
 
     store: str
     model: str = "cnn"
@@ -40,6 +42,15 @@ class TrainConfig:
     in_memory: bool | str = "auto"
     init: str | None = None  # a state dict (or a checkpoint of ours) to start from, loaded non-strictly
     threads: int | None = None  # CPU threads (torch intra-op); None: torch's current number, recorded
+    recipe: str | None = None  # a preset of fer_models.training.recipe.RECIPES
+    optimizer: str | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    lr_schedule: str | None = None
+    warmup_epochs: float | None = None
+    label_smoothing: float | None = None
+    clip_grad_norm: float | None = None
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         if self.folds and not 0 <= self.fold < self.folds:
@@ -59,33 +70,68 @@ class TrainConfig:
             raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
 
     def schedule(self) -> Schedule:
-        """The run's epochs, batch size, learning rate and threads: this config's, or where it
-        says None the model's defaults (and torch's current thread count).
+        """The run's epochs, batch size, threads and recipe: this config's, or where it says None
+        the model's defaults (and torch's current thread count), the recipe's settings overridden
+        by those this config gives.
 
         Raises:
-            ConfigError: fewer than one epoch or sample per batch, or a learning rate not above 0.
+            ConfigError: fewer than one epoch or sample per batch, an unknown recipe, or a recipe
+                setting out of range.
         """
         defaults = get_model_entry(self.model).defaults
+        recipe_name = self.recipe or defaults["recipe"]
         schedule = Schedule(
             epochs=int(defaults["epochs"] if self.epochs is None else self.epochs),
             batch_size=int(defaults["batch_size"] if self.batch_size is None else self.batch_size),
-            lr=float(defaults["lr"] if self.lr is None else self.lr),
             threads=torch.get_num_threads() if self.threads is None else self.threads,
+            recipe_name=recipe_name,
+            recipe=resolve_recipe(recipe_name, {name: getattr(self, name) for name in RECIPE_FIELDS}),
         )
-        if schedule.epochs < 1 or schedule.batch_size < 1 or schedule.lr <= 0:
-            raise ConfigError("epochs and batch size must be at least 1 and the learning rate positive")
+        if schedule.epochs < 1 or schedule.batch_size < 1:
+            raise ConfigError("epochs and batch size must be at least 1")
         return schedule
 
     def resolved(self) -> TrainConfig:
         """This config with :meth:`schedule`'s values in place of None (as config.json records it)."""
-        return dataclasses.replace(self, **dataclasses.asdict(self.schedule()))
+        schedule = self.schedule()
+        return dataclasses.replace(
+            self,
+            epochs=schedule.epochs,
+            batch_size=schedule.batch_size,
+            threads=schedule.threads,
+            recipe=schedule.recipe_name,
+            **schedule.recipe.to_dict(),
+        )
+
+    def continuing(self, stored: dict[str, Any]) -> TrainConfig:
+        """This config, for resuming the run whose resolved configuration is ``stored``: the
+        threads and recipe settings it leaves None are the run's (a run recorded before recipes
+        existed trained with the ``legacy`` recipe)."""
+        stored = recorded_config(stored)
+        names = ("threads", "recipe", *RECIPE_FIELDS)
+        unset: dict[str, Any] = {name: stored.get(name) for name in names if getattr(self, name) is None}
+        return dataclasses.replace(self, **unset)
+
+
+def recorded_config(stored: dict[str, Any]) -> dict[str, Any]:
+    """A run's recorded configuration, those recorded before recipes existed completed with the
+    ``legacy`` recipe they trained with."""
+    if "recipe" in stored:
+        return stored
+    return {"recipe": "legacy", **RECIPES["legacy"].to_dict(), **stored}
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """A run's resolved numbers (:meth:`TrainConfig.schedule`)."""
+    """A run's resolved numbers and recipe (:meth:`TrainConfig.schedule`)."""
 
     epochs: int
     batch_size: int
-    lr: float
     threads: int  # CPU threads (torch intra-op)
+    recipe_name: str
+    recipe: Recipe
+
+    @property
+    def lr(self) -> float:
+        """The peak learning rate."""
+        return self.recipe.lr

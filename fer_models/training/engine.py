@@ -26,6 +26,7 @@ from fer_models.training.config import TrainConfig
 from fer_models.training.metrics import Predictions, Scores, confusion_matrix
 from fer_models.training.protocol import resolve_protocol
 from fer_models.training.store_view import StoreView, build_model, model_fields
+from fer_models.training.weight_average import WeightAverage
 from pipeline.errors import ConfigError
 from pipeline.progress import QUIET, Progress
 
@@ -70,11 +71,16 @@ def prepare_batch(batch: dict[str, torch.Tensor], device: torch.device) -> dict[
     return out
 
 
-def classification_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Cross-entropy against class indices ``(B,)`` (class-weighted) or distributions ``(B, K)``."""
+def classification_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Cross-entropy of ``logits`` ``(B, K)`` against class indices ``(B,)`` (class-weighted) or
+    distributions ``(B, K)``, each target first mixed with the uniform distribution by
+    ``label_smoothing``."""
     if target.dim() == 2:
-        return -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
-    return F.cross_entropy(logits.float(), target, weight=weight)
+        smoothed = target * (1 - label_smoothing) + label_smoothing / target.shape[1]
+        return -(smoothed * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+    return F.cross_entropy(logits.float(), target, weight=weight, label_smoothing=label_smoothing)
 
 
 class Trainer:
@@ -100,7 +106,9 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit the keyword
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if self.cuda else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.schedule.lr)
+        self.recipe = self.schedule.recipe
+        self.optimizer = self.recipe.optimizer_for(self.model)
+        self.average = WeightAverage(self.model, self.recipe.ema_decay) if self.recipe.ema_decay else None
         self.class_weight = None
         if self.config.balance == "weights" and self.train_selection.target.ndim == 1:
             counts = np.bincount(self.train_selection.hard_target, minlength=len(self.class_names))
@@ -158,8 +166,10 @@ class Trainer:
         self.model.train()
         sums: dict[str, torch.Tensor] = {}
         seen = 0
-        with self.progress.bar(f"epoch {epoch}/{self.schedule.epochs}", len(self.train_batches)) as advance:
-            for batch in self._loader(self.train_batches):
+        steps = len(self.train_batches)
+        with self.progress.bar(f"epoch {epoch}/{self.schedule.epochs}", steps) as advance:
+            for i, batch in enumerate(self._loader(self.train_batches)):
+                self._set_lr((epoch - 1) * steps + i, steps)
                 batch = prepare_batch(batch, self.device)
                 if augment is not None:
                     batch = augment_batch(batch, augment, self.view.permutations, augment_generator)
@@ -180,25 +190,41 @@ class Trainer:
         """
         with self._autocast():
             output = self.model(self._input(batch))
-            terms = {
-                "classification": classification_loss(output["logits"], batch["target"], self.class_weight),
-                **output.get("losses", {}),  # a model's own terms
-            }
+            classification = classification_loss(
+                output["logits"], batch["target"], self.class_weight, self.recipe.label_smoothing
+            )
+            terms = {"classification": classification, **output.get("losses", {})}  # a model's own terms
             loss = sum(terms.values())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.recipe.clip_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.average is not None:
+            self.average.update()
         detached = {"loss": loss.detach()}
         if len(terms) > 1:
             detached.update((name, term.detach()) for name, term in terms.items())
         return detached
 
+    def _set_lr(self, step: int, steps_per_epoch: int) -> None:
+        """The recipe's learning rate at optimiser step ``step`` of the run (0-based)."""
+        lr = self.recipe.lr * self.recipe.lr_factor(step, steps_per_epoch, self.schedule.epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        """What is validated, selected and tested: the weight average where the recipe keeps one."""
+        return self.model if self.average is None else self.average.model
+
     def evaluate(self, batches: StoreBatches) -> Scores:
-        """Loss, accuracy, macro-F1, confusion matrix and predictions on ``batches`` (hard labels:
-        the most voted class of a soft target); see :func:`evaluate_model`."""
+        """Loss, accuracy, macro-F1, confusion matrix and predictions of :attr:`evaluated_model` on
+        ``batches`` (hard labels: the most voted class of a soft target); see :func:`evaluate_model`."""
         return evaluate_model(
-            self.model, self._loader(batches), self.device, len(self.class_names), self._autocast, self._input
+            self.evaluated_model, self._loader(batches), self.device, len(self.class_names), self._autocast, self._input
         )
 
     def checkpoint(self) -> Checkpoint:
@@ -206,6 +232,7 @@ class Trainer:
         return Checkpoint(
             model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(),
+            average=None if self.average is None else self.average.model.state_dict(),
             epoch=self.epoch,
             history=self.history,
             best=self.best,
@@ -225,6 +252,10 @@ class Trainer:
             ConfigError: its weights or optimizer state do not fit this run's model.
         """
         load_weights(self.model, checkpoint.model, path)
+        if self.average is not None:
+            if checkpoint.average is None:
+                raise ConfigError(f"{path} holds no weight average, which this run's recipe (ema_decay) keeps")
+            load_weights(self.average.model, checkpoint.average, path)
         try:
             self.optimizer.load_state_dict(checkpoint.optimizer)
         except (ValueError, KeyError, TypeError) as error:

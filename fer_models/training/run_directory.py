@@ -64,8 +64,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, pro
     checkpoint = load_checkpoint(last) if resume and last.exists() else None
     if resume and checkpoint is None and out.exists():
         progress.line(f"{out} holds no complete checkpoint (last.pt) yet: starting at epoch 1")
-    if checkpoint is not None and config.threads is None:
-        config = dataclasses.replace(config, threads=checkpoint.config.get("threads"))
+    if checkpoint is not None:
+        config = config.continuing(checkpoint.config)
     with reproducible_torch(config.schedule().threads):
         return _train(config, out, checkpoint, progress)
 
