@@ -171,6 +171,7 @@ def _report(trainer: Trainer, out: Path) -> RunSummary:
     (``best.pt``), write ``summary.json``, ``confusion.png`` and ``test_predictions.csv``."""
     protocol = trainer.protocol
     selected_epoch = trainer.best["epoch"]
+    seconds = trainer.history[-1]["seconds"] if trainer.history else 0.0  # restoring best.pt rewinds the history
     test = None
     if protocol.test is not None:
         test_batches = trainer.batches(protocol.test, shuffle=False)
@@ -208,7 +209,7 @@ def _report(trainer: Trainer, out: Path) -> RunSummary:
         test_split=protocol.test_name,
         test_samples=0 if protocol.test is None else len(protocol.test),
         test=test,
-        seconds=trainer.history[-1]["seconds"] if trainer.history else 0.0,
+        seconds=seconds,
     )
     (out / "summary.json").write_text(strict_json(summary.to_dict(), indent=2))
     return summary
