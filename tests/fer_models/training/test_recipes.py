@@ -76,6 +76,8 @@ def test_a_run_records_its_recipe_and_keeps_a_weight_average(fer_store, tmp_path
     assert isinstance(last, Checkpoint) and last.average is not None
     assert any(not torch.equal(last.average[k], last.model[k]) for k in last.model)
     assert summary.test is not None
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert summary.seconds == log[-1]["seconds"]  # the whole run's, whichever epoch was selected
 
 
 def test_a_run_stopped_mid_schedule_and_resumed_ends_as_an_uninterrupted_one(fer_store, tmp_path):
