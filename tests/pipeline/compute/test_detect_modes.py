@@ -22,19 +22,10 @@ from pipeline.stages.detect import box_iou, detect_face
 from pipeline.stages.landmarks import predict_landmarks
 from pipeline.store import Status, open_store, provenance_of, read_array
 from tests.support import dataset_trees as trees
+from tests.support.dataset_trees import another_framing
 from tests.support.shared_data import reference_faces
 
 SCALE = 3  # the photos upscaled: faces of 111-327 px, as in AffectNet's large photos
-
-
-def another_framing(box: np.ndarray) -> np.ndarray:
-    """The box as another detector frames a face: wider, taller, its centre higher."""
-    left, top, right, bottom = (float(v) for v in box)
-    width, height = right - left, bottom - top
-    centre_x, centre_y = (left + right) / 2, (top + bottom) / 2 - 0.12 * height
-    return np.array(
-        [centre_x - 0.65 * width, centre_y - 0.72 * height, centre_x + 0.65 * width, centre_y + 0.72 * height]
-    )
 
 
 @pytest.fixture(scope="module")
