@@ -85,6 +85,7 @@ def finished_run(run_dir: Path, config: TrainConfig) -> RunSummary | None:
     if not last.exists():
         return None
     checkpoint = load_checkpoint(last)
+    config = config.continuing(checkpoint.config).resolved()  # settings left None are the run's
     differ = options_differing(checkpoint, config)
     if differ:
         raise ConfigError(f"{run_dir} holds a run with other options ({'; '.join(differ)}); choose another --out")

@@ -1,0 +1,74 @@
+"""``fer-compare``: a model against its twin over several seeds, with the paired difference."""
+
+from __future__ import annotations
+
+import click
+
+from cli.errors import user_errors
+from cli.progress import ConsoleProgress
+from cli.train import parse_options
+from fer_models.models.registry import list_models
+from fer_models.training.config import TrainConfig
+from fer_models.training.paired_comparison import compare_models
+from fer_models.training.recipe import RECIPES
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--store", required=True, help="Guidance store built by fer-preprocess.")
+@click.option("--model", type=click.Choice(list_models()), required=True, help="The model (a).")
+@click.option("--option", "model_options", multiple=True, metavar="KEY=VALUE", help="An option of the model.")
+@click.option("--twin", type=click.Choice(list_models()), required=True, help="Its twin (b), e.g. stn for guided-stn.")
+@click.option("--twin-option", "twin_options", multiple=True, metavar="KEY=VALUE", help="An option of the twin.")
+@click.option("--seeds", default="0,1,2", help="Comma-separated seeds, at least two; each trains both models.")
+@click.option("--labels", help="Label set. [the store's first]")
+@click.option("--epochs", type=int, help="[each model's default]")
+@click.option("--batch-size", type=int, help="[each model's default]")
+@click.option("--recipe", type=click.Choice(list(RECIPES)), help="[each model's default]")
+@click.option("--device", default="auto")
+@click.option("--threads", type=int, help="CPU threads of each run. [torch's current number]")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Comparison directory.")
+@click.option("--progress/--no-progress", default=True, help="A progress bar per epoch.")
+def main(
+    store,
+    model,
+    model_options,
+    twin,
+    twin_options,
+    seeds,
+    labels,
+    epochs,
+    batch_size,
+    recipe,
+    device,
+    threads,
+    out,
+    progress,
+):
+    """Train MODEL and TWIN for each seed on the same data order and augmentation, score both on
+    the same test samples, and write OUT/comparison.{json,md,png}: the per-seed figures, the mean
+    difference (MODEL - TWIN) and its 95% paired-bootstrap interval. Finished runs are read back,
+    an interrupted one resumed."""
+    with user_errors():
+        shared = dict(
+            store=store,
+            labels=labels,
+            epochs=epochs,
+            batch_size=batch_size,
+            recipe=recipe,
+            device=device,
+            threads=threads,
+        )
+        a = TrainConfig(model=model, options=parse_options(model, model_options), **shared)
+        b = TrainConfig(model=twin, options=parse_options(twin, twin_options), **shared)
+        try:
+            seed_list = [int(seed) for seed in seeds.split(",")]
+        except ValueError:
+            raise click.BadParameter(
+                f"{seeds!r} is not a comma-separated list of integers", param_hint="--seeds"
+            ) from None
+        table = compare_models(a, b, seed_list, out, progress=ConsoleProgress(bars=progress, err=False))
+    low, high = (100 * v for v in table["interval_95"]["accuracy"])
+    click.echo(
+        f"done: {model} - {twin} accuracy {100 * table['mean_difference']['accuracy']:+.2f} points "
+        f"(95% interval [{low:+.2f}, {high:+.2f}]) over seeds {seeds} -> {out}/comparison.md"
+    )

@@ -1,0 +1,205 @@
+"""A model against its twin over several seeds, with the paired difference and its interval.
+
+Each seed trains both models with the same data order and augmentation draws (both are seeded
+from the seed and the epoch), on the same protocol; ``OUT/<a or b>/seed<S>/`` is an ordinary run
+directory, a finished one is read back and an interrupted one resumed, so the command can be run
+again after a kill. Both models are scored on the same test samples, which makes the comparison
+paired: the 95% interval of the difference comes from a bootstrap that resamples the seeds and,
+within each, the test samples (the same samples for both models). ``comparison.json``,
+``comparison.md`` and ``comparison.png`` hold the per-seed figures, the mean difference and its
+interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from fer_models.training.config import TrainConfig
+from fer_models.training.cross_validation import finished_run
+from fer_models.training.metrics import Predictions, accuracy, confusion_matrix, macro_f1
+from fer_models.training.run_directory import strict_json, train
+from pipeline.errors import ConfigError
+from pipeline.progress import QUIET, Progress
+
+REPLICATES = 2000
+METRICS = ("accuracy", "macro_f1")
+
+
+def compare_models(
+    a: TrainConfig, b: TrainConfig, seeds: list[int], out_dir: str | Path, *, progress: Progress = QUIET
+) -> dict[str, Any]:
+    """Train ``a`` and ``b`` for each of ``seeds`` into ``out_dir/{a,b}/seed<S>`` and write the
+    comparison (see the module docstring).
+
+    Returns:
+        The comparison: per seed each model's test accuracy and macro-F1 and the difference a - b;
+        their means; the 95% paired-bootstrap interval of each mean difference.
+
+    Raises:
+        ConfigError: fewer than two seeds, the two configs on other stores or label sets, or their
+            runs scored on different test samples.
+    """
+    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
+        raise ConfigError("a comparison needs at least two different seeds")
+    if (a.store, a.labels) != (b.store, b.labels):
+        raise ConfigError("the two models must train on the same store and label set")
+    out = Path(out_dir)
+    runs: dict[str, list[Predictions]] = {"a": [], "b": []}
+    rows = []
+    labels: list[str] = []
+    for seed in seeds:
+        row: dict[str, Any] = {"seed": seed}
+        for side, config in (("a", a), ("b", b)):
+            seeded = dataclasses.replace(config, seed=seed)
+            run_dir = out / side / f"seed{seed}"
+            summary = finished_run(run_dir, seeded)
+            if summary is None:
+                progress.line(f"{config.model} seed {seed} -> {run_dir}")
+                summary = train(seeded, run_dir, resume=(run_dir / "last.pt").exists(), progress=progress)
+            if summary.test is None:
+                raise ConfigError(f"{run_dir}: the run has no test samples to compare on")
+            runs[side].append(Predictions.read_csv(run_dir / "test_predictions.csv"))
+            labels = summary.labels
+            row[side] = {"accuracy": summary.test.accuracy, "macro_f1": summary.test.macro_f1}
+        if not np.array_equal(np.sort(runs["a"][-1].index), np.sort(runs["b"][-1].index)):
+            raise ConfigError(f"seed {seed}: the two runs scored different test samples")
+        row["difference"] = {m: row["a"][m] - row["b"][m] for m in METRICS}
+        rows.append(row)
+    interval = paired_bootstrap(runs["a"], runs["b"], len(labels))
+    table = {
+        "a": {"model": a.model, "options": a.options},
+        "b": {"model": b.model, "options": b.options},
+        "store": a.store,
+        "labels": a.labels,
+        "seeds": rows,
+        "mean": {side: {m: float(np.mean([r[side][m] for r in rows])) for m in METRICS} for side in ("a", "b")},
+        "mean_difference": {m: float(np.mean([r["difference"][m] for r in rows])) for m in METRICS},
+        "interval_95": interval,
+        "replicates": REPLICATES,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.json").write_text(strict_json(table, indent=2))
+    (out / "comparison.md").write_text(comparison_markdown(table))
+    cv2.imwrite(str(out / "comparison.png"), cv2.cvtColor(render_comparison(table), cv2.COLOR_RGB2BGR))
+    return table
+
+
+def paired_bootstrap(
+    a: list[Predictions], b: list[Predictions], num_classes: int, replicates: int = REPLICATES, seed: int = 0
+) -> dict[str, list[float]]:
+    """The 95% interval (2.5th and 97.5th percentiles) of the mean over seeds of each metric's
+    difference a - b, over ``replicates`` resamplings of the seeds and, within each drawn seed,
+    of its test samples (the same draw for both models). ``a[i]`` and ``b[i]`` are one seed's
+    predictions on the same samples."""
+    rng = np.random.default_rng(seed)
+    pairs = []  # per seed: the targets and both models' predictions, in store-index order
+    for first, second in zip(a, b):
+        in_order, other_order = np.argsort(first.index), np.argsort(second.index)
+        if not np.array_equal(first.target[in_order], second.target[other_order]):
+            raise ConfigError(
+                "the two models' test samples have other targets; they were not scored on the same samples"
+            )
+        pairs.append((first.target[in_order], first.predicted[in_order], second.predicted[other_order]))
+    differences: dict[str, list[float]] = {m: [] for m in METRICS}
+    for _ in range(replicates):
+        per_seed: dict[str, list[float]] = {m: [] for m in METRICS}
+        for s in rng.integers(0, len(pairs), len(pairs)):
+            target, first, second = pairs[s]
+            samples = rng.integers(0, len(target), len(target))
+            confusions = [confusion_matrix(target[samples], p[samples], num_classes) for p in (first, second)]
+            per_seed["accuracy"].append(accuracy(confusions[0]) - accuracy(confusions[1]))
+            per_seed["macro_f1"].append(macro_f1(confusions[0]) - macro_f1(confusions[1]))
+        for m in METRICS:
+            differences[m].append(float(np.mean(per_seed[m])))
+    return {m: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for m, v in differences.items()}
+
+
+def comparison_markdown(table: dict[str, Any]) -> str:
+    """The comparison as a markdown table (percent)."""
+    a, b = table["a"]["model"], table["b"]["model"]
+    lines = [
+        f"# {a} {json.dumps(table['a']['options'])} against {b} {json.dumps(table['b']['options'])}",
+        "",
+        f"Store `{table['store']}`, labels {table['labels'] or 'the store default'}; test accuracy and "
+        "macro-F1 (%) at each run's selected epoch; the difference is a - b.",
+        "",
+        f"| seed | {a} acc | {b} acc | difference | {a} macro-F1 | {b} macro-F1 | difference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in table["seeds"]:
+        acc_a, acc_b = (f"{100 * row[side]['accuracy']:.2f}" for side in ("a", "b"))
+        f1_a, f1_b = (f"{100 * row[side]['macro_f1']:.2f}" for side in ("a", "b"))
+        lines.append(
+            f"| {row['seed']} | {acc_a} | {acc_b} | {100 * row['difference']['accuracy']:+.2f} | {f1_a} | {f1_b} | "
+            f"{100 * row['difference']['macro_f1']:+.2f} |"
+        )
+    low, high = (100 * v for v in table["interval_95"]["accuracy"])
+    f1_low, f1_high = (100 * v for v in table["interval_95"]["macro_f1"])
+    lines += [
+        f"| mean | {100 * table['mean']['a']['accuracy']:.2f} | {100 * table['mean']['b']['accuracy']:.2f} | "
+        f"{100 * table['mean_difference']['accuracy']:+.2f} | {100 * table['mean']['a']['macro_f1']:.2f} | "
+        f"{100 * table['mean']['b']['macro_f1']:.2f} | {100 * table['mean_difference']['macro_f1']:+.2f} |",
+        "",
+        f"95% interval of the mean difference (paired bootstrap over seeds and test samples, "
+        f"{table['replicates']} replicates): accuracy [{low:+.2f}, {high:+.2f}], macro-F1 [{f1_low:+.2f}, {f1_high:+.2f}]. "
+        + ("The interval holds 0: no difference is shown." if low <= 0 <= high else "The interval excludes 0."),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_comparison(table: dict[str, Any], width: int = 560, height: int = 320) -> np.ndarray:
+    """Per seed, each model's test accuracy (a blue, b orange, joined per seed) and on the right
+    the mean difference with its 95% interval. Returns ``(height, width, 3) uint8`` RGB."""
+    image = np.full((height, width, 3), 255, np.uint8)
+    font, black = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
+    rows = table["seeds"]
+    values = [r[s]["accuracy"] for r in rows for s in ("a", "b")]
+    low, high = min(values) - 0.01, max(values) + 0.01
+    top, bottom, left, right = 40, height - 40, 60, width - 200
+    y_of = lambda v: int(bottom - (v - low) / (high - low) * (bottom - top))
+    cv2.putText(
+        image,
+        f"test accuracy: {table['a']['model']} (blue) vs {table['b']['model']} (orange)",
+        (8, 20),
+        font,
+        0.45,
+        black,
+        1,
+        cv2.LINE_AA,
+    )
+    for value in np.linspace(low, high, 5):
+        cv2.putText(image, f"{100 * value:.1f}", (8, y_of(value) + 4), font, 0.35, black, 1, cv2.LINE_AA)
+    for i, row in enumerate(rows):
+        x = left + int((i + 0.5) * (right - left) / len(rows))
+        a, b = y_of(row["a"]["accuracy"]), y_of(row["b"]["accuracy"])
+        cv2.line(image, (x, a), (x, b), (160, 160, 160), 1, cv2.LINE_AA)
+        cv2.circle(image, (x, a), 5, (31, 119, 180), -1, cv2.LINE_AA)
+        cv2.circle(image, (x, b), 5, (255, 127, 14), -1, cv2.LINE_AA)
+        cv2.putText(image, f"seed {row['seed']}", (x - 24, bottom + 20), font, 0.35, black, 1, cv2.LINE_AA)
+    interval = [100 * v for v in table["interval_95"]["accuracy"]]
+    mean = 100 * table["mean_difference"]["accuracy"]
+    span = max(abs(interval[0]), abs(interval[1]), abs(mean), 0.5)
+    centre_x = width - 100
+    d_of = lambda v: int((top + bottom) / 2 - v / span * (bottom - top) / 2)
+    cv2.line(image, (centre_x - 40, d_of(0)), (centre_x + 40, d_of(0)), (160, 160, 160), 1)
+    cv2.line(image, (centre_x, d_of(interval[0])), (centre_x, d_of(interval[1])), black, 2)
+    cv2.circle(image, (centre_x, d_of(mean)), 5, black, -1, cv2.LINE_AA)
+    cv2.putText(image, "a - b, 95%", (centre_x - 40, top - 8), font, 0.4, black, 1, cv2.LINE_AA)
+    cv2.putText(
+        image,
+        f"{mean:+.2f} [{interval[0]:+.2f}, {interval[1]:+.2f}]",
+        (centre_x - 90, bottom + 20),
+        font,
+        0.35,
+        black,
+        1,
+        cv2.LINE_AA,
+    )
+    return image

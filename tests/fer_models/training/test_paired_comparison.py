@@ -1,0 +1,66 @@
+"""fer-compare: a model against its twin over seeds, on a small real store."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_models.training.config import TrainConfig
+from fer_models.training.metrics import Predictions
+from fer_models.training.paired_comparison import compare_models, paired_bootstrap
+from fer_models.training.run_directory import train
+from pipeline.errors import ConfigError
+
+FER_COMPARE = Path(sys.executable).parent / "fer-compare"
+QUICK = dict(epochs=2, batch_size=16)
+
+
+def test_the_comparison_equals_its_separate_runs_and_is_read_back(fer_store, tmp_path):
+    a = TrainConfig(store=str(fer_store), model="guided-stn", options={"guidance": "mask_soft"}, **QUICK)
+    b = TrainConfig(store=str(fer_store), model="stn", **QUICK)
+    table = compare_models(a, b, [0, 1], tmp_path / "cmp")
+    for row in table["seeds"]:
+        alone = train(
+            TrainConfig(store=str(fer_store), model="stn", seed=row["seed"], **QUICK), tmp_path / f"b{row['seed']}"
+        )
+        assert row["b"] == {"accuracy": alone.test.accuracy, "macro_f1": alone.test.macro_f1}
+        assert row["difference"]["accuracy"] == pytest.approx(row["a"]["accuracy"] - row["b"]["accuracy"])
+    low, high = table["interval_95"]["accuracy"]
+    assert low <= table["mean_difference"]["accuracy"] <= high
+    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["seeds"] == table["seeds"]
+    assert "95% interval of the mean difference" in (tmp_path / "cmp" / "comparison.md").read_text()
+    assert np.asarray(Image.open(tmp_path / "cmp" / "comparison.png")).std() > 0
+    again = subprocess.run(
+        [FER_COMPARE, "--store", str(fer_store), "--model", "guided-stn", "--option", "guidance=mask_soft",
+         "--twin", "stn", "--seeds", "0,1", "--epochs", "2", "--batch-size", "16", "--no-progress",
+         "--out", str(tmp_path / "cmp")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "seed 0 ->" not in again.stdout and "accuracy" in again.stdout  # every run read back
+    with pytest.raises(ConfigError, match="at least two different seeds"):
+        compare_models(a, b, [3], tmp_path / "one")
+
+
+def test_the_paired_bootstrap_interval_is_zero_for_twins_and_covers_a_real_gap():
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 3, 600)
+    index = np.arange(600)
+    good = np.where(rng.random(600) < 0.8, target, (target + 1) % 3)  # about 80% right
+    bad = np.where(rng.random(600) < 0.6, target, (target + 1) % 3)  # about 60% right
+    same = paired_bootstrap([Predictions(index, target, good)] * 2, [Predictions(index, target, good)] * 2, 3, 200)
+    assert same["accuracy"] == [0.0, 0.0]
+    shuffled = rng.permutation(600)  # b listed in another order: paired by store index
+    gap = paired_bootstrap(
+        [Predictions(index, target, good)] * 3,
+        [Predictions(index[shuffled], target[shuffled], bad[shuffled])] * 3,
+        3,
+        200,
+    )
+    low, high = gap["accuracy"]
+    observed = float(np.mean(good == target) - np.mean(bad == target))
+    assert 0 < low < observed < high < 0.3
