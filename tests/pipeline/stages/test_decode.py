@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import UnreadableImageError
-from pipeline.stages.decode import decode_image
+from pipeline.stages.decode import decode_image, decode_reduced
 
 LIMIT = 40_000_000
 
@@ -130,3 +130,22 @@ def test_a_format_pillow_cannot_identify_is_refused_without_decoding():
     ok, hdr = cv2.imencode(".hdr", np.zeros((3000, 3000, 3), np.float32))
     with pytest.raises(UnreadableImageError, match=r"not an image format Pillow reads .* starts b'#\?RADIANCE"):
         decode_image(hdr.tobytes(), max_pixels=LIMIT)
+
+
+def test_jpegs_decode_to_pillows_pixels_whole_and_reduced(dlib_faces):
+    """OpenCV's libjpeg-turbo decodes a JPEG Pillow checked: Pillow's own pixels, at full size
+    and at 1/2, 1/4 and 1/8 (Pillow's draft mode), in colour and in grey."""
+    photo = Image.open(dlib_faces / "2008_002506.jpg").convert("RGB")
+    for image in (photo, photo.convert("L")):
+        encoded = io.BytesIO()
+        image.save(encoded, "JPEG", quality=90)
+        data = encoded.getvalue()
+        assert np.array_equal(decode_image(data, max_pixels=10**8), np.asarray(Image.open(io.BytesIO(data))))
+        for factor in (2, 4, 8):
+            drafted = Image.open(io.BytesIO(data))
+            drafted.draft(drafted.mode, (drafted.width // factor, drafted.height // factor))
+            pixels, scale = decode_reduced(data, max_pixels=10**8, largest_factor=factor)
+            assert scale == factor and np.array_equal(pixels, np.asarray(drafted))
+    png = io.BytesIO()
+    photo.save(png, "PNG")
+    assert decode_reduced(png.getvalue(), max_pixels=10**8, largest_factor=4)[1] == 1  # not a JPEG: full size
