@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -43,11 +42,12 @@ from pipeline.compute.run import preprocess
 from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.stages.decode import decode_image
-from pipeline.stages.detect import box_from_dlib, box_iou, detect_face, detection_scale
+from pipeline.stages.detect import box_iou, detect_boxes, detect_face
 from pipeline.stages.landmarks import predict_landmarks
 from pipeline.store import open_store, provenance_of, read_array
 from pipeline.store.schema import LANDMARKS_SRC, STATUS, USABLE_STATUSES
 from tests.support.dataset_trees import write_affectnet_photos
+from tests.support.landmarks import relative_distances
 
 
 def run(store: Path, dataset: str, root: Path, **detect) -> dict:
@@ -87,13 +87,6 @@ def agreement(store_a: Path, store_b: Path) -> dict:
     return spread(relative_distances(read_array(a, LANDMARKS_SRC)[both], read_array(b, LANDMARKS_SRC)[both]))
 
 
-def relative_distances(reference: np.ndarray, other: np.ndarray) -> np.ndarray:
-    """``(n,)``: mean distance of ``other``'s landmarks to ``reference``'s (both ``(n, 68, 2)``)
-    over the inter-ocular distance (between the eye centres) of ``reference``."""
-    inter_ocular = np.linalg.norm(reference[:, 36:42].mean(1) - reference[:, 42:48].mean(1), axis=1)
-    return np.linalg.norm(reference - other, axis=2).mean(1) / inter_ocular
-
-
 def spread(values: np.ndarray) -> dict:
     return {
         "faces": len(values),
@@ -131,11 +124,7 @@ def faces_found(folder: Path, faces: list[tuple[str, np.ndarray]], upsample: int
     models = thread_models(ModelFiles.locate())
     pixels = {file: decode_image((folder / "faces" / f"0_{file}").read_bytes(), max_pixels=10**9) for file, _ in faces}
     found, began = 0, time.perf_counter()
-    detections = {}
-    for file, image in pixels.items():
-        factor = detection_scale(upsample, min_face)
-        small = image if factor == 1 else cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-        detections[file] = [box_from_dlib(rect) / factor for rect in models.detector(small, upsample)]
+    detections = {file: detect_boxes(models.detector, image, upsample, min_face)[0] for file, image in pixels.items()}
     milliseconds = 1000 * (time.perf_counter() - began) / len(pixels)
     full, scaled = [], []
     for file, box in faces:

@@ -51,7 +51,7 @@ def evaluate_checkpoint(
     view = StoreView.open(store)
     same_rows = view.provenance.manifest_sha256 == checkpoint.store["manifest_sha256"]
     protocol = resolve_protocol(config, store, list(view.provenance.splits)) if same_rows else None
-    where = f"{checkpoint_path}"
+    where = str(checkpoint_path)
     if fold is not None:
         selection, scored = _fold(checkpoint, config, view, fold, where)
     elif split is None:

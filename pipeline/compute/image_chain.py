@@ -123,7 +123,7 @@ def process_image(
     """
     timer = timer or StageTimer()
     has_box = prior_box is not None and bool(np.isfinite(prior_box).all())
-    box = None if prior_box is None or not has_box else np.asarray(prior_box, dtype=np.float32) / pixel_scale
+    box = np.asarray(prior_box, dtype=np.float32) / pixel_scale if has_box else None
     if config.landmarks.source == "dataset" and prior_landmarks is not None and np.isfinite(prior_landmarks).all():
         landmarks_src = np.asarray(prior_landmarks, dtype=np.float32) / pixel_scale
         if box is None:

@@ -75,6 +75,26 @@ def detect_face(
         A :class:`FaceDetection`; its box is None when no (matching) face is found. Without a prior
         the largest area wins; equal areas go to the higher score.
     """
+    boxes, scores = detect_boxes(detector, image, upsample, min_face)
+    if not boxes:
+        return FaceDetection(None)
+    if prior_box is not None and np.all(np.isfinite(prior_box)):
+        overlaps = [box_iou(box, prior_box) for box in boxes]
+        best = int(np.argmax(overlaps))
+        if overlaps[best] < MIN_PRIOR_IOU:
+            return FaceDetection(None, faces=len(boxes))
+        return FaceDetection(boxes[best], faces=len(boxes), score=scores[best])
+    area = lambda box: float((box[2] - box[0]) * (box[3] - box[1]))
+    best = max(range(len(boxes)), key=lambda i: (area(boxes[i]), scores[i]))
+    return FaceDetection(boxes[best], faces=len(boxes), score=scores[best], undecided=len(boxes) > 1)
+
+
+def detect_boxes(
+    detector: dlib.fhog_object_detector, image: np.ndarray, upsample: int, min_face: int = 0
+) -> tuple[list[np.ndarray], list[float]]:
+    """Every face the HOG detector finds: ``(4,) float32`` boxes in ``image``'s frame and their
+    scores. With ``min_face`` it runs on a copy scaled by :func:`detection_scale`
+    (area-averaged), the boxes mapped back."""
     image = np.ascontiguousarray(image)  # dlib's detector crashes (SIGSEGV) on a strided view
     height, width = image.shape[:2]
     factor = detection_scale(upsample, min_face)
@@ -84,17 +104,7 @@ def detect_face(
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         to_source = np.array([width / size[0], height / size[1]] * 2, dtype=np.float32)
     rects, scores, _ = detector.run(image, upsample, 0.0)
-    if len(rects) == 0:
-        return FaceDetection(None)
-    boxes = [box_from_dlib(rect) * to_source for rect in rects]
-    if prior_box is not None and np.all(np.isfinite(prior_box)):
-        overlaps = [box_iou(box, prior_box) for box in boxes]
-        best = int(np.argmax(overlaps))
-        if overlaps[best] < MIN_PRIOR_IOU:
-            return FaceDetection(None, faces=len(rects))
-        return FaceDetection(boxes[best], faces=len(rects), score=float(scores[best]))
-    best = max(range(len(rects)), key=lambda i: (rects[i].area(), scores[i]))
-    return FaceDetection(boxes[best], faces=len(rects), score=float(scores[best]), undecided=len(rects) > 1)
+    return [box_from_dlib(rect) * to_source for rect in rects], [float(score) for score in scores]
 
 
 # The side of the HOG detector's window: after upsampling, a face must span about this many pixels.

@@ -23,6 +23,7 @@ from pipeline.stages.landmarks import predict_landmarks
 from pipeline.store import Status, open_store, provenance_of, read_array
 from tests.support import dataset_trees as trees
 from tests.support.dataset_trees import another_framing
+from tests.support.landmarks import relative_distances
 from tests.support.shared_data import reference_faces
 
 SCALE = 3  # the photos upscaled: faces of 111-327 px, as in AffectNet's large photos
@@ -46,9 +47,8 @@ def faces(dlib_faces):
 
 
 def relative_distance(reference: np.ndarray, other: np.ndarray) -> float:
-    """Mean landmark distance over the inter-ocular distance of ``reference``."""
-    inter_ocular = np.linalg.norm(reference[36:42].mean(0) - reference[42:48].mean(0))
-    return float(np.linalg.norm(reference - other, axis=1).mean() / inter_ocular)
+    """One face's mean landmark distance over the inter-ocular distance of ``reference``."""
+    return float(relative_distances(reference, other)[0])
 
 
 @pytest.mark.slow
