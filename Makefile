@@ -26,7 +26,7 @@ PREPROCESS_ARGS ?=
 # pytest arguments, e.g. PYTEST_ARGS="-m 'not slow'" for the fast tests only.
 PYTEST_ARGS ?=
 
-.PHONY: install demo preprocess test lint bench clean
+.PHONY: install viewer demo preprocess test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,18 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $@
+
+# fer-store view: FiftyOne and a MongoDB for it (the [viewer] extra). fiftyone asks for
+# opencv-python-headless, which installs its own cv2 over opencv-contrib's: contrib's files are put
+# back (the pipeline needs cv2.saliency).
+viewer: $(VENV)/.viewer-installed
+
+$(VENV)/.viewer-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test,viewer]"
+	$(BIN)/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+		"$$($(BIN)/pip freeze --disable-pip-version-check | grep -i '^opencv-contrib-python-headless==')"
+	$(BIN)/python -c "import cv2; cv2.saliency.StaticSaliencySpectralResidual_create()"
 	touch $@
 
 demo: install
@@ -51,7 +63,8 @@ preprocess: install
 		$(if $(UPSAMPLE),--upsample $(UPSAMPLE)) $(if $(WORKERS),--workers $(WORKERS)) \
 		$(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(PREPROCESS_ARGS)
 
-test: install
+# The viewer's tests need the [viewer] extra; they skip, saying so, where it is missing.
+test: install viewer
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # ruff: lint rules and formatting; mypy: types (strict for pipeline/store); both as configured in

@@ -136,3 +136,74 @@ def serve(store, host, port, log):
         pass
     finally:
         server.server_close()
+
+
+@main.command()
+@click.argument("store")
+@click.option("--name", help="FiftyOne dataset name.  [default: <dataset>-<store digest>]")
+@click.option("--port", type=int, default=5151, show_default=True, help="Port of the App on 127.0.0.1.")
+@click.option("--no-launch", is_flag=True, help="Build the dataset (and its images) only; do not start the App.")
+@click.option(
+    "--limit",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="At most this many samples, spread evenly over the store (images and database grow with it).",
+)
+@click.option("--split", help="Only samples of this split.")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    help="Only samples with this status (repeatable): ok, ok_prior, no_face, unreadable, failed.",
+)
+@click.option(
+    "--predictions",
+    type=click.Path(file_okay=False, exists=True),
+    help="A fer-train run directory: show its test predictions and FiftyOne's evaluation of them.",
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, exists=True),
+    help="Where the dataset's source images are on this machine.  [default: where the store was built from]",
+)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False),
+    help="Folder for the images and the database.  [default: $FER_VIEWER_CACHE or ~/.cache/fer-guidance-store/viewer]",
+)
+def view(store, name, port, no_launch, limit, split, statuses, predictions, root, cache):
+    """Browse STORE in FiftyOne: faces with landmarks, guidance maps, regions and failures, source
+    images with the detected box, and a run's predictions; the App runs on 127.0.0.1 until
+    interrupted. Needs the [viewer] extra (make viewer)."""
+    import signal
+    import sys
+    from pathlib import Path
+
+    from pipeline.tools.fiftyone_view import FACE_SLICE, build_view_dataset, launch_view, viewer_database
+
+    # A kill (SIGTERM) ends the App and the database as Ctrl-C does, not leaving them running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with user_errors(), viewer_database(Path(cache) if cache else None):
+        dataset = build_view_dataset(
+            store,
+            name=name,
+            split=split,
+            statuses=tuple(statuses),
+            limit=limit,
+            predictions=predictions,
+            root=root,
+            cache=Path(cache) if cache else None,
+        )
+        faces, images = dataset.select_group_slices(FACE_SLICE).count(), dataset.select_group_slices().count()
+        click.echo(f"dataset {dataset.name}: {faces} samples, {images - faces} of them with their source image")
+        if no_launch:
+            return
+        session = launch_view(dataset, port=port)
+        click.echo(f"FiftyOne App at http://127.0.0.1:{port}/datasets/{dataset.name} (Ctrl-C to stop)", err=True)
+        try:
+            session.wait(-1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            session.close()

@@ -65,3 +65,7 @@ class TrainingDivergedError(FerStoreError, FloatingPointError):
 
 class CheckpointSaveError(FerStoreError, OSError):
     """A checkpoint could not be written; the previous one is kept."""
+
+
+class ViewerError(FerStoreError, RuntimeError):
+    """The store viewer cannot run: FiftyOne or its database is missing or does not start."""

@@ -278,7 +278,7 @@ def evaluate_model(
     ``target``: ``(B,)`` class indices or ``(B, K)`` distributions, ``index``: ``(B,)`` store
     indices); the predictions are in loader order."""
     model.eval()
-    predicted, truth, index, loss_sum = [], [], [], 0.0
+    predicted, confidence, truth, index, loss_sum = [], [], [], [], 0.0
     with torch.no_grad():
         for batch in loader:
             batch = prepare_batch(batch, device)
@@ -286,7 +286,9 @@ def evaluate_model(
                 logits = model(to_input(batch))["logits"]
             loss_sum += classification_loss(logits, batch["target"], None).item() * len(batch["target"])
             target = batch["target"] if batch["target"].dim() == 1 else batch["target"].argmax(1)
-            predicted.append(logits.argmax(1).cpu())
+            probability, predicted_class = logits.float().softmax(1).max(1)
+            predicted.append(predicted_class.cpu())
+            confidence.append(probability.cpu())
             truth.append(target.cpu())
             index.append(batch["index"].cpu())
     truth_all, predicted_all = torch.cat(truth).numpy(), torch.cat(predicted).numpy()
@@ -294,5 +296,5 @@ def evaluate_model(
     return Scores(
         loss=loss_sum / max(len(truth_all), 1),
         confusion=confusion,
-        predictions=Predictions(torch.cat(index).numpy(), truth_all, predicted_all),
+        predictions=Predictions(torch.cat(index).numpy(), truth_all, predicted_all, torch.cat(confidence).numpy()),
     )

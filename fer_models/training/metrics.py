@@ -30,22 +30,30 @@ def macro_f1(confusion: np.ndarray) -> float:
 @dataclass(frozen=True)
 class Predictions:
     """Per scored sample, in the order scored: ``index`` (store indices), ``target`` and
-    ``predicted`` (class indices; a soft target's most voted class), each ``(N,) int64``."""
+    ``predicted`` (class indices; a soft target's most voted class), each ``(N,) int64``, and
+    ``confidence``, the softmax probability of the predicted class, ``(N,) float32`` (None when
+    read from a run written before it was recorded)."""
 
     index: np.ndarray
     target: np.ndarray
     predicted: np.ndarray
+    confidence: np.ndarray | None = None
 
     def write_csv(self, path: Path) -> None:
-        """``index,target,predicted``, one row per sample (``test_predictions.csv``)."""
-        rows = zip(self.index.tolist(), self.target.tolist(), self.predicted.tolist())
-        path.write_text("index,target,predicted\n" + "".join(f"{i},{t},{p}\n" for i, t, p in rows))
+        """``index,target,predicted,confidence``, one row per sample (``test_predictions.csv``)."""
+        confidence = self.confidence if self.confidence is not None else np.full(len(self.index), np.nan)
+        rows = zip(self.index.tolist(), self.target.tolist(), self.predicted.tolist(), confidence.tolist())
+        path.write_text(
+            "index,target,predicted,confidence\n" + "".join(f"{i},{t},{p},{c:.5f}\n" for i, t, p, c in rows)
+        )
 
     @classmethod
     def read_csv(cls, path: Path) -> Predictions:
-        """What :meth:`write_csv` wrote."""
-        values = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
-        return cls(values[:, 0], values[:, 1], values[:, 2])
+        """What :meth:`write_csv` wrote (also the three columns of runs written before confidences)."""
+        values = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
+        integers = values[:, :3].astype(np.int64)
+        confidence = values[:, 3].astype(np.float32) if values.shape[1] > 3 else None
+        return cls(integers[:, 0], integers[:, 1], integers[:, 2], confidence)
 
 
 @dataclass(frozen=True)

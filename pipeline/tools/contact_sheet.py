@@ -13,10 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.datasets import get_dataset
 from pipeline.errors import StoreError
 from pipeline.guidance import FAMILIES, family_members
-from pipeline.stages.decode import decode_image, to_rgb
+from pipeline.stages.decode import to_rgb
 from pipeline.store import (
     USABLE_STATUSES,
     Provenance,
@@ -29,6 +28,7 @@ from pipeline.store import (
     undecided_faces,
 )
 from pipeline.store.schema import FACE_SCORE, FACES_DETECTED, IMAGE, LABEL, LANDMARKS, MESSAGE, SOURCE, SPLIT, STATUS
+from pipeline.tools.source_images import read_source_image
 
 TILE = 112
 CAPTION = 30
@@ -130,28 +130,15 @@ def _sample_cell(group, provenance: Provenance, held: tuple[str, ...], index: in
             tiles.append(tile)
         cell[:TILE] = np.hstack(tiles)
     else:
-        source = _source_image(provenance, str(read_array(group, SOURCE, index)))
+        source = read_source_image(provenance, str(read_array(group, SOURCE, index)))
         if source is not None:
-            cell[:TILE, :TILE] = _fit(source, TILE, TILE)
+            cell[:TILE, :TILE] = _fit(cv2.cvtColor(source, cv2.COLOR_RGB2BGR), TILE, TILE)
         for row, text in enumerate(_wrap(str(read_array(group, MESSAGE, index)), 44)[:5]):
             cv2.putText(cell, text, (TILE + 6, 18 + 18 * row), _FONT, 0.4, (0, 0, 160), 1, cv2.LINE_AA)
     caption = f"#{index} {label_name} [{split_name}] {status.label}"
     color = (0, 110, 0) if status in USABLE_STATUSES else (0, 0, 170)
     cv2.putText(cell, caption, (4, TILE + 20), _FONT, 0.45, color, 1, cv2.LINE_AA)
     return cell
-
-
-def _source_image(provenance: Provenance, source: str) -> np.ndarray | None:
-    """The source image as BGR, or None when it cannot be read here."""
-    try:
-        adapter = get_dataset(provenance.dataset)
-        root = provenance.root
-        raw = adapter.read(Path(root) if root else None, source)
-        max_pixels = provenance.preprocess_config.decode.max_pixels
-        pixels = raw if isinstance(raw, np.ndarray) else decode_image(raw, max_pixels=max_pixels)
-        return cv2.cvtColor(to_rgb(pixels), cv2.COLOR_RGB2BGR)
-    except Exception:  # noqa: BLE001 - a missing or broken source is shown as text only
-        return None
 
 
 def render_contact_sheet(path: str | Path, indices: np.ndarray) -> np.ndarray:
