@@ -88,10 +88,41 @@ def import_fiftyone() -> Any:
     """
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
     try:
+        with _lenient_package_metadata():
+            import eta  # noqa: F401 - before fiftyone, which imports it
         import fiftyone
     except ImportError as error:
         raise ViewerError(f"fer-store view needs FiftyOne ({error}): {VIEWER_INSTALL_HINT}") from None
     return fiftyone
+
+
+class _LenientMetadata:
+    """A package's metadata where a missing field reads None (as the standard library's does)."""
+
+    def __init__(self, metadata: Any):
+        self._metadata = metadata
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._metadata[key]
+        except KeyError:
+            return None
+
+
+@contextlib.contextmanager
+def _lenient_package_metadata() -> Iterator[None]:
+    """Missing metadata fields read None while voxel51-eta is imported. fiftyone imports eta,
+    which reads its package's ``Author`` field when imported, and its wheel has none. The standard
+    library answers None; but once the ``importlib_metadata`` backport is imported (dask imports
+    it), it answers for the standard library too, and raises KeyError."""
+    from importlib import metadata
+
+    strict = metadata.metadata
+    metadata.metadata = lambda name: _LenientMetadata(strict(name))  # type: ignore[assignment,return-value]
+    try:
+        yield
+    finally:
+        metadata.metadata = strict
 
 
 @contextlib.contextmanager

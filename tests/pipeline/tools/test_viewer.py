@@ -40,7 +40,12 @@ SIZE, GUIDANCE_SIZE = 64, 32
 
 
 def needs_fiftyone():
-    return pytest.importorskip("fiftyone", reason="the [viewer] extra is not installed (make viewer)")
+    from pipeline.tools.fiftyone_view import import_fiftyone
+
+    try:
+        return import_fiftyone()
+    except ViewerError:
+        pytest.skip("the [viewer] extra is not installed (make viewer)")
 
 
 @pytest.fixture(scope="module")
