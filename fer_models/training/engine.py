@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from fer_models.data.augment import AugmentConfig, augment_batch
+from fer_models.data.device_batches import DeviceBatches, fits_on, selection_bytes
 from fer_models.data.selection import Selection
 from fer_models.data.stream import StoreBatches, make_loader
 from fer_models.training.checkpoint import Checkpoint, load_initial_weights, load_weights
@@ -109,6 +112,7 @@ class Trainer:
         self.recipe = self.schedule.recipe
         self.optimizer = self.recipe.optimizer_for(self.model)
         self.average = WeightAverage(self.model, self.recipe.ema_decay) if self.recipe.ema_decay else None
+        self.epoch_timing: dict[str, float] = {}  # of the last train_epoch
         self.class_weight = None
         if self.config.balance == "weights" and self.train_selection.target.ndim == 1:
             counts = np.bincount(self.train_selection.hard_target, minlength=len(self.class_names))
@@ -121,7 +125,7 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []  # log.jsonl's records
         self.best: dict[str, Any] = {"epoch": 0, "accuracy": -1.0}  # the selected epoch
-        self._loaders: dict[int, torch.utils.data.DataLoader] = {}
+        self._loaders: dict[int, Iterable[Batch]] = {}
 
     def batches(self, selection: Selection, shuffle: bool) -> StoreBatches:
         return StoreBatches(
@@ -135,9 +139,18 @@ class Trainer:
             in_memory=self.config.in_memory,
         )
 
-    def _loader(self, batches: StoreBatches) -> torch.utils.data.DataLoader:
+    def _loader(self, batches: StoreBatches) -> Iterable[Batch]:
         """The loader of ``batches``. The train and validation batches, read every epoch, keep
-        one loader whose worker processes (``--workers``) serve every epoch."""
+        one loader whose worker processes (``--workers``) serve every epoch; held in memory, they
+        are held on the device where they fit (``device_data``), batched there."""
+        if batches.in_memory and self.config.device_data == "auto":
+            if id(batches) in self._loaders:
+                return self._loaders[id(batches)]
+            if fits_on(self.device, selection_bytes(batches)):
+                device_batches = DeviceBatches(batches, self.device)
+                if batches is self.train_batches or batches is self.validation_batches:
+                    self._loaders[id(batches)] = device_batches
+                return device_batches
         workers = 0 if batches.in_memory else self.config.workers
         if batches is not self.train_batches and batches is not self.validation_batches:
             return make_loader(batches, num_workers=workers, pin_memory=self.cuda)
@@ -158,17 +171,26 @@ class Trainer:
         terms of its own, each term's mean beside the classification loss.
 
         The sums stay on the device until the epoch ends: no step waits for the GPU to finish, so
-        the loader reads the next batch while the GPU computes."""
+        the loader reads the next batch while the GPU computes. :attr:`epoch_timing` then holds
+        the epoch's ``steps``, ``training_seconds`` (the pass, until the GPU finished) and
+        ``data_wait_seconds`` (of those, the time the loop waited for the loader's next batch)."""
         torch.manual_seed(self.config.seed * 1_000_003 + epoch)  # dropout and friends
         augment_generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         augment = AugmentConfig() if self.config.augment else None
         self.train_batches.set_epoch(epoch)
         self.model.train()
         sums: dict[str, torch.Tensor] = {}
-        seen = 0
+        seen = waited = 0.0
         steps = len(self.train_batches)
+        began = time.perf_counter()
         with self.progress.bar(f"epoch {epoch}/{self.schedule.epochs}", steps) as advance:
-            for i, batch in enumerate(self._loader(self.train_batches)):
+            batches = iter(self._loader(self.train_batches))
+            for i in itertools.count():
+                asked = time.perf_counter()
+                batch = next(batches, None)
+                waited += time.perf_counter() - asked
+                if batch is None:
+                    break
                 self._set_lr((epoch - 1) * steps + i, steps)
                 batch = prepare_batch(batch, self.device)
                 if augment is not None:
@@ -179,7 +201,13 @@ class Trainer:
                     sums[name] = sums.get(name, 0) + term.double() * n
                 seen += n
                 advance(1)
-        return {name: value.item() / max(seen, 1) for name, value in sums.items()}
+        means = {name: value.item() / max(seen, 1) for name, value in sums.items()}  # waits for the GPU
+        self.epoch_timing = {
+            "steps": i,
+            "training_seconds": round(time.perf_counter() - began, 3),
+            "data_wait_seconds": round(waited, 3),
+        }
+        return means
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One optimizer step on a batch already on the device (:func:`prepare_batch`, augmented).

@@ -4,11 +4,12 @@ Which samples train, which choose the epoch and which are reported is the run's 
 (:mod:`fer_models.training.protocol`): the test samples are read once, after the last epoch.
 
 A run directory holds ``config.json`` (the resolved configuration), ``log.jsonl`` (one line per
-epoch: train loss, validation loss, accuracy, macro-F1, seconds), ``last.pt`` and ``best.pt``
+epoch: train loss, validation loss, accuracy, macro-F1, the training pass's steps, seconds and
+wait for the loader, seconds since the run began), ``last.pt`` and ``best.pt``
 (the last and the selected epoch's checkpoints, carrying the configuration, the class names and
 the store's provenance hashes; they load with ``torch.load(..., weights_only=True)``), and, when
-the run has test samples, ``confusion.png``, ``test_predictions.csv`` (store index, target and
-predicted class of each test sample at the selected epoch) and ``summary.json`` (what selected the
+the run has test samples, ``confusion.png``, ``test_predictions.csv`` (store index, target,
+predicted class and its softmax probability of each test sample at the selected epoch) and ``summary.json`` (what selected the
 epoch; test figures at the selected and at the last epoch).
 
 Every random draw of an epoch (shuffle order, augmentation, dropout) is seeded from
@@ -105,6 +106,7 @@ def _train(config: TrainConfig, out: Path, checkpoint: Checkpoint | None, progre
             "epoch": epoch,
             "train_loss": round(train_losses["loss"], 6),
             **{f"train_{name}": round(value, 6) for name, value in train_losses.items() if name != "loss"},
+            **trainer.epoch_timing,
         }
         if trainer.validation_batches is None:
             improved = True  # the last epoch is the selected one

@@ -20,6 +20,7 @@ from pipeline.progress import Lines
 FER_TRAIN = Path(sys.executable).parent / "fer-train"
 
 QUICK = dict(epochs=3, batch_size=16, lr=3e-3, seed=7)
+TIMES = ("seconds", "training_seconds", "data_wait_seconds")  # log.jsonl's clock readings
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(fer_store, tmp_path):
@@ -41,7 +42,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(fer_store, tmp_pat
     assert a.epoch == b.epoch == 3
     for key, tensor in a.model.items():
         torch.testing.assert_close(b.model[key], tensor, rtol=0, atol=0, msg=key)
-    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]
+    strip = lambda log: [{k: v for k, v in r.items() if k not in TIMES} for r in log]
     assert strip(a.history) == strip(b.history)
     assert whole.test == resumed.test
     lines = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
@@ -65,6 +66,9 @@ def test_a_run_directory_holds_everything_and_the_checkpoint_scores_again(fer_st
     assert best["store"]["location"] == str(fer_store)
     assert best["class_names"] == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
     assert json.loads((out / "config.json").read_text())["epochs"] == 3
+    for line in (out / "log.jsonl").read_text().splitlines():  # 42 train samples: 2 full batches of 16
+        epoch = json.loads(line)
+        assert epoch["steps"] == 2 and 0 <= epoch["data_wait_seconds"] <= epoch["training_seconds"]
     assert json.loads((out / "config.json").read_text())["threads"] == summary.threads == torch.get_num_threads()
     scored = evaluate_checkpoint(out / "best.pt", str(fer_store), "test", device="cpu", out=tmp_path / "eval")
     assert scored["accuracy"] == summary.test.accuracy and scored["confusion"] == summary.test.confusion
@@ -140,7 +144,7 @@ def test_a_training_run_killed_mid_epoch_resumes_to_the_same_metrics(fer_store, 
     for key in ("selected_epoch", "test_accuracy", "test_macro_f1", "confusion"):
         assert a[key] == b[key], key
     strip = lambda path: [
-        {k: v for k, v in json.loads(line).items() if k != "seconds"}
+        {k: v for k, v in json.loads(line).items() if k not in TIMES}
         for line in (path / "log.jsonl").read_text().splitlines()
     ]
     assert strip(killed) == strip(tmp_path / "whole")

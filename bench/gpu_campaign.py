@@ -1,0 +1,327 @@
+"""The GPU campaign: every model family and its unguided twin, at full width, on all of FER-2013,
+trained at once on one GPU within a few minutes, and one table of what they reached.
+
+Three steps, the first here, the others on the GPU machine (bench/gpu_campaign.sh):
+
+``prepare`` builds the campaign's store from the FER-2013 image archive (S = 48 gray, the
+guidance the families read: ``heatmap`` for PAL, ``mask_soft`` for the guided STN, ``mask_hull``
+for FERAtt, ``regions`` for local/non-local, at H = 24 to carry less) and cuts it, with the wheels
+the GPU machine lacks, into parts that each fit one device call (64 MiB, the checkout included).
+It prints the calls to make: the parts go over in back-to-back calls while the machine stays warm,
+the last one runs the campaign.
+
+``run`` puts the parts back together into one store (hard links, no copies), starts every run of
+:data:`RUNS` at once (one process each, sharing the GPU) and writes ``campaign.md`` and
+``campaign.json``. Each run has the same deadline: it trains one epoch, then, from that epoch's
+time, as many epochs as fit before the deadline (at most ``--max-epochs``), resuming its own run
+directory. The recipe's first epoch is its warmup, whatever the number of epochs, so the run is
+exactly the one that would have been planned with that many epochs from the start. PublicTest
+(``val``) selects the epoch, PrivateTest (``test``) is reported, one seed.
+
+The table gives, per run, the epochs trained, the selected epoch, PrivateTest accuracy and
+macro-F1, optimiser steps per second and the share of the training time spent waiting for the
+loader (``log.jsonl``'s ``data_wait_seconds`` over ``training_seconds``; near 0 the GPU never waits
+on the store), and per pair the difference model - twin.
+
+    .venv/bin/python bench/gpu_campaign.py prepare [--out build/campaign] [--part-mib 56]
+    python3 bench/gpu_campaign.py run --parts build/campaign --out OUT [--minutes 7] [--recipe adamw-cosine]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# name -> (model, options); every family and its unguided twin, at the models' default width.
+RUNS: dict[str, tuple[str, dict[str, Any]]] = {
+    "cnn": ("cnn", {}),
+    "stn": ("stn", {}),
+    "guided-stn": ("guided-stn", {"guidance": "mask_soft"}),
+    "resnet18": ("resnet18", {}),
+    "pal": ("pal", {}),
+    "keypoint": ("keypoint", {}),
+    "local-nonlocal": ("local-nonlocal", {}),
+    "local-nonlocal-noweights": ("local-nonlocal", {"weights": False}),
+    "feratt": ("feratt", {}),
+    "feratt-noattention": ("feratt", {"attention": False}),
+}
+# (guided, unguided twin)
+PAIRS = (
+    ("guided-stn", "stn"),
+    ("pal", "resnet18"),
+    ("keypoint", "resnet18"),
+    ("local-nonlocal", "local-nonlocal-noweights"),
+    ("feratt", "feratt-noattention"),
+)
+GUIDANCE = "heatmap,mask_soft,mask_hull,regions"
+STORE_NAME, WHEELS_NAME = "store.zarr", "wheels"
+MIB = 1024 * 1024
+
+
+# --- prepare (the CPU machine) -------------------------------------------------------------------
+
+
+def build_store(store: Path, images_per_class: int | None, workers: int | None) -> None:
+    """The campaign store of the FER-2013 archive (all of it, or the first ``images_per_class``
+    of each split and class)."""
+    from pipeline.compute.run import preprocess
+    from pipeline.config import build_config
+    from pipeline.datasets import get_dataset
+    from tests.support.shared_data import extract_fer2013
+
+    root = extract_fer2013(store.parent / "fer2013-images", per_class=images_per_class or 10**9)
+    config = build_config(
+        get_dataset("fer2013").config_defaults,
+        {"align": {"size": 48, "color": "gray"}, "guidance": {"types": GUIDANCE, "size": 24}},
+    )
+    preprocess(store, "fer2013", root, config, workers=workers)
+
+
+def pack_parts(sources: list[Path], out: Path, part_bytes: int) -> list[Path]:
+    """Share the files under ``sources`` (folders) among ``out/part-1``, ``part-2``, ... of at most
+    ``part_bytes`` each, every file hard-linked at its path relative to ``out`` (the largest
+    files first, each into the first part with room). Returns the parts, in order."""
+    files = sorted(
+        (path for source in sources for path in source.rglob("*") if path.is_file()),
+        key=lambda path: path.stat().st_size,
+        reverse=True,
+    )
+    loads: list[int] = []
+    for path in files:
+        size = path.stat().st_size
+        if size > part_bytes:
+            raise SystemExit(f"{path} ({size / MIB:.1f} MiB) is larger than a part ({part_bytes / MIB:.1f} MiB)")
+        part = next((i for i, load in enumerate(loads) if load + size <= part_bytes), None)
+        if part is None:
+            loads.append(0)
+            part = len(loads) - 1
+        loads[part] += size
+        target = out / f"part-{part + 1}" / path.relative_to(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, target)
+    return [out / f"part-{i + 1}" for i in range(len(loads))]
+
+
+def prepare(args: argparse.Namespace) -> dict[str, Any]:
+    out: Path = args.out
+    store = out / STORE_NAME
+    if not store.exists():
+        build_store(store, args.images_per_class, args.workers)
+    for old in out.glob("part-*"):
+        shutil.rmtree(old)
+    sources = [store]
+    if args.wheels is not None:
+        shutil.rmtree(out / WHEELS_NAME, ignore_errors=True)
+        shutil.copytree(args.wheels, out / WHEELS_NAME)
+        sources.append(out / WHEELS_NAME)
+    parts = pack_parts(sources, out, int(args.part_mib * MIB))
+    calls = [{"carry": [str(part)], "command": "true"} for part in parts[:-1]]
+    calls.append({"carry": [str(parts[-1])], "command": "bash bench/gpu_campaign.sh --minutes 7"})
+    return {
+        "store": str(store),
+        "parts_mib": [round(sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / MIB, 1) for p in parts],
+        "device_calls_in_order": calls,
+    }
+
+
+# --- run (the GPU machine) -----------------------------------------------------------------------
+
+
+def assemble(parts_folder: Path) -> Path:
+    """One folder from ``parts_folder/part-*`` (hard links); returns the store in it."""
+    whole = parts_folder / "assembled"
+    for part in sorted(parts_folder.glob("part-*")):
+        for path in part.rglob("*"):
+            if path.is_file():
+                target = whole / path.relative_to(part)
+                if not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.link(path, target)
+    store = whole / STORE_NAME
+    if not (store / "zarr.json").is_file():
+        raise SystemExit(f"no {STORE_NAME} in {parts_folder}/part-*: carry every part (bench/gpu_campaign.py prepare)")
+    return store
+
+
+def train_until(args: argparse.Namespace) -> None:
+    """One run (``args.name``): an epoch, then as many as fit before ``args.deadline``."""
+    import torch
+
+    from cli.train import parse_options
+    from fer_models.models.registry import get_model_entry
+    from fer_models.training.config import TrainConfig
+    from fer_models.training.run_directory import train
+
+    torch.set_num_threads(1)
+    model, options = RUNS[args.name]
+    takes = get_model_entry(model).options()
+    given = tuple(pair for pair in args.option if pair.split("=", 1)[0] in takes)  # width=8 where a model has a width
+    options = {**options, **parse_options(model, given)}
+    out = args.out / args.name
+
+    def config(epochs: int) -> TrainConfig:
+        return TrainConfig(
+            store=str(args.store),
+            model=model,
+            options=options,
+            epochs=epochs,
+            labels="7",
+            seed=args.seed,
+            device=args.device,
+            recipe=args.recipe,
+            threads=1,
+            batch_size=args.batch_size,
+        )
+
+    train(config(1), out)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    epoch_seconds = log[-1]["seconds"]
+    # Leave one epoch's time for the test pass and the checkpoints at the end.
+    fit = math.floor((args.deadline - time.time()) / max(epoch_seconds, 1e-3)) - 1
+    epochs = max(1, min(args.max_epochs, 1 + fit))
+    if epochs > 1:
+        train(config(epochs), out, resume=True)
+
+
+def run_record(name: str, out: Path) -> dict[str, Any]:
+    """A finished run's row: its figures from ``summary.json`` and ``log.jsonl``."""
+    summary = json.loads((out / name / "summary.json").read_text())
+    log = [json.loads(line) for line in (out / name / "log.jsonl").read_text().splitlines()]
+    steps = sum(epoch["steps"] for epoch in log)
+    train_seconds = sum(epoch["training_seconds"] for epoch in log)
+    model, options = RUNS[name]
+    return {
+        "run": name,
+        "model": model,
+        "options": options,
+        "epochs": summary["epochs"],
+        "selected_epoch": summary["selected_epoch"],
+        "selected_by": summary["selected_by"],
+        "test_accuracy": summary["test_accuracy"],
+        "test_macro_f1": summary["test_macro_f1"],
+        "steps_per_s": round(steps / max(train_seconds, 1e-9), 2),
+        "data_wait_share": round(sum(epoch["data_wait_seconds"] for epoch in log) / max(train_seconds, 1e-9), 4),
+        "minutes": round(summary["seconds"] / 60, 2),
+        "device": summary["device"],
+    }
+
+
+def campaign_table(rows: dict[str, dict[str, Any]], failed: dict[str, str], header: str) -> str:
+    pct = lambda value: f"{100 * value:.2f}"
+    lines = [
+        header,
+        "",
+        "| run | epochs | selected epoch | PrivateTest acc | PrivateTest macro-F1 | steps/s | waiting on data | minutes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        lines.append(
+            f"| `{name}` | {row['epochs']} | {row['selected_epoch']} | {pct(row['test_accuracy'])} | "
+            f"{pct(row['test_macro_f1'])} | {row['steps_per_s']} | {pct(row['data_wait_share'])}% | {row['minutes']} |"
+        )
+    lines += ["", "| guided | twin | accuracy difference | macro-F1 difference |", "|---|---|---|---|"]
+    for guided, twin in PAIRS:
+        if guided in rows and twin in rows:
+            a, b = rows[guided], rows[twin]
+            lines.append(
+                f"| `{guided}` | `{twin}` | {100 * (a['test_accuracy'] - b['test_accuracy']):+.2f} | "
+                f"{100 * (a['test_macro_f1'] - b['test_macro_f1']):+.2f} |"
+            )
+    lines += [
+        "",
+        "One seed. A PrivateTest figure moves by about 0.8 points from the test set alone, so a difference of a",
+        "point or two is no evidence on its own (fer-compare gives an interval over seeds).",
+    ]
+    lines += [f"- `{name}` failed: {reason}" for name, reason in failed.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    store = args.store if args.store is not None else assemble(args.parts)
+    names = list(RUNS) if args.runs == "all" else args.runs.split(",")
+    unknown = [name for name in names if name not in RUNS]
+    if unknown:
+        raise SystemExit(f"unknown runs {unknown}; choose from {', '.join(RUNS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    deadline = time.time() + 60 * args.minutes
+    began = time.time()
+    processes = {}
+    for name in names:
+        command = [sys.executable, __file__, "one", name, "--store", str(store), "--out", str(args.out)]
+        command += ["--deadline", str(deadline), "--device", args.device, "--recipe", args.recipe]
+        command += ["--seed", str(args.seed), "--max-epochs", str(args.max_epochs)]
+        command += [f"--option={option}" for option in args.option]
+        if args.batch_size:
+            command += ["--batch-size", str(args.batch_size)]
+        log = open(args.out / f"{name}.log", "w")  # closed when the process ends
+        processes[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log)
+    rows, failed = {}, {}
+    for name, (process, log) in processes.items():
+        code = process.wait()
+        log.close()
+        if code == 0:
+            rows[name] = run_record(name, args.out)
+        else:
+            tail = (args.out / f"{name}.log").read_text(errors="replace").strip().splitlines()[-1:]
+            failed[name] = f"exit status {code}: {tail[0] if tail else ''}"
+    header = (
+        f"FER-2013, 7 classes, recipe `{args.recipe}`, seed {args.seed}, {len(names)} runs at once on "
+        f"{rows[next(iter(rows))]['device'] if rows else args.device}, {args.minutes} min each; "
+        "PublicTest selects the epoch, PrivateTest is reported."
+    )
+    report = {"runs": rows, "failed": failed, "minutes": args.minutes, "recipe": args.recipe, "seed": args.seed}
+    report["wall_minutes"] = round((time.time() - began) / 60, 2)
+    (args.out / "campaign.json").write_text(json.dumps(report, indent=2))
+    (args.out / "campaign.md").write_text(campaign_table(rows, failed, header))
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("prepare", help="build the campaign store and cut it into parts")
+    p.add_argument("--out", type=Path, default=Path("build/campaign"))
+    p.add_argument("--part-mib", type=float, default=56.0)
+    p.add_argument("--wheels", type=Path, help="wheels the GPU machine lacks (zarr, numcodecs, crc32c, zstandard)")
+    p.add_argument("--images-per-class", type=int, help="only the first N images of each split and class")
+    p.add_argument("--workers", type=int)
+    for name in ("run", "one"):
+        r = commands.add_parser(name)
+        if name == "one":
+            r.add_argument("name")
+            r.add_argument("--deadline", type=float, required=True)
+            r.add_argument("--store", type=Path, required=True)
+        else:
+            where = r.add_mutually_exclusive_group(required=True)
+            where.add_argument("--parts", type=Path, help="the folder of part-1, part-2, ...")
+            where.add_argument("--store", type=Path)
+            r.add_argument("--runs", default="all", help=f"comma-separated, of: {', '.join(RUNS)}")
+            r.add_argument("--minutes", type=float, default=7.0)
+        r.add_argument("--out", type=Path, required=True)
+        r.add_argument("--device", default="auto")
+        r.add_argument("--recipe", default="adamw-cosine")
+        r.add_argument("--seed", type=int, default=0)
+        r.add_argument("--max-epochs", type=int, default=60)
+        r.add_argument("--batch-size", type=int)
+        r.add_argument("--option", action="append", default=[], help="KEY=VALUE for every run whose model has KEY")
+    args = parser.parse_args()
+    if args.command == "prepare":
+        print(json.dumps(prepare(args), indent=2))
+    elif args.command == "run":
+        print(json.dumps(run(args), indent=2))
+    else:
+        train_until(args)
+
+
+if __name__ == "__main__":
+    main()

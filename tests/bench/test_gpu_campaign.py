@@ -1,0 +1,63 @@
+"""bench/gpu_campaign.py, the GPU campaign, end to end on the CPU at tiny scale: the store built and
+cut into parts, the parts put back together, runs trained at once to a deadline, the table."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.shared_data import FER2013_TGZ
+
+BENCH = Path(__file__).parents[2] / "bench" / "gpu_campaign.py"
+sys.path.insert(0, str(BENCH.parent))
+
+from gpu_campaign import pack_parts  # noqa: E402 - bench/ is not a package
+
+
+def test_parts_hold_every_file_once_and_none_is_over_the_size(tmp_path):
+    sizes = {"store.zarr/image/c/0": 700, "store.zarr/image/c/1": 500, "store.zarr/zarr.json": 90, "wheels/a.whl": 400}
+    for name, size in sizes.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(bytes([len(name)]) * size)
+    parts = pack_parts([tmp_path / "store.zarr", tmp_path / "wheels"], tmp_path, part_bytes=1000)
+    held = {
+        path.relative_to(part).as_posix(): path.read_bytes()
+        for part in parts
+        for path in part.rglob("*")
+        if path.is_file()
+    }
+    assert held == {name: (tmp_path / name).read_bytes() for name in sizes}
+    assert all(sum(f.stat().st_size for f in part.rglob("*") if f.is_file()) <= 1000 for part in parts)
+    assert len(parts) == 2  # 700 + 90, 500 + 400
+    with pytest.raises(SystemExit, match="larger than a part"):
+        pack_parts([tmp_path / "store.zarr"], tmp_path / "again", part_bytes=600)
+
+
+@pytest.mark.slow
+def test_the_campaign_trains_every_run_to_its_deadline_and_tables_them(tmp_path):
+    if not FER2013_TGZ.is_file():
+        pytest.skip(f"{FER2013_TGZ} is absent (../shared/data)")
+    out = tmp_path / "campaign"
+    prepare = [sys.executable, str(BENCH), "prepare", "--out", str(out), "--images-per-class", "4", "--part-mib", "0.1"]
+    prepared = json.loads(subprocess.run(prepare, capture_output=True, text=True, check=True).stdout)
+    calls = prepared["device_calls_in_order"]
+    assert len(calls) >= 3 and all(size <= 0.1 for size in prepared["parts_mib"])
+    assert calls[-1]["command"].startswith("bash bench/gpu_campaign.sh") and {c["command"] for c in calls[:-1]} == {
+        "true"
+    }
+
+    runs = tmp_path / "runs"
+    command = [sys.executable, str(BENCH), "run", "--parts", str(out), "--out", str(runs), "--device", "cpu"]
+    command += ["--runs", "cnn,stn,guided-stn", "--minutes", "0.5", "--max-epochs", "2", "--batch-size", "16"]
+    report = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    assert report["failed"] == {} and set(report["runs"]) == {"cnn", "stn", "guided-stn"}
+    for name, row in report["runs"].items():
+        summary = json.loads((runs / name / "summary.json").read_text())
+        assert row["test_accuracy"] == summary["test_accuracy"] and row["epochs"] == summary["epochs"] in (1, 2)
+        assert row["steps_per_s"] > 0 and 0 <= row["data_wait_share"] <= 1
+    assert json.loads((runs / "guided-stn" / "config.json").read_text())["options"] == {"guidance": "mask_soft"}
+    table = (runs / "campaign.md").read_text()
+    difference = report["runs"]["guided-stn"]["test_accuracy"] - report["runs"]["stn"]["test_accuracy"]
+    assert f"| `guided-stn` | `stn` | {100 * difference:+.2f} |" in table
