@@ -149,6 +149,13 @@ def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
     help="Hold the selected samples in memory. [auto: up to 2 GiB]",
 )
 @click.option(
+    "--device-data",
+    type=click.Choice(["auto", "off"]),
+    default=DEFAULT["device_data"],
+    help="auto: samples held in memory that fit on the training device are kept there and batched there "
+    "(on CUDA, up to half its free memory); off: batches made on the host and copied. [auto]",
+)
+@click.option(
     "--init",
     type=click.Path(dir_okay=False),
     help="Start from these weights (a state dict or checkpoint; tensors matched by name and shape).",
@@ -182,6 +189,7 @@ def main(
     augment,
     workers,
     in_memory,
+    device_data,
     init,
     threads,
     out,
@@ -214,6 +222,7 @@ def main(
             augment=augment,
             workers=workers,
             in_memory={"auto": "auto", "yes": True, "no": False}[in_memory],
+            device_data=device_data,
             init=init,
             threads=threads,
             **recipe_settings,

@@ -178,14 +178,24 @@ class StoreBatches(torch.utils.data.IterableDataset):
             return WorkerBatch.gathered(sources)
         return {name: torch.from_numpy(values[rows]) for name, (values, rows) in sources.items()}
 
+    def in_memory_arrays(self) -> dict[str, np.ndarray]:
+        """The selection's fields, ``{name: (N, ...)}`` in their stored dtypes, read once and kept."""
+        return self._load_all()
+
+    def epoch_order(self) -> np.ndarray:
+        """``(N,) int64`` positions into the selection, in the order this epoch visits them when
+        held in memory: a permutation drawn from the seed and the epoch, or ``0..N-1`` unshuffled."""
+        if not self.shuffle:
+            return np.arange(len(self.selection))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.selection))
+
     def __iter__(self):
         worker = torch.utils.data.get_worker_info()
         worker_id, workers = (0, 1) if worker is None else (worker.id, worker.num_workers)
         epoch = self.epoch
         rng = np.random.default_rng([self.seed, epoch])
         if self.in_memory:
-            order = rng.permutation(len(self.selection)) if self.shuffle else np.arange(len(self.selection))
-            order = order[worker_id::workers]
+            order = self.epoch_order()[worker_id::workers]
             arrays = self._load_all()
             for first in range(0, len(order), self.batch_size):
                 rows = order[first : first + self.batch_size]
@@ -290,7 +300,11 @@ def make_loader(
     """A DataLoader over ready-made batches; workers are started with ``spawn`` (zarr's and
     fsspec's event loops do not survive ``fork``). ``persistent``: the workers are started once
     and serve every epoch (each takes the epoch set by :meth:`StoreBatches.set_epoch` before the
-    loader is iterated), instead of being started again for each pass."""
+    loader is iterated), instead of being started again for each pass.
+
+    The loader draws its workers' base seed from a generator of its own, not from torch's global
+    one: starting a pass leaves the training's random stream (dropout) as it was, so a run is the
+    same whether its batches come from a loader or are made on the device."""
     context = torch.multiprocessing.get_context("spawn") if num_workers > 0 else None
     if persistent and num_workers > 0:
         batches.share_epoch(context)
@@ -301,4 +315,5 @@ def make_loader(
         pin_memory=pin_memory,
         multiprocessing_context=context,
         persistent_workers=persistent and num_workers > 0,
+        generator=torch.Generator(),
     )

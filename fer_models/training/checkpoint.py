@@ -179,9 +179,11 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: s
 
 def options_differing(checkpoint: Checkpoint, config: TrainConfig) -> list[str]:
     """``["lr: 0.003 != 0.01", ...]``: where ``config`` differs from the checkpoint's run, apart
-    from ``epochs`` (which a resumed run may raise)."""
-    stored = {k: v for k, v in recorded_config(checkpoint.config).items() if k != "epochs"}
-    current = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k != "epochs"}
+    from ``epochs`` (which a resumed run may raise) and ``device_data`` (which changes where the
+    batches are made, not what they hold)."""
+    free = ("epochs", "device_data")
+    stored = {k: v for k, v in recorded_config(checkpoint.config).items() if k not in free}
+    current = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k not in free}
     return differing_keys(stored, current)
 
 

@@ -15,6 +15,9 @@ from pipeline.errors import ConfigError
 BALANCES = ("weights", "none")  # a class-weighted loss, or the plain one
 
 
+DEVICE_DATA = ("auto", "off")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. ``None`` means "the model's default" (epochs, batch_size, recipe), "the
@@ -40,6 +43,9 @@ class TrainConfig:
     augment: bool = True
     workers: int = 0  # DataLoader worker processes (spawn) when streaming from the store
     in_memory: bool | str = "auto"
+    # auto: an in-memory selection that fits on the device is held there, batches gathered there
+    # (fer_models.data.device_batches; the same batches either way); off: the loader's host path.
+    device_data: str = "auto"
     init: str | None = None  # a state dict (or a checkpoint of ours) to start from, loaded non-strictly
     threads: int | None = None  # CPU threads (torch intra-op); None: torch's current number, recorded
     recipe: str | None = None  # a preset of fer_models.training.recipe.RECIPES
@@ -68,6 +74,8 @@ class TrainConfig:
             raise ConfigError(f"balance must be {' or '.join(BALANCES)}, got {self.balance!r}")
         if self.workers < 0:
             raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
+        if self.device_data not in DEVICE_DATA:
+            raise ConfigError(f"--device-data must be {' or '.join(DEVICE_DATA)}, got {self.device_data!r}")
 
     def schedule(self) -> Schedule:
         """The run's epochs, batch size, threads and recipe: this config's, or where it says None
