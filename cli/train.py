@@ -16,6 +16,7 @@ from cli.progress import ConsoleProgress
 from fer_models.models.registry import get_model_entry, list_models
 from fer_models.training.config import BALANCES, TrainConfig
 from fer_models.training.cross_validation import train_all_folds
+from fer_models.training.distributed import Ranks
 from fer_models.training.evaluation import evaluate_checkpoint
 from fer_models.training.recipe import OPTIMIZERS, RECIPES, SCHEDULES
 from fer_models.training.run_directory import train
@@ -242,6 +243,8 @@ def main(
             )
             return
         summary = train(config, out, resume=resume, progress=ConsoleProgress(bars=progress, err=False))
+    if not Ranks.from_environment().main:
+        return  # under torchrun, rank 0 reports
     if summary.test is None:
         click.echo(f"done: epoch {summary.selected_epoch} selected ({summary.selected_by}); no test samples -> {out}")
         return

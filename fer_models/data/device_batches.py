@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from fer_models.data.stream import StoreBatches
+from fer_models.data.stream import StoreBatches, rank_share
 
 # On CUDA, the data may take at most this share of the memory free when the run starts.
 CUDA_MEMORY_SHARE = 0.5
@@ -74,4 +74,5 @@ class DeviceBatches:
             rows = order[first : first + size]
             if len(rows) < size and self.source.drop_last:
                 return
+            rows = rank_share(rows, self.source.rank, self.source.ranks)
             yield {name: values.index_select(0, rows) for name, values in self.tensors.items()}

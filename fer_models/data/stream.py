@@ -44,6 +44,16 @@ def _decode_threads() -> int:
     return DECODE_THREADS if torch.utils.data.get_worker_info() is None else 1
 
 
+def rank_share(rows: Any, rank: int, size: int) -> Any:
+    """Rank ``rank``'s contiguous share of a global batch's ``rows`` (numpy array or tensor):
+    ``len(rows) / size`` of them when it divides, else the first ranks one more."""
+    if size == 1:
+        return rows
+    if isinstance(rows, torch.Tensor):
+        return rows.tensor_split(size)[rank]
+    return np.array_split(rows, size)[rank]
+
+
 class StoreBatches(torch.utils.data.IterableDataset):
     """Batches of selected samples, read a shard at a time.
 
@@ -80,6 +90,8 @@ class StoreBatches(torch.utils.data.IterableDataset):
         drop_last: bool = False,
         in_memory: bool | str = "auto",
         window_shards: int = WINDOW_SHARDS,
+        rank: int = 0,
+        ranks: int = 1,
     ):
         super().__init__()
         self.store = str(store)
@@ -90,6 +102,7 @@ class StoreBatches(torch.utils.data.IterableDataset):
         self.seed = seed
         self.drop_last = drop_last
         self.window_shards = window_shards
+        self.rank, self.ranks = rank, ranks
         self._epoch = 0
         self._shared_epoch = None  # set by share_epoch: the epoch seen by persistent loader workers
         group = open_store(self.store)
@@ -172,6 +185,8 @@ class StoreBatches(torch.utils.data.IterableDataset):
         return self._arrays
 
     def _batch(self, arrays: dict[str, np.ndarray], rows: np.ndarray, positions: np.ndarray) -> dict[str, torch.Tensor]:
+        """This rank's share of the global batch at buffer ``rows`` (selection ``positions``)."""
+        rows, positions = rank_share(rows, self.rank, self.ranks), rank_share(positions, self.rank, self.ranks)
         sources = {name: (values, rows) for name, values in arrays.items()}
         sources.update(index=(self.selection.index, positions), target=(self.selection.target, positions))
         if torch.utils.data.get_worker_info() is not None:  # to cross to the training process in one piece

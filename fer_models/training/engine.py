@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from fer_models.data.augment import AugmentConfig, augment_batch
 from fer_models.data.device_batches import DeviceBatches, fits_on, selection_bytes
@@ -26,6 +27,7 @@ from fer_models.data.selection import Selection
 from fer_models.data.stream import StoreBatches, make_loader
 from fer_models.training.checkpoint import Checkpoint, load_initial_weights, load_weights
 from fer_models.training.config import TrainConfig
+from fer_models.training.distributed import Ranks, gathered, start, sum_across
 from fer_models.training.metrics import Predictions, Scores, confusion_matrix
 from fer_models.training.protocol import resolve_protocol
 from fer_models.training.store_view import StoreView, build_model, model_fields
@@ -93,7 +95,8 @@ class Trainer:
         self.config = config.resolved()
         self.schedule = self.config.schedule()
         self.progress = progress
-        self.device = resolve_device(self.config.device)
+        self.ranks = Ranks.from_environment()
+        self.device = start(self.ranks, resolve_device(self.config.device), self.schedule.batch_size)
         self.view = StoreView.open(self.config.store)
         self.protocol = resolve_protocol(self.config, self.config.store, list(self.view.provenance.splits))
         self.train_selection = self.protocol.train
@@ -110,6 +113,10 @@ class Trainer:
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if self.cuda else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.recipe = self.schedule.recipe
+        # What trains: the model, wrapped where several processes share the work (their gradients averaged).
+        self.trained_model: torch.nn.Module = self.model
+        if self.ranks.distributed:
+            self.trained_model = DistributedDataParallel(self.model, device_ids=[self.device] if self.cuda else None)
         self.optimizer = self.recipe.optimizer_for(self.model)
         self.average = WeightAverage(self.model, self.recipe.ema_decay) if self.recipe.ema_decay else None
         self.epoch_timing: dict[str, float] = {}  # of the last train_epoch
@@ -135,8 +142,10 @@ class Trainer:
             self.schedule.batch_size,
             shuffle=shuffle,
             seed=self.config.seed,
-            drop_last=shuffle and len(selection) > self.schedule.batch_size,
+            drop_last=shuffle and (len(selection) > self.schedule.batch_size or self.ranks.distributed),
             in_memory=self.config.in_memory,
+            rank=self.ranks.rank,
+            ranks=self.ranks.size,
         )
 
     def _loader(self, batches: StoreBatches) -> Iterable[Batch]:
@@ -201,6 +210,9 @@ class Trainer:
                     sums[name] = sums.get(name, 0) + term.double() * n
                 seen += n
                 advance(1)
+        for value in sums.values():
+            sum_across(value)
+        seen = float(sum_across(torch.tensor(seen, dtype=torch.float64, device=self.device)))
         means = {name: value.item() / max(seen, 1) for name, value in sums.items()}  # waits for the GPU
         self.epoch_timing = {
             "steps": i,
@@ -217,7 +229,7 @@ class Trainer:
             ``classification``: detached 0-d tensors on the device (reading them waits for the GPU).
         """
         with self._autocast():
-            output = self.model(self._input(batch))
+            output = self.trained_model(self._input(batch))
             classification = classification_loss(
                 output["logits"], batch["target"], self.class_weight, self.recipe.label_smoothing
             )
@@ -251,9 +263,10 @@ class Trainer:
     def evaluate(self, batches: StoreBatches) -> Scores:
         """Loss, accuracy, macro-F1, confusion matrix and predictions of :attr:`evaluated_model` on
         ``batches`` (hard labels: the most voted class of a soft target); see :func:`evaluate_model`."""
-        return evaluate_model(
+        scores = evaluate_model(
             self.evaluated_model, self._loader(batches), self.device, len(self.class_names), self._autocast, self._input
         )
+        return scores if not self.ranks.distributed else Scores.combined(gathered(scores))
 
     def checkpoint(self) -> Checkpoint:
         """The run as it stands after :attr:`epoch`."""

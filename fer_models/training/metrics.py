@@ -65,6 +65,22 @@ class Scores:
     confusion: np.ndarray
     predictions: Predictions
 
+    @classmethod
+    def combined(cls, shares: list[Scores]) -> Scores:
+        """The scores of one evaluation from those of its shares (each process's, in rank order)."""
+        samples = [len(share.predictions.index) for share in shares]
+        confidences = [share.predictions.confidence for share in shares]
+        return cls(
+            loss=sum(share.loss * n for share, n in zip(shares, samples, strict=True)) / max(sum(samples), 1),
+            confusion=np.sum([share.confusion for share in shares], axis=0),
+            predictions=Predictions(
+                np.concatenate([share.predictions.index for share in shares]),
+                np.concatenate([share.predictions.target for share in shares]),
+                np.concatenate([share.predictions.predicted for share in shares]),
+                None if any(c is None for c in confidences) else np.concatenate(confidences),  # type: ignore[arg-type]
+            ),
+        )
+
     @property
     def accuracy(self) -> float:
         return accuracy(self.confusion)

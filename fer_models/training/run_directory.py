@@ -33,6 +33,7 @@ import torch
 from fer_models.training.checkpoint import Checkpoint, load_checkpoint, options_differing, save_checkpoint
 from fer_models.training.config import TrainConfig
 from fer_models.training.confusion_png import write_confusion_png
+from fer_models.training.distributed import Ranks, barrier, finish
 from fer_models.training.engine import Trainer, reproducible_torch
 from fer_models.training.run_summary import RunSummary, TestFigures
 from pipeline.errors import ConfigError, TrainingDivergedError
@@ -67,8 +68,13 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, pro
         progress.line(f"{out} holds no complete checkpoint (last.pt) yet: starting at epoch 1")
     if checkpoint is not None:
         config = config.continuing(checkpoint.config)
-    with reproducible_torch(config.schedule().threads):
-        return _train(config, out, checkpoint, progress)
+    if not Ranks.from_environment().main:
+        progress = QUIET  # one process (rank 0) reports and writes
+    try:
+        with reproducible_torch(config.schedule().threads):
+            return _train(config, out, checkpoint, progress)
+    finally:
+        finish()
 
 
 def _train(config: TrainConfig, out: Path, checkpoint: Checkpoint | None, progress: Progress) -> RunSummary:
@@ -95,8 +101,10 @@ def _train(config: TrainConfig, out: Path, checkpoint: Checkpoint | None, progre
                 "no validation data: the last epoch is reported (--val-fraction F holds out part of the "
                 "training samples to choose the epoch on)"
             )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(trainer.config), indent=2))
+    writes = trainer.ranks.main
+    if writes:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(trainer.config), indent=2))
     began = time.perf_counter() - (trainer.history[-1]["seconds"] if trainer.history else 0.0)
     for epoch in range(trainer.epoch + 1, trainer.schedule.epochs + 1):
         train_losses = trainer.train_epoch(epoch)
@@ -122,11 +130,12 @@ def _train(config: TrainConfig, out: Path, checkpoint: Checkpoint | None, progre
         trainer.history.append(record)
         if improved:
             trainer.best = {"epoch": epoch, "accuracy": record.get("validation_accuracy")}
-        epoch_checkpoint = trainer.checkpoint()
-        if improved:
-            save_checkpoint(epoch_checkpoint, best)
-        save_checkpoint(epoch_checkpoint, last)
-        (out / "log.jsonl").write_text("".join(strict_json(r) + "\n" for r in trainer.history))
+        if writes:
+            epoch_checkpoint = trainer.checkpoint()
+            if improved:
+                save_checkpoint(epoch_checkpoint, best)
+            save_checkpoint(epoch_checkpoint, last)
+            (out / "log.jsonl").write_text("".join(strict_json(r) + "\n" for r in trainer.history))
         progress.line(strict_json(record))
     return _report(trainer, out)
 
@@ -179,6 +188,7 @@ def _report(trainer: Trainer, out: Path) -> RunSummary:
         test_batches = trainer.batches(protocol.test, shuffle=False)
         last_scores = trainer.evaluate(test_batches)  # the model is at the last epoch
         if selected_epoch != trainer.epoch:
+            barrier()  # rank 0 wrote best.pt
             trainer.restore(load_checkpoint(out / "best.pt"), out / "best.pt")
             scores = trainer.evaluate(test_batches)
         else:
@@ -186,13 +196,14 @@ def _report(trainer: Trainer, out: Path) -> RunSummary:
         test = TestFigures(
             scores.accuracy, scores.macro_f1, scores.confusion.tolist(), last_scores.accuracy, last_scores.macro_f1
         )
-        write_confusion_png(
-            scores.confusion,
-            trainer.class_names,
-            out / "confusion.png",
-            title=f"{trainer.config.model}, epoch {selected_epoch}, {protocol.test_name}",
-        )
-        scores.predictions.write_csv(out / "test_predictions.csv")
+        if trainer.ranks.main:
+            write_confusion_png(
+                scores.confusion,
+                trainer.class_names,
+                out / "confusion.png",
+                title=f"{trainer.config.model}, epoch {selected_epoch}, {protocol.test_name}",
+            )
+            scores.predictions.write_csv(out / "test_predictions.csv")
     summary = RunSummary(
         model=trainer.config.model,
         options=trainer.config.options,
@@ -213,5 +224,6 @@ def _report(trainer: Trainer, out: Path) -> RunSummary:
         test=test,
         seconds=seconds,
     )
-    (out / "summary.json").write_text(strict_json(summary.to_dict(), indent=2))
+    if trainer.ranks.main:
+        (out / "summary.json").write_text(strict_json(summary.to_dict(), indent=2))
     return summary
