@@ -14,7 +14,9 @@ batches are made. A store whose selected fields fit in memory can be held entire
 samples.
 
 DataLoader workers (``num_workers > 0``, spawn context) each open the store themselves and read
-their own share of the shards; nothing zarr-related is pickled.
+their own share of the shards; nothing zarr-related is pickled. Under data-parallel training
+(``rank`` of ``ranks`` processes) every batch is the rank's contiguous share of the global batch
+(:func:`rank_share`).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import numpy as np
 from fer_models.training.checkpoint import load_checkpoint, options_differing
 from fer_models.training.config import TrainConfig
 from fer_models.training.confusion_png import write_confusion_png
+from fer_models.training.distributed import Ranks
 from fer_models.training.metrics import Predictions, accuracy, confusion_matrix, macro_f1
 from fer_models.training.run_directory import strict_json, train
 from fer_models.training.run_summary import RunSummary
@@ -42,10 +43,13 @@ def train_all_folds(
         The table (also written to ``folds.json``).
 
     Raises:
-        ConfigError: no folds asked for, or a fold directory holding a run with other options.
+        ConfigError: no folds asked for, a fold directory holding a run with other options, or
+            several processes (torchrun): each fold is then its own ``fer-train --fold I`` run.
     """
     if not config.folds:
         raise ConfigError("--all-folds needs --folds K")
+    if Ranks.from_environment().distributed:
+        raise ConfigError("--all-folds runs in one process; under torchrun, train each fold with --fold I")
     out = Path(out_dir)
     config = config.resolved()
     summaries: list[RunSummary] = []
