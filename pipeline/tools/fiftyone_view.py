@@ -30,7 +30,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,6 +53,9 @@ from pipeline.store.schema import SPLIT, STATUS
 from pipeline.tools.contact_sheet import select_samples
 from pipeline.tools.viewer_database import VIEWER_INSTALL_HINT, running_mongod
 from pipeline.tools.viewer_media import SampleView, store_digest, write_sample_views
+
+if TYPE_CHECKING:
+    from fer_models.training.metrics import Predictions
 
 FACE_SLICE, SOURCE_SLICE = "face", "source"
 DEFAULT_LIMIT = 1000
@@ -161,16 +164,13 @@ def viewer_database(cache: Path | None = None) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class RunPredictions:
-    """A training run's test predictions: ``labels`` (its class names), and per scored sample the
-    store ``index``, ``target``, ``predicted`` (``(n,) int64``) and ``confidence`` (``(n,) float32``
-    or None for runs written before it was recorded)."""
+    """A training run's test predictions: ``labels`` (its class names) and ``scored`` (per test
+    sample its store index, target, prediction and confidence; the confidence is None for runs
+    written before it was recorded)."""
 
     run: Path
     labels: tuple[str, ...]
-    index: np.ndarray
-    target: np.ndarray
-    predicted: np.ndarray
-    confidence: np.ndarray | None
+    scored: Predictions
 
     @classmethod
     def read(cls, run: Path) -> RunPredictions:
@@ -179,7 +179,7 @@ class RunPredictions:
         Raises:
             ViewerError: the run has no test predictions (not a finished run, or no test split).
         """
-        from fer_models.training.metrics import Predictions
+        from fer_models.training.metrics import Predictions  # a run's file format; the viewer needs no torch
 
         summary_path, predictions_path = run / "summary.json", run / "test_predictions.csv"
         for path in (summary_path, predictions_path):
@@ -188,8 +188,7 @@ class RunPredictions:
                     f"{run} has no {path.name}: --predictions takes the directory of a finished fer-train run with a test split"
                 )
         labels = tuple(json.loads(summary_path.read_text())["labels"])
-        predictions = Predictions.read_csv(predictions_path)
-        return cls(run, labels, predictions.index, predictions.target, predictions.predicted, predictions.confidence)
+        return cls(run, labels, Predictions.read_csv(predictions_path))
 
     def digest(self) -> str:
         return hashlib.sha256(self.run.joinpath("test_predictions.csv").read_bytes()).hexdigest()[:16]
@@ -201,13 +200,14 @@ def _select(
     status = read_array(group, STATUS)
     only = None
     if predictions is not None:
-        if len(predictions.index) and int(predictions.index.max()) >= len(status):
+        scored = predictions.scored.index
+        if len(scored) and int(scored.max()) >= len(status):
             raise ViewerError(
-                f"the predictions of {predictions.run} name store index {int(predictions.index.max())}, but this store "
+                f"the predictions of {predictions.run} name store index {int(scored.max())}, but this store "
                 f"has {len(status)} samples: the run was trained on another store"
             )
         only = np.zeros(len(status), np.bool_)
-        only[predictions.index] = True
+        only[scored] = True
     indices = select_samples(
         status,
         read_array(group, SPLIT),
@@ -273,12 +273,12 @@ def _group_samples(fo: Any, view: SampleView, several_faces: bool, predicted: di
 
 def _prediction_fields(fo: Any, run: RunPredictions) -> dict[int, dict[str, Any]]:
     """Per store index the run scored: ``truth`` and ``prediction`` (with its confidence)."""
-    fields = {}
-    for row, index in enumerate(run.index.tolist()):
-        confidence = None if run.confidence is None else float(run.confidence[row])
+    scored, fields = run.scored, {}
+    for row, index in enumerate(scored.index.tolist()):
+        confidence = None if scored.confidence is None else float(scored.confidence[row])
         fields[int(index)] = {
-            "truth": fo.Classification(label=run.labels[run.target[row]]),
-            "prediction": fo.Classification(label=run.labels[run.predicted[row]], confidence=confidence),
+            "truth": fo.Classification(label=run.labels[scored.target[row]]),
+            "prediction": fo.Classification(label=run.labels[scored.predicted[row]], confidence=confidence),
         }
     return fields
 
