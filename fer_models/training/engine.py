@@ -322,6 +322,8 @@ def evaluate_model(
     predicted, confidence, truth, index, loss_sum = [], [], [], [], 0.0
     with torch.no_grad():
         for batch in loader:
+            if len(batch["target"]) == 0:
+                continue  # a process's empty share of a last batch smaller than the processes
             batch = prepare_batch(batch, device)
             with autocast():
                 logits = model(to_input(batch))["logits"]
