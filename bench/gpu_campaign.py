@@ -246,7 +246,18 @@ def campaign_table(rows: dict[str, dict[str, Any]], failed: dict[str, str], head
     return "\n".join(lines) + "\n"
 
 
+def first_epoch_is_planned_alike(recipe_name: str, steps: int = 100) -> bool:
+    """Whether the recipe's first epoch has the same learning rates however many epochs follow
+    (so a run sized after its first epoch is the run planned with that size from the start)."""
+    from fer_models.training.recipe import RECIPES
+
+    recipe = RECIPES[recipe_name]
+    return all(recipe.lr_factor(step, steps, 1) == recipe.lr_factor(step, steps, 60) for step in range(steps))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if not first_epoch_is_planned_alike(args.recipe):
+        raise SystemExit(f"recipe {args.recipe}: its first epoch depends on the number of epochs; choose another")
     store = args.store if args.store is not None else assemble(args.parts)
     names = list(RUNS) if args.runs == "all" else args.runs.split(",")
     unknown = [name for name in names if name not in RUNS]

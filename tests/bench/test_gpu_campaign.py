@@ -13,7 +13,7 @@ from tests.support.shared_data import FER2013_TGZ
 BENCH = Path(__file__).parents[2] / "bench" / "gpu_campaign.py"
 sys.path.insert(0, str(BENCH.parent))
 
-from gpu_campaign import pack_parts  # noqa: E402 - bench/ is not a package
+from gpu_campaign import first_epoch_is_planned_alike, pack_parts  # noqa: E402 - bench/ is not a package
 
 
 def test_parts_hold_every_file_once_and_none_is_over_the_size(tmp_path):
@@ -33,6 +33,11 @@ def test_parts_hold_every_file_once_and_none_is_over_the_size(tmp_path):
     assert len(parts) == 2  # 700 + 90, 500 + 400
     with pytest.raises(SystemExit, match="larger than a part"):
         pack_parts([tmp_path / "store.zarr"], tmp_path / "again", part_bytes=600)
+
+
+def test_runs_are_sized_after_their_first_epoch_only_where_that_epoch_is_planned_alike():
+    assert first_epoch_is_planned_alike("adamw-cosine") and first_epoch_is_planned_alike("legacy")
+    assert not first_epoch_is_planned_alike("sgd-onecycle")  # its rise spans 30% of all the steps
 
 
 @pytest.mark.slow
