@@ -167,12 +167,18 @@ def test_a_store_opened_by_url_or_zip_gives_the_same_view(photo_store, fiftyone_
     assert {p.name for p in cache.iterdir()} == {"mongodb", store_digest(provenance_of(open_store(photo_store)))}
 
 
-def test_a_runs_predictions_are_evaluated_on_its_test_samples(fer_store, fiftyone_database, tmp_path):
+@pytest.fixture(scope="module")
+def cnn_run(tmp_path_factory, fer_store):
+    """A finished one-epoch ``cnn`` run on the tests' FER-2013 store, and its summary."""
+    run = tmp_path_factory.mktemp("runs") / "cnn"
+    return run, train(TrainConfig(store=str(fer_store), model="cnn", epochs=1, batch_size=16, seed=3), run)
+
+
+def test_a_runs_predictions_are_evaluated_on_its_test_samples(fer_store, fiftyone_database, cnn_run):
     from pipeline.tools.fiftyone_view import EVAL_KEY, FACE_SLICE, build_view_dataset
 
     cache, _ = fiftyone_database
-    run = tmp_path / "run"
-    summary = train(TrainConfig(store=str(fer_store), model="cnn", epochs=1, batch_size=16, seed=3), run)
+    run, summary = cnn_run
     dataset = build_view_dataset(fer_store, name="fer-predictions", cache=cache, predictions=run)
     faces = dataset.select_group_slices(FACE_SLICE)
     assert faces.count() == 42 and faces.count_values("split") == {"test": 42}
@@ -184,12 +190,11 @@ def test_a_runs_predictions_are_evaluated_on_its_test_samples(fer_store, fiftyon
     assert faces.count_values(EVAL_KEY)[True] == round(summary.test.accuracy * 42)
 
 
-def test_predictions_of_another_store_are_refused(fer_store, photo_store, fiftyone_database, tmp_path):
+def test_predictions_of_another_store_are_refused(photo_store, fiftyone_database, cnn_run, tmp_path):
     from pipeline.tools.fiftyone_view import build_view_dataset
 
     cache, _ = fiftyone_database
-    run = tmp_path / "run"
-    train(TrainConfig(store=str(fer_store), model="cnn", epochs=1, batch_size=16, seed=3), run)
+    run, _ = cnn_run
     with pytest.raises(ViewerError, match="has 4 samples: the run was trained on another store"):
         build_view_dataset(photo_store, cache=cache, predictions=run)
     with pytest.raises(ViewerError, match="has no summary.json"):
