@@ -12,6 +12,17 @@ from cli.errors import user_errors
 from cli.progress import ConsoleProgress
 
 
+def sample_filters(command):
+    """``--split`` and ``--status``: which samples a command shows."""
+    command = click.option(
+        "--status",
+        "statuses",
+        multiple=True,
+        help="Only samples with this status (repeatable): ok, ok_prior, no_face, unreadable, failed.",
+    )(command)
+    return click.option("--split", help="Only samples of this split.")(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main():
     """Inspect, verify, pack, compare and serve FER guidance stores."""
@@ -29,13 +40,7 @@ def info(store):
 
 @main.command()
 @click.argument("store")
-@click.option("--split", help="Only samples of this split.")
-@click.option(
-    "--status",
-    "statuses",
-    multiple=True,
-    help="Only samples with this status (repeatable): ok, ok_prior, no_face, unreadable, failed.",
-)
+@sample_filters
 @click.option(
     "--several-faces",
     is_flag=True,
@@ -150,13 +155,7 @@ def serve(store, host, port, log):
     show_default=True,
     help="At most this many samples, spread evenly over the store (images and database grow with it).",
 )
-@click.option("--split", help="Only samples of this split.")
-@click.option(
-    "--status",
-    "statuses",
-    multiple=True,
-    help="Only samples with this status (repeatable): ok, ok_prior, no_face, unreadable, failed.",
-)
+@sample_filters
 @click.option(
     "--predictions",
     type=click.Path(file_okay=False, exists=True),
