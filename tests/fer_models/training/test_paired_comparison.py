@@ -64,3 +64,14 @@ def test_the_paired_bootstrap_interval_is_zero_for_twins_and_covers_a_real_gap()
     low, high = gap["accuracy"]
     observed = float(np.mean(good == target) - np.mean(bad == target))
     assert 0 < low < observed < high < 0.3
+
+
+def test_predictions_files_read_back_with_their_confidences_and_without_them(tmp_path):
+    written = Predictions(np.array([4, 9]), np.array([1, 0]), np.array([1, 2]), np.array([0.75, 0.5], np.float32))
+    written.write_csv(tmp_path / "new.csv")
+    read = Predictions.read_csv(tmp_path / "new.csv")
+    np.testing.assert_array_equal(read.predicted, written.predicted)
+    np.testing.assert_array_equal(read.confidence, written.confidence)
+    (tmp_path / "old.csv").write_text("index,target,predicted\n4,1,1\n9,0,2\n")  # before confidences were recorded
+    old = Predictions.read_csv(tmp_path / "old.csv")
+    assert old.confidence is None and old.index.tolist() == [4, 9] and old.index.dtype == np.int64
