@@ -43,3 +43,10 @@ def _flip_permutation() -> np.ndarray:
 
 
 FLIP_PERMUTATION = _flip_permutation()
+
+# The face's outline as polylines of landmark indices (for drawing): jaw, brows, nose bridge and
+# lower nose open; eyes and lips closed loops.
+SKELETON_EDGES: tuple[tuple[int, ...], ...] = (
+    *(tuple(part) for part in (JAW, RIGHT_BROW, LEFT_BROW, NOSE_BRIDGE, LOWER_NOSE)),
+    *((*part, part[0]) for part in (RIGHT_EYE, LEFT_EYE, OUTER_LIPS, INNER_LIPS)),
+)

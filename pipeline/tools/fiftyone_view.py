@@ -36,18 +36,7 @@ import numpy as np
 
 from pipeline.errors import StoreError, ViewerError
 from pipeline.guidance import GUIDANCE_TYPES
-from pipeline.landmark_scheme import (
-    INNER_LIPS,
-    JAW,
-    LEFT_BROW,
-    LEFT_EYE,
-    LOWER_NOSE,
-    N_LANDMARKS,
-    NOSE_BRIDGE,
-    OUTER_LIPS,
-    RIGHT_BROW,
-    RIGHT_EYE,
-)
+from pipeline.landmark_scheme import N_LANDMARKS, SKELETON_EDGES
 from pipeline.store import open_store, provenance_of, read_array, undecided_faces
 from pipeline.store.schema import SPLIT, STATUS
 from pipeline.tools.contact_sheet import select_samples
@@ -73,14 +62,6 @@ def default_cache() -> Path:
         return Path(os.environ[CACHE_ENV])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "fer-guidance-store" / "viewer"
-
-
-def landmark_edges() -> list[list[int]]:
-    """The 68-point face skeleton as polylines of landmark indices: jaw, brows, nose bridge, lower
-    nose, and the eyes and lips as closed loops."""
-    open_lines = [list(part) for part in (JAW, RIGHT_BROW, LEFT_BROW, NOSE_BRIDGE, LOWER_NOSE)]
-    loops = [[*part, part[0]] for part in (RIGHT_EYE, LEFT_EYE, OUTER_LIPS, INNER_LIPS)]
-    return open_lines + loops
 
 
 def import_fiftyone() -> Any:
@@ -339,7 +320,9 @@ def build_view_dataset(
     dataset = fo.Dataset(name, persistent=True, overwrite=True)
     dataset.add_group_field("group", default=FACE_SLICE)
     dataset.skeletons = {
-        "landmarks": fo.KeypointSkeleton(labels=[str(i) for i in range(N_LANDMARKS)], edges=landmark_edges())
+        "landmarks": fo.KeypointSkeleton(
+            labels=[str(i) for i in range(N_LANDMARKS)], edges=[list(edge) for edge in SKELETON_EDGES]
+        )
     }
     samples = [
         sample

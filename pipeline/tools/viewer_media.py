@@ -31,7 +31,7 @@ import zarr
 
 from pipeline.errors import StoreError
 from pipeline.guidance import GUIDANCE_TYPES
-from pipeline.store import USABLE_STATUSES, Provenance, Status, array_in, provenance_of, stored_guidance
+from pipeline.store import USABLE_STATUSES, Provenance, Status, array_in, provenance_of, read_array, stored_guidance
 from pipeline.store.access import channel_names
 from pipeline.store.schema import (
     BOX_SRC,
@@ -135,15 +135,15 @@ def _normalised_box(box: np.ndarray, width: int, height: int) -> Box:
 
 
 class _Columns:
-    """The per-sample columns of a store, read whole once (they are small)."""
+    """The per-sample columns of a store, read whole once (they are small); the detector's and
+    the subjects' are None in stores without them."""
 
     def __init__(self, group: zarr.Group):
-        def column(name: str) -> np.ndarray | None:
-            return np.asarray(array_in(group, name)[:]) if name in group else None
-
-        self.status, self.label, self.split = column(STATUS), column(LABEL), column(SPLIT)
-        self.source, self.message = column(SOURCE), column(MESSAGE)
-        self.faces, self.scores, self.subject = column(FACES_DETECTED), column(FACE_SCORE), column(SUBJECT)
+        self.status, self.label, self.split = (read_array(group, name) for name in (STATUS, LABEL, SPLIT))
+        self.source, self.message = read_array(group, SOURCE), read_array(group, MESSAGE)
+        self.faces, self.scores, self.subject = (
+            read_array(group, name) if name in group else None for name in (FACES_DETECTED, FACE_SCORE, SUBJECT)
+        )
 
 
 def write_sample_views(
@@ -159,7 +159,6 @@ def write_sample_views(
     """
     provenance = provenance_of(group)
     columns = _Columns(group)
-    assert columns.status is not None and columns.source is not None
     size = array_in(group, IMAGE).shape[-1]
     held = stored_guidance(group)
     maps = [name for name in held if not GUIDANCE_TYPES[name].boxes]
@@ -188,7 +187,6 @@ def _sample_view(
     region_names: list[str],
     root: str | Path | None,
 ) -> SampleView:
-    assert columns.status is not None and columns.source is not None and columns.message is not None
     name = f"{index:07d}"
     status = Status(int(columns.status[index]))
     usable = status in USABLE_STATUSES
@@ -222,11 +220,11 @@ def _sample_view(
     else:
         face_image = _write_once(folder / "message" / f"{name}.png", _message_tile(message))
 
-    label_code = int(columns.label[index]) if columns.label is not None else -1
+    label_code = int(columns.label[index])
     return SampleView(
         index=index,
         label=provenance.label_names[label_code] if 0 <= label_code < len(provenance.label_names) else "",
-        split=provenance.splits[int(columns.split[index])] if columns.split is not None else "",
+        split=provenance.splits[int(columns.split[index])],
         status=status.label,
         message=message,
         source=str(columns.source[index]),

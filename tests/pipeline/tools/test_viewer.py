@@ -24,6 +24,7 @@ from fer_models.training.run_directory import train
 from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
 from pipeline.errors import StoreError, ViewerError
+from pipeline.landmark_scheme import SKELETON_EDGES
 from pipeline.store import open_store, provenance_of
 from pipeline.tools import viewer_database
 from pipeline.tools.pack import pack_store
@@ -122,7 +123,7 @@ def fiftyone_database(tmp_path_factory):
 
 
 def test_a_store_becomes_a_grouped_dataset_with_its_labels(photo_store, fiftyone_database):
-    from pipeline.tools.fiftyone_view import FACE_SLICE, SOURCE_SLICE, build_view_dataset, landmark_edges
+    from pipeline.tools.fiftyone_view import FACE_SLICE, SOURCE_SLICE, build_view_dataset
 
     cache, _ = fiftyone_database
     dataset = build_view_dataset(photo_store, name="photos", cache=cache)
@@ -134,7 +135,7 @@ def test_a_store_becomes_a_grouped_dataset_with_its_labels(photo_store, fiftyone
     crowd = faces.match({"source": f"train/happy/{CROWD}"}).first()
     assert crowd.label.label == "happy" and crowd.faces_detected > 1
     assert len(crowd.landmarks.keypoints[0].points) == 68
-    assert dataset.skeletons["landmarks"].edges == landmark_edges()
+    assert dataset.skeletons["landmarks"].edges == [list(edge) for edge in SKELETON_EDGES]
     assert cv2.imread(crowd.heatmap.map_path, cv2.IMREAD_UNCHANGED).shape == (GUIDANCE_SIZE, GUIDANCE_SIZE)
     assert crowd.mask_binary.mask_path and len(crowd.regions.detections) >= 4
     source = sources.match({"store_index": crowd.store_index}).first()
