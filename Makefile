@@ -1,8 +1,10 @@
 # Every target sets up what it needs: `make demo` and `make test` work on a fresh checkout.
 PYTHON ?= python3
 VENV ?= .venv
-# Override for a GPU build, e.g. TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>".
-TORCH_SPEC ?= torch==2.13.0
+# torch and the torchvision built for it (timm, the backbones of --option backbone=NAME, imports
+# torchvision; a torchvision of another torch build fails to import). Override with your own
+# pair, e.g. TORCH_SPEC="torch==2.14.1 torchvision==0.29.1 --index-url <your wheel index>".
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 
 # make preprocess DATASET=<name> DATA_ROOT=<dir> [STORE=<path>] [PRIOR=full-frame] [DETECT=auto] [SIZE=48] ...

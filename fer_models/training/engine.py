@@ -89,9 +89,13 @@ def classification_loss(
 
 
 class Trainer:
-    """Everything of one run that lives across epochs."""
+    """Everything of one run that lives across epochs.
 
-    def __init__(self, config: TrainConfig, progress: Progress = QUIET):
+    resuming: :meth:`restore` will replace the weights, so ``--init`` and the model's weight-file
+    options are not read.
+    """
+
+    def __init__(self, config: TrainConfig, progress: Progress = QUIET, *, resuming: bool = False):
         self.config = config.resolved()
         self.schedule = self.config.schedule()
         self.progress = progress
@@ -102,14 +106,14 @@ class Trainer:
         self.train_selection = self.protocol.train
         self.class_names = self.train_selection.class_names
         torch.manual_seed(self.config.seed)
-        self.model = build_model(self.config, self.view, len(self.class_names))
-        if self.config.init:
+        self.model = build_model(self.config, self.view, len(self.class_names), initial_weights=not resuming)
+        if self.config.init and not resuming:
             progress.line(load_initial_weights(self.model, self.config.init))
         self.model = self.model.to(self.device)
         self.fields = model_fields(self.model)
         self.cuda = self.device.type == "cuda"
         if self.cuda:
-            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit the keyword
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if self.cuda else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.recipe = self.schedule.recipe
