@@ -89,7 +89,8 @@ def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
     "model_options",
     multiple=True,
     metavar="KEY=VALUE",
-    help="A model option, repeatable (e.g. guided-stn: guidance=saliency; see docs/training.md).",
+    help="A model option, repeatable (e.g. guided-stn: guidance=saliency; resnet18, pal, keypoint, feratt: "
+    "backbone=convnext_nano, any timm model, and backbone_weights=FILE; see docs/training.md).",
 )
 @click.option(
     "--labels",

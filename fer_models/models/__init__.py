@@ -5,4 +5,4 @@ Importing this package imports every family, and each registers itself with
 registry is complete as soon as anything from it is imported.
 """
 
-from fer_models.models import cnn, feratt, keypoint, local_nonlocal, pal, resnet, stn  # noqa: F401 - registers on import
+from fer_models.models import backbone, cnn, feratt, keypoint, local_nonlocal, pal, stn  # noqa: F401 - registers on import

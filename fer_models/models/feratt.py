@@ -5,7 +5,8 @@ CVPR Workshops 2019), trained from the store's face hull masks.
   pixel-wise, the maps of a convolutional feature extractor.
 - A reconstruction head turns the product into an *attention image*. It is supervised with the
   face on black, the image times the store's ``mask_hull`` (L1 loss).
-- A PreActResNet-18-style classifier reads the attention image and gives an embedding and logits.
+- A PreActResNet-18-style classifier (or a timm model, ``backbone=NAME``) reads the attention
+  image and gives an embedding and logits.
 - The Gaussian-structure representation loss: the class means of the embeddings in the batch;
   each sample's soft assignment to the class means (a Gaussian of its squared distance to each)
   is compared with its label by cross-entropy.
@@ -21,7 +22,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fer_models.models.backbone import BUILTIN, check_backbone_options
 from fer_models.models.registry import ModelOutput, register_model
+from fer_models.models.timm_backbone import TimmPooled
 
 
 def _conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -83,6 +86,7 @@ class PreActResNet18(nn.Module):
             previous = channels
         self.layers = nn.Sequential(*layers)
         self.bn = nn.BatchNorm2d(previous)
+        self.num_features = previous
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn(self.layers(self.stem(x)))).mean(dim=(2, 3))
@@ -122,6 +126,8 @@ class FERAtt(nn.Module):
     (B, C, S, S)``; in training ``losses`` ``reconstruction`` and ``structure``.
 
     width: first-stage channels of the classifier. maps: attention maps (and feature channels).
+    backbone: the classifier: ``builtin`` (PreActResNet-18 of ``width``) or a timm model name, its
+    pooled features (optionally from the local file ``backbone_weights``; :mod:`.timm_backbone`).
     """
 
     def __init__(
@@ -136,16 +142,23 @@ class FERAtt(nn.Module):
         reconstruction_weight: float = 1.0,
         structure_weight: float = 0.1,
         structure_sigma: float = 1.0,
+        backbone: str = BUILTIN,
+        backbone_weights: str = "",
     ):
         super().__init__()
+        check_backbone_options(backbone, backbone_weights, width=width != 32)
         self.use_attention = attention
         self.inputs = ("image", "mask_hull") if attention else ("image",)
         if attention:
             self.features = nn.Sequential(_conv(in_channels, maps), _conv(maps, maps))
             self.attention = AttentionUNet(in_channels, maps)
             self.reconstruct = nn.Conv2d(maps, in_channels, 3, 1, 1)
-        self.classifier = PreActResNet18(in_channels, width)
-        self.embed = nn.Linear(8 * width, embedding)
+        self.classifier: PreActResNet18 | TimmPooled = (
+            PreActResNet18(in_channels, width)
+            if backbone == BUILTIN
+            else TimmPooled(backbone, in_channels, image_size, backbone_weights)
+        )
+        self.embed = nn.Linear(self.classifier.num_features, embedding)
         self.head = nn.Linear(embedding, num_classes)
         self.reconstruction_weight, self.structure_weight, self.structure_sigma = (
             reconstruction_weight,

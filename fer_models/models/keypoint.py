@@ -20,9 +20,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fer_models.models.backbone import BUILTIN, backbone_network
 from fer_models.models.landmark_sampling import sample_points
 from fer_models.models.registry import ModelOutput, register_model
-from fer_models.models.resnet import ResNet18
+from fer_models.models.timm_backbone import TimmStages
 from pipeline.errors import ConfigError
 
 NASAL_BASE = 33
@@ -39,7 +40,8 @@ class KeypointFeatureNet(nn.Module):
     """``image (B, C, S, S)`` and ``landmarks (B, 68, 2)`` -> ``logits (B, K)``, the
     ``keypoint_features (B, 68, D)`` and, in training, ``losses["keypoint_regularisation"]``.
 
-    stage: ResNet-18 stage (1-4) whose output is sampled; D = width * 2**(stage - 1).
+    stage: backbone stage (1-4) whose output is sampled; D = width * 2**(stage - 1) for the built-in
+        ResNet-18, the timm model's channels at that stage with ``backbone=NAME`` (:mod:`.backbone`).
     sigma: perturbation standard deviation as a fraction of the inter-ocular distance.
     regularisation: weight of the regularisation term (0 turns it off).
     attention: the nasal-base attention (False: the mean keypoint feature is classified).
@@ -58,21 +60,39 @@ class KeypointFeatureNet(nn.Module):
         regularisation: float = 1.0,
         attention: bool = True,
         heads: int = 4,
+        backbone: str = BUILTIN,
+        backbone_weights: str = "",
     ):
         super().__init__()
         if not 1 <= stage <= 4:
             raise ConfigError(f"keypoint stage must be 1 to 4, got {stage}")
-        dim = width * 2 ** (stage - 1)
+        network = backbone_network(
+            backbone,
+            backbone_weights,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            image_size=image_size,
+            width=width,
+            until=stage,
+            head=False,
+        )
+        self.body: TimmStages | None = None
+        if isinstance(network, TimmStages):
+            self.body, dim = network, network.channels[-1]
+        else:  # the built-in network's stem and stages, under the names its checkpoints have
+            self.stem, self.stages = network.stem, network.stages[:stage]
+            dim = width * 2 ** (stage - 1)
         if attention and dim % heads:
             raise ConfigError(f"keypoint feature size {dim} is not divisible by heads={heads}")
-        backbone = ResNet18(in_channels, num_classes, image_size, width)
-        self.stem, self.stages = backbone.stem, backbone.stages[:stage]
         self.image_size, self.sigma, self.regularisation = image_size, sigma, regularisation
         self.attention = nn.MultiheadAttention(dim, heads, batch_first=True) if attention else None
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
     def feature_maps(self, image: torch.Tensor) -> torch.Tensor:
+        """``(B, C, S, S)`` -> the sampled stage's ``(B, D, h, w)`` maps."""
+        if self.body is not None:
+            return self.body.stage_outputs(image)[-1]
         x = self.stem(image)
         for stage in self.stages:
             x = stage(x)

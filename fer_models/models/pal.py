@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fer_models.models.backbone import BUILTIN, backbone_network
 from fer_models.models.registry import ModelOutput, register_model
-from fer_models.models.resnet import ResNet18
 from pipeline.errors import ConfigError
 
 STRATEGIES = ("all", "mean", "half")
@@ -59,7 +59,8 @@ def privileged_attribution_loss(
 
 @register_model("pal", epochs=30, batch_size=64, lr=1e-3)
 class PrivilegedAttributionResNet(nn.Module):
-    """ResNet-18 trained with the privileged attribution loss against ``heatmap`` ``(B, 1, H, H)``.
+    """A backbone (ResNet-18, or a timm model with ``backbone=NAME``: :mod:`.backbone`) trained with
+    the privileged attribution loss against ``heatmap`` ``(B, 1, H, H)``; ``layer`` is its stage 1-4.
 
     Returns ``logits (B, K)``, ``features``, and in training ``attribution (B, C, h, w)`` and
     ``losses["privileged_attribution"]`` (lambda times the loss).
@@ -77,6 +78,8 @@ class PrivilegedAttributionResNet(nn.Module):
         weight: float = 1.0,
         strategy: str = "all",
         attribution: str = "gradient_x_activation",
+        backbone: str = BUILTIN,
+        backbone_weights: str = "",
     ):
         super().__init__()
         if not 1 <= layer <= 4:
@@ -85,7 +88,14 @@ class PrivilegedAttributionResNet(nn.Module):
             raise ConfigError(f"pal strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
         if attribution not in ATTRIBUTIONS:
             raise ConfigError(f"pal attribution must be one of {', '.join(ATTRIBUTIONS)}; got {attribution!r}")
-        self.backbone = ResNet18(in_channels, num_classes, image_size, width)
+        self.backbone = backbone_network(
+            backbone,
+            backbone_weights,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            image_size=image_size,
+            width=width,
+        )
         self.layer, self.weight, self.strategy, self.attribution = layer, weight, strategy, attribution
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:

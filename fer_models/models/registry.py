@@ -49,6 +49,10 @@ def model_inputs(model: nn.Module) -> tuple[str, ...]:
 
 TRAINING_DEFAULTS: dict[str, Any] = {"epochs": 20, "batch_size": 64, "recipe": "legacy"}
 
+# Options naming a file of initial weights: read when a run starts, not when a checkpoint's weights
+# replace them (evaluation, resuming).
+WEIGHT_FILE_OPTIONS = ("backbone_weights",)
+
 
 @dataclass(frozen=True)
 class ModelEntry:

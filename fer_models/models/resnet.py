@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fer_models.models.registry import ModelOutput, register_model
+from fer_models.models.registry import ModelOutput
 from pipeline.errors import ConfigError
 
 
@@ -32,7 +32,13 @@ class BasicBlock(nn.Module):
         return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-@register_model("resnet18", epochs=30, batch_size=64, lr=1e-3)
+def pooled_classification(head: nn.Linear, last_stage: torch.Tensor) -> ModelOutput:
+    """``logits (B, K)`` and ``features (B, D)``: ``last_stage`` ``(B, D, h, w)`` averaged over space,
+    then ``head``."""
+    features = last_stage.mean(dim=(2, 3))
+    return {"logits": head(features), "features": features}
+
+
 class ResNet18(nn.Module):
     """``(B, C, S, S) float32 -> logits (B, K)``; also returns ``features`` ``(B, 8w)``, the pooled
     last-stage features, and keeps each stage's output reachable as ``stages[i]``.
@@ -79,8 +85,7 @@ class ResNet18(nn.Module):
 
     def classify(self, last_stage: torch.Tensor) -> ModelOutput:
         """Logits and pooled features from the last stage's output."""
-        features = last_stage.mean(dim=(2, 3))
-        return {"logits": self.head(features), "features": features}
+        return pooled_classification(self.head, last_stage)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         return self.classify(self.stage_outputs(batch["image"])[-1])

@@ -69,7 +69,7 @@ def evaluate_checkpoint(
         )
     seen, validated = (None, None) if protocol is None else _held_out(selection, scored, protocol, where, allow_seen)
     torch_device = resolve_device(device)
-    model = build_model(config, view, len(selection.class_names))
+    model = build_model(config, view, len(selection.class_names), initial_weights=False)
     load_weights(model, checkpoint.average or checkpoint.model, checkpoint_path)  # what the run validated
     model.to(torch_device)
     batches = StoreBatches(store, selection, model_fields(model), batch_size)

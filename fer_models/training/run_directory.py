@@ -78,7 +78,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False, pro
 
 
 def _train(config: TrainConfig, out: Path, checkpoint: Checkpoint | None, progress: Progress) -> RunSummary:
-    trainer = Trainer(config, progress)
+    trainer = Trainer(config, progress, resuming=checkpoint is not None)
     last, best = out / "last.pt", out / "best.pt"
     if checkpoint is not None:
         differ = options_differing(checkpoint, trainer.config)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fer_models.models.registry import create_model, get_model_entry, model_inputs
+from fer_models.models.registry import WEIGHT_FILE_OPTIONS, create_model, get_model_entry, model_inputs
 from fer_models.training.config import TrainConfig
 from pipeline.errors import ConfigError
 from pipeline.guidance import GUIDANCE_TYPES
@@ -59,10 +59,19 @@ class StoreView:
             )
 
 
-def build_model(config: TrainConfig, view: StoreView, num_classes: int) -> torch.nn.Module:
-    """The configured model, sized for the store's images (and guidance maps)."""
+def build_model(
+    config: TrainConfig, view: StoreView, num_classes: int, *, initial_weights: bool = True
+) -> torch.nn.Module:
+    """The configured model, sized for the store's images (and guidance maps).
+
+    initial_weights: False where a checkpoint's weights replace the model's: the options naming
+    a file of initial weights (``WEIGHT_FILE_OPTIONS``) are then left at their defaults, so the
+    file need not exist any more.
+    """
     channels, size, _ = view.image_shape
     kwargs = dict(config.options)
+    if not initial_weights:
+        kwargs = {key: value for key, value in kwargs.items() if key not in WEIGHT_FILE_OPTIONS}
     if "guidance_size" in get_model_entry(config.model).options():
         kwargs.setdefault("guidance_size", view.guidance_size)
     model = create_model(config.model, in_channels=channels, num_classes=num_classes, image_size=size, **kwargs)
