@@ -8,10 +8,12 @@ process's peak resident memory (Python, torch and the model included). On the CP
 uses every core; where CUDA is present the same runs on the GPU with bfloat16 autocast and
 channels-last, with ``peak_cuda_mb`` from torch's allocator.
 
-    .venv/bin/python bench/train_step.py [--steps 10] [--threads N] [--input C,S] [--option MODEL:KEY=VALUE]
+    .venv/bin/python bench/train_step.py [--steps 10] [--threads N] [--input C,S] [--models A,B]
+        [--option MODEL:KEY=VALUE]
 
 ``--input 1,48`` measures every model at 48x48 gray (the FER-2013 store) instead of its default;
-``--option pal:width=16`` passes a constructor option to one model (repeatable).
+``--models resnet18,pal`` measures those only; ``--option pal:width=16`` passes a constructor
+option to one model (repeatable), e.g. ``--option resnet18:backbone=convnext_nano``.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--input", help="C,S: every model at C channels, SxS (default: each model's own)")
+    parser.add_argument("--models", help="comma-separated model names (default: every registered model)")
     parser.add_argument("--option", action="append", default=[], metavar="MODEL:KEY=VALUE")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
@@ -128,7 +131,7 @@ def main() -> None:
     }
     for device in devices:
         result[device] = {}
-        for name in list_models():
+        for name in args.models.split(",") if args.models else list_models():
             command = [
                 sys.executable,
                 __file__,
