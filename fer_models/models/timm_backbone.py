@@ -19,6 +19,7 @@ store at a larger ``--size`` (112 or more) for them to see detail.
 
 from __future__ import annotations
 
+import difflib
 import os
 from types import ModuleType
 from typing import Any
@@ -57,7 +58,7 @@ def create_timm_model(name: str, in_channels: int, weights: str = "", **kwargs: 
     """
     timm = import_timm()
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name}*")[:8]
+        close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.7)
         hint = (
             f"; close names: {', '.join(close)}"
             if close
