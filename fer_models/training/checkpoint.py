@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
+from fer_models.models.registry import WEIGHT_FILE_OPTIONS
 from fer_models.training.config import TrainConfig, recorded_config
-from pipeline.config import differing_keys
+from pipeline.config import differing_keys, file_sha256
 from pipeline.errors import CheckpointSaveError, ConfigError
 
 # 2: the protocol of fer_models.training.protocol (format-1 fold runs chose their epoch on the test fold).
@@ -33,7 +34,9 @@ class Checkpoint:
     label_set: what the classes are. store: the store's location and provenance hashes
     (``dataset``, ``config_sha256``, ``manifest_sha256``). average: the weight average's tensors
     by name, where the recipe keeps one (``ema_decay``; it is what was validated and is tested),
-    else None.
+    else None. initial_weights: the sha256 of each file the run's weights started from, by path
+    (``--init``, ``backbone_weights``; :func:`initial_weight_digests`); None in checkpoints written
+    before it was recorded.
     """
 
     model: dict[str, torch.Tensor]
@@ -46,6 +49,7 @@ class Checkpoint:
     label_set: str
     store: dict[str, Any]
     average: dict[str, torch.Tensor] | None = None
+    initial_weights: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types and tensors only, as ``torch.load(..., weights_only=True)`` reads them."""
@@ -100,8 +104,10 @@ _FIELDS: dict[str, tuple[Any, str]] = {
     "label_set": (str, "a label set's name"),
     "store": (dict, "the store's provenance hashes"),
     "average": ((dict, torch.Tensor), "the weight average's tensors by name"),
+    "initial_weights": ((dict, str), "the digests of the initial weight files by path"),
 }
-_OPTIONAL = {"average"}  # None (absent from checkpoints written before it existed) where the recipe keeps none
+# None where the recipe keeps no average; absent from checkpoints written before each existed.
+_OPTIONAL = {"average", "initial_weights"}
 
 
 def _is(value: Any, kind: Any) -> bool:
@@ -185,6 +191,13 @@ def options_differing(checkpoint: Checkpoint, config: TrainConfig) -> list[str]:
     stored = {k: v for k, v in recorded_config(checkpoint.config).items() if k not in free}
     current = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k not in free}
     return differing_keys(stored, current)
+
+
+def initial_weight_digests(config: TrainConfig) -> dict[str, str]:
+    """``{path: sha256}`` of the files a new run's weights start from: ``--init`` and the model's
+    weight-file options (``backbone_weights``) that are set."""
+    paths = [config.init, *(config.options.get(name) for name in WEIGHT_FILE_OPTIONS)]
+    return {str(path): file_sha256(path) for path in paths if path}
 
 
 def load_initial_weights(model: torch.nn.Module, path: str) -> str:

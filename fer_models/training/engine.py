@@ -25,7 +25,7 @@ from fer_models.data.augment import AugmentConfig, augment_batch
 from fer_models.data.device_batches import DeviceBatches, fits_on, selection_bytes
 from fer_models.data.selection import Selection
 from fer_models.data.stream import StoreBatches, make_loader
-from fer_models.training.checkpoint import Checkpoint, load_initial_weights, load_weights
+from fer_models.training.checkpoint import Checkpoint, initial_weight_digests, load_initial_weights, load_weights
 from fer_models.training.config import TrainConfig
 from fer_models.training.distributed import Ranks, gathered, start, sum_across
 from fer_models.training.metrics import Predictions, Scores, confusion_matrix
@@ -109,6 +109,10 @@ class Trainer:
         self.model = build_model(self.config, self.view, len(self.class_names), initial_weights=not resuming)
         if self.config.init and not resuming:
             progress.line(load_initial_weights(self.model, self.config.init))
+        # {path: sha256} of the files the weights started from; a resumed run takes its checkpoint's
+        self.initial_weights: dict[str, str] = {} if resuming else initial_weight_digests(self.config)
+        for path, digest in self.initial_weights.items():
+            progress.line(f"initial weights {path}: sha256 {digest}")
         self.model = self.model.to(self.device)
         self.fields = model_fields(self.model)
         self.cuda = self.device.type == "cuda"
@@ -288,6 +292,7 @@ class Trainer:
                 "location": self.config.store,
                 **{key: getattr(self.view.provenance, key) for key in ("dataset", "config_sha256", "manifest_sha256")},
             },
+            initial_weights=self.initial_weights,
         )
 
     def restore(self, checkpoint: Checkpoint, path: str | Path = "the checkpoint") -> None:
@@ -306,6 +311,7 @@ class Trainer:
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"the optimizer state in {path} does not fit this run's model ({error})") from None
         self.epoch, self.history, self.best = checkpoint.epoch, checkpoint.history, checkpoint.best
+        self.initial_weights = checkpoint.initial_weights or {}
 
 
 Batch = dict[str, torch.Tensor]

@@ -223,6 +223,7 @@ def _report(trainer: Trainer, out: Path) -> RunSummary:
         test_samples=0 if protocol.test is None else len(protocol.test),
         test=test,
         seconds=seconds,
+        initial_weights=trainer.initial_weights,
     )
     if trainer.ranks.main:
         (out / "summary.json").write_text(strict_json(summary.to_dict(), indent=2))

@@ -29,6 +29,8 @@ class RunSummary:
     selected_by: what chose ``selected_epoch`` (the validation split, or "last epoch");
     selected_validation_accuracy: that epoch's validation accuracy (None without validation).
     test: the test figures, None when the protocol has no test samples. seconds: training time.
+    initial_weights: the sha256 of each file the weights started from, by path (``--init``,
+    ``backbone_weights``); empty for a run from random weights (and in summaries written before it).
     """
 
     model: str
@@ -49,6 +51,7 @@ class RunSummary:
     test_samples: int
     test: TestFigures | None = None
     seconds: float = 0.0
+    initial_weights: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """``summary.json``'s object: the fields, the test figures as ``test_accuracy``,
@@ -73,7 +76,8 @@ class RunSummary:
             ConfigError: a field missing (``where`` names the file).
         """
         names = [field.name for field in dataclasses.fields(cls) if field.name != "test"]
-        missing = [name for name in names if name not in data]
+        later = {"initial_weights"}  # absent from summaries written before it was recorded
+        missing = [name for name in names if name not in data and name not in later]
         if missing:
             raise ConfigError(f"{where} lacks {', '.join(missing)}: it was not written by this fer-train")
         test = None
@@ -85,4 +89,4 @@ class RunSummary:
                 data["last_epoch_test_accuracy"],
                 data["last_epoch_test_macro_f1"],
             )
-        return cls(**{name: data[name] for name in names}, test=test)
+        return cls(**{name: data[name] for name in names if name in data}, test=test)

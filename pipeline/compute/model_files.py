@@ -8,7 +8,6 @@ and keeps them (:func:`thread_models`).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import threading
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import cv2
 import dlib
 import numpy as np
 
+from pipeline.config import file_sha256
 from pipeline.errors import ModelFileError
 from pipeline.stages.decode import to_gray, to_rgb
 
@@ -96,14 +96,6 @@ def _packaged_model(name: str) -> Path:
             "run `make install` or pass --landmark-model PATH"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "models" / name
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # A saliency map may be at most this many times the side of the network's input.

@@ -1,7 +1,8 @@
 """timm backbones (``--option backbone=NAME``) in the ResNet-based families: a training step for
 each family, weights from a local file (adapted to grey faces, refused when they do not fit), and
-runs that evaluate and resume once the weights file is gone."""
+runs that record the file's digest and evaluate and resume once the file is gone."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from fer_models.models.registry import create_model
+from fer_models.training.checkpoint import load_checkpoint
 from fer_models.training.config import TrainConfig
 from fer_models.training.engine import Trainer
 from fer_models.training.evaluation import evaluate_checkpoint
@@ -115,15 +117,20 @@ def test_a_run_from_a_weights_file_evaluates_and_resumes_without_it(synthetic_st
     command = [str(FER_TRAIN), "--store", str(synthetic_store), "--model", "keypoint", "--out", str(out)]
     command += ["--option", f"backbone={BACKBONE}", "--option", f"backbone_weights={weights}"]
     command += ["--epochs", "1", "--batch-size", "16", "--device", "cpu"]
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    printed = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     options = json.loads((out / "config.json").read_text())["options"]
     assert options == {"backbone": BACKBONE, "backbone_weights": str(weights)}
+    digest = {str(weights): hashlib.sha256(weights.read_bytes()).hexdigest()}
+    assert f"initial weights {weights}: sha256 {digest[str(weights)]}" in printed
+    assert json.loads((out / "summary.json").read_text())["initial_weights"] == digest
+    assert load_checkpoint(out / "best.pt").initial_weights == digest
     weights.unlink()
     scored = evaluate_checkpoint(out / "best.pt", str(synthetic_store), "test", device="cpu")
     assert scored["samples"] > 0
     config = TrainConfig(
         store=str(synthetic_store), model="keypoint", options=options, epochs=2, batch_size=16, device="cpu"
     )
-    assert train(config, out, resume=True).epochs == 2
+    resumed = train(config, out, resume=True)
+    assert resumed.epochs == 2 and resumed.initial_weights == digest  # kept from the checkpoint
     with pytest.raises(ConfigError, match="is not a file"):
         train(config, tmp_path / "fresh")  # a new run reads the file
