@@ -54,7 +54,7 @@ def test_a_timm_backbone_trains_a_step_in_each_family(synthetic_store, family):
     assert {"conv1.0.weight", list(parameters)[-1]} <= moved  # the first and the deepest
 
 
-def test_the_families_read_the_stages_the_model_names(synthetic_store):
+def test_the_families_read_the_stages_the_model_names():
     """Stage 4 is timm's deepest feature level (1/32), stage 3 the one before (1/16)."""
     resnet = create_model("resnet18", in_channels=1, num_classes=7, image_size=64, backbone=BACKBONE)
     assert resnet.channels == (64, 128, 256, 512) and resnet.reductions == (4, 8, 16, 32)
