@@ -6,6 +6,9 @@ S = H = 112 (the same faces upscaled), from
 
 - ``store``: :class:`fer_models.data.stream.StoreBatches` streaming the store on local disk (whole
   shards decoded by :mod:`pipeline.store.shard_reader`, shuffled over a window of shards);
+- ``store_unchecked``: the same stream with its reads not checked against the checksums the
+  store recorded (what the stream read before it checked them), run beside ``store``: the cost
+  of the check;
 - ``store_zarr_python``: the same shards read by zarr-python (one ``array[a:b]`` call per shard
   and field, what StoreBatches did before), made into the same batches: the old path, side by side;
 - ``store_lz4``: the same, from a second store built with ``--codec lz4`` (the same values);
@@ -76,6 +79,15 @@ from tests.support.servers import NGINX, nginx, put_in_bucket, rclone_s3, s3_ser
 FIELDS = ("image", "heatmap", "mask_soft", "saliency", "landmarks")
 BATCH = 64
 CPU = torch.device("cpu")
+
+
+class UncheckedStoreBatches(StoreBatches):
+    """StoreBatches whose shards are not checked against the store's recorded checksums."""
+
+    def _arrays_of(self):
+        handles = super()._arrays_of()
+        self._checksums = None
+        return handles
 
 
 def cpu_seconds() -> float:
@@ -307,9 +319,12 @@ def measure(root: Path, store: Path, config: PreprocessConfig, workdir: Path, dl
 
         in_memory = StoreBatches(store, selection, FIELDS, batch_size, shuffle=True, in_memory=True)
         store_cpu, memory_cpu = {}, {}
+        unchecked = UncheckedStoreBatches(store, selection, FIELDS, batch_size, shuffle=True, in_memory=False)
         return {
             "store_samples_per_s": round(rate(streaming(store), n, cpu=store_cpu)),
             "store_cpu": store_cpu,
+            "store_unchecked_samples_per_s": round(rate(unchecked, n)),
+            "store_again_samples_per_s": round(rate(streaming(store), n)),
             "store_lz4_samples_per_s": round(rate(streaming(lz4_store), n)),
             "memory_samples_per_s": round(rate(in_memory, n, cpu=memory_cpu)),  # its first pass loads the selection
             "memory_cpu": memory_cpu,

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError, StoreError
-from pipeline.store import USABLE_STATUSES, open_store, provenance_of, read_array
+from pipeline.store import USABLE_STATUSES, open_store, provenance_of
+from pipeline.store.recorded_checksums import RecordedChecksums, damaged_store_error, read_checked
 from pipeline.store.schema import GUIDANCE_ERRORS, LABEL, SPLIT, STATUS, SUBJECT, VALENCE, VOTES
 
 
@@ -99,20 +100,24 @@ def select_samples(
     if split not in splits:
         raise ConfigError(f"no split {split!r} in {store}; it has: {', '.join(splits)}")
     label_set = provenance.label_set(labels)
-    target, keep = label_set.targets(
-        read_array(group, LABEL),
-        valence=read_array(group, VALENCE),
-        votes=read_array(group, VOTES) if VOTES in group else None,
-    )
-    keep &= np.isin(read_array(group, STATUS), [int(s) for s in USABLE_STATUSES]) & (
-        read_array(group, SPLIT) == splits.index(split)
-    )
-    if GUIDANCE_ERRORS in group:  # guidance added later failed on these (at most 1% of a type)
-        keep &= read_array(group, GUIDANCE_ERRORS) == ""
-    if folds is not None:
-        if SUBJECT not in group:
-            raise ConfigError(f"{store} records no subjects, so it cannot be split into subject folds")
-        keep &= np.isin(subject_folds(read_array(group, SUBJECT), folds.folds), sorted(folds.members))
+    try:
+        columns = RecordedChecksums.of(group, (LABEL, VALENCE, VOTES, STATUS, SPLIT, GUIDANCE_ERRORS, SUBJECT))
+
+        def column(name: str) -> np.ndarray:
+            return read_checked(group, name, columns)
+
+        target, keep = label_set.targets(
+            column(LABEL), valence=column(VALENCE), votes=column(VOTES) if VOTES in group else None
+        )
+        keep &= np.isin(column(STATUS), [int(s) for s in USABLE_STATUSES]) & (column(SPLIT) == splits.index(split))
+        if GUIDANCE_ERRORS in group:  # guidance added later failed on these (at most 1% of a type)
+            keep &= column(GUIDANCE_ERRORS) == ""
+        if folds is not None:
+            if SUBJECT not in group:
+                raise ConfigError(f"{store} records no subjects, so it cannot be split into subject folds")
+            keep &= np.isin(subject_folds(column(SUBJECT), folds.folds), sorted(folds.members))
+    except StoreError as error:
+        raise damaged_store_error(str(store), error) from error
     index = np.flatnonzero(keep)
     if len(index) == 0:
         raise ConfigError(f"split {split!r} of {store} has no usable sample under label set {label_set.name!r}")
@@ -125,4 +130,8 @@ def read_subjects(store: str | Path, index: np.ndarray) -> np.ndarray | None:
     group = open_store(store)
     if SUBJECT not in group:
         return None
-    return np.asarray([str(s) for s in read_array(group, SUBJECT)])[index]
+    try:
+        subjects = read_checked(group, SUBJECT, RecordedChecksums.of(group, (SUBJECT,)))
+    except StoreError as error:
+        raise damaged_store_error(str(store), error) from error
+    return np.asarray([str(s) for s in subjects])[index]

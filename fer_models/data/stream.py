@@ -34,6 +34,7 @@ from fer_models.data.window_buffers import WindowBuffers
 from fer_models.data.worker_batch import WorkerBatch
 from pipeline.errors import StoreError
 from pipeline.store import array_in, open_store, provenance_of
+from pipeline.store.recorded_checksums import RecordedChecksums, damaged_store_error
 from pipeline.store.shard_reader import DECODE_THREADS, PendingShards
 
 IN_MEMORY_LIMIT_BYTES = 2 * 1024**3  # "auto" holds a selection in memory up to this size
@@ -121,12 +122,13 @@ class StoreBatches(torch.utils.data.IterableDataset):
         self.in_memory = bool(in_memory)
         self._arrays: dict[str, np.ndarray] | None = None  # the selection, when held in memory
         self._handles: dict[str, zarr.Array[Any]] | None = None  # the fields' arrays, opened once
+        self._checksums: RecordedChecksums | None = None  # what the store recorded for them
         self._buffers: WindowBuffers | None = None  # this process's, when streaming
         self._streamed_epoch: int | None = None  # the epoch of the last pass this process streamed to its end
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.update(_arrays=None, _handles=None, _buffers=None)  # workers read their own share
+        state.update(_arrays=None, _handles=None, _checksums=None, _buffers=None)  # workers read their own share
         return state
 
     def set_epoch(self, epoch: int) -> None:
@@ -159,9 +161,14 @@ class StoreBatches(torch.utils.data.IterableDataset):
         return [(int(shard[a]) * self.shard_size, np.arange(a, b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def _arrays_of(self) -> dict[str, zarr.Array[Any]]:
-        """The store's array handles for the fields, opened once (not per read or per epoch)."""
+        """The store's array handles for the fields, opened once (not per read or per epoch),
+        with the checksums every shard read is checked against."""
         if self._handles is None:
             group = open_store(self.store)
+            try:
+                self._checksums = RecordedChecksums.of(group, self.fields)
+            except StoreError as error:
+                raise damaged_store_error(self.store, error) from error
             self._handles = {name: array_in(group, name) for name in self.fields}
         return self._handles
 
@@ -175,7 +182,7 @@ class StoreBatches(torch.utils.data.IterableDataset):
             windows = [
                 blocks[first : first + self.window_shards] for first in range(0, len(blocks), self.window_shards)
             ]
-            buffers = WindowBuffers(handles, self.window_shards, 0, _decode_threads(), self._wait)
+            buffers = WindowBuffers(handles, self.window_shards, 0, _decode_threads(), self._wait, self._checksums)
             with buffers.pass_over([self._shards(window) for window in windows]) as reading:
                 for k, window in enumerate(windows):
                     buffer, _ = reading.window(k)
@@ -296,8 +303,9 @@ class StoreBatches(torch.utils.data.IterableDataset):
     def _window_buffers(self) -> WindowBuffers:
         """This process's window buffers, made on its first pass, led by room for a batch."""
         if self._buffers is None:
+            handles = self._arrays_of()
             self._buffers = WindowBuffers(
-                self._arrays_of(), self.window_shards, self.batch_size, _decode_threads(), self._wait
+                handles, self.window_shards, self.batch_size, _decode_threads(), self._wait, self._checksums
             )
         return self._buffers
 
@@ -305,10 +313,7 @@ class StoreBatches(torch.utils.data.IterableDataset):
         try:
             pending.wait()
         except Exception as error:  # a damaged chunk read by zarr raises whatever its codec raises
-            raise StoreError(
-                f"cannot read {self.store}: {error if isinstance(error, StoreError) else repr(error)}; "
-                f"the store is damaged: `fer-store verify {self.store}` lists what"
-            ) from error
+            raise damaged_store_error(self.store, error) from error
 
 
 def make_loader(

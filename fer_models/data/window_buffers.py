@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from pipeline.store.recorded_checksums import RecordedChecksums
 from pipeline.store.shard_format import samples_per_shard
 from pipeline.store.shard_reader import PendingShards, start_reading_shards
 
@@ -54,6 +55,7 @@ class WindowBuffers:
         lead: rows at the head of each buffer that no decode writes.
         threads: decoding threads (:func:`~pipeline.store.shard_reader.start_reading_shards`).
         wait: waits for a decode, raising what the caller wants raised for a damaged store.
+        checksums: every shard decoded is checked against them (None: not checked).
     """
 
     def __init__(
@@ -63,8 +65,10 @@ class WindowBuffers:
         lead: int,
         threads: int,
         wait: Callable[[PendingShards], None] = PendingShards.wait,
+        checksums: RecordedChecksums | None = None,
     ):
         self.arrays, self.window_shards, self.lead, self.threads, self.wait = arrays, window_shards, lead, threads, wait
+        self.checksums = checksums
         self.shard_len = samples_per_shard(next(iter(arrays.values())))
         self._spare: list[list[Buffer]] = []  # buffer pairs no pass is using
         self._ahead: _ReadAhead | None = None
@@ -78,7 +82,11 @@ class WindowBuffers:
         """Start decoding ``shards`` into ``buffer`` past its lead: shard ``i`` at rows
         ``lead + i * shard_len`` on."""
         return start_reading_shards(
-            self.arrays, shards, {name: values[self.lead :] for name, values in buffer.items()}, self.threads
+            self.arrays,
+            shards,
+            {name: values[self.lead :] for name, values in buffer.items()},
+            self.threads,
+            self.checksums,
         )
 
     def _take_buffers(self, first: list[int] | None) -> tuple[list[Buffer], PendingShards | None]:

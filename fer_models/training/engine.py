@@ -34,6 +34,8 @@ from fer_models.training.store_view import StoreView, build_model, model_fields
 from fer_models.training.weight_average import WeightAverage
 from pipeline.errors import ConfigError
 from pipeline.progress import QUIET, Progress
+from pipeline.store import open_store
+from pipeline.store.recorded_checksums import unvouched_note
 
 
 def resolve_device(device: str) -> torch.device:
@@ -115,6 +117,9 @@ class Trainer:
             progress.line(f"initial weights {path}: sha256 {digest}")
         self.model = self.model.to(self.device)
         self.fields = model_fields(self.model)
+        note = unvouched_note(self.config.store, open_store(self.config.store), self.fields)
+        if note:
+            progress.line(note)
         self.cuda = self.device.type == "cuda"
         if self.cuda:
             self.model = self.model.to(memory_format=torch.channels_last)

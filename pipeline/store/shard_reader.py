@@ -35,6 +35,7 @@ from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.sync import sync
 
 from pipeline.store.location import ContainedLocalStore
+from pipeline.store.recorded_checksums import RecordedChecksums
 from pipeline.store.shard_format import (
     NO_CHUNK,
     ChunkLocation,
@@ -77,7 +78,11 @@ class PendingShards:
 
 
 def start_reading_shards(
-    arrays: dict[str, zarr.Array[Any]], shards: list[int], out: dict[str, np.ndarray], threads: int = DECODE_THREADS
+    arrays: dict[str, zarr.Array[Any]],
+    shards: list[int],
+    out: dict[str, np.ndarray],
+    threads: int = DECODE_THREADS,
+    checksums: RecordedChecksums | None = None,
 ) -> PendingShards:
     """Start decoding ``shards`` of each array into ``out[name]``, ``(len(shards) * shard_len,
     *sample_shape)``: the i-th shard's samples at rows ``i * shard_len`` on (the rows of a last,
@@ -87,7 +92,8 @@ def start_reading_shards(
     Arrays of one store, all with the same shard length. A local store's files are read and
     decoded by ``threads`` threads, one file per job; a remote store's files are fetched in one
     concurrent round, then decoded the same way. Arrays this module does not decode are read
-    through zarr-python, in the same threads.
+    through zarr-python, in the same threads. ``checksums``: each shard decoded is checked
+    against them, in the same job (None: not checked, for a reader that checks itself).
     """
     pool = _pool(threads)
     layouts = {name: ShardLayout.of(array) for name, array in arrays.items()}
@@ -96,12 +102,11 @@ def start_reading_shards(
     for name, array in arrays.items():
         length, layout = samples_per_shard(array), layouts[name]
         for i, shard in enumerate(shards):
-            into = out[name][i * length : (i + 1) * length]
+            rows = _ShardRows(name, shard * length, out[name][i * length : (i + 1) * length], array.shape[0], checksums)
             if layout is not None:
-                jobs.append((layout, shard, into))
+                jobs.append((layout, shard, rows))
             else:
-                stop = min((shard + 1) * length, array.shape[0])
-                futures.append(pool.submit(_read_with_zarr, array, shard * length, stop, into))
+                futures.append(pool.submit(_read_with_zarr, array, rows))
     if jobs:
         store = next(arrays[name] for name in arrays if layouts[name] is not None).store_path.store
         if isinstance(store, ContainedLocalStore):
@@ -111,34 +116,62 @@ def start_reading_shards(
     return PendingShards(futures)
 
 
-_DecodeJob = tuple[ShardLayout, int, np.ndarray]  # a shard of a layout, and where its samples go
+class _ShardRows:
+    """Where one shard of array ``name`` is decoded (``into``, ``(shard_len, ...)``), and its
+    check once it is there: the samples from ``start`` to the array's end (``n``) against
+    ``checksums``."""
+
+    def __init__(self, name: str, start: int, into: np.ndarray, n: int, checksums: RecordedChecksums | None):
+        self.name, self.start, self.into, self.rows, self.checksums = (
+            name,
+            start,
+            into,
+            min(len(into), n - start),
+            checksums,
+        )
+
+    def decoded(self) -> None:
+        if self.checksums is not None:
+            self.checksums.check(self.name, self.start, self.into[: self.rows])
 
 
-def _read_with_zarr(array: zarr.Array[Any], start: int, stop: int, into: np.ndarray) -> None:
-    into[: stop - start] = array[start:stop]
+_DecodeJob = tuple[ShardLayout, int, _ShardRows]  # a shard of a layout, and where its samples go
 
 
-def _read_and_decode(store: ContainedLocalStore, layout: ShardLayout, shard: int, into: np.ndarray) -> None:
-    layout.decode_into(shard, store.read_range(layout.key(shard), 0, None), into)
+def _read_with_zarr(array: zarr.Array[Any], rows: _ShardRows) -> None:
+    rows.into[: rows.rows] = array[rows.start : rows.start + rows.rows]
+    rows.decoded()
+
+
+def _read_and_decode(store: ContainedLocalStore, layout: ShardLayout, shard: int, rows: _ShardRows) -> None:
+    _decode(layout, shard, store.read_range(layout.key(shard), 0, None), rows)
+
+
+def _decode(layout: ShardLayout, shard: int, data: bytes | np.ndarray | None, rows: _ShardRows) -> None:
+    layout.decode_into(shard, data, rows.into)
+    rows.decoded()
 
 
 def _fetch_and_decode(store: Store, jobs: list[_DecodeJob], pool: ThreadPoolExecutor) -> list[Future[None]]:
     files = fetch_ranges(store, [(layout.key(shard), 0, None) for layout, shard, _ in jobs])
-    return [pool.submit(layout.decode_into, shard, data, into) for (layout, shard, into), data in zip(jobs, files)]
+    return [pool.submit(_decode, layout, shard, data, rows) for (layout, shard, rows), data in zip(jobs, files)]
 
 
 def read_shards(
-    arrays: dict[str, zarr.Array[Any]], shards: list[int], threads: int = DECODE_THREADS
+    arrays: dict[str, zarr.Array[Any]],
+    shards: list[int],
+    threads: int = DECODE_THREADS,
+    checksums: RecordedChecksums | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Every sample of each of ``shards`` of each array: ``{name: [(m, ...) per shard]}``.
 
-    Arrays of one store, all with the same shard length, decoded by ``threads`` threads
-    (:func:`start_reading_shards`).
+    Arrays of one store, all with the same shard length, decoded by ``threads`` threads and
+    checked against ``checksums`` (:func:`start_reading_shards`).
     """
     some = next(iter(arrays.values()))
     length, n = samples_per_shard(some), some.shape[0]
     out = {name: np.empty((len(shards) * length, *a.shape[1:]), a.dtype) for name, a in arrays.items()}
-    start_reading_shards(arrays, shards, out, threads).wait()
+    start_reading_shards(arrays, shards, out, threads, checksums).wait()
     return {
         name: [values[i * length : i * length + min(length, n - shard * length)] for i, shard in enumerate(shards)]
         for name, values in out.items()

@@ -31,8 +31,9 @@ import zarr
 
 from pipeline.errors import StoreError
 from pipeline.guidance import GUIDANCE_TYPES
-from pipeline.store import USABLE_STATUSES, Provenance, Status, array_in, provenance_of, read_array, stored_guidance
+from pipeline.store import USABLE_STATUSES, Provenance, Status, array_in, provenance_of, stored_guidance
 from pipeline.store.access import channel_names
+from pipeline.store.recorded_checksums import RecordedChecksums, read_checked
 from pipeline.store.schema import (
     BOX_SRC,
     FACE_SCORE,
@@ -135,14 +136,17 @@ def _normalised_box(box: np.ndarray, width: int, height: int) -> Box:
 
 
 class _Columns:
-    """The per-sample columns of a store, read whole once (they are small); the detector's and
-    the subjects' are None in stores without them."""
+    """The per-sample columns of a store, read whole once (they are small) and checked against
+    ``checksums``; the detector's and the subjects' are None in stores without them."""
 
-    def __init__(self, group: zarr.Group):
-        self.status, self.label, self.split = (read_array(group, name) for name in (STATUS, LABEL, SPLIT))
-        self.source, self.message = read_array(group, SOURCE), read_array(group, MESSAGE)
+    def __init__(self, group: zarr.Group, checksums: RecordedChecksums):
+        def read(name: str) -> np.ndarray:
+            return read_checked(group, name, checksums)
+
+        self.status, self.label, self.split = (read(name) for name in (STATUS, LABEL, SPLIT))
+        self.source, self.message = read(SOURCE), read(MESSAGE)
         self.faces, self.scores, self.subject = (
-            read_array(group, name) if name in group else None for name in (FACES_DETECTED, FACE_SCORE, SUBJECT)
+            read(name) if name in group else None for name in (FACES_DETECTED, FACE_SCORE, SUBJECT)
         )
 
 
@@ -156,20 +160,25 @@ def write_sample_views(
         group: the open store (:func:`pipeline.store.open_store`).
         folder: the cache folder of this store's digest.
         root: where the dataset's source images lie here; None: where the store was built from.
+
+    Raises:
+        ChunkDamagedError: a value read differs from what the store recorded writing there.
     """
     provenance = provenance_of(group)
-    columns = _Columns(group)
-    size = array_in(group, IMAGE).shape[-1]
     held = stored_guidance(group)
+    tensor_names = (IMAGE, LANDMARKS, LANDMARKS_SRC, BOX_SRC, *held)
+    columns_read = (STATUS, LABEL, SPLIT, SOURCE, MESSAGE, FACES_DETECTED, FACE_SCORE, SUBJECT)
+    checksums = RecordedChecksums.of(group, (*columns_read, *tensor_names))
+    columns = _Columns(group, checksums)
+    size = array_in(group, IMAGE).shape[-1]
     maps = [name for name in held if not GUIDANCE_TYPES[name].boxes]
     region_names = channel_names(array_in(group, "regions")) if "regions" in held else []
     views: list[SampleView] = []
     for start in range(0, len(indices), READ_BATCH):
         batch = np.asarray(indices[start : start + READ_BATCH], dtype=np.int64)
-        tensors = {
-            name: np.asarray(array_in(group, name).oindex[batch])
-            for name in (IMAGE, LANDMARKS, LANDMARKS_SRC, BOX_SRC, *held)
-        }
+        tensors = {name: np.asarray(array_in(group, name).oindex[batch]) for name in tensor_names}
+        for name, values in tensors.items():
+            checksums.check_samples(name, batch, values)
         for row, index in enumerate(batch.tolist()):
             sample = {name: values[row] for name, values in tensors.items()}
             views.append(_sample_view(provenance, columns, sample, index, folder, size, maps, region_names, root))

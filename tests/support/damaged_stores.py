@@ -27,8 +27,8 @@ import numpy as np
 class DamagedStore:
     kind: str
     damage: Callable[[Path], Path | None]  # damages the store copy; may return another path to open
-    expected: str  # a fragment of the refusal message (opening) or of verify's fault (verify)
-    caught_on: str = "opening"  # or "verify"
+    expected: str  # a fragment of the refusal message (opening) or of verify's fault (verify); a pattern (reading)
+    caught_on: str = "opening"  # or "verify"; "reading": by every reader (READ_DAMAGE)
 
 
 def _edit_json(path: Path, edit: Callable[[dict], None]) -> None:
@@ -276,6 +276,37 @@ def zip_with_an_unread_member(store: Path) -> Path:
         archive.writestr("notes/readme.txt", "not part of the store")
     return packed
 
+
+def delete_image_shard(store: Path) -> None:
+    chunk_file(store, "image", 1).unlink()
+
+
+def relabel_chunk(store: Path) -> None:
+    """Rewrite the first ``label`` chunk with other labels (each moved to the next class), its
+    zstd frame and crc32c valid, as a tool that edits labels in place would."""
+    path = chunk_file(store, "label", 0)
+    labels = np.frombuffer(numcodecs.Zstd().decode(path.read_bytes()[:-4]), "<i2")
+    path.write_bytes(with_crc32c(bytes(numcodecs.Zstd(level=1).encode(((labels + 1) % 7).astype("<i2")))))
+
+
+def delete_status_chunk(store: Path) -> None:
+    chunk_file(store, "status", 0).unlink()
+
+
+def delete_checksum_chunk(store: Path) -> None:
+    chunk_file(store, "checksum", 0).unlink()
+
+
+# Damage a store's metadata cannot show, which every reader must stop on (training, evaluation,
+# the viewer), and a pattern of the message it stops with: the array, the shard and the samples
+# (swapped shards: whichever of the two is read first).
+READ_DAMAGE: tuple[DamagedStore, ...] = (
+    DamagedStore("image shard deleted", delete_image_shard, r"image/c/1/0/0/0 \(samples 32-63\)", "reading"),
+    DamagedStore("image shards swapped", swap_shards, r"image/c/[01]/0/0/0 \(samples (0-31|32-63)\)", "reading"),
+    DamagedStore("label chunk rewritten with a valid crc32c", relabel_chunk, r"label/c/0 \(samples 0-31\)", "reading"),
+    DamagedStore("status chunk deleted", delete_status_chunk, r"status/c/0 \(samples 0-31\)", "reading"),
+    DamagedStore("checksum chunk deleted", delete_checksum_chunk, r"checksum/c/0/0 \(samples 0-31\)", "reading"),
+)
 
 CORPUS: tuple[DamagedStore, ...] = (
     DamagedStore(

@@ -1,19 +1,24 @@
 """Damaged and hostile stores are refused with a clear message, by every tool and over every
 kind of location; data damage that the metadata cannot show is named by verify."""
 
+import re
 import shutil
 import zipfile
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from cli.store import main as store_cli
+from cli.train import evaluate as eval_cli
 from cli.train import main as train_cli
 from pipeline.errors import StoreError
 from pipeline.store import open_store
+from pipeline.store.shard_format import ChunkDamagedError
 from pipeline.tools.pack import pack_store
 from pipeline.tools.verify import verify_store
-from tests.support.damaged_stores import CORPUS, make_damaged, set_field
+from pipeline.tools.viewer_media import write_sample_views
+from tests.support.damaged_stores import CORPUS, READ_DAMAGE, delete_image_shard, make_damaged, set_field
 from tests.support.servers import NGINX, nginx, put_in_bucket, s3_server, store_server
 
 
@@ -77,6 +82,47 @@ def test_training_names_a_damaged_chunk_instead_of_a_traceback(fer_store, tmp_pa
         tmp_path / "run",
     )
     assert code == 1 and "heatmap/c/1/0/0/0 (samples 32-63)" in output and "fer-store verify" in output, output
+
+
+@pytest.fixture(scope="module")
+def intact_run(fer_store, tmp_path_factory):
+    """A one-epoch cnn run on the intact store (its checkpoint scores damaged copies)."""
+    out = tmp_path_factory.mktemp("intact-run") / "run"
+    code, output = run_cli(train_cli, "--store", fer_store, "--epochs", "1", "--no-progress", "--out", out)
+    assert code == 0, output
+    return out
+
+
+@pytest.mark.parametrize("entry", READ_DAMAGE, ids=[entry.kind for entry in READ_DAMAGE])
+def test_training_and_evaluation_stop_on_what_the_store_does_not_vouch_for(entry, fer_store, intact_run, tmp_path):
+    """Damage that opens and decodes cleanly (a chunk file missing, moved or rewritten with a
+    valid crc32c) stops training and evaluation, naming the array's shard and its samples;
+    verify names it too."""
+    location = make_damaged(fer_store, tmp_path, entry)
+    assert verify_store(str(location)), "verify found nothing"
+    damaged = re.compile(entry.expected + ".*(differ from what was written|no checksums)")
+    out = tmp_path / "run"
+    code, output = run_cli(train_cli, "--store", location, "--epochs", "1", "--no-progress", "--out", out)
+    assert code == 1 and damaged.search(output) and "fer-store verify" in output, output
+    assert not (out / "log.jsonl").exists()
+    code, output = run_cli(eval_cli, "--checkpoint", intact_run / "best.pt", "--store", location)
+    assert code == 1 and damaged.search(output), output
+    with pytest.raises(ChunkDamagedError, match=damaged):  # the viewer's images and records
+        write_sample_views(open_store(location), np.arange(84), tmp_path / "media")
+
+
+def test_a_chunk_missing_over_http_and_s3_stops_training(fer_store, tmp_path, monkeypatch):
+    """A shard file answered 404 by a server, or missing from a bucket, reads as zeros to zarr:
+    training stops on it as on a local store."""
+    store = tmp_path / "remote" / "fer.zarr"
+    shutil.copytree(fer_store, store)
+    delete_image_shard(store)
+    with store_server(store) as url, s3_server(monkeypatch):
+        put_in_bucket(store, "s3://damaged-stores/fer.zarr")
+        for location in (url, "s3://damaged-stores/fer.zarr"):
+            out = tmp_path / f"run-{location.split(':')[0]}"
+            code, output = run_cli(train_cli, "--store", location, "--epochs", "1", "--no-progress", "--out", out)
+            assert code == 1 and "image/c/1/0/0/0 (samples 32-63)" in output, (location, output)
 
 
 def hostile(fer_store, tmp_path):
