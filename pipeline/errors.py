@@ -69,3 +69,9 @@ class CheckpointSaveError(FerStoreError, OSError):
 
 class ViewerError(FerStoreError, RuntimeError):
     """The store viewer cannot run: FiftyOne or its database is missing or does not start."""
+
+
+class EnvironmentFaultError(FerStoreError, RuntimeError):
+    """A stage cannot run in this environment (a module or attribute missing, a model that does
+    not run, the same failure on most samples of a shard): never recorded as the samples' fault;
+    the run stops, keeps what it finished and leaves the store incomplete."""

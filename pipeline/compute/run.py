@@ -27,9 +27,10 @@ from pipeline.compute.model_files import ModelFiles, SaliencyNetwork
 from pipeline.compute.sample_in_progress import forget_samples_in_progress
 from pipeline.compute.shard_task import GrowTask, ShardSummary, ShardTask, grow_shard, process_shard
 from pipeline.compute.slurm import SlurmOptions
+from pipeline.compute.stage_check import check_stages
 from pipeline.config import PreprocessConfig
 from pipeline.datasets import Manifest, get_dataset
-from pipeline.errors import ConfigError, DiskFullError, StoreError
+from pipeline.errors import ConfigError, DiskFullError, EnvironmentFaultError, StoreError
 from pipeline.guidance import GUIDANCE_TYPES, resolve_guidance
 from pipeline.progress import QUIET, Progress
 from pipeline.stages.box_mapping import BoxMapping
@@ -255,6 +256,7 @@ def preprocess(
     models = _locate_models(
         config.guidance.types, landmark_model, saliency_model, need_landmarks=True, probe=lambda: _probe_face(config)
     )
+    check_stages(config, models)
     root = Path(root).resolve() if root is not None else None
     created = prepare_store(store_path, manifest, config, models.sha256(), root=root, overwrite=overwrite)
     if created:
@@ -482,6 +484,11 @@ def _run_with_progress(
                 for stage, seconds in outcome.stage_seconds.items():
                     stage_seconds[stage] += seconds
                 advance(outcome.stop - outcome.start)
+            elif isinstance(outcome[1], EnvironmentFaultError):
+                raise EnvironmentFaultError(
+                    f"{outcome[1]}. The run stopped; the {processed} samples it finished are kept and the store "
+                    "stays incomplete: run the same command again to resume once it is repaired."
+                ) from outcome[1]
             elif _is_disk_full(outcome[1]):
                 raise DiskFullError(
                     f"the disk holding {store_path} is full ({outcome[1].strerror}). The run stopped; "

@@ -24,6 +24,7 @@ from pipeline.compute.image_chain import (
 )
 from pipeline.compute.model_files import ModelFiles, thread_models
 from pipeline.compute.sample_in_progress import DIED_ON_MESSAGE, WRITING, SampleInProgress
+from pipeline.compute.stage_check import ENVIRONMENT_ERRORS, environment_fault, systematic_failure
 from pipeline.config import PreprocessConfig
 from pipeline.datasets import get_dataset
 from pipeline.errors import DatasetError, UnreadableImageError
@@ -99,13 +100,18 @@ def process_shard(task: ShardTask) -> ShardSummary:
     arrays = _empty_shard_arrays(n, task.config)
     status = np.zeros(n, dtype=np.uint8)
     timer = StageTimer()
+    raised: list[str] = []  # the error of each sample whose chain raised
     with SampleInProgress(task.store_path, task.start) as in_progress:
         for i, source in enumerate(task.sources):
             if i in in_progress.died_on:
                 status[i], arrays[MESSAGE][i] = Status.FAILED, f"{source}: {DIED_ON_MESSAGE}"
                 continue
             in_progress.mark(i)
-            _process_sample(task, adapter, root, models, timer, arrays, status, i, source)
+            _process_sample(task, adapter, root, models, timer, arrays, status, i, source, raised)
+        processed = sum(i not in in_progress.died_on and not (task.skip and task.skip[i]) for i in range(n))
+        fault = systematic_failure(raised, processed, task.start)
+        if fault is not None:
+            raise fault
         in_progress.mark(WRITING)
         write_shard(task.store_path, task.start, arrays, status)
     timer.lap("write")
@@ -128,8 +134,14 @@ def _process_sample(
     status: np.ndarray,
     i: int,
     source: str,
+    raised: list[str],
 ) -> None:
-    """Read, decode and compute sample ``i`` of ``task`` into row ``i`` of ``arrays`` and ``status``."""
+    """Read, decode and compute sample ``i`` of ``task`` into row ``i`` of ``arrays`` and ``status``;
+    the error of a chain that raised is also added to ``raised``.
+
+    Raises:
+        EnvironmentFaultError: an error no image can cause (:data:`ENVIRONMENT_ERRORS`).
+    """
     prior = None if task.prior_boxes is None else task.prior_boxes[i]
     prior_landmarks = None if task.prior_landmarks is None else task.prior_landmarks[i]
     if task.skip is not None and task.skip[i]:
@@ -152,8 +164,11 @@ def _process_sample(
         )
     except UnreadableImageError as error:
         result = SampleResult(Status.UNREADABLE, str(error))
+    except ENVIRONMENT_ERRORS as error:
+        raise environment_fault(error, source) from error
     except Exception as error:  # noqa: BLE001 - a bad sample never stops the shard
         result = SampleResult(Status.FAILED, f"{type(error).__name__}: {error}")
+        raised.append(result.message)
     status[i] = result.status
     arrays[MESSAGE][i] = result.message
     arrays[FACES_DETECTED][i] = min(result.faces_detected, 255)
