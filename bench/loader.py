@@ -6,9 +6,9 @@ S = H = 112 (the same faces upscaled), from
 
 - ``store``: :class:`fer_models.data.stream.StoreBatches` streaming the store on local disk (whole
   shards decoded by :mod:`pipeline.store.shard_reader`, shuffled over a window of shards);
-- ``store_unchecked``: the same stream with its reads not checked against the checksums the
-  store recorded (what the stream read before it checked them), run beside ``store``: the cost
-  of the check;
+- ``checksum_check``: the stream as it is, its reads checked against the checksums the store
+  recorded, against the same stream unchecked (what it read before), one epoch of each in turn,
+  and the CPU time per sample of the checks alone: the cost of the check;
 - ``store_zarr_python``: the same shards read by zarr-python (one ``array[a:b]`` call per shard
   and field, what StoreBatches did before), made into the same batches: the old path, side by side;
 - ``store_lz4``: the same, from a second store built with ``--codec lz4`` (the same values);
@@ -72,6 +72,7 @@ from pipeline.config import PreprocessConfig
 from pipeline.datasets import get_dataset
 from pipeline.stages.decode import decode_image
 from pipeline.store import bytes_on_disk, open_store
+from pipeline.store.recorded_checksums import RecordedChecksums
 from pipeline.store.shard_format import ShardLayout
 from pipeline.store.shard_reader import SampleReader, fetch_ranges, start_reading_shards
 from tests.support.servers import NGINX, nginx, put_in_bucket, rclone_s3, s3_server, store_server
@@ -121,6 +122,8 @@ def rate(batches, n_expected: int, epochs: int = 3, cpu: dict | None = None) -> 
         return seen / (time.perf_counter() - began)
 
     one_pass(0)
+    if epochs == 0:
+        return 0.0
     began, process_cpu, machine_cpu = time.perf_counter(), cpu_seconds(), machine_busy_seconds()
     rates = [one_pass(epoch) for epoch in range(1, epochs + 1)]
     if cpu is not None:
@@ -236,13 +239,69 @@ def window_passes(read_window, shards: list[int], n: int, count: int = 3) -> dic
 
 def decode_cpu_us(store: Path, selection, shard_size: int) -> float:
     """CPU microseconds per selected sample of reading and decoding the shards that hold the
-    selection (every field, one decoding thread, the calling thread only waiting)."""
+    selection (every field, one decoding thread, the calling thread only waiting), each shard
+    checked against the store's recorded checksums as the stream checks it."""
     group = open_store(store)
     arrays = {name: group[name] for name in FIELDS}
+    checksums = RecordedChecksums.of(group, FIELDS)
     shards = np.unique(selection.index // shard_size).tolist()
     out = {name: np.empty((WINDOW_SHARDS * shard_size, *a.shape[1:]), a.dtype) for name, a in arrays.items()}
-    read = lambda window: start_reading_shards(arrays, window, out, threads=1).wait()
+    read = lambda window: start_reading_shards(arrays, window, out, threads=1, checksums=checksums).wait()
     return window_passes(read, shards, len(selection))["cpu_us_per_sample"]
+
+
+class TimedChecksums(RecordedChecksums):
+    """RecordedChecksums that add up the CPU time of their checks (of the calling thread)."""
+
+    def __init__(self, checksums: RecordedChecksums):
+        super().__init__(checksums.recorded, checksums.shard_len, checksums.ndim)
+        self.seconds = 0.0
+
+    def check(self, name, first, values):
+        began = time.thread_time()
+        super().check(name, first, values)
+        self.seconds += time.thread_time() - began
+
+
+def checked_against_unchecked(store: Path, selection, n: int, pairs: int = 12, epochs: int = 10) -> dict:
+    """The stream with its reads checked against the recorded checksums, and without, ``epochs``
+    epochs of each in turn (``pairs`` times, after a first epoch of each, the one going first
+    alternating; one epoch of a small selection is too short to time on a shared machine): the
+    median ratio of the paired rates; and the CPU time of the checks alone per sample, in decoding every shard of the
+    selection (one thread), on the first pass (which also works out the checksums of whole
+    inner chunks from the per-sample ones) and the median of three after it."""
+    checked = StoreBatches(store, selection, FIELDS, BATCH, shuffle=True, in_memory=False)
+    unchecked = UncheckedStoreBatches(store, selection, FIELDS, BATCH, shuffle=True, in_memory=False)
+    rate(checked, n, epochs=0), rate(unchecked, n, epochs=0)
+    ratios, rates = [], {"checked": [], "unchecked": []}
+    for pair in range(pairs):
+        streams = [("checked", checked), ("unchecked", unchecked)]
+        for name, batches in streams if pair % 2 == 0 else streams[::-1]:
+            began, seen = time.perf_counter(), 0
+            for epoch in range(1 + pair * epochs, 1 + (pair + 1) * epochs):
+                batches.set_epoch(epoch)
+                seen += sum(len(prepare_batch(batch, CPU)["image"]) for batch in batches)
+            rates[name].append(seen / (time.perf_counter() - began))
+        ratios.append(rates["checked"][-1] / rates["unchecked"][-1])
+    group = open_store(store)
+    arrays = {name: group[name] for name in FIELDS}
+    timed = TimedChecksums(RecordedChecksums.of(group, FIELDS))
+    shards = np.unique(selection.index // checked.shard_size).tolist()
+    out = {name: np.empty((WINDOW_SHARDS * checked.shard_size, *a.shape[1:]), a.dtype) for name, a in arrays.items()}
+    check_us = []
+    for _ in range(4):
+        timed.seconds = 0.0
+        for first in range(0, len(shards), WINDOW_SHARDS):
+            start_reading_shards(arrays, shards[first : first + WINDOW_SHARDS], out, 1, timed).wait()
+        check_us.append(1e6 * timed.seconds / n)
+    return {
+        "checked_samples_per_s": round(float(np.median(rates["checked"]))),
+        "unchecked_samples_per_s": round(float(np.median(rates["unchecked"]))),
+        "checked_over_unchecked_median_of_pairs": round(float(np.median(ratios)), 3),
+        "pair_ratios": [round(r, 3) for r in ratios],
+        "check_cpu_us_per_sample_first_pass": round(check_us[0], 2),
+        "check_cpu_us_per_sample": round(float(np.median(check_us[1:])), 2),
+    }
 
 
 def two_core_bound(decode_us: float, memory_rate: float, zarr_python_rate: float) -> dict:
@@ -319,12 +378,9 @@ def measure(root: Path, store: Path, config: PreprocessConfig, workdir: Path, dl
 
         in_memory = StoreBatches(store, selection, FIELDS, batch_size, shuffle=True, in_memory=True)
         store_cpu, memory_cpu = {}, {}
-        unchecked = UncheckedStoreBatches(store, selection, FIELDS, batch_size, shuffle=True, in_memory=False)
         return {
             "store_samples_per_s": round(rate(streaming(store), n, cpu=store_cpu)),
             "store_cpu": store_cpu,
-            "store_unchecked_samples_per_s": round(rate(unchecked, n)),
-            "store_again_samples_per_s": round(rate(streaming(store), n)),
             "store_lz4_samples_per_s": round(rate(streaming(lz4_store), n)),
             "memory_samples_per_s": round(rate(in_memory, n, cpu=memory_cpu)),  # its first pass loads the selection
             "memory_cpu": memory_cpu,
@@ -353,6 +409,7 @@ def measure(root: Path, store: Path, config: PreprocessConfig, workdir: Path, dl
         "store_lz4_bytes_per_sample": round(bytes_on_disk(lz4_store) / len(manifest)),
         "lz4_random_sample_ms": random_sample_ms(str(lz4_store)),
         "batch_256": batch_256,
+        "checksum_check": checked_against_unchecked(store, selection, n),
         "two_core_bound": two_core_bound(
             decode_cpu_us(store, selection, config.shard_size), batch_256["memory_samples_per_s"], zarr_python
         ),

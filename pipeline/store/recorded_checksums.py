@@ -11,16 +11,15 @@ Position is vouched for by the per-sample record itself, which lies at the sampl
 ``checksum`` array: a shard file moved to another place holds values whose checksums are those
 recorded at its old place. A whole shard is checked with one CRC over its decoded buffer against
 the checksum of its samples taken together (:func:`~pipeline.store.checksums.concatenated_checksum`,
-worked out once per array), so the check costs one pass of zlib over the bytes; single samples
-and strings are checked one by one.
+worked out once per array), so the check costs one pass of ISA-L's CRC-32 over the bytes; single
+samples and strings are checked one by one.
 """
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import zarr
+from isal import isal_zlib
 
 from pipeline.errors import StoreError
 from pipeline.store.access import array_in, channel_names, provenance_of, read_array
@@ -45,7 +44,7 @@ class RecordedChecksums:
 
     def __init__(self, recorded: dict[str, np.ndarray], shard_len: int, ndim: dict[str, int]):
         self.recorded, self.shard_len, self.ndim = recorded, shard_len, ndim
-        self._shard_digests: dict[str, np.ndarray] = {}
+        self._digests: dict[tuple[str, int], np.ndarray] = {}  # (array, block length) -> per block
 
     @classmethod
     def of(cls, group: zarr.Group, names: tuple[str, ...] | list[str]) -> RecordedChecksums:
@@ -81,6 +80,8 @@ class RecordedChecksums:
     def check(self, name: str, first: int, values: np.ndarray) -> None:
         """Check ``values``, ``(n, ...)``, samples ``first`` to ``first + n - 1`` of array ``name``
         as read, against the checksums recorded for them (nothing, for an array not vouched for).
+        Where ``first`` is a multiple of ``n`` (a whole shard, an inner chunk, a whole column),
+        one CRC over ``values`` is compared with the checksum of those samples together.
 
         Raises:
             ChunkDamagedError: some samples differ from what was written; it names the array's
@@ -88,15 +89,8 @@ class RecordedChecksums:
         """
         if name not in self.recorded or len(values) == 0:
             return
-        start, stop = first, first + len(values)
-        shard = first // self.shard_len
-        while first < stop:  # one shard at a time, a whole one with one CRC
-            end = min((shard + 1) * self.shard_len, stop)
-            part = values[first - start : end - start]
-            whole = first == shard * self.shard_len and end == min((shard + 1) * self.shard_len, self._n(name))
-            if not (whole and self._shard_matches(name, shard, part)):
-                self.check_samples(name, np.arange(first, end), part)
-            first, shard = end, shard + 1
+        if not (first % len(values) == 0 and self._block_matches(name, first, values)):
+            self.check_samples(name, np.arange(first, first + len(values)), values)
 
     def check_samples(self, name: str, index: np.ndarray, values: np.ndarray) -> None:
         """Check ``values``, ``(len(index), ...)``, the samples at store ``index`` (``(n,) int``,
@@ -123,22 +117,22 @@ class RecordedChecksums:
     def _n(self, name: str) -> int:
         return len(self.recorded[name])
 
-    def _shard_matches(self, name: str, shard: int, values: np.ndarray) -> bool:
-        """Whether the CRC of a whole shard's ``values`` is that of its recorded samples together."""
+    def _block_matches(self, name: str, first: int, values: np.ndarray) -> bool:
+        """Whether the CRC of ``values``, the ``first // len(values)``-th block of ``len(values)``
+        samples of ``name``, is that of its recorded samples together."""
         if values.dtype.kind not in "biuf" or values.dtype.byteorder == ">":
             return False  # strings differ in length: checked sample by sample
-        if name not in self._shard_digests:
-            self._shard_digests[name] = self._digests(self.recorded[name], values[0].nbytes)
-        data = np.ascontiguousarray(values)
-        return zlib.crc32(data.reshape(-1).view(np.uint8).data, CRC_START) == int(self._shard_digests[name][shard])
-
-    def _digests(self, recorded: np.ndarray, sample_bytes: int) -> np.ndarray:
-        """``(shards,) uint32``: the checksum of each shard's samples taken together."""
-        full = len(recorded) // self.shard_len * self.shard_len
-        digests = [concatenated_checksum(recorded[:full].reshape(-1, self.shard_len), sample_bytes)]
-        if full < len(recorded):
-            digests.append(concatenated_checksum(recorded[full:], sample_bytes)[None])
-        return np.concatenate(digests)
+        block = len(values)
+        if (name, block) not in self._digests:
+            recorded = self.recorded[name]
+            whole = len(recorded) // block * block
+            self._digests[name, block] = concatenated_checksum(recorded[:whole].reshape(-1, block), values[0].nbytes)
+        digests = self._digests[name, block]
+        if first // block >= len(digests):
+            return False  # the last block, shorter: checked sample by sample
+        data = np.ascontiguousarray(values).reshape(-1).view(np.uint8)
+        # ISA-L's CRC-32 is zlib's, 7x faster here (41 against 6 GB/s: docs/benchmarks.md)
+        return isal_zlib.crc32(data.data, CRC_START) == int(digests[first // block])
 
 
 def read_checked(group: zarr.Group, name: str, checksums: RecordedChecksums) -> np.ndarray:

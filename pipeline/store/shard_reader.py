@@ -24,6 +24,7 @@ An array with any other layout (strings, another codec) is read through zarr-pyt
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -117,22 +118,13 @@ def start_reading_shards(
 
 
 class _ShardRows:
-    """Where one shard of array ``name`` is decoded (``into``, ``(shard_len, ...)``), and its
-    check once it is there: the samples from ``start`` to the array's end (``n``) against
-    ``checksums``."""
+    """Where one shard of array ``name`` is decoded (``into``, ``(shard_len, ...)``), and the
+    check of what was decoded (its samples from ``start`` to the array's end ``n``) against
+    ``checksums`` (None: not checked)."""
 
     def __init__(self, name: str, start: int, into: np.ndarray, n: int, checksums: RecordedChecksums | None):
-        self.name, self.start, self.into, self.rows, self.checksums = (
-            name,
-            start,
-            into,
-            min(len(into), n - start),
-            checksums,
-        )
-
-    def decoded(self) -> None:
-        if self.checksums is not None:
-            self.checksums.check(self.name, self.start, self.into[: self.rows])
+        self.name, self.start, self.into, self.rows = name, start, into, min(len(into), n - start)
+        self.check = None if checksums is None else functools.partial(checksums.check, name)
 
 
 _DecodeJob = tuple[ShardLayout, int, _ShardRows]  # a shard of a layout, and where its samples go
@@ -140,7 +132,8 @@ _DecodeJob = tuple[ShardLayout, int, _ShardRows]  # a shard of a layout, and whe
 
 def _read_with_zarr(array: zarr.Array[Any], rows: _ShardRows) -> None:
     rows.into[: rows.rows] = array[rows.start : rows.start + rows.rows]
-    rows.decoded()
+    if rows.check is not None:
+        rows.check(rows.start, rows.into[: rows.rows])
 
 
 def _read_and_decode(store: ContainedLocalStore, layout: ShardLayout, shard: int, rows: _ShardRows) -> None:
@@ -149,7 +142,8 @@ def _read_and_decode(store: ContainedLocalStore, layout: ShardLayout, shard: int
 
 def _decode(layout: ShardLayout, shard: int, data: bytes | np.ndarray | None, rows: _ShardRows) -> None:
     layout.decode_into(shard, data, rows.into)
-    rows.decoded()
+    if rows.check is not None:
+        rows.check(rows.start, rows.into[: rows.rows])
 
 
 def _fetch_and_decode(store: Store, jobs: list[_DecodeJob], pool: ThreadPoolExecutor) -> list[Future[None]]:
