@@ -19,6 +19,7 @@ from pipeline.compute.renderers import RENDERERS
 from pipeline.config import PreprocessConfig
 from pipeline.stages.align import aligned_from_src_matrix, apply_affine, warp_to_aligned
 from pipeline.stages.box_mapping import BoxMapping
+from pipeline.stages.dataset_geometry import dataset_box_problem, dataset_landmarks_problem
 from pipeline.stages.decode import to_gray, to_rgb
 from pipeline.stages.detect import clip_box, detect_face, full_frame_box
 from pipeline.stages.landmarks import predict_landmarks
@@ -119,13 +120,20 @@ def process_image(
         pixel_scale: source pixels per pixel of ``pixels`` (1, 2, 4 or 8).
 
     Returns:
-        A :class:`SampleResult` in source pixels; status ``ok``, ``ok_prior`` or ``no_face``.
+        A :class:`SampleResult` in source pixels; status ``ok``, ``ok_prior`` or ``no_face``, or
+        ``failed`` where the dataset's box or landmarks cannot be a face in this image
+        (:mod:`pipeline.stages.dataset_geometry`).
     """
     timer = timer or StageTimer()
+    height, width = pixels.shape[:2]
     has_box = prior_box is not None and bool(np.isfinite(prior_box).all())
     box = np.asarray(prior_box, dtype=np.float32) / pixel_scale if has_box else None
+    if box is not None and (problem := dataset_box_problem(box, height, width)):
+        return SampleResult(Status.FAILED, problem)
     if config.landmarks.source == "dataset" and prior_landmarks is not None and np.isfinite(prior_landmarks).all():
         landmarks_src = np.asarray(prior_landmarks, dtype=np.float32) / pixel_scale
+        if problem := dataset_landmarks_problem(landmarks_src, height, width):
+            return SampleResult(Status.FAILED, problem)
         if box is None:
             box = np.concatenate([landmarks_src.min(axis=0), landmarks_src.max(axis=0)]).astype(np.float32)
         result = _align_and_render(pixels, box, landmarks_src, Status.OK_PRIOR, config, models, timer)

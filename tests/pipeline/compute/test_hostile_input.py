@@ -1,6 +1,7 @@
 """Hostile input: every kind in the generated corpus ends as a status and a message, nothing
 crashes, and the good samples come out exactly as they do on their own."""
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.errors import DatasetError
 from pipeline.store import Status
+from tests.support.dataset_trees import AFFECTNET_HEADER, write_affectnet
 from tests.support.hostile_corpus import huge_png, write_image_corpus, write_row_corpus
 
 VENV_BIN = Path(sys.executable).parent
@@ -153,3 +155,24 @@ def test_a_file_that_kills_its_process_costs_only_itself(tmp_path, dlib_faces):
     others = [i for i in range(len(sources)) if i != huge]
     assert all(status[i] in (Status.OK, Status.NO_FACE) for i in others) and (status == Status.OK).sum() >= 3
     assert not in_progress.parent.exists()
+
+
+def test_dataset_boxes_and_landmarks_that_cannot_be_a_face_are_the_samples_fault(tmp_path, dlib_faces):
+    """Landmarks off the photo used to give an all-black ``ok_prior`` face, and a box of 1e30
+    pixels was clipped to the whole photo; both are now recorded as failed, saying why."""
+    root = tmp_path / "affectnet"
+    train = [row for row in write_affectnet(root, dlib_faces) if row.split == "train"]
+    off_the_photo = dataclasses.replace(train[1], landmarks=train[1].landmarks + 10_000)
+    huge_box = dataclasses.replace(train[2], box=np.array([0, 0, 1e30, 1e30], np.float32))
+    rows = [train[0], off_the_photo, huge_box, *train[3:]]
+    (root / "Manually_Annotated_file_lists" / "training.csv").write_text(
+        "\n".join([AFFECTNET_HEADER, *(row.csv_line() for row in rows)]) + "\n"
+    )
+    config = build_config({"detect": {"prior": "dataset"}, "landmarks": {"source": "dataset"}, "align": {"size": 64}})
+    group, _ = build(tmp_path / "rows.zarr", "affectnet", root, config)
+    status, message = group["status"][:], group["message"][:]
+    assert status[0] == Status.OK_PRIOR and group["image"][0].std() > 10
+    assert status[1] == Status.FAILED and "the dataset's landmarks lie outside the" in message[1], message[1]
+    assert "(0 of 68 on it)" in message[1]
+    assert status[2] == Status.FAILED and "pixels, over 2 times the" in message[2], message[2]
+    assert all(s == Status.OK_PRIOR for s in status[3 : len(rows)]), status
