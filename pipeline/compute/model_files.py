@@ -8,6 +8,7 @@ and keeps them (:func:`thread_models`).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import threading
 from dataclasses import dataclass
@@ -66,13 +67,63 @@ class ModelFiles:
         return cls(landmarks=landmark_path, saliency_network=network_path)
 
     def sha256(self) -> dict[str, dict[str, str]]:
-        """``{role: {"file": name, "sha256": hex}}`` of every file in use, for the provenance."""
-        roles = {"landmarks": self.landmarks, "saliency_network": self.saliency_network}
-        return {
-            role: {"file": Path(path).name, "sha256": file_sha256(path)}
-            for role, path in roles.items()
-            if path is not None
-        }
+        """``{role: {"file": name, "sha256": hex}}`` of every model in use, for the provenance.
+
+        An ONNX network whose weights lie in external data files is identified by all its files:
+        its ``sha256`` is that of each file's name and sha256 in turn, and ``external_data``
+        names the other files (a network in one file keeps the file's own sha256).
+        """
+        records = {}
+        if self.landmarks is not None:
+            records["landmarks"] = {"file": Path(self.landmarks).name, "sha256": file_sha256(self.landmarks)}
+        if self.saliency_network is not None:
+            records["saliency_network"] = _onnx_record(Path(self.saliency_network))
+        return records
+
+
+def onnx_external_data(path: Path) -> list[str]:
+    """The external data files the tensors of the ONNX model at ``path`` name (paths relative to
+    its folder, sorted; empty for a model in one file).
+
+    Raises:
+        ModelFileError: the file is not an ONNX model.
+    """
+    import onnx  # imported here: only runs that use a saliency network need it
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # noqa: BLE001 - protobuf raises its own untyped errors
+        raise ModelFileError(f"{path} is not an ONNX model: {error}") from None
+    locations: set[str] = set()
+    graphs = [model.graph]
+    while graphs:  # the graph, and every subgraph (Loop, If, Scan bodies)
+        graph = graphs.pop()
+        tensors = [
+            *graph.initializer,
+            *(t for sparse in graph.sparse_initializer for t in (sparse.values, sparse.indices)),
+        ]
+        for node in graph.node:
+            for attribute in node.attribute:
+                tensors += [attribute.t, *attribute.tensors]
+                graphs += [attribute.g, *attribute.graphs]
+        for tensor in tensors:
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                locations.update(entry.value for entry in tensor.external_data if entry.key == "location")
+    return sorted(locations)
+
+
+def _onnx_record(path: Path) -> dict[str, str]:
+    """The provenance record of an ONNX network (see :meth:`ModelFiles.sha256`)."""
+    external = onnx_external_data(path)
+    if not external:
+        return {"file": path.name, "sha256": file_sha256(path)}
+    digest = hashlib.sha256()
+    for name in [path.name, *external]:
+        data = path.parent / name
+        if Path(name).is_absolute() or ".." in Path(name).parts or not data.is_file():
+            raise ModelFileError(f"the ONNX network {path} keeps weights in {name}, which is not a file in its folder")
+        digest.update(f"{name}\0{file_sha256(data)}\0".encode())
+    return {"file": path.name, "sha256": digest.hexdigest(), "external_data": ", ".join(external)}
 
 
 def _readable(path: Path, what: str, hint: str) -> str:
