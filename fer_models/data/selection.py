@@ -44,6 +44,10 @@ class Selection:
         """The samples where ``keep`` ``(N,) bool`` is True, with their targets."""
         return Selection(self.index[keep], self.target[keep], self.class_names, self.label_set)
 
+    def restricted_to(self, index: np.ndarray) -> Selection:
+        """Those of these samples whose store index is in ``index`` (``(n,) int``)."""
+        return self.subset(np.isin(self.index, index))
+
 
 @dataclass(frozen=True)
 class SubjectFolds:
@@ -76,7 +80,12 @@ def subject_folds(subjects: np.ndarray, folds: int) -> np.ndarray:
 
 
 def select_samples(
-    store: str | Path, split: str, labels: str | None = None, folds: SubjectFolds | None = None
+    store: str | Path,
+    split: str,
+    labels: str | None = None,
+    folds: SubjectFolds | None = None,
+    *,
+    scored: bool = False,
 ) -> Selection:
     """The usable (status ok or ok_prior) samples of ``split`` that label set ``labels`` trains on,
     less those where a guidance type added later failed to render (``guidance_errors``).
@@ -84,9 +93,11 @@ def select_samples(
     Args:
         store: store path.
         split: a split name of the store.
-        labels: a label set recorded in the store (``7``, ``8``, ``polarity``, ``votes``, ...);
-            None for the store's default.
+        labels: a label set recorded in the store (``7``, ``8``, ``polarity``, ``crossentropy``,
+            ...); None for the store's default.
         folds: keep some subject folds of the split; needs a ``subject`` array.
+        scored: the samples validation or test score, and their targets: those of the label set
+            ``labels`` is scored with (FERPlus's soft schemes: majority), where it names one.
 
     Raises:
         ConfigError: no such split or label set, no subjects for folds, or no sample left.
@@ -100,6 +111,8 @@ def select_samples(
     if split not in splits:
         raise ConfigError(f"no split {split!r} in {store}; it has: {', '.join(splits)}")
     label_set = provenance.label_set(labels)
+    if scored and label_set.evaluated_with:
+        label_set = provenance.label_set(label_set.evaluated_with)
     try:
         columns = RecordedChecksums.of(group, (LABEL, VALENCE, VOTES, STATUS, SPLIT, GUIDANCE_ERRORS, SUBJECT))
 

@@ -138,6 +138,8 @@ class Trainer:
             counts = np.bincount(self.train_selection.hard_target, minlength=len(self.class_names))
             weight = counts.sum() / np.maximum(counts, 1) / len(self.class_names)
             self.class_weight = torch.tensor(weight, dtype=torch.float32, device=self.device)
+        # FERPlus's probability scheme: a one-hot label drawn from each soft target as it is trained on
+        self.draw_labels = self.view.provenance.label_set(self.train_selection.label_set).draw
         self.train_batches = self.batches(self.train_selection, shuffle=True)
         validation = self.protocol.validation
         # read once, scored every epoch
@@ -198,6 +200,7 @@ class Trainer:
         ``data_wait_seconds`` (of those, the time the loop waited for the loader's next batch)."""
         torch.manual_seed(self.config.seed * 1_000_003 + epoch)  # dropout and friends
         augment_generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        draw_generator = torch.Generator(self.device).manual_seed(self.config.seed * 1_000_003 + epoch)
         augment = AugmentConfig() if self.config.augment else None
         self.train_batches.set_epoch(epoch)
         self.model.train()
@@ -217,6 +220,8 @@ class Trainer:
                 batch = prepare_batch(batch, self.device)
                 if augment is not None:
                     batch = augment_batch(batch, augment, self.view.permutations, augment_generator)
+                if self.draw_labels:
+                    batch["target"] = torch.multinomial(batch["target"], 1, generator=draw_generator)[:, 0]
                 terms = self.train_step(batch)
                 n = len(batch["target"])
                 for name, term in terms.items():

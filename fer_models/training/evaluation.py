@@ -61,7 +61,7 @@ def evaluate_checkpoint(
             raise ConfigError(f"the run of {where} had no test samples; name a --split")
         selection, scored = protocol.test, protocol.test_name or "test"
     else:
-        selection, scored = select_samples(store, split, checkpoint.label_set), split
+        selection, scored = select_samples(store, split, checkpoint.label_set, scored=True), split
     if list(selection.class_names) != checkpoint.class_names:
         raise ConfigError(
             f"label set {checkpoint.label_set!r} of {store} has classes {list(selection.class_names)}; "
@@ -119,7 +119,7 @@ def _fold(checkpoint: Checkpoint, config: TrainConfig, view: StoreView, fold: in
         raise ConfigError(f"--fold must be between 0 and {config.folds - 1} for this {config.folds}-fold checkpoint")
     train_split = train_split_name(config, list(view.provenance.splits))
     folds = SubjectFolds.only(config.folds, fold)
-    return select_samples(view.path, train_split, checkpoint.label_set, folds), f"fold{fold}"
+    return select_samples(view.path, train_split, checkpoint.label_set, folds, scored=True), f"fold{fold}"
 
 
 def _held_out(selection: Selection, scored: str, protocol: Protocol, where: str, allow_seen: bool) -> tuple[int, int]:

@@ -102,12 +102,13 @@ def resolve_protocol(config: TrainConfig, store: str | Path, splits: list[str]) 
         validation_split = "val"
 
     train = select_samples(store, train_split, config.labels)
-    test = select_samples(store, test_split, config.labels) if test_split else None
+    test = select_samples(store, test_split, config.labels, scored=True) if test_split else None
     if validation_split:
-        validation = select_samples(store, validation_split, config.labels)
+        validation = select_samples(store, validation_split, config.labels, scored=True)
         return Protocol(train, validation, test, train_split, validation_split, test_split)
     if config.val_fraction:
-        train, validation, how = hold_out(store, train, config.val_fraction, config.seed)
+        train, held, how = hold_out(store, train, config.val_fraction, config.seed)
+        validation = select_samples(store, train_split, config.labels, scored=True).restricted_to(held.index)
         return Protocol(
             train, validation, test, f"{train_split} ({how} held out)", f"{train_split} held out", test_split
         )
@@ -122,11 +123,13 @@ def train_split_name(config: TrainConfig, splits: list[str]) -> str:
 
 def _fold_protocol(config: TrainConfig, store: str | Path, train_split: str) -> Protocol:
     k, fold = config.folds, config.fold
-    test = select_samples(store, train_split, config.labels, SubjectFolds.only(k, fold))
+    test = select_samples(store, train_split, config.labels, SubjectFolds.only(k, fold), scored=True)
     test_name = f"fold{fold}"
     if config.val_fraction:
         rest = select_samples(store, train_split, config.labels, SubjectFolds.all_but(k, fold))
-        train, validation, how = hold_out(store, rest, config.val_fraction, config.seed)
+        train, held, how = hold_out(store, rest, config.val_fraction, config.seed)
+        scored = select_samples(store, train_split, config.labels, SubjectFolds.all_but(k, fold), scored=True)
+        validation = scored.restricted_to(held.index)
         return Protocol(
             train,
             validation,
@@ -142,7 +145,7 @@ def _fold_protocol(config: TrainConfig, store: str | Path, train_split: str) -> 
         )
     validation_fold = (fold + 1) % k
     train = select_samples(store, train_split, config.labels, SubjectFolds.all_but(k, fold, validation_fold))
-    validation = select_samples(store, train_split, config.labels, SubjectFolds.only(k, validation_fold))
+    validation = select_samples(store, train_split, config.labels, SubjectFolds.only(k, validation_fold), scored=True)
     return Protocol(
         train,
         validation,

@@ -5,10 +5,13 @@ Layout: ``<root>/fer2013.csv`` (the official FER-2013 CSV, for the pixels) and
 disgust,fear,contempt,unknown,NF``), joined row by row: both must have the same number of rows
 and the same Usage in every row.
 
-The store keeps all ten vote counts in ``votes`` and the majority label: the class with more than
-half of the row's votes, else -1 (also when the majority is ``unknown`` or ``NF``, not a face).
-Rows with an empty image name are images FERPlus dropped: they enter the store with status
-``failed`` and a message, and are not processed.
+The store keeps all ten vote counts in ``votes`` and the majority label as Barsoum et al.'s code
+makes it: after the votes of single annotators are removed, the class with more than half of
+the row's votes, else -1 (also when the majority is ``unknown`` or ``NF``, not a face; see
+:mod:`pipeline.datasets.ferplus_votes`). Label sets: ``8`` (majority, the default), ``7`` (without
+contempt), ``polarity``, and the paper's soft schemes ``crossentropy`` and ``probability``
+(trained on the vote distribution, scored by majority). Rows with an empty image name are images
+FERPlus dropped: they enter the store with status ``failed`` and a message, and are not processed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.datasets import fer2013
+from pipeline.datasets.ferplus_votes import majority_labels
 from pipeline.datasets.label_sets import LabelSet
 from pipeline.datasets.manifest import Manifest
 from pipeline.datasets.paths import given_root, require_directory
@@ -30,7 +34,6 @@ LABEL_NAMES = VOTE_NAMES[:8]
 VOTES_HEADER = ("Usage", "Image name", *VOTE_NAMES)
 LABEL_SETS = (
     LabelSet.identity("8", LABEL_NAMES),
-    LabelSet("votes", LABEL_NAMES, "votes", vote_columns=tuple(range(8))),
     LabelSet.from_labels("7", LABEL_NAMES, {name: (name,) for name in LABEL_NAMES[:7]}),
     LabelSet.from_labels(
         "polarity",
@@ -41,19 +44,13 @@ LABEL_SETS = (
             "positive": ("happiness",),
         },
     ),
+    *(
+        LabelSet(
+            name, LABEL_NAMES, "votes", vote_columns=tuple(range(8)), scheme="ferplus", draw=draw, evaluated_with="8"
+        )
+        for name, draw in (("crossentropy", False), ("probability", True))
+    ),
 )
-
-
-def majority_labels(votes: np.ndarray) -> np.ndarray:
-    """``(N,) int16`` index into :data:`LABEL_NAMES` of the class holding more than half of each
-    row's votes, -1 where no class does or the majority is ``unknown`` / ``NF``.
-
-    Args:
-        votes: ``(N, 10) float32`` vote counts in :data:`VOTE_NAMES` order.
-    """
-    top = votes.argmax(axis=1)
-    has_majority = votes.max(axis=1) * 2 > votes.sum(axis=1)
-    return np.where(has_majority & (top < len(LABEL_NAMES)), top, -1).astype(np.int16)
 
 
 def scan_votes(

@@ -15,9 +15,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pipeline.datasets.ferplus_votes import vote_distributions
 from pipeline.errors import ConfigError
 
 LabelSetKind = Literal["label", "valence", "votes"]
+VoteScheme = Literal["share", "ferplus"]
 POLARITY_NAMES = ("negative", "neutral", "positive")
 
 
@@ -31,8 +33,15 @@ class LabelSet:
         kind: ``label``: ``mapping[stored label]`` is the target index (-1 excludes the sample);
             ``valence``: polarity from valence, negative < ``thresholds[0]`` <= neutral <=
             ``thresholds[1]`` < positive (NaN valence excludes the sample); ``votes``: soft
-            targets, the vote counts of ``vote_columns`` divided by their sum (no votes there
-            excludes the sample).
+            targets from the vote counts, by ``scheme``.
+        scheme: for kind ``votes``: ``share``, the counts of ``vote_columns`` divided by their sum
+            (no votes there excludes the sample); ``ferplus``, Barsoum et al.'s probability and
+            cross-entropy distribution over every vote column recorded (the eight emotions,
+            unknown, NF: :mod:`pipeline.datasets.ferplus_votes`).
+        draw: train on a one-hot label drawn from the soft target each time a sample is trained
+            on (FERPlus's ``probability`` scheme), instead of the soft target itself.
+        evaluated_with: the label set validation and test are scored with ("": this one);
+            FERPlus's soft schemes are scored by majority.
     """
 
     name: str
@@ -41,6 +50,9 @@ class LabelSet:
     mapping: tuple[int, ...] = ()
     thresholds: tuple[float, ...] = ()  # (low, high) for the valence kind
     vote_columns: tuple[int, ...] = ()
+    scheme: VoteScheme = "share"
+    draw: bool = False
+    evaluated_with: str = ""
 
     def __post_init__(self) -> None:
         if self.kind == "label" and any(not -1 <= m < len(self.names) for m in self.mapping):
@@ -49,6 +61,10 @@ class LabelSet:
             raise ValueError(f"label set {self.name!r}: polarity needs two thresholds and three names")
         if self.kind == "votes" and len(self.vote_columns) != len(self.names):
             raise ValueError(f"label set {self.name!r}: one vote column per class name")
+        if self.scheme not in ("share", "ferplus") or (self.draw and self.kind != "votes"):
+            raise ValueError(
+                f"label set {self.name!r}: scheme {self.scheme!r}, draw {self.draw} for kind {self.kind!r}"
+            )
 
     @classmethod
     def identity(cls, name: str, names: tuple[str, ...]) -> LabelSet:
@@ -72,6 +88,9 @@ class LabelSet:
             "mapping": list(self.mapping),
             "thresholds": list(self.thresholds),
             "vote_columns": list(self.vote_columns),
+            **({"scheme": self.scheme} if self.scheme != "share" else {}),
+            **({"draw": True} if self.draw else {}),
+            **({"evaluated_with": self.evaluated_with} if self.evaluated_with else {}),
         }
 
     @classmethod
@@ -83,6 +102,9 @@ class LabelSet:
             tuple(data["mapping"]),
             tuple(data["thresholds"]),
             tuple(data["vote_columns"]),
+            data.get("scheme", "share"),  # stores written before schemes: shares
+            bool(data.get("draw", False)),
+            str(data.get("evaluated_with", "")),
         )
 
     def targets(
@@ -117,6 +139,8 @@ class LabelSet:
             return target, target >= 0
         if votes is None:
             raise ConfigError(f"label set {self.name!r} needs vote counts, which this store lacks")
+        if self.scheme == "ferplus":
+            return vote_distributions(votes)
         counts = np.asarray(votes, dtype=np.float32)[:, list(self.vote_columns)]
         total = counts.sum(axis=1, keepdims=True)
         keep = total[:, 0] > 0

@@ -116,7 +116,8 @@ def test_subject_folds_never_split_a_subject():
 
 
 def test_label_sets_and_subject_folds_from_dataset_stores(tmp_path, fer2013_small, dlib_faces):
-    """FERPlus votes as soft targets, FER-2013 polarity, CK+ subject folds: trained from the stores."""
+    """FERPlus's soft schemes (scored by majority), FER-2013 polarity, CK+ subject folds: trained
+    from the stores."""
     quick = dict(epochs=1, batch_size=16)
     ferplus_root, ck_root = tmp_path / "ferplus", tmp_path / "ck"
     trees.write_ferplus(ferplus_root, 64)
@@ -127,8 +128,13 @@ def test_label_sets_and_subject_folds_from_dataset_stores(tmp_path, fer2013_smal
         config = build_config(get_dataset(name).config_defaults, {"shard_size": 32})
         preprocess(stores[name], name, root, config, scheduler=SYNCHRONOUS)
 
-    votes = train(TrainConfig(store=str(stores["ferplus"]), labels="votes", **quick), tmp_path / "votes")
-    assert votes.labels[1] == "happiness" and votes.validation_split == "val" and votes.test_split == "test"
+    for scheme in ("crossentropy", "probability"):  # soft targets trained on, scored by majority
+        run = train(TrainConfig(store=str(stores["ferplus"]), labels=scheme, **quick), tmp_path / scheme)
+        assert run.labels[1] == "happiness" and run.validation_split == "val" and run.test_split == "test"
+        majority = select_samples(stores["ferplus"], "test", "8")
+        assert run.test_samples == len(majority), scheme
+        scored = select_samples(stores["ferplus"], "test", scheme, scored=True)
+        assert scored.target.ndim == 1 and np.array_equal(scored.index, majority.index)
     polarity = select_samples(stores["fer2013"], "train", "polarity")
     assert polarity.class_names == ("negative", "neutral", "positive")
     labels = select_samples(stores["fer2013"], "train", "7")

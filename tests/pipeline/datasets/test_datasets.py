@@ -10,6 +10,7 @@ import zarr
 
 from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
+from pipeline.datasets.ferplus_votes import vote_distributions
 from pipeline.datasets import fer2013, get_dataset
 from pipeline.datasets.label_sets import label_set_from_attrs, label_sets_to_attrs
 from pipeline.errors import ConfigError, DatasetError
@@ -134,17 +135,20 @@ def test_ferplus_votes_majority_labels_and_dropped_rows(tmp_path):
     assert names == ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
     label, status, message = column(group, "label"), column(group, "status"), column(group, "message")
     for i, row in enumerate(votes):
-        top = int(row.argmax())
-        expected = top if row[top] > row.sum() / 2 and top < 8 else -1
+        kept = np.where(row <= 1, 0, row)  # Barsoum et al.: single votes removed first
+        top = int(kept.argmax())
+        expected = top if kept[top] > kept.sum() / 2 and top < 8 else -1
         assert label[i] == expected, i
     dropped = [17, 23, 59]  # rows of fer2013new.csv with an empty image name
     assert np.flatnonzero(status == Status.FAILED).tolist() == dropped
     assert all("empty 'Image name'" in message[i] for i in dropped)
     assert np.all(group["image"][dropped] == 0)
     assert set(np.delete(status, dropped).tolist()) <= {Status.OK, Status.OK_PRIOR}
-    soft, keep = label_set_from_attrs(group.attrs[ATTRS_KEY]["label_sets"], "votes").targets(label, votes=votes)
+    label_sets = group.attrs[ATTRS_KEY]["label_sets"]
+    assert list(label_sets) == ["8", "7", "polarity", "crossentropy", "probability"]
+    soft, keep = label_set_from_attrs(label_sets, "crossentropy").targets(label, votes=votes)
     assert np.allclose(soft[keep].sum(axis=1), 1.0)
-    assert np.allclose(soft[0], votes[0, :8] / votes[0, :8].sum())
+    assert np.array_equal(soft, vote_distributions(votes)[0])
 
 
 def test_ferplus_refuses_files_out_of_step(tmp_path):
