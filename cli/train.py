@@ -134,7 +134,7 @@ def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
     "--balance",
     type=click.Choice(BALANCES),
     default=DEFAULT["balance"],
-    help="Class-weighted loss for imbalanced sets, or none.",
+    help="Class-weighted loss, or none. [the dataset's protocol: weights for AffectNet, none for the others]",
 )
 @click.option(
     "--augment/--no-augment",

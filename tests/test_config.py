@@ -69,8 +69,9 @@ def test_the_help_shows_the_defaults_of_the_config_dataclasses():
     assert f"[{defaults.shard_size}]" in preprocess_help and f"[{defaults.guidance.heatmap_sigma}]" in preprocess_help
     train_help = CliRunner().invoke(fer_train, ["--help"], terminal_width=200).output
     for field in dataclasses.fields(TrainConfig):
-        if field.name in ("seed", "device", "balance", "workers"):
+        if field.name in ("seed", "device", "workers"):
             assert f"[default: {field.default}]" in train_help, field.name
+    assert "[the dataset's protocol: weights for AffectNet, none for the others]" in train_help
 
 
 def test_the_registry_holds_the_five_families_and_names_an_unknown_model():

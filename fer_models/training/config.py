@@ -39,7 +39,7 @@ class TrainConfig:
     fold: int = 0
     val_fraction: float = 0.0  # > 0: validate on this share of the training subjects (or samples)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    balance: str = "weights"  # weights: class-weighted loss; none
+    balance: str | None = None  # weights: class-weighted loss; none; None: the dataset's protocol
     augment: bool = True
     workers: int = 0  # DataLoader worker processes (spawn) when streaming from the store
     in_memory: bool | str = "auto"
@@ -70,7 +70,7 @@ class TrainConfig:
             raise ConfigError(f"--val-fraction must be at least 0 and below 1, got {self.val_fraction}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be 1 or more, got {self.threads}")
-        if self.balance not in BALANCES:
+        if self.balance is not None and self.balance not in BALANCES:
             raise ConfigError(f"balance must be {' or '.join(BALANCES)}, got {self.balance!r}")
         if self.workers < 0:
             raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
@@ -116,14 +116,16 @@ class TrainConfig:
         threads and recipe settings it leaves None are the run's (a run recorded before recipes
         existed trained with the ``legacy`` recipe)."""
         stored = recorded_config(stored)
-        names = ("threads", "recipe", *RECIPE_FIELDS)
+        names = ("threads", "recipe", "balance", *RECIPE_FIELDS)
         unset: dict[str, Any] = {name: stored.get(name) for name in names if getattr(self, name) is None}
         return dataclasses.replace(self, **unset)
 
 
 def recorded_config(stored: dict[str, Any]) -> dict[str, Any]:
     """A run's recorded configuration, those recorded before recipes existed completed with the
-    ``legacy`` recipe they trained with."""
+    ``legacy`` recipe they trained with (and, before the balance was the dataset's, with the
+    class-weighted loss they all trained with)."""
+    stored = {"balance": "weights", **stored}
     if "recipe" in stored:
         return stored
     return {"recipe": "legacy", **RECIPES["legacy"].to_dict(), **stored}

@@ -29,7 +29,7 @@ from fer_models.training.checkpoint import Checkpoint, initial_weight_digests, l
 from fer_models.training.config import TrainConfig
 from fer_models.training.distributed import Ranks, gathered, start, sum_across
 from fer_models.training.metrics import Predictions, Scores, confusion_matrix
-from fer_models.training.protocol import resolve_protocol
+from fer_models.training.protocol import class_balance, resolve_protocol
 from fer_models.training.store_view import StoreView, build_model, model_fields
 from fer_models.training.weight_average import WeightAverage
 from pipeline.errors import ConfigError
@@ -104,6 +104,9 @@ class Trainer:
         self.ranks = Ranks.from_environment()
         self.device = start(self.ranks, resolve_device(self.config.device), self.schedule.batch_size)
         self.view = StoreView.open(self.config.store)
+        balance, chosen_by = class_balance(self.config, self.view.provenance.dataset)
+        self.config = dataclasses.replace(self.config, balance=balance)  # config.json records it
+        progress.line(f"class balance: {balance} ({chosen_by})")
         self.protocol = resolve_protocol(self.config, self.config.store, list(self.view.provenance.splits))
         self.train_selection = self.protocol.train
         self.class_names = self.train_selection.class_names

@@ -24,6 +24,13 @@ test          ``--test-split`` [``test``, else ``val``]         subject fold ``I
 ``--val-fraction F`` holds out about F of the training samples for validation instead (with
 folds: instead of the next fold), by subject where the store records subjects (no subject in
 both), else sample by sample; the draw is seeded by the run's seed.
+
+**Class balance** follows each dataset's protocol in the literature (:data:`DATASET_BALANCE`,
+:func:`class_balance`), unless ``--balance`` names one: the plain cross-entropy for FER-2013,
+FERPlus, RAF-DB and CK+, whose results are reported as overall accuracy on their own class
+mixes; a class-weighted loss for AffectNet, whose validation set is balanced (500 faces a class)
+while its training set is not (the field weights the loss or samples classes evenly; this
+project weights). Datasets of other layouts (``folder``, ``sample``) train unweighted.
 """
 
 from __future__ import annotations
@@ -36,6 +43,19 @@ import numpy as np
 from fer_models.data.selection import Selection, SubjectFolds, read_subjects, select_samples
 from fer_models.training.config import TrainConfig
 from pipeline.errors import ConfigError
+
+# The class balance of a dataset's protocol (``--balance`` unset), by the dataset a store was built
+# from; any other dataset: "none".
+DATASET_BALANCE = {"affectnet": "weights"}
+
+
+def class_balance(config: TrainConfig, dataset: str) -> tuple[str, str]:
+    """``(balance, why)``: ``--balance``, else the protocol's for ``dataset``, and a few words
+    saying which, for the run's first lines."""
+    if config.balance is not None:
+        return config.balance, "--balance"
+    balance = DATASET_BALANCE.get(dataset, "none")
+    return balance, f"{dataset}'s protocol; --balance chooses"
 
 
 @dataclass(frozen=True)

@@ -224,6 +224,7 @@ def _report(trainer: Trainer, out: Path) -> RunSummary:
         test=test,
         seconds=seconds,
         initial_weights=trainer.initial_weights,
+        balance=str(trainer.config.balance),
     )
     if trainer.ranks.main:
         (out / "summary.json").write_text(strict_json(summary.to_dict(), indent=2))

@@ -31,6 +31,8 @@ class RunSummary:
     test: the test figures, None when the protocol has no test samples. seconds: training time.
     initial_weights: the sha256 of each file the weights started from, by path (``--init``,
     ``backbone_weights``); empty for a run from random weights (and in summaries written before it).
+    balance: the class balance of its loss (``weights`` or ``none``; summaries written before it
+    was recorded: every run then weighted, ``weights``).
     """
 
     model: str
@@ -52,6 +54,7 @@ class RunSummary:
     test: TestFigures | None = None
     seconds: float = 0.0
     initial_weights: dict[str, str] = dataclasses.field(default_factory=dict)
+    balance: str = "weights"
 
     def to_dict(self) -> dict[str, Any]:
         """``summary.json``'s object: the fields, the test figures as ``test_accuracy``,
@@ -76,7 +79,7 @@ class RunSummary:
             ConfigError: a field missing (``where`` names the file).
         """
         names = [field.name for field in dataclasses.fields(cls) if field.name != "test"]
-        later = {"initial_weights"}  # absent from summaries written before it was recorded
+        later = {"initial_weights", "balance"}  # absent from summaries written before they were recorded
         missing = [name for name in names if name not in data and name not in later]
         if missing:
             raise ConfigError(f"{where} lacks {', '.join(missing)}: it was not written by this fer-train")

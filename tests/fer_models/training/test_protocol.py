@@ -16,7 +16,7 @@ from fer_models.training.config import TrainConfig
 from fer_models.training.cross_validation import train_all_folds
 from fer_models.training.evaluation import evaluate_checkpoint
 from fer_models.training.metrics import Predictions
-from fer_models.training.protocol import resolve_protocol
+from fer_models.training.protocol import class_balance, resolve_protocol
 from fer_models.training.run_directory import train
 from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
@@ -205,3 +205,17 @@ def test_fer_train_all_folds_writes_the_table_and_the_commands(ck_store, tmp_pat
         f"fer-train --store {ck_store} --folds 3 --epochs 1 --batch-size 8 --no-progress --fold 1 --out {out / 'fold1'}"
     )
     assert {p.name for p in out.iterdir()} == {"fold0", "fold1", "fold2", "folds.json", "folds.md", "confusion.png"}
+
+
+def test_the_class_balance_is_the_datasets_unless_named_and_is_recorded(fer_store, tmp_path):
+    assert class_balance(TrainConfig(store="x"), "affectnet") == ("weights", "affectnet's protocol; --balance chooses")
+    assert class_balance(TrainConfig(store="x"), "rafdb")[0] == "none"
+    assert class_balance(TrainConfig(store="x", balance="weights"), "fer2013") == ("weights", "--balance")
+    for balance, expected in ((None, "none"), ("weights", "weights")):  # fer_store: a folder of FER-2013 faces
+        lines = []
+        out = tmp_path / str(balance)
+        config = TrainConfig(store=str(fer_store), epochs=1, batch_size=16, balance=balance)
+        summary = train(config, out, progress=Lines(lines.append))
+        assert summary.balance == expected and json.loads((out / "summary.json").read_text())["balance"] == expected
+        assert json.loads((out / "config.json").read_text())["balance"] == expected
+        assert any(line.startswith(f"class balance: {expected} (") for line in lines), lines

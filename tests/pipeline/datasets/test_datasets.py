@@ -10,8 +10,8 @@ import zarr
 
 from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
-from pipeline.datasets.ferplus_votes import vote_distributions
 from pipeline.datasets import fer2013, get_dataset
+from pipeline.datasets.ferplus_votes import vote_distributions
 from pipeline.datasets.label_sets import label_set_from_attrs, label_sets_to_attrs
 from pipeline.errors import ConfigError, DatasetError
 from pipeline.store import ATTRS_KEY, Status
