@@ -35,6 +35,7 @@ BUILD_ONLY = (
     "color",
     "guidance_size",
     "heatmap_sigma",
+    "heatmap_sigma_iod",
     "max_pixels",
     "shard_size",
     "codec",
@@ -97,7 +98,13 @@ BUILD_ONLY = (
 @click.option(
     "--heatmap-sigma",
     type=float,
-    help=f"Landmark Gaussian sigma in aligned pixels. [{DEFAULTS.guidance.heatmap_sigma}]",
+    help="Landmark Gaussian sigma in aligned pixels; 0: --heatmap-sigma-iod of each face's inter-ocular "
+    f"distance. [{DEFAULTS.guidance.heatmap_sigma}]",
+)
+@click.option(
+    "--heatmap-sigma-iod",
+    type=float,
+    help=f"With --heatmap-sigma 0: sigma as a share of the inter-ocular distance. [{DEFAULTS.guidance.heatmap_sigma_iod}]",
 )
 @click.option(
     "--max-pixels", type=int, help=f"Refuse images larger than this many pixels. [{DEFAULTS.decode.max_pixels}]"
@@ -228,6 +235,7 @@ def _build(params: dict, scheduler) -> RunSummary:
             "types": params["guidance"],
             "size": params["guidance_size"],
             "heatmap_sigma": params["heatmap_sigma"],
+            "heatmap_sigma_iod": params["heatmap_sigma_iod"],
         },
     }
     user = {section: {k: v for k, v in values.items() if v is not None} for section, values in user.items()}

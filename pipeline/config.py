@@ -129,12 +129,17 @@ class GuidanceConfig:
         gives them in does not change the store.
     size: H, the side of every guidance map; 0 means "same as the aligned size S" and is resolved
         by :class:`PreprocessConfig`.
-    heatmap_sigma: standard deviation of each landmark's Gaussian, in aligned pixels.
+    heatmap_sigma: standard deviation of each landmark's Gaussian, in aligned pixels; 0 (the
+        default): ``heatmap_sigma_iod`` times each face's inter-ocular distance, so that the maps
+        cover the same share of a face at every S (stores built before kept 2 aligned pixels).
+    heatmap_sigma_iod: that share of the distance between the eye centres, in aligned pixels
+        (0.13 of a template face gives FER-2013's S = 48 the 2 pixels it had).
     """
 
     types: tuple[str, ...] = DEFAULT_GUIDANCE
     size: int = 0
-    heatmap_sigma: float = 2.0
+    heatmap_sigma: float = 0.0
+    heatmap_sigma_iod: float = 0.13
 
     def __post_init__(self) -> None:
         try:
@@ -143,8 +148,15 @@ class GuidanceConfig:
             raise ConfigError(str(error)) from None
         if self.size != 0 and not 8 <= self.size <= 1024:
             raise ConfigError(f"guidance size must be between 8 and 1024 pixels, got {self.size}")
-        if not 0.25 <= self.heatmap_sigma <= 64:
-            raise ConfigError(f"heatmap_sigma must be between 0.25 and 64 aligned pixels, got {self.heatmap_sigma}")
+        if self.heatmap_sigma != 0 and not 0.25 <= self.heatmap_sigma <= 64:
+            raise ConfigError(
+                f"heatmap_sigma must be 0 (relative to the face) or between 0.25 and 64 aligned pixels, "
+                f"got {self.heatmap_sigma}"
+            )
+        if not 0.01 <= self.heatmap_sigma_iod <= 1:
+            raise ConfigError(
+                f"heatmap_sigma_iod must be between 0.01 and 1 inter-ocular distance, got {self.heatmap_sigma_iod}"
+            )
 
 
 @dataclass(frozen=True)
@@ -196,7 +208,7 @@ class PreprocessConfig:
 
 # Settings added after stores were first recorded, with the value that means what those stores
 # did: left out of the hash at that value, so those stores keep theirs.
-_LATER_SETTINGS = {("detect", "mode"): "always", ("detect", "min_face"): 0}
+_LATER_SETTINGS = {("detect", "mode"): "always", ("detect", "min_face"): 0, ("guidance", "heatmap_sigma_iod"): 0.13}
 
 
 def config_sha256(data: dict[str, Any]) -> str:

@@ -66,7 +66,7 @@ GUIDANCE_TYPES: dict[str, GuidanceType] = {
     for t in (
         GuidanceType(
             "heatmap",
-            "sum of the 68 landmark Gaussians (`--heatmap-sigma`, aligned px)",
+            "sum of the 68 landmark Gaussians (sigma 0.13 of the inter-ocular distance: `--heatmap-sigma-iod`)",
             "heatmap",
             ("all_landmarks",),
             LANDMARK_INPUT,

@@ -23,11 +23,14 @@ def test_layers_override_the_defaults_in_order_and_the_guidance_size_follows_the
 
 
 def test_a_config_recorded_before_later_settings_reads_as_then_and_keeps_its_hash():
-    recorded = PreprocessConfig().to_dict()
+    before = build_config({"guidance": {"heatmap_sigma": 2.0}})  # the heatmap sigma was in pixels
+    recorded = before.to_dict()
     del recorded["codec"], recorded["detect"]["mode"], recorded["detect"]["min_face"]
-    assert PreprocessConfig.from_dict(recorded) == PreprocessConfig() and PreprocessConfig().codec == "zstd"
-    assert PreprocessConfig().detect.mode == "always" and PreprocessConfig().detect.min_face == 0
-    assert PreprocessConfig().sha256() == sha256_of_json(recorded)  # what such a store recorded
+    del recorded["guidance"]["heatmap_sigma_iod"]
+    assert PreprocessConfig.from_dict(recorded) == before and before.codec == "zstd"
+    assert before.detect.mode == "always" and before.detect.min_face == 0
+    assert before.sha256() == sha256_of_json(recorded)  # what such a store recorded
+    assert PreprocessConfig().guidance.heatmap_sigma == 0 and PreprocessConfig().sha256() != before.sha256()
     assert build_config({"codec": "lz4"}).sha256() == build_config({}).sha256()  # the same values
     assert build_config({"detect": {"mode": "auto"}}).sha256() != build_config({}).sha256()
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from pipeline.guidance import GUIDANCE_TYPES
 from pipeline.landmark_scheme import N_LANDMARKS
+from pipeline.stages.align import inter_ocular_distance
 from pipeline.stages.heatmaps import LANDMARK_GROUPS, REGION_GROUPS, render_grouped_heatmaps
 from pipeline.stages.masks import (
     render_binary_landmark_mask,
@@ -32,7 +33,21 @@ Renderer = Callable[[np.ndarray, np.ndarray, int, "GuidanceConfig", "LoadedModel
 
 
 def _heatmap(groups: tuple[tuple[int, ...], ...]) -> Renderer:
-    return lambda image, landmarks, s, g, m: render_grouped_heatmaps(landmarks, groups, s, g.size, g.heatmap_sigma)
+    return lambda image, landmarks, s, g, m: render_grouped_heatmaps(
+        landmarks, groups, s, g.size, heatmap_sigma(landmarks, g)
+    )
+
+
+# No landmark Gaussian is narrower than this many aligned pixels (a face whose eyes coincide).
+MIN_SIGMA = 0.25
+
+
+def heatmap_sigma(landmarks: np.ndarray, guidance: GuidanceConfig) -> float:
+    """The Gaussians' sigma for one face's ``(68, 2)`` aligned landmarks, in aligned pixels: the
+    configured pixels, or the configured share of the face's inter-ocular distance."""
+    if guidance.heatmap_sigma:
+        return guidance.heatmap_sigma
+    return max(MIN_SIGMA, guidance.heatmap_sigma_iod * inter_ocular_distance(landmarks))
 
 
 def _mask(render: Callable[[np.ndarray, int, int], np.ndarray]) -> Renderer:

@@ -22,6 +22,12 @@ from pipeline.landmark_scheme import LEFT_EYE, OUTER_LIPS, RIGHT_EYE
 TEMPLATE_FRACTIONS = np.array([[0.34, 0.33], [0.66, 0.33], [0.50, 0.687]], dtype=np.float64)
 
 
+def inter_ocular_distance(points: np.ndarray) -> float:
+    """The distance between the eye centres (the means of the iBUG eye points) of ``(68, 2)``
+    landmarks, in their pixels."""
+    return float(np.linalg.norm(points[RIGHT_EYE].mean(0) - points[LEFT_EYE].mean(0)))
+
+
 def anchor_points(landmarks: np.ndarray) -> np.ndarray:
     """``(68, 2)`` landmarks -> ``(3, 2) float64``: right-eye, left-eye and outer-lip centres."""
     points = np.asarray(landmarks, dtype=np.float64)

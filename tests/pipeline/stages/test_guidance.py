@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from pipeline.compute.renderers import RENDERERS
+from pipeline.compute.renderers import RENDERERS, heatmap_sigma
 from pipeline.config import GuidanceConfig
 from pipeline.errors import ConfigError
 from pipeline.guidance import GUIDANCE_TYPES, resolve_guidance
@@ -229,3 +229,19 @@ def test_unknown_guidance_names_are_refused_with_the_list():
         GuidanceConfig(types=("heatmaps",))
     assert GuidanceConfig(types=("mask_hull", "heatmap")).types == ("heatmap", "mask_hull")
     assert resolve_guidance("all") == tuple(name for name in GUIDANCE_TYPES if name != "saliency_network")
+
+
+def test_the_heatmap_sigma_is_a_share_of_the_face_so_maps_match_across_sizes():
+    """Stores built before drew every landmark 2 aligned pixels wide, 2.3x narrower relative to the
+    face at S = 112 than at 48; the default now scales with the inter-ocular distance."""
+    face = synthetic_landmarks()  # eye and mouth centres on the template at S = 100
+    relative = GuidanceConfig(types=("heatmap",), size=48)
+    assert heatmap_sigma(face * 0.48, relative) == pytest.approx(2.0, rel=0.05)  # FER-2013's S = 48 as before
+    assert heatmap_sigma(face * 1.12, relative) == pytest.approx(heatmap_sigma(face * 0.48, relative) * 112 / 48)
+    maps = {}
+    for pixels in (0.0, 2.0):
+        config = GuidanceConfig(types=("heatmap",), size=48, heatmap_sigma=pixels)
+        small = RENDERERS["heatmap"](None, face * 0.48, 48, config, None)
+        large = RENDERERS["heatmap"](None, face * 1.12, 112, config, None)  # the same face at S = 112, H = 48
+        maps[pixels] = np.abs(small.astype(int) - large.astype(int)).max()
+    assert maps[0.0] <= 2 < maps[2.0], maps
