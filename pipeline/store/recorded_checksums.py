@@ -80,7 +80,7 @@ class RecordedChecksums:
     def check(self, name: str, first: int, values: np.ndarray) -> None:
         """Check ``values``, ``(n, ...)``, samples ``first`` to ``first + n - 1`` of array ``name``
         as read, against the checksums recorded for them (nothing, for an array not vouched for).
-        Where ``first`` is a multiple of ``n`` (a whole shard, an inner chunk, a whole column),
+        Where ``first`` is a multiple of ``n`` (a whole shard, a whole column),
         one CRC over ``values`` is compared with the checksum of those samples together.
 
         Raises:
@@ -131,7 +131,7 @@ class RecordedChecksums:
         if first // block >= len(digests):
             return False  # the last block, shorter: checked sample by sample
         data = np.ascontiguousarray(values).reshape(-1).view(np.uint8)
-        # ISA-L's CRC-32 is zlib's, 7x faster here (41 against 6 GB/s: docs/benchmarks.md)
+        # ISA-L's CRC-32 is zlib's, 7x faster here (41 against 6 GB/s: docs/reliability.md)
         return isal_zlib.crc32(data.data, CRC_START) == int(digests[first // block])
 
 

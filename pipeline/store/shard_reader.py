@@ -24,7 +24,6 @@ An array with any other layout (strings, another codec) is read through zarr-pyt
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -124,7 +123,12 @@ class _ShardRows:
 
     def __init__(self, name: str, start: int, into: np.ndarray, n: int, checksums: RecordedChecksums | None):
         self.name, self.start, self.into, self.rows = name, start, into, min(len(into), n - start)
-        self.check = None if checksums is None else functools.partial(checksums.check, name)
+        self.checksums = checksums
+
+    def decoded(self) -> None:
+        """Check the shard's samples once they are in ``into``."""
+        if self.checksums is not None:
+            self.checksums.check(self.name, self.start, self.into[: self.rows])
 
 
 _DecodeJob = tuple[ShardLayout, int, _ShardRows]  # a shard of a layout, and where its samples go
@@ -132,8 +136,7 @@ _DecodeJob = tuple[ShardLayout, int, _ShardRows]  # a shard of a layout, and whe
 
 def _read_with_zarr(array: zarr.Array[Any], rows: _ShardRows) -> None:
     rows.into[: rows.rows] = array[rows.start : rows.start + rows.rows]
-    if rows.check is not None:
-        rows.check(rows.start, rows.into[: rows.rows])
+    rows.decoded()
 
 
 def _read_and_decode(store: ContainedLocalStore, layout: ShardLayout, shard: int, rows: _ShardRows) -> None:
@@ -142,8 +145,7 @@ def _read_and_decode(store: ContainedLocalStore, layout: ShardLayout, shard: int
 
 def _decode(layout: ShardLayout, shard: int, data: bytes | np.ndarray | None, rows: _ShardRows) -> None:
     layout.decode_into(shard, data, rows.into)
-    if rows.check is not None:
-        rows.check(rows.start, rows.into[: rows.rows])
+    rows.decoded()
 
 
 def _fetch_and_decode(store: Store, jobs: list[_DecodeJob], pool: ThreadPoolExecutor) -> list[Future[None]]:

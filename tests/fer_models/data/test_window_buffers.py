@@ -24,8 +24,8 @@ def started(monkeypatch) -> list:
     calls = []
     real = window_buffers.start_reading_shards
 
-    def recording(arrays, shards, out, threads):
-        pending = real(arrays, shards, out, threads)
+    def recording(arrays, shards, out, threads, checksums):
+        pending = real(arrays, shards, out, threads, checksums)
         calls.append((list(shards), pending))
         return pending
 
