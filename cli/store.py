@@ -89,9 +89,13 @@ def verify(store):
 
     faults = verify_store(store, progress=ConsoleProgress())
     for fault in faults:
-        click.echo(f"FAULT {fault}")
+        click.echo(f"{'INCOMPLETE' if fault.unfinished else 'FAULT'} {fault}")
+    damage = [fault for fault in faults if not fault.unfinished]
+    if damage:
+        click.echo(f"{store}: {len(damage)} faults")
+    elif faults:
+        click.echo(f"{store}: no damage found, but the build did not finish")
     if faults:
-        click.echo(f"{store}: {len(faults)} faults")
         raise SystemExit(1)
     click.echo(f"{store}: intact and complete")
 

@@ -43,8 +43,12 @@ from pipeline.store.shard_reader import read_shards
 
 @dataclass(frozen=True)
 class Fault:
+    """What is wrong (``problem``) where. ``unfinished``: not damage, a build that did not finish
+    (the same command resumes it)."""
+
     where: str
     problem: str
+    unfinished: bool = False
 
     def __str__(self) -> str:
         return f"{self.where}: {self.problem}"
@@ -74,14 +78,23 @@ def verify_store(location: str, progress: Progress = QUIET) -> list[Fault]:
         )
     if STATUS in group and not any(f.where.startswith(f"{STATUS}/") for f in faults):
         counts = status_counts(np.concatenate(status_parts))
-        if counts[Status.PENDING.label]:
-            faults.append(Fault("status", f"{counts[Status.PENDING.label]} samples pending: the store is incomplete"))
-        if any(provenance.counts.get(key) != value for key, value in counts.items()):
+        pending = counts[Status.PENDING.label]
+        if not provenance.complete:  # a build that did not finish: its counts and metadata come at the end
+            faults = [fault for fault in faults if fault.where != "zarr.json"]
+            faults.append(
+                Fault(
+                    "build",
+                    f"incomplete: {pending} of {provenance.counts['total']} samples pending; the build did not finish "
+                    "(interrupted, or still running): run the same fer-preprocess command again to complete it",
+                    unfinished=True,
+                )
+            )
+        elif pending:
+            faults.append(Fault("status", f"{pending} samples pending in a store marked complete"))
+        if provenance.complete and any(provenance.counts.get(key) != value for key, value in counts.items()):
             faults.append(
                 Fault("provenance", f"recorded counts {provenance.counts} differ from the status array's {counts}")
             )
-        if not provenance.complete:
-            faults.append(Fault("provenance", "the store is not marked complete"))
     return faults
 
 
@@ -107,7 +120,14 @@ def _metadata_faults(location: str, group: zarr.Group, provenance: Provenance) -
         elif (dims := tuple(getattr(group[name].metadata, "dimension_names", None) or ())) != spec.dims:
             faults.append(Fault(name, f"dimension names {dims or None}, expected {spec.dims}"))
     if provenance.growing is not None:
-        faults.append(Fault("provenance", f"adding {', '.join(provenance.growing_types)} is unfinished"))
+        adding = ", ".join(provenance.growing_types)
+        faults.append(
+            Fault(
+                "build",
+                f"adding {adding} is unfinished: run the same fer-preprocess --guidance command again to finish it",
+                unfinished=True,
+            )
+        )
     return faults
 
 

@@ -199,3 +199,27 @@ def test_a_store_opens_in_xarray_with_named_dimensions(fer_store):
     assert dataset.attrs["fer_store"]["dataset"] == "folder"
     checked = xr.open_zarr(open_store(fer_store).store, consolidated=True)  # docs/sharing.md: after the checks
     np.testing.assert_array_equal(checked["image"].values, dataset["image"].values)
+
+
+def test_verify_tells_an_unfinished_build_from_damage(fer_store, tmp_path, fer2013_small):
+    from click.testing import CliRunner
+
+    from cli.store import main as store_cli
+    from pipeline.compute.model_files import ModelFiles
+    from pipeline.datasets import get_dataset
+    from pipeline.store import provenance_of
+    from pipeline.store.writer import prepare_store
+
+    store = tmp_path / "unfinished.zarr"  # a build stopped after making its template
+    config = provenance_of(open_store(fer_store)).preprocess_config
+    prepare_store(store, get_dataset("folder").scan(fer2013_small), config, ModelFiles.locate().sha256())
+    faults = verify_store(str(store))
+    assert [fault.unfinished for fault in faults] == [True], faults
+    assert "incomplete: 84 of 84 samples pending" in str(faults[0]) and "run the same fer-preprocess" in str(faults[0])
+    result = CliRunner().invoke(store_cli, ["verify", str(store)])
+    assert result.exit_code == 1 and "INCOMPLETE build: incomplete" in result.output and "FAULT" not in result.output
+    assert "no damage found, but the build did not finish" in result.output
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(fer_store, damaged)
+    next(p for p in sorted((damaged / "mask_soft" / "c").rglob("*")) if p.is_file()).unlink()
+    assert not any(fault.unfinished for fault in verify_store(str(damaged)))
