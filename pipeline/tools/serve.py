@@ -148,22 +148,27 @@ class StoreServer(ThreadingHTTPServer):
                 self._connections[request] = (busy, time.monotonic())
 
     def process_request(self, request, client_address) -> None:
-        with self._connections_lock:
+        refused = False
+        with self._connections_lock:  # decided under the lock; answered after it is released
             if len(self._connections) >= self.max_connections:
                 idle = [(since, other) for other, (busy, since) in self._connections.items() if not busy]
-                if not idle:
-                    request.sendall(
-                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    )
-                    self.shutdown_request(request)
-                    return
-                oldest = min(idle, key=lambda entry: entry[0])[1]
-                del self._connections[oldest]
-                try:
-                    oldest.shutdown(socket.SHUT_RDWR)  # its thread reads the end and finishes
-                except OSError:
-                    pass
-            self._connections[request] = (False, time.monotonic())
+                refused = not idle
+                if idle:
+                    oldest = min(idle, key=lambda entry: entry[0])[1]
+                    del self._connections[oldest]
+                    try:
+                        oldest.shutdown(socket.SHUT_RDWR)  # its thread reads the end and finishes
+                    except OSError:
+                        pass
+            if not refused:
+                self._connections[request] = (False, time.monotonic())
+        if refused:  # shutdown_request takes the lock: it once deadlocked the server here for good
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
         super().process_request(request, client_address)
 
     def shutdown_request(self, request) -> None:

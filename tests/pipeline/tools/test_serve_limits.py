@@ -84,3 +84,33 @@ def test_a_malformed_request_gets_a_4xx_and_the_server_goes_on(served, request_b
     assert ask(port, request_bytes).split(" ")[1] == str(status)
     assert ask(port, b"GET /zarr.json HTTP/1.1\r\nHost: x\r\n\r\n") == "HTTP/1.1 200 OK"
     assert server.poll() is None
+
+
+def test_a_503_when_every_connection_is_busy_leaves_the_server_answering(synthetic_store):
+    """A server limited to 80 descriptors takes 8 connections; 8 clients stuck in their headers
+    hold them all, so the next is answered 503. That 503 used to deadlock the server for good."""
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (80, 80))
+
+    server = subprocess.Popen(
+        [FER_STORE, "serve", synthetic_store, "--port", "0"], stderr=subprocess.PIPE, text=True, preexec_fn=limited
+    )
+    try:
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", server.stderr.readline()).group(1))
+        busy = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(8)]
+        for connection in busy:  # a request line, then no headers: its handler waits, busy
+            connection.sendall(b"GET /zarr.json HTTP/1.1\r\n")
+        time.sleep(0.5)
+        for _ in range(2):
+            assert (
+                ask(port, b"GET /zarr.json HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
+                == "HTTP/1.1 503 Service Unavailable"
+            )
+        for connection in busy:
+            connection.close()
+        time.sleep(0.5)
+        assert ask(port, b"GET /zarr.json HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5) == "HTTP/1.1 200 OK"
+    finally:
+        server.kill()
+        server.wait()
