@@ -10,7 +10,8 @@
   allow-list checks made before zarr reads anything.
 - :mod:`~pipeline.store.shard_reader` and :mod:`~pipeline.store.shard_writer`: whole shards read
   and written without zarr-python's per-chunk Python; :mod:`~pipeline.store.checksums`:
-  per-sample checksums; :mod:`~pipeline.store.lock`: one writer at a time.
+  per-sample checksums, and :mod:`~pipeline.store.recorded_checksums`: every read checked
+  against them; :mod:`~pipeline.store.lock`: one writer at a time.
 
 The names most callers need are importable from here.
 """
