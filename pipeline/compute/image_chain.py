@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.compute.model_files import LoadedModels
 from pipeline.compute.renderers import RENDERERS
 from pipeline.config import PreprocessConfig
-from pipeline.stages.align import aligned_from_src_matrix, apply_affine, warp_to_aligned
+from pipeline.stages.align import aligned_from_src_for, apply_affine, resample_to_aligned
 from pipeline.stages.box_mapping import BoxMapping
 from pipeline.stages.dataset_geometry import dataset_box_problem, dataset_landmarks_problem
 from pipeline.stages.decode import to_gray, to_rgb
@@ -220,11 +220,12 @@ def _align_and_render(
     models: LoadedModels,
     timer: StageTimer,
 ) -> SampleResult:
-    """Align the face given its 68 source landmarks and render every guidance tensor."""
-    size = config.align.size
-    aligned_from_src = aligned_from_src_matrix(landmarks_src, size)
+    """Align the face given its 68 source landmarks (in ``config.align.mode``) and render every
+    guidance tensor."""
+    size, mode = config.align.size, config.align.mode
+    aligned_from_src = aligned_from_src_for(mode, landmarks_src, pixels.shape, size)
     source = to_rgb(pixels) if config.align.color == "rgb" else to_gray(pixels)
-    aligned = warp_to_aligned(source, aligned_from_src, size)
+    aligned = resample_to_aligned(source, aligned_from_src, size, mode)
     landmarks = apply_affine(aligned_from_src, landmarks_src)
     image = aligned.transpose(2, 0, 1) if aligned.ndim == 3 else aligned[None]
     timer.lap("align")

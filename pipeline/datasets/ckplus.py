@@ -29,9 +29,10 @@ LABEL_SETS = (
     LabelSet.identity("7", LABEL_NAMES),
     LabelSet.from_labels("6", LABEL_NAMES, {name: (name,) for name in LABEL_NAMES if name != "contempt"}),
 )
+# CK+48 is distributed as 48x48 face crops, kept as they are.
 CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
     "detect": {"prior": "full-frame"},
-    "align": {"size": 48, "color": "gray"},
+    "align": {"mode": "crop", "size": 48, "color": "gray"},
 }
 _FILE_NAME = re.compile(r"^(S\d+)_(\d+)_(\d+)\.(?i:png|jpg|jpeg)$")
 

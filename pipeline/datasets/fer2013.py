@@ -42,10 +42,11 @@ LABEL_SETS = (
         {"negative": ("angry", "disgust", "fear", "sad"), "neutral": ("neutral",), "positive": ("happy",)},
     ),
 )
-# Pre-cropped faces: when the detector finds none, the whole 48x48 frame is the face box.
+# Distributed as face crops: the official protocol keeps them as they are (landmarks and guidance in
+# their frame); where the detector finds no face, the whole 48x48 frame is the landmarks' box.
 CONFIG_DEFAULTS: dict[str, dict[str, Any]] = {
     "detect": {"prior": "full-frame"},
-    "align": {"size": 48, "color": "gray"},
+    "align": {"mode": "crop", "size": 48, "color": "gray"},
 }
 _FOLDER_NAME = re.compile(r"^(Training|PublicTest|PrivateTest)_\d+\.(?i:jpg|jpeg|png)$")
 

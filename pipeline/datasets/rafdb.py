@@ -94,9 +94,10 @@ class RafDbDataset(FilesUnderRoot):
         self.images = images
         self.name = "rafdb" if images == "aligned" else "rafdb-original"
         if images == "aligned":
+            # The aligned faces are the dataset's own 100x100 crops, kept as they are.
             self.config_defaults: dict[str, dict[str, Any]] = {
                 "detect": {"prior": "full-frame"},
-                "align": {"size": 100},
+                "align": {"mode": "crop", "size": 100},
             }
         else:
             self.config_defaults = {}

@@ -126,3 +126,20 @@ def test_preprocess_without_dataset_adds_guidance_to_a_store(sample_store, tmp_p
     assert with_size.returncode == 2 and "--size needs --dataset" in with_size.stderr
     nothing = cli("fer-preprocess", store, check=False)
     assert nothing.returncode == 2 and "pass --dataset to build a store, or --guidance LIST" in nothing.stderr
+
+
+def test_make_preprocess_passes_every_store_option_as_its_variable(tmp_path):
+    store = tmp_path / "made.zarr"
+    repository = Path(__file__).resolve().parents[2]
+    venv = Path(sys.executable).parent.parent
+    result = subprocess.run(
+        ["make", "-C", repository, f"VENV={venv}", "-o", f"{venv}/.installed", "preprocess", "DATASET=sample"]
+        + [f"STORE={store}", "ALIGN=arcface", "SIZE=32", "GUIDANCE=heatmap", "SHARD_SIZE=64", "SCHEDULER=synchronous"]
+        + ["PREPROCESS_ARGS=--no-progress"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    config = open_store(store).attrs["fer_store"]["config"]
+    assert config["align"] == {"mode": "arcface", "size": 32, "color": "rgb"}
+    assert config["guidance"]["types"] == ["heatmap"] and config["shard_size"] == 64

@@ -10,7 +10,7 @@ import zarr
 
 from pipeline.compute.run import SYNCHRONOUS, preprocess
 from pipeline.config import build_config
-from pipeline.datasets import fer2013, get_dataset
+from pipeline.datasets import DATASETS, fer2013, get_dataset
 from pipeline.datasets.ferplus_votes import vote_distributions
 from pipeline.datasets.label_sets import label_set_from_attrs, label_sets_to_attrs
 from pipeline.errors import ConfigError, DatasetError
@@ -50,6 +50,15 @@ def test_fer2013_csv_labels_splits_and_pixels_match_the_file(tmp_path):
     # a full-frame sample's source box is the whole 48x48 image
     prior_rows = np.flatnonzero(status == Status.OK_PRIOR)
     assert len(prior_rows) and np.array_equal(group["box_src"][prior_rows[0]], [0, 0, 48, 48])
+    # the official crops are kept as they are (--align crop), landmarks in their frame
+    pixels = np.array([np.array(p.split(), dtype=np.uint8).reshape(1, 48, 48) for _, p, _ in rows])
+    assert np.array_equal(group["image"][:], pixels)
+    assert np.array_equal(group["aligned_from_src"][:], np.broadcast_to(np.eye(2, 3, dtype=np.float32), (40, 2, 3)))
+    assert np.array_equal(group["landmarks"][:], group["landmarks_src"][:])
+    assert provenance["config"]["align"]["mode"] == "crop"
+    warped = build(tmp_path / "warped.zarr", "fer2013", tmp_path / "fer", align={"mode": "similarity"})
+    assert warped.attrs[ATTRS_KEY]["config"]["align"]["mode"] == "similarity"
+    assert not np.array_equal(warped["image"][:], pixels)  # re-warped onto the template
 
 
 def test_fer2013_csv_and_folder_forms_agree_on_the_same_images(tmp_path):
@@ -310,6 +319,7 @@ def test_rafdb_aligned_and_original_images(tmp_path, dlib_faces):
     assert aligned.attrs[ATTRS_KEY]["label_names"][3] == "happiness"
     assert set(column(aligned, "status").tolist()) <= {Status.OK, Status.OK_PRIOR}
     assert aligned["image"].shape == (5, 3, 100, 100)
+    assert np.array_equal(aligned["aligned_from_src"][0], np.eye(2, 3))  # the dataset's crops, kept
     original = build(tmp_path / "o.zarr", "rafdb-original", root)
     assert column(original, "source")[0] == "Image/original/train_00001.jpg"
     assert np.all(column(original, "status") == Status.OK)  # faces detected in the photos
@@ -382,3 +392,13 @@ def test_manifests_are_reproducible(tmp_path, dlib_faces):
     trees.write_affectnet(root, dlib_faces)
     adapter = get_dataset("affectnet")
     assert adapter.scan(root).sha256() == adapter.scan(root).sha256()
+
+
+def test_the_table_of_defaults_in_docs_says_what_each_adapter_does():
+    table = (Path(__file__).resolve().parents[3] / "docs" / "datasets.md").read_text()
+    for name, adapter in DATASETS.items():
+        align = build_config(adapter.config_defaults).align
+        colour = "RGB" if align.color == "rgb" else "gray"
+        assert re.search(rf"^\| `{re.escape(name)}` \|.* \| `{align.mode}` {align.size} {colour} \|$", table, re.M), (
+            name
+        )

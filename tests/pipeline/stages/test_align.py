@@ -1,11 +1,15 @@
 import numpy as np
 
 from pipeline.stages.align import (
+    ARCFACE_TEMPLATE_112,
     TEMPLATE_FRACTIONS,
+    aligned_from_src_for,
     aligned_from_src_matrix,
     anchor_points,
     apply_affine,
+    five_points,
     invert_affine,
+    resample_to_aligned,
     similarity_from_points,
     warp_to_aligned,
 )
@@ -67,3 +71,31 @@ def test_color_and_gray_shapes():
     matrix = aligned_from_src_matrix(landmarks, size=64)
     assert warp_to_aligned(np.zeros((100, 100, 3), np.uint8), matrix, 64).shape == (64, 64, 3)
     assert warp_to_aligned(np.zeros((100, 100), np.uint8), matrix, 64).shape == (64, 64)
+
+
+def test_the_crop_mode_keeps_a_crop_of_size_s_unchanged_and_scales_a_larger_one_with_its_points():
+    image = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)
+    landmarks = synthetic_landmarks(scale=0.4)
+    same = aligned_from_src_for("crop", landmarks, image.shape, 48)
+    np.testing.assert_array_equal(same, np.eye(2, 3))
+    np.testing.assert_array_equal(resample_to_aligned(image, same, 48, "crop"), image)
+    doubled = aligned_from_src_for("crop", landmarks, image.shape, 96)
+    np.testing.assert_allclose(apply_affine(doubled, landmarks), landmarks * 2, atol=1e-5)
+    resized = resample_to_aligned(dot_image(48, 48, (12.0, 30.0)), doubled, 96, "crop")
+    np.testing.assert_allclose(centroid(resized), (24.0, 60.0), atol=0.3)  # the dot follows the scaling
+    flat = resample_to_aligned(np.full((48, 48), 200, np.uint8), doubled, 96, "crop")
+    assert flat.shape == (96, 96) and (flat == 200).all()  # edges are not blended with black
+    wide = aligned_from_src_for("crop", landmarks, (50, 100, 3), 25)  # a source that is not square
+    np.testing.assert_allclose(apply_affine(wide, [[100, 50]]), [[25, 25]])
+
+
+def test_the_arcface_mode_puts_the_five_points_on_insightfaces_template_scaled_to_s():
+    template = ARCFACE_TEMPLATE_112  # a face whose five points lie on the template, then moved
+    landmarks = np.random.default_rng(2).uniform(30, 90, (68, 2))
+    for index, target in zip((range(36, 42), range(42, 48), [30], [48], [54]), template):
+        landmarks[list(index)] += target - landmarks[list(index)].mean(0)
+    c, s = 2.5 * np.cos(-0.3), 2.5 * np.sin(-0.3)
+    moved = landmarks @ np.array([[c, -s], [s, c]]).T + (40, 75)
+    for size in (112, 224):
+        matrix = aligned_from_src_for("arcface", moved, (500, 500), size)
+        np.testing.assert_allclose(five_points(apply_affine(matrix, moved)), template * size / 112, atol=1e-3)
