@@ -8,7 +8,7 @@ from cli.errors import user_errors
 from cli.progress import ConsoleProgress
 from cli.train import parse_options
 from fer_models.models.registry import list_models
-from fer_models.training.config import TrainConfig
+from fer_models.training.config import BALANCES, TrainConfig
 from fer_models.training.paired_comparison import compare_models
 from fer_models.training.recipe import RECIPES
 
@@ -17,8 +17,21 @@ from fer_models.training.recipe import RECIPES
 @click.option("--store", required=True, help="Guidance store built by fer-preprocess.")
 @click.option("--model", type=click.Choice(list_models()), required=True, help="The model (a).")
 @click.option("--option", "model_options", multiple=True, metavar="KEY=VALUE", help="An option of the model.")
-@click.option("--twin", type=click.Choice(list_models()), required=True, help="Its twin (b), e.g. stn for guided-stn.")
-@click.option("--twin-option", "twin_options", multiple=True, metavar="KEY=VALUE", help="An option of the twin.")
+@click.option("--twin", type=click.Choice(list_models()), help="Its twin (b), e.g. stn for guided-stn. [--model]")
+@click.option(
+    "--twin-option", "twin_options", multiple=True, metavar="KEY=VALUE", help="An option of the twin. [--option's]"
+)
+@click.option(
+    "--twin-store",
+    help="The twin trains on this store: another build of the same dataset (e.g. --align crop against "
+    "similarity). [--store]",
+)
+@click.option(
+    "--balance",
+    type=click.Choice(BALANCES),
+    help="Class balance of the loss: weights or none. [the dataset's protocol]",
+)
+@click.option("--twin-balance", type=click.Choice(BALANCES), help="The twin's class balance. [--balance]")
 @click.option("--seeds", default="0,1,2", help="Comma-separated seeds, at least two; each trains both models.")
 @click.option("--labels", help="Label set. [the store's first]")
 @click.option("--epochs", type=int, help="[each model's default]")
@@ -34,6 +47,9 @@ def main(
     model_options,
     twin,
     twin_options,
+    twin_store,
+    balance,
+    twin_balance,
     seeds,
     labels,
     epochs,
@@ -46,11 +62,13 @@ def main(
 ):
     """Train MODEL and TWIN for each seed on the same data order and augmentation, score both on
     the same test samples, and write OUT/comparison.{json,md,png}: the per-seed figures, the mean
-    difference (MODEL - TWIN) and its 95% paired-bootstrap interval. Finished runs are read back,
-    an interrupted one resumed."""
+    difference (MODEL - TWIN) and its 95% paired-bootstrap interval. The twin is MODEL itself
+    unless --twin names another: then --twin-option, --twin-store or --twin-balance say what
+    differs. Finished runs are read back, an interrupted one resumed."""
     with user_errors():
+        twin = twin or model
+        twin_options = twin_options if twin_options or twin != model else model_options
         shared = dict(
-            store=store,
             labels=labels,
             epochs=epochs,
             batch_size=batch_size,
@@ -58,8 +76,16 @@ def main(
             device=device,
             threads=threads,
         )
-        a = TrainConfig(model=model, options=parse_options(model, model_options), **shared)
-        b = TrainConfig(model=twin, options=parse_options(twin, twin_options), **shared)
+        a = TrainConfig(
+            model=model, options=parse_options(model, model_options), store=store, balance=balance, **shared
+        )
+        b = TrainConfig(
+            model=twin,
+            options=parse_options(twin, twin_options),
+            store=twin_store or store,
+            balance=twin_balance or balance,
+            **shared,
+        )
         try:
             seed_list = [int(seed) for seed in seeds.split(",")]
         except ValueError:
@@ -69,6 +95,6 @@ def main(
         table = compare_models(a, b, seed_list, out, progress=ConsoleProgress(bars=progress, err=False))
     low, high = (100 * v for v in table["interval_95"]["accuracy"])
     click.echo(
-        f"done: {model} - {twin} accuracy {100 * table['mean_difference']['accuracy']:+.2f} points "
+        f"done: {table['a']['name']} - {table['b']['name']} accuracy {100 * table['mean_difference']['accuracy']:+.2f} points "
         f"(95% interval [{low:+.2f}, {high:+.2f}]) over seeds {seeds} -> {out}/comparison.md"
     )

@@ -1,6 +1,9 @@
 """A model against its twin over several seeds, with the paired difference and its interval.
 
-Each seed trains both models with the same data order and augmentation draws (both are seeded
+The two sides (a and b) are two training configs that differ in what is compared: the model (a
+guided model and its unguided twin), the store (one model on two builds of the same dataset, e.g.
+its own crops against re-aligned faces: the stores must hold the same samples, the same manifest
+hash) or a setting such as the class balance. Each seed trains both models with the same data order and augmentation draws (both are seeded
 from the seed and the epoch), on the same protocol; ``OUT/<a or b>/seed<S>/`` is an ordinary run
 directory, a finished one is read back and an interrupted one resumed, so the command can be run
 again after a kill. Both models are scored on the same test samples, which makes the comparison
@@ -26,6 +29,7 @@ from fer_models.training.metrics import Predictions, accuracy, confusion_matrix,
 from fer_models.training.run_directory import strict_json, train
 from pipeline.errors import ConfigError
 from pipeline.progress import QUIET, Progress
+from pipeline.store import read_provenance
 
 REPLICATES = 2000
 METRICS = ("accuracy", "macro_f1")
@@ -42,13 +46,22 @@ def compare_models(
         their means; the 95% paired-bootstrap interval of each mean difference.
 
     Raises:
-        ConfigError: fewer than two seeds, the two configs on other stores or label sets, or their
-            runs scored on different test samples.
+        ConfigError: fewer than two seeds, two identical sides, other label sets, stores of other
+            samples, or runs scored on different test samples.
     """
     if len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise ConfigError("a comparison needs at least two different seeds")
-    if (a.store, a.labels) != (b.store, b.labels):
-        raise ConfigError("the two models must train on the same store and label set")
+    if a == b:
+        raise ConfigError("the two sides are the same config: give a twin model, --twin-store or a twin setting")
+    if a.labels != b.labels:
+        raise ConfigError(f"the two sides must use the same label set, got {a.labels!r} and {b.labels!r}")
+    if a.store != b.store:
+        manifests = [read_provenance(store).manifest_sha256 for store in (a.store, b.store)]
+        if manifests[0] != manifests[1]:
+            raise ConfigError(
+                f"{a.store} and {b.store} hold other samples (manifest hashes {manifests[0][:12]} and "
+                f"{manifests[1][:12]}): compare two builds of the same dataset"
+            )
     out = Path(out_dir)
     runs: dict[str, list[Predictions]] = {"a": [], "b": []}
     rows = []
@@ -73,8 +86,8 @@ def compare_models(
         rows.append(row)
     interval = paired_bootstrap(runs["a"], runs["b"], len(labels))
     table = {
-        "a": {"model": a.model, "options": a.options},
-        "b": {"model": b.model, "options": b.options},
+        "a": _side(a, b),
+        "b": _side(b, a),
         "store": a.store,
         "labels": a.labels,
         "seeds": rows,
@@ -88,6 +101,19 @@ def compare_models(
     (out / "comparison.md").write_text(comparison_markdown(table))
     cv2.imwrite(str(out / "comparison.png"), cv2.cvtColor(render_comparison(table), cv2.COLOR_RGB2BGR))
     return table
+
+
+def _side(config: TrainConfig, other: TrainConfig) -> dict[str, Any]:
+    """One side of the comparison: its model and options, and where it differs from the other
+    side in anything else (``store``, ``balance``, ...), those settings; ``name`` says it in short."""
+    differing = {
+        field.name: getattr(config, field.name)
+        for field in dataclasses.fields(TrainConfig)
+        if field.name not in ("model", "options") and getattr(config, field.name) != getattr(other, field.name)
+    }
+    name = config.model + "".join(f" {key}={value}" for key, value in config.options.items())
+    name += "".join(f" {key}={Path(value).name if key == 'store' else value}" for key, value in differing.items())
+    return {"model": config.model, "options": config.options, "settings": differing, "name": name}
 
 
 def paired_bootstrap(
@@ -122,11 +148,13 @@ def paired_bootstrap(
 
 def comparison_markdown(table: dict[str, Any]) -> str:
     """The comparison as a markdown table (percent)."""
-    a, b = table["a"]["model"], table["b"]["model"]
+    a, b = table["a"]["name"], table["b"]["name"]
     lines = [
-        f"# {a} {json.dumps(table['a']['options'])} against {b} {json.dumps(table['b']['options'])}",
+        f"# {a} against {b}",
         "",
-        f"Store `{table['store']}`, labels {table['labels'] or 'the store default'}; test accuracy and "
+        f"a: `{json.dumps({'model': table['a']['model'], 'options': table['a']['options'], **table['a']['settings']})}`; "
+        f"b: `{json.dumps({'model': table['b']['model'], 'options': table['b']['options'], **table['b']['settings']})}`.",
+        f"Store `{table['store']}` (where a side names none), labels {table['labels'] or 'the store default'}; test accuracy and "
         "macro-F1 (%) at each run's selected epoch; the difference is a - b.",
         "",
         f"| seed | {a} acc | {b} acc | difference | {a} macro-F1 | {b} macro-F1 | difference |",
@@ -166,7 +194,7 @@ def render_comparison(table: dict[str, Any], width: int = 560, height: int = 320
     y_of = lambda v: int(bottom - (v - low) / (high - low) * (bottom - top))
     cv2.putText(
         image,
-        f"test accuracy: {table['a']['model']} (blue) vs {table['b']['model']} (orange)",
+        f"test accuracy: {table['a']['name']} (blue) vs {table['b']['name']} (orange)",
         (8, 20),
         font,
         0.45,

@@ -14,16 +14,17 @@ from pipeline.store.provenance import ATTRS_KEY
 FER_STORE_GUIDANCE = "heatmap,heatmap_regions,saliency,mask_soft,mask_binary,mask_hull,regions"
 
 
-def build_fer_store(store: Path, images: Path, codec: str = "zstd") -> Path:
+def build_fer_store(store: Path, images: Path, codec: str = "zstd", align: str = "similarity") -> Path:
     """The tests' store of the FER-2013 folder ``images`` at ``store``: S = H = 48, gray, the
-    guidance of :data:`FER_STORE_GUIDANCE`, shards of 32 samples, tensors compressed by ``codec``."""
+    guidance of :data:`FER_STORE_GUIDANCE`, shards of 32 samples, tensors compressed by ``codec``,
+    faces aligned in mode ``align``."""
     from pipeline.compute.run import SYNCHRONOUS, preprocess
     from pipeline.config import build_config
 
     config = build_config(
         {
             "detect": {"prior": "full-frame"},
-            "align": {"size": 48, "color": "gray"},
+            "align": {"size": 48, "color": "gray", "mode": align},
             "guidance": {"types": FER_STORE_GUIDANCE},
             "shard_size": 32,
             "codec": codec,

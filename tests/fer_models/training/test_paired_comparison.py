@@ -1,5 +1,6 @@
 """fer-compare: a model against its twin over seeds, on a small real store."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from fer_models.training.metrics import Predictions
 from fer_models.training.paired_comparison import compare_models, paired_bootstrap
 from fer_models.training.run_directory import train
 from pipeline.errors import ConfigError
+from tests.support.stores import build_fer_store
 
 FER_COMPARE = Path(sys.executable).parent / "fer-compare"
 QUICK = dict(epochs=2, batch_size=16)
@@ -75,3 +77,25 @@ def test_predictions_files_read_back_with_their_confidences_and_without_them(tmp
     (tmp_path / "old.csv").write_text("index,target,predicted\n4,1,1\n9,0,2\n")  # before confidences were recorded
     old = Predictions.read_csv(tmp_path / "old.csv")
     assert old.confidence is None and old.index.tolist() == [4, 9] and old.index.dtype == np.int64
+
+
+def test_one_model_is_compared_on_two_builds_of_the_same_faces_and_with_two_balances(
+    fer_store, fer2013_small, synthetic_store, tmp_path
+):
+    crops = build_fer_store(tmp_path / "crops.zarr", fer2013_small, align="crop")
+    result = subprocess.run(
+        [FER_COMPARE, "--store", str(crops), "--model", "cnn", "--twin-store", str(fer_store), "--seeds", "0,1",
+         "--epochs", "1", "--batch-size", "16", "--no-progress", "--out", str(tmp_path / "stores")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = json.loads((tmp_path / "stores" / "comparison.json").read_text())
+    assert table["a"]["settings"] == {"store": str(crops)} and table["b"]["settings"] == {"store": str(fer_store)}
+    assert "cnn store=crops.zarr - cnn store=fer.zarr accuracy" in result.stdout
+    a = TrainConfig(store=str(crops), model="cnn", balance="weights", **QUICK)
+    weighted = compare_models(a, dataclasses.replace(a, balance="none"), [0, 1], tmp_path / "balance")
+    assert weighted["b"]["settings"] == {"balance": "none"} and weighted["b"]["name"] == "cnn balance=none"
+    with pytest.raises(ConfigError, match="the two sides are the same config"):
+        compare_models(a, a, [0, 1], tmp_path / "same")
+    with pytest.raises(ConfigError, match="hold other samples .manifest hashes"):
+        compare_models(a, dataclasses.replace(a, store=str(synthetic_store)), [0, 1], tmp_path / "other")
