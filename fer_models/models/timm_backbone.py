@@ -29,6 +29,7 @@ from torch import nn
 
 from fer_models.models.registry import ModelOutput
 from fer_models.models.resnet import pooled_classification
+from fer_models.models.weight_files import check_inflation
 from pipeline.errors import ConfigError
 
 STAGES = 4
@@ -85,6 +86,7 @@ def read_weights(timm: ModuleType, path: str) -> dict[str, torch.Tensor]:
     """
     if not os.path.isfile(path):
         raise ConfigError(f"backbone_weights {path!r} is not a file")
+    check_inflation(path, f"backbone_weights {path}")
     try:
         state: dict[str, torch.Tensor] = timm.models.load_state_dict(path)
     except Exception as error:  # noqa: BLE001  # safetensors and torch.load raise many kinds

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from fer_models.models.registry import WEIGHT_FILE_OPTIONS
+from fer_models.models.weight_files import check_inflation
 from fer_models.training.config import TrainConfig, recorded_config
 from pipeline.config import differing_keys, file_sha256
 from pipeline.errors import CheckpointSaveError, ConfigError
@@ -147,6 +148,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     Raises:
         ConfigError: not a readable checkpoint of this project, or a damaged one.
     """
+    if not os.path.isfile(path):
+        raise ConfigError(f"no checkpoint at {path}")
+    check_inflation(path, f"checkpoint {path}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -207,6 +211,9 @@ def load_initial_weights(model: torch.nn.Module, path: str) -> str:
     Raises:
         ConfigError: unreadable, or no tensor matches.
     """
+    if not os.path.isfile(path):
+        raise ConfigError(f"--init {path}: no such file")
+    check_inflation(path, f"--init {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001
