@@ -111,10 +111,15 @@ def main(dataset, scheduler, workers, cluster, as_json, **options):
     params = dict(context.params)
     if params.pop("make_variables"):
         params.update(_from_make_variables(context, params))
-    if dataset is None:
-        summary = _add_guidance(params, scheduler)
-    else:
-        summary = _build(params, scheduler)
+    try:
+        summary = _add_guidance(params, scheduler) if dataset is None else _build(params, scheduler)
+    except KeyboardInterrupt:
+        click.echo(
+            "interrupted: the shards already written are kept; run the same command again to go on from there "
+            "(until then fer-store verify calls the store INCOMPLETE)",
+            err=True,
+        )
+        raise SystemExit(130) from None
     _report(summary, as_json)
 
 

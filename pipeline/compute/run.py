@@ -165,6 +165,8 @@ def dask_client(scheduler: str | SlurmOptions | None, workers: int | None) -> It
         with client:
             yield client
         return
+    from pipeline.compute.worker_interrupts import IgnoreInterrupts
+
     n_workers = workers or os.cpu_count() or 1
     with (
         LocalCluster(
@@ -173,6 +175,7 @@ def dask_client(scheduler: str | SlurmOptions | None, workers: int | None) -> It
             processes=True,
             dashboard_address=None,
             silence_logs=logging.CRITICAL,  # a failing shard is reported in the summary, not as worker tracebacks
+            plugins={IgnoreInterrupts()},  # Ctrl-C is the command's to answer (every restarted worker too)
         ) as cluster,
         Client(cluster) as client,
     ):

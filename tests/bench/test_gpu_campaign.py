@@ -45,7 +45,17 @@ def test_the_campaign_trains_every_run_to_its_deadline_and_tables_them(tmp_path)
     if not FER2013_TGZ.is_file():
         pytest.skip(f"{FER2013_TGZ} is absent (../shared/data)")
     out = tmp_path / "campaign"
-    prepare = [sys.executable, str(BENCH), "prepare", "--out", str(out), "--images-per-class", "4", "--part-mib", "0.13"]
+    prepare = [
+        sys.executable,
+        str(BENCH),
+        "prepare",
+        "--out",
+        str(out),
+        "--images-per-class",
+        "4",
+        "--part-mib",
+        "0.13",
+    ]
     prepared = json.loads(subprocess.run(prepare, capture_output=True, text=True, check=True).stdout)
     calls = prepared["device_calls_in_order"]
     assert len(calls) >= 2 and all(size <= 0.13 for size in prepared["parts_mib"])

@@ -1,7 +1,10 @@
 """The console scripts as a user runs them."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,7 @@ from PIL import Image
 
 from pipeline.landmark_scheme import FLIP_PERMUTATION
 from pipeline.store import open_store, stored_guidance
+from tests.support.stores import fer2013_build_options
 
 BIN = Path(sys.executable).parent
 
@@ -143,3 +147,21 @@ def test_make_preprocess_passes_every_store_option_as_its_variable(tmp_path):
     config = open_store(store).attrs["fer_store"]["config"]
     assert config["align"] == {"mode": "arcface", "size": 32, "color": "rgb"}
     assert config["guidance"]["types"] == ["heatmap"] and config["shard_size"] == 64
+
+
+def test_ctrl_c_stops_a_build_in_one_line_and_the_same_command_resumes_it(tmp_path, fer2013_2k):
+    store = tmp_path / "s.zarr"
+    command = [BIN / "fer-preprocess", store, *fer2013_build_options(fer2013_2k), "--workers", "1"]
+    build = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert build.stderr.readline().startswith("created")  # the cluster is starting on the shards
+    time.sleep(2)
+    os.killpg(build.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group, workers too
+    stdout, stderr = build.communicate(timeout=120)
+    assert build.returncode == 130 and "Traceback" not in stderr + stdout, stderr
+    assert stderr.strip().splitlines() == [
+        "interrupted: the shards already written are kept; run the same command again to go on from there "
+        "(until then fer-store verify calls the store INCOMPLETE)"
+    ]
+    assert (open_store(store)["status"][:] == 0).any()  # stopped before the end
+    resumed = subprocess.run(command, capture_output=True, text=True)
+    assert resumed.returncode == 0 and "resuming" in resumed.stderr and "complete)" in resumed.stdout
