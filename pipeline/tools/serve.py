@@ -2,9 +2,12 @@
 
 Sharded Zarr stores are read with byte ranges, including suffix ranges (``bytes=-N``, a shard's
 index at its end), which Python's own ``http.server`` ignores. This server answers ``GET`` and
-``HEAD`` for files inside the store only: no directory listings, no path outside the root, no
-writes. It is for quick sharing on a lab network; for anything lasting, publish the directory on
-the lab's web server or a bucket (docs/sharing.md).
+``HEAD`` for the store's own files only (:func:`is_store_file`: the nodes' ``zarr.json`` and the
+arrays' chunk files; nothing else a folder may hold, no hidden file, no directory listing, no
+path outside the root) and never writes. A connection gets :data:`REQUEST_DEADLINE` seconds in
+all to send each request's line and headers, however slowly it drips them. It is for quick
+sharing on a lab network; for anything lasting, publish the directory on the lab's web server or
+a bucket (docs/sharing.md).
 """
 
 from __future__ import annotations
@@ -24,6 +27,33 @@ from urllib.parse import unquote, urlparse
 
 # A byte position has at most 19 digits (2**63); longer numbers are refused, not parsed.
 _RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
+# Seconds a connection has for each request's line and headers (and an idle keep-alive for its
+# next request), in all: the socket timeout alone restarts with every byte a client drips.
+REQUEST_DEADLINE = 60.0
+# A connection's state: waiting for a request, reading its head, answering it.
+IDLE, HEAD, ANSWERING = "idle", "head", "answering"
+
+
+def is_store_file(root: Path, relative: str) -> bool:
+    """Whether ``relative`` (a ``/``-separated path under the store directory ``root``) names one
+    of the store's own files: a node's ``zarr.json`` (in the root or in a folder that is itself a
+    node), or a chunk file ``<array>/c/<i>/<j>/...`` (decimal indices) of an array whose folder
+    holds a ``zarr.json``. Hidden names are never store files."""
+    parts = relative.split("/")
+    if not parts or any(not part or part.startswith(".") for part in parts):
+        return False
+    if parts[-1] == "zarr.json":
+        return all((root.joinpath(*parts[:depth]) / "zarr.json").is_file() for depth in range(len(parts) - 1))
+    if "c" not in parts:
+        return False
+    at = parts.index("c")
+    indices = parts[at + 1 :]
+    return (
+        at > 0
+        and bool(indices)
+        and all(index.isdecimal() for index in indices)
+        and (root.joinpath(*parts[:at]) / "zarr.json").is_file()
+    )
 
 
 class StoreRequestHandler(BaseHTTPRequestHandler):
@@ -54,11 +84,17 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
         self.send_error(status)
 
     def parse_request(self) -> bool:
-        self.server.mark(self.request, busy=True)
-        return super().parse_request()
+        self.server.mark(self.request, HEAD)
+        parsed = super().parse_request()
+        self.server.mark(self.request, ANSWERING)
+        return parsed
 
     def _file(self) -> Path | None:
         relative = unquote(urlparse(self.path).path).lstrip("/")
+        if "\x00" in relative:
+            raise ValueError("a NUL in the path")
+        if not is_store_file(self.root, relative):
+            return None
         target = (self.root / relative).resolve()
         if target != self.root and self.root not in target.parents:
             return None
@@ -80,7 +116,7 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
                 return
             self.refuse(HTTPStatus.NOT_FOUND, error.strerror or str(error))
         finally:
-            self.server.mark(self.request, busy=False)
+            self.server.mark(self.request, IDLE)
 
     def _respond(self, body: bool) -> None:
         path = self._file()
@@ -127,7 +163,9 @@ class StoreServer(ThreadingHTTPServer):
     a client that connected and sent nothing, one dripping its request line), so that idle
     sockets cannot lock other clients out; if every connection is busy, the new one gets 503.
     The bound stays under the process's file-descriptor limit, so accepting never fails for
-    want of descriptors."""
+    want of descriptors. A connection idle or in its request's head for more than
+    ``request_deadline`` seconds is closed (by a thread that looks every quarter of it, at most
+    every second)."""
 
     # Readers fetch many files at once (every array's metadata on opening, a window of shards
     # while training). socketserver's backlog of 5 drops the connections past it, and each
@@ -135,23 +173,47 @@ class StoreServer(ThreadingHTTPServer):
     request_queue_size = 128
     daemon_threads = True
 
-    def __init__(self, *args, max_connections: int | None = None, **kwargs):
+    def __init__(self, *args, max_connections: int | None = None, request_deadline: float = REQUEST_DEADLINE, **kwargs):
         descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.max_connections = max_connections or max(8, min(512, (descriptors - 64) // 2))
-        self._connections: dict[socket.socket, tuple[bool, float]] = {}  # -> (busy, since)
+        self.request_deadline = request_deadline
+        self._connections: dict[socket.socket, tuple[str, float]] = {}  # -> (state, since)
         self._connections_lock = threading.Lock()
+        self._closing = threading.Event()
         super().__init__(*args, **kwargs)
+        threading.Thread(target=self._close_late_connections, name="request-deadline", daemon=True).start()
 
-    def mark(self, request: socket.socket, busy: bool) -> None:
+    def mark(self, request: socket.socket, state: str) -> None:
         with self._connections_lock:
             if request in self._connections:
-                self._connections[request] = (busy, time.monotonic())
+                self._connections[request] = (state, time.monotonic())
+
+    def _close_late_connections(self) -> None:
+        """Close the connections idle, or in a request's head, for longer than the deadline;
+        their threads read the end and finish."""
+        while not self._closing.wait(min(1.0, self.request_deadline / 4)):
+            late = time.monotonic() - self.request_deadline
+            with self._connections_lock:
+                overdue = [
+                    request
+                    for request, (state, since) in self._connections.items()
+                    if state != ANSWERING and since < late
+                ]
+            for request in overdue:
+                try:
+                    request.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def server_close(self) -> None:
+        self._closing.set()
+        super().server_close()
 
     def process_request(self, request, client_address) -> None:
         refused = False
         with self._connections_lock:  # decided under the lock; answered after it is released
             if len(self._connections) >= self.max_connections:
-                idle = [(since, other) for other, (busy, since) in self._connections.items() if not busy]
+                idle = [(since, other) for other, (state, since) in self._connections.items() if state == IDLE]
                 refused = not idle
                 if idle:
                     oldest = min(idle, key=lambda entry: entry[0])[1]
@@ -161,7 +223,7 @@ class StoreServer(ThreadingHTTPServer):
                     except OSError:
                         pass
             if not refused:
-                self._connections[request] = (False, time.monotonic())
+                self._connections[request] = (IDLE, time.monotonic())
         if refused:  # shutdown_request takes the lock: it once deadlocked the server here for good
             try:
                 request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -177,8 +239,15 @@ class StoreServer(ThreadingHTTPServer):
         super().shutdown_request(request)
 
 
-def make_server(store: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, quiet: bool = True) -> StoreServer:
+def make_server(
+    store: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    quiet: bool = True,
+    request_deadline: float = REQUEST_DEADLINE,
+) -> StoreServer:
     """A server for the store directory ``store`` (not started; call ``serve_forever``).
     ``port`` 0 picks a free port (``server.server_address[1]``)."""
     root = Path(store).resolve()
-    return StoreServer((host, port), partial(StoreRequestHandler, root=root, quiet=quiet))
+    handler = partial(StoreRequestHandler, root=root, quiet=quiet)
+    return StoreServer((host, port), handler, request_deadline=request_deadline)

@@ -1,9 +1,13 @@
 """``fer-store serve`` answers byte ranges over one kept-alive connection, and nothing outside the store."""
 
 import http.client
+import socket
+import threading
+import time
 
 import pytest
 
+from pipeline.tools.serve import make_server
 from tests.support.servers import store_server
 
 SHARD = "image/c/0/0/0/0"
@@ -43,6 +47,52 @@ def test_nothing_but_the_store_files(connection, synthetic_store, path):
         assert get(connection, path)[0] == 404
     finally:
         beside.unlink()
+
+
+@pytest.mark.parametrize(
+    "path", ["notes.txt", ".git/config", "image/extra.bin", "image/c/0/0/0/x", "c/0", "image/.zarr.json"]
+)
+def test_files_in_the_store_folder_that_are_not_the_stores_own_are_not_served(connection, synthetic_store, path):
+    stray = synthetic_store / path  # what a lab may leave in the folder: notes, a repository, a copy
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_text("not part of the store")
+    try:
+        assert get(connection, path)[0] == 404
+        assert get(connection, "image/zarr.json")[0] == get(connection, SHARD)[0] == 200
+    finally:
+        stray.unlink()
+        if path == ".git/config":
+            stray.parent.rmdir()
+
+
+def test_a_client_dripping_its_headers_is_closed_at_the_request_deadline(synthetic_store):
+    server = make_server(synthetic_store, port=0, request_deadline=1.5)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as dripping:
+            dripping.sendall(b"GET /zarr.json HTTP/1.1\r\n")
+            began, closed = time.monotonic(), False
+            while time.monotonic() - began < 8 and not closed:
+                try:
+                    dripping.sendall(b"X")  # each byte restarts a socket timeout, never the deadline
+                    time.sleep(0.25)
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = True
+                else:
+                    dripping.setblocking(False)
+                    try:
+                        closed = dripping.recv(1) == b""
+                    except BlockingIOError:
+                        pass
+                    dripping.setblocking(True)
+            assert closed and time.monotonic() - began < 4
+        fresh = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        assert get(fresh, "zarr.json")[0] == 200  # the server goes on
+        fresh.close()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_range_past_the_end_is_refused(connection, synthetic_store):
