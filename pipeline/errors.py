@@ -30,6 +30,11 @@ class StoreError(FerStoreError, ValueError):
     """A store is missing, incomplete or does not follow the schema."""
 
 
+class StoreNetworkError(StoreError, ConnectionError):
+    """A remote store's server did not answer (a timeout, a dropped connection, 5xx after every
+    retry): the network's fault or the server's, not damage to the store."""
+
+
 class UnreadableImageError(FerStoreError, ValueError):
     """An input file is not an image that can be decoded (status 4 ``unreadable``)."""
 

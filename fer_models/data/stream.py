@@ -319,8 +319,8 @@ class StoreBatches(torch.utils.data.IterableDataset):
 def make_loader(
     batches: StoreBatches, num_workers: int = 0, pin_memory: bool = False, persistent: bool = False
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader over ready-made batches; workers are started with ``spawn`` (zarr's and
-    fsspec's event loops do not survive ``fork``). ``persistent``: the workers are started once
+    """A DataLoader over ready-made batches; workers are started with ``spawn`` (zarr's event
+    loop and the HTTP store's sessions do not survive ``fork``). ``persistent``: the workers are started once
     and serve every epoch (each takes the epoch set by :meth:`StoreBatches.set_epoch` before the
     loader is iterated), instead of being started again for each pass.
 

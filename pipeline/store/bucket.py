@@ -21,7 +21,6 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import ObjectStore
 
 from pipeline.errors import StoreError
-from pipeline.store.metadata import check_document_size
 
 
 class BucketStore(ObjectStore[obstore.store.S3Store]):
@@ -94,7 +93,11 @@ class BucketStore(ObjectStore[obstore.store.S3Store]):
         """
         try:
             response = await obstore.get_async(self.store, key)
-            check_document_size(key, response.meta["size"], limit)
+            if response.meta["size"] > limit:
+                raise StoreError(
+                    f"{key} is larger than {limit:,} bytes ({response.meta['size']:,}), more than the store can hold "
+                    "there; the store is damaged or hostile: refused before reading it"
+                )
             return bytes(await response.bytes_async())
         except FileNotFoundError:
             return None

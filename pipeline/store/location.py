@@ -38,7 +38,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.core.group import AsyncGroup, GroupMetadata
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync
-from zarr.storage import FsspecStore, LocalStore, StorePath
+from zarr.storage import LocalStore, StorePath
 
 from pipeline.errors import StoreError, StoreRefusedError
 from pipeline.store.bounded_codecs import bounded_codecs
@@ -100,10 +100,9 @@ class StoreLocation:
             from pipeline.store.bucket import BucketStore  # obstore, needed for buckets only
 
             return BucketStore.open_url(self.path)
-        try:
-            return FsspecStore.from_url(self.path, read_only=True)
-        except (ImportError, ValueError) as error:
-            raise StoreError(f"cannot open {self.text}: {error}") from None
+        from pipeline.store.http_store import HttpStore  # aiohttp, needed for URLs only
+
+        return HttpStore(self.path)
 
 
 class ContainedLocalStore(LocalStore):

@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 from isal import isal_zlib
 
-from pipeline.errors import StoreError
+from pipeline.errors import StoreError, StoreNetworkError
 from pipeline.store.access import array_in, channel_names, provenance_of, read_array
 from pipeline.store.checksums import CRC_START, concatenated_checksum, sample_checksums
 from pipeline.store.schema import CHECKSUM
@@ -149,7 +149,10 @@ def read_checked(group: zarr.Group, name: str, checksums: RecordedChecksums) -> 
 
 def damaged_store_error(store: str, error: BaseException) -> StoreError:
     """What a reader raises for a store that could not be read as written: the error, and how
-    to list everything wrong (``fer-store verify``)."""
+    to list everything wrong (``fer-store verify``); a network fault is not damage and is
+    returned as it is."""
+    if isinstance(error, StoreNetworkError):
+        return error
     shown = error if isinstance(error, StoreError) else repr(error)
     return StoreError(f"cannot read {store}: {shown}; the store is damaged: `fer-store verify {store}` lists what")
 

@@ -134,6 +134,16 @@ class ShardLayout:
             codec,
         )
 
+    @property
+    def max_file_bytes(self) -> int:
+        """The most bytes one shard file of this layout can hold: every inner chunk at its
+        compressor's worst case (zstd's and blosc's bounds are the raw size plus under 1/128 and a
+        header) with its checksum, and the index. A larger file is not a shard of this array."""
+        raw = self.inner_len * int(np.prod(self.sample_shape, dtype=np.int64)) * self.dtype.itemsize
+        chunk = raw + (raw // 128 + 1024 if self.codec else 0) + 4
+        inner_chunks = -(-self.shard_len // self.inner_len) if self.sharded else 1
+        return inner_chunks * chunk + (inner_chunks * 16 + 4 if self.sharded else 0)
+
     def key(self, shard: int) -> str:
         """The store key of shard ``shard``'s file (no leading ``/`` for an array at the store's root)."""
         return "/".join([self.path] * bool(self.path) + ["c", str(shard)] + ["0"] * len(self.sample_shape))

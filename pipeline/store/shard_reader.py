@@ -34,6 +34,7 @@ from zarr.abc.store import ByteRequest, RangeByteRequest, Store, SuffixByteReque
 from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.sync import sync
 
+from pipeline.errors import StoreError
 from pipeline.store.location import ContainedLocalStore
 from pipeline.store.recorded_checksums import RecordedChecksums
 from pipeline.store.shard_format import (
@@ -149,8 +150,33 @@ def _decode(layout: ShardLayout, shard: int, data: bytes | np.ndarray | None, ro
 
 
 def _fetch_and_decode(store: Store, jobs: list[_DecodeJob], pool: ThreadPoolExecutor) -> list[Future[None]]:
-    files = fetch_ranges(store, [(layout.key(shard), 0, None) for layout, shard, _ in jobs])
+    files = fetch_whole_files(store, [(layout.key(shard), layout.max_file_bytes) for layout, shard, _ in jobs])
     return [pool.submit(_decode, layout, shard, data, rows) for (layout, shard, rows), data in zip(jobs, files)]
+
+
+def fetch_whole_files(store: Store, requests: list[tuple[str, int]]) -> list[bytes | np.ndarray | None]:
+    """Whole files of a remote ``store``, concurrently: ``(key, limit)``, each refused when it is
+    larger than ``limit`` bytes, before more is held where the store can say (a bucket's or an
+    HTTP store's ``get_bounded``); None where the file is absent.
+
+    Raises:
+        StoreError: a file over its limit.
+    """
+    bounded = getattr(store, "get_bounded", None)
+    if bounded is None:
+        files = fetch_ranges(store, [(key, 0, None) for key, _ in requests])
+        for (key, limit), data in zip(requests, files):
+            if data is not None and len(data) > limit:
+                raise StoreError(
+                    f"{key} is larger than any shard of its array can be ({len(data):,} > {limit:,} bytes)"
+                )
+        return files
+
+    async def fetch_all() -> list[bytes | None]:
+        files: list[bytes | None] = await asyncio.gather(*(bounded(key, limit) for key, limit in requests))
+        return files
+
+    return [None if data is None else np.frombuffer(data, np.uint8) for data in sync(fetch_all())]
 
 
 def read_shards(
