@@ -23,7 +23,8 @@ import numpy as np
 import zarr
 
 from pipeline.compute.box_calibration import calibrate_box_mapping
-from pipeline.compute.model_files import ModelFiles, SaliencyNetwork
+from pipeline.compute.model_files import ModelFiles
+from pipeline.compute.network_probe import check_saliency_network
 from pipeline.compute.sample_in_progress import forget_samples_in_progress
 from pipeline.compute.shard_task import GrowTask, ShardSummary, ShardTask, grow_shard, process_shard
 from pipeline.compute.slurm import SlurmOptions
@@ -445,7 +446,7 @@ def _locate_models(
         raise ConfigError("--saliency-model is only used by the saliency_network guidance type; add it to --guidance")
     models = ModelFiles.locate(landmark_model, saliency_model, need_landmarks=need_landmarks)
     if models.saliency_network is not None:
-        SaliencyNetwork(models.saliency_network, probe())  # its contract is checked here, not in a worker
+        check_saliency_network(models.saliency_network, probe())  # here, bounded, not in a worker
     return models
 
 

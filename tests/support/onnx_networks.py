@@ -65,3 +65,61 @@ def export_dimming_network(path: Path, threshold: float) -> Path:
             return torch.sigmoid(self.conv(image)) * torch.sqrt(image.mean() - threshold)
 
     return export_onnx(Dimming(), path)
+
+
+def export_endless_network(path: Path) -> Path:
+    """A network whose ``Loop`` never ends (no trip count, a condition always true): ``image (1,
+    3, h, w) -> saliency`` only once the loop stops, which it never does."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["condition_in"], ["condition_out"]),
+            helper.make_node("Identity", ["carried_in"], ["carried_out"]),
+        ],
+        "forever",
+        [
+            helper.make_tensor_value_info("iteration", TensorProto.INT64, []),
+            helper.make_tensor_value_info("condition_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("carried_in", TensorProto.FLOAT, None),
+        ],
+        [
+            helper.make_tensor_value_info("condition_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("carried_out", TensorProto.FLOAT, None),
+        ],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "Constant", [], ["always"], value=helper.make_tensor("always", TensorProto.BOOL, [], [True])
+            ),
+            helper.make_node("Loop", ["", "always", "image"], ["looped"], body=body),
+            helper.make_node("ReduceMean", ["looped"], ["saliency"], axes=[1], keepdims=1),
+        ],
+        "endless",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "height", "width"])],
+        [helper.make_tensor_value_info("saliency", TensorProto.FLOAT, None)],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def export_greedy_network(path: Path) -> Path:
+    """A network that asks for a 40 GB tensor (``Expand`` to 1 x 1 x 100,000 x 100,000 float32)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [4], [1, 1, 100_000, 100_000])
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["image"], ["gray"], axes=[1, 2, 3], keepdims=1),
+            helper.make_node("Constant", [], ["shape"], value=shape),
+            helper.make_node("Expand", ["gray", "shape"], ["saliency"]),
+        ],
+        "greedy",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "height", "width"])],
+        [helper.make_tensor_value_info("saliency", TensorProto.FLOAT, None)],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path

@@ -1,6 +1,13 @@
 """A learned saliency network given as an ONNX file: exported here from torch, run through the
 same path a user's network takes."""
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -8,9 +15,15 @@ import skimage.data
 import torch
 
 from pipeline.compute.model_files import SaliencyNetwork
+from pipeline.compute.network_probe import check_saliency_network
 from pipeline.errors import ModelFileError
 from pipeline.stages.saliency import network_saliency, normalise_to_uint8
-from tests.support.onnx_networks import export_onnx, export_saliency_network
+from tests.support.onnx_networks import (
+    export_endless_network,
+    export_greedy_network,
+    export_onnx,
+    export_saliency_network,
+)
 
 FACE = cv2.resize(skimage.data.astronaut()[30:230, 150:350], (112, 112))  # (112, 112, 3) uint8 RGB
 
@@ -86,3 +99,28 @@ def test_maps_too_large_or_not_finite_are_errors_never_zeros(tmp_path, saliency_
     assert SaliencyNetwork(export_enlarging_network(tmp_path / "x4.onnx", 4), FACE)(FACE).shape == (448, 448)
     with pytest.raises(ValueError, match="the saliency network gave 3 non-finite values"):
         network_saliency(lambda face: np.array([[np.nan, 1.0], [np.inf, -np.inf]], np.float32), FACE, 16)
+
+
+def test_a_network_that_never_ends_or_wants_40_gb_is_refused_within_its_bounds(tmp_path, saliency_onnx):
+    check_saliency_network(saliency_onnx, FACE)  # a network that keeps its contract passes
+    endless = export_endless_network(tmp_path / "endless.onnx")
+    began = time.monotonic()
+    with pytest.raises(ModelFileError, match=r"did not finish one face in 3 s \(a Loop that never ends\?\)"):
+        check_saliency_network(endless, FACE, seconds=3)
+    assert time.monotonic() - began < 10  # ONNX Runtime alone runs it for ever
+    greedy = export_greedy_network(tmp_path / "greedy.onnx")
+    with pytest.raises(ModelFileError, match="greedy.onnx fails on a 112x112x3 face: .*Failed to allocate memory"):
+        check_saliency_network(greedy, FACE, memory_bytes=2 << 30)
+
+
+def test_ctrl_c_during_the_start_up_check_of_a_network_ends_the_command_at_once(tmp_path):
+    endless = export_endless_network(tmp_path / "endless.onnx")
+    command = [Path(sys.executable).parent / "fer-preprocess", tmp_path / "s.zarr", "--dataset", "sample"]
+    command += ["--guidance", "saliency_network", "--saliency-model", endless, "--no-progress"]
+    build = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(8)  # the check has started (the sample dataset's scan and the models take a few seconds)
+    os.killpg(build.pid, signal.SIGINT)
+    began = time.monotonic()
+    _, stderr = build.communicate(timeout=60)
+    assert build.returncode == 130 and time.monotonic() - began < 5 and "Traceback" not in stderr, stderr
+    assert not (tmp_path / "s.zarr").exists()  # stopped in the check, before the store was made
