@@ -94,7 +94,9 @@ def running_mongod(data_dir: Path, *, startup_seconds: float = STARTUP_SECONDS) 
     port = _free_port()
     command = [str(mongod), "--dbpath", str(data_dir), "--bind_ip", "127.0.0.1", "--port", str(port)]
     command += ["--logpath", str(log), "--quiet", f"--wiredTigerEngineConfigString={JOURNAL}"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # A session of its own: a terminal's Ctrl-C reaches the whole foreground group, and a database
+    # gone before FiftyOne's own clean-up made that clean-up wait on it for two minutes.
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + startup_seconds
         while not _accepts(port):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -241,6 +242,24 @@ def test_fer_store_view_builds_the_dataset_and_stops_its_database(photo_store, t
     assert "dataset cli: 4 samples, 3 of them with their source image" in done.stdout
     digest = store_digest(provenance_of(open_store(photo_store)))
     assert {p.name for p in tmp_path.iterdir()} == {"mongodb", digest}  # the images, and the database
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert f"--dbpath {tmp_path / 'mongodb'}" not in processes, "the viewer's mongod outlived fer-store view"
+
+
+def test_ctrl_c_stops_the_app_and_its_database_in_seconds(photo_store, tmp_path):
+    needs_fiftyone()
+    command = [str(FER_STORE), "view", str(photo_store), "--cache", str(tmp_path), "--port", str(free_port())]
+    own_database = {k: v for k, v in os.environ.items() if not k.startswith("FIFTYONE_DATABASE")}
+    view = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=own_database, start_new_session=True
+    )
+    for line in view.stderr:
+        if "FiftyOne App at" in line:
+            break
+    os.killpg(view.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole foreground group
+    began = time.monotonic()
+    view.communicate(timeout=300)
+    assert view.returncode == 0 and time.monotonic() - began < 30  # it took 126 s when mongod got it too
     processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert f"--dbpath {tmp_path / 'mongodb'}" not in processes, "the viewer's mongod outlived fer-store view"
 
