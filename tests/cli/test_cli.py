@@ -154,7 +154,6 @@ def test_ctrl_c_stops_a_build_in_one_line_and_the_same_command_resumes_it(tmp_pa
     command = [BIN / "fer-preprocess", store, *fer2013_build_options(fer2013_2k), "--workers", "1"]
     build = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     assert build.stderr.readline().startswith("created")  # the cluster is starting on the shards
-    time.sleep(2)
     os.killpg(build.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group, workers too
     stdout, stderr = build.communicate(timeout=120)
     assert build.returncode == 130 and "Traceback" not in stderr + stdout, stderr
