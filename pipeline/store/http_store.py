@@ -193,13 +193,13 @@ async def _from_whole_body(
         return await _read_bounded(response, url, limit)
     if isinstance(byte_range, SuffixByteRequest):  # the last bytes: the whole body passes through
         total = response.content_length
-        if total is not None and total > RESPONSE_LIMIT:
-            raise _too_large(url, total, RESPONSE_LIMIT)
+        if total is not None and total > limit:
+            raise _too_large(url, total, limit)
         tail, seen = bytearray(), 0
         async for block in response.content.iter_chunked(_STREAM_BLOCK):
             seen += len(block)
-            if seen > RESPONSE_LIMIT:
-                raise _too_large(url, seen, RESPONSE_LIMIT)
+            if seen > limit:
+                raise _too_large(url, seen, limit)
             tail += block
             del tail[: max(0, len(tail) - byte_range.suffix)]
         return bytes(tail)
