@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -151,8 +152,19 @@ def test_make_preprocess_passes_every_store_option_as_its_variable(tmp_path):
 def test_ctrl_c_stops_a_build_in_one_line_and_the_same_command_resumes_it(tmp_path, fer2013_2k):
     store = tmp_path / "s.zarr"
     command = [BIN / "fer-preprocess", store, *fer2013_build_options(fer2013_2k), "--workers", "1"]
-    build = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    assert build.stderr.readline().startswith("created")  # the cluster is starting on the shards
+    build = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's foreground job has it
+    )
+    assert build.stderr.readline().startswith("created")
+    deadline = time.monotonic() + 120
+    while not (open_store(store)["status"][:] != 0).any():  # the workers are writing shards
+        assert time.monotonic() < deadline and build.poll() is None
+        time.sleep(0.2)
     os.killpg(build.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group, workers too
     stdout, stderr = build.communicate(timeout=120)
     assert build.returncode == 130 and "Traceback" not in stderr + stdout, stderr
