@@ -1,17 +1,25 @@
 """Privileged attribution loss (Bonnard et al., "Privileged attribution constrained deep networks
 for facial expression recognition", ICPR 2022).
 
-During training, the attribution map of a backbone layer, the gradient (or gradient times
-activation) of the summed class scores with respect to that layer's output, computed with a
-differentiable backward pass, is standardised and cross-correlated with the store's landmark
-heatmap resized to that layer. The loss is minus that correlation, times lambda, added to
-cross-entropy. Inference is the plain backbone (ResNet-18 here), so the heatmap is needed only
-in training.
+During training, the attribution map of a backbone layer is computed with a differentiable
+backward pass: the gradient (or gradient times activation) of the score that explains the model's
+decision, the training label's logit (``explained=label``, the paper's attribution of the class
+being learnt; ``predicted`` explains the arg-max class instead), with respect to that layer's
+output. It is standardised and cross-correlated with the store's landmark heatmap resized to that
+layer. The loss is minus that correlation, times lambda, added to cross-entropy. Inference is the
+plain backbone (ResNet-18 here), so the heatmap is needed only in training.
+
+Why the label's score and not the sum of all logits: softmax cross-entropy ignores a shift common
+to every logit, so the summed logits are the one direction the decision does not use. A constraint
+on their attribution can be met while the class evidence attends anywhere. With soft targets
+(label distributions, mixup) the explained score is the target-weighted sum of the logits.
 
 Channel strategies: ``all`` correlates every channel's attribution with the heatmap and averages;
 ``mean`` averages the attribution over channels first; ``half`` uses the first half of the
-channels only (the rest stay free). Defaults are guesses where the paper's are not known here:
-layer 3, lambda 1, gradient x activation, all channels.
+channels only (the rest stay free). Departures: no code of the authors is public, so the defaults
+that the paper does not fix here are ours: layer 3, lambda 1, gradient x activation, all
+channels; the backbone trains from scratch unless ``--init`` or ``backbone_weights`` loads
+weights (the paper fine-tuned pretrained networks).
 """
 
 from __future__ import annotations
@@ -26,6 +34,28 @@ from pipeline.errors import ConfigError
 
 STRATEGIES = ("all", "mean", "half")
 ATTRIBUTIONS = ("gradient_x_activation", "gradient")
+EXPLAINED = ("label", "predicted")
+
+
+def explained_score(logits: torch.Tensor, target: torch.Tensor | None, explained: str) -> torch.Tensor:
+    """The summed score whose attribution PAL constrains.
+
+    Args:
+        logits: ``(B, K)``.
+        target: ``(B,) int64`` labels or ``(B, K)`` label distributions; needed for ``label``.
+        explained: ``label`` (each sample's training label) or ``predicted`` (its arg-max class).
+
+    Returns:
+        A scalar: the sum over the batch of each sample's explained logit (soft targets weight
+        the logits), so its gradient is each sample's own attribution.
+    """
+    if explained == "predicted":
+        return logits.gather(1, logits.argmax(1, keepdim=True)).sum()
+    if target is None:
+        raise ConfigError("pal explains the training label's score: the training batch has no target")
+    if target.dim() == 2:
+        return (logits * target.to(logits.dtype)).sum()
+    return logits.gather(1, target.view(-1, 1)).sum()
 
 
 def _standardise(x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +93,8 @@ class PrivilegedAttributionResNet(nn.Module):
     the privileged attribution loss against ``heatmap`` ``(B, 1, H, H)``; ``layer`` is its stage 1-4.
 
     Returns ``logits (B, K)``, ``features``, and in training ``attribution (B, C, h, w)`` and
-    ``losses["privileged_attribution"]`` (lambda times the loss).
+    ``losses["privileged_attribution"]`` (lambda times the loss). Training batches carry
+    ``target``: the label whose score is explained.
     """
 
     inputs = ("image", "heatmap")
@@ -78,6 +109,7 @@ class PrivilegedAttributionResNet(nn.Module):
         weight: float = 1.0,
         strategy: str = "all",
         attribution: str = "gradient_x_activation",
+        explained: str = "label",
         backbone: str = BUILTIN,
         backbone_weights: str = "",
     ):
@@ -88,6 +120,8 @@ class PrivilegedAttributionResNet(nn.Module):
             raise ConfigError(f"pal strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
         if attribution not in ATTRIBUTIONS:
             raise ConfigError(f"pal attribution must be one of {', '.join(ATTRIBUTIONS)}; got {attribution!r}")
+        if explained not in EXPLAINED:
+            raise ConfigError(f"pal explained must be one of {', '.join(EXPLAINED)}; got {explained!r}")
         self.backbone = backbone_network(
             backbone,
             backbone_weights,
@@ -97,13 +131,15 @@ class PrivilegedAttributionResNet(nn.Module):
             width=width,
         )
         self.layer, self.weight, self.strategy, self.attribution = layer, weight, strategy, attribution
+        self.explained = explained
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         stages = self.backbone.stage_outputs(batch["image"])
         output = self.backbone.classify(stages[-1])
         if self.training and self.weight > 0 and torch.is_grad_enabled():
             activation = stages[self.layer - 1]
-            gradient = torch.autograd.grad(output["logits"].sum(), activation, create_graph=True)[0]
+            score = explained_score(output["logits"], batch.get("target"), self.explained)
+            gradient = torch.autograd.grad(score, activation, create_graph=True)[0]
             attribution = gradient * activation if self.attribution == "gradient_x_activation" else gradient
             loss = privileged_attribution_loss(attribution, batch["heatmap"], self.strategy)
             output["attribution"] = attribution

@@ -9,7 +9,8 @@ from fer_models.data.stream import StoreBatches
 from fer_models.models.feratt import gaussian_structure_loss
 from fer_models.models.keypoint import KeypointFeatureNet
 from fer_models.models.landmark_sampling import roi_align, sample_points
-from fer_models.models.pal import privileged_attribution_loss
+from fer_models.models.pal import explained_score, privileged_attribution_loss
+from fer_models.models.registry import create_model
 from fer_models.training.engine import prepare_batch
 from fer_models.training.store_view import StoreView
 from pipeline.landmark_scheme import FLIP_PERMUTATION
@@ -116,3 +117,19 @@ def test_gaussian_structure_loss_equals_the_loss_over_the_classes_present():
         torch.testing.assert_close(masked, direct)
         direct_gradient = torch.autograd.grad(direct, embedding)[0]
         torch.testing.assert_close(torch.autograd.grad(masked, embedding)[0], direct_gradient)
+
+
+def test_pal_constrains_the_attribution_of_the_label_score_so_its_loss_depends_on_the_label():
+    torch.manual_seed(0)
+    model = create_model("pal", in_channels=1, num_classes=7, image_size=48, width=8).train()
+    batch = {"image": torch.rand(4, 1, 48, 48), "heatmap": torch.rand(4, 1, 48, 48)}
+    losses = {
+        label: model({**batch, "target": torch.full((4,), label)})["losses"]["privileged_attribution"].item()
+        for label in range(3)
+    }
+    assert len({round(loss, 6) for loss in losses.values()}) == 3, losses
+    one_hot = torch.nn.functional.one_hot(torch.full((4,), 2), 7).float()
+    soft = model({**batch, "target": one_hot})["losses"]["privileged_attribution"].item()
+    assert abs(soft - losses[2]) < 1e-6  # a one-hot distribution explains the same score as its label
+    logits = torch.randn(4, 7)
+    assert explained_score(logits, None, "predicted") == logits.max(1).values.sum()
