@@ -7,7 +7,7 @@ from fer_models.data.augment import flip_batch
 from fer_models.data.selection import select_samples
 from fer_models.data.stream import StoreBatches
 from fer_models.models.feratt import gaussian_structure_loss
-from fer_models.models.keypoint import KeypointFeatureNet
+from fer_models.models.keypoint import KeypointFeatureNet, keypoint_regularisation
 from fer_models.models.landmark_sampling import roi_align, sample_points
 from fer_models.models.pal import explained_score, privileged_attribution_loss
 from fer_models.models.registry import create_model
@@ -133,3 +133,22 @@ def test_pal_constrains_the_attribution_of_the_label_score_so_its_loss_depends_o
     assert abs(soft - losses[2]) < 1e-6  # a one-hot distribution explains the same score as its label
     logits = torch.randn(4, 7)
     assert explained_score(logits, None, "predicted") == logits.max(1).values.sum()
+
+
+def test_keypoint_penalty_is_unchanged_when_the_features_are_scaled():
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.randn(2, 16, 28, 28, generator=generator)
+    landmarks = torch.rand(2, 68, 2, generator=generator) * 100 + 6
+    moved = landmarks + torch.randn(2, 68, 2, generator=generator) * 3
+    penalty = keypoint_regularisation(maps, landmarks, moved, 112)
+    assert penalty.item() > 0.01
+    for scale in (1e-3, 7.0):
+        torch.testing.assert_close(keypoint_regularisation(maps * scale, landmarks, moved, 112), penalty)
+
+
+def test_keypoint_features_are_sampled_on_a_quarter_resolution_grid_by_default():
+    image = torch.rand(2, 3, 112, 112)
+    fused = KeypointFeatureNet(in_channels=3, image_size=112, width=8).feature_maps(image)
+    assert fused.shape == (2, 32, 28, 28)  # stage 3's 4w channels on stage 1's grid (S / 4)
+    own = KeypointFeatureNet(in_channels=3, image_size=112, width=8, fuse=False).feature_maps(image)
+    assert own.shape == (2, 32, 7, 7)
