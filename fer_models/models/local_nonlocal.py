@@ -1,17 +1,23 @@
 """Local and non-local region network (after Shi et al., Machine Intelligence Research 2024),
 trained from the store's region boxes.
 
-- Local part: a shared convolutional trunk, then one small network per facial region, each
-  reading its region of the trunk's maps (ROI align with the store's ``regions`` boxes).
-- Non-local part: a U-Net-style network over the whole face gives a global feature and one
-  weight in (0, 1) per region.
+- Non-local part: a U-Net-style network over the whole face gives feature maps at full
+  resolution; pooled, they give a global feature and one weight in (0, 1) per region.
+- Local part: one small network per facial region, each reading its region (ROI align with the
+  store's ``regions`` boxes) of both a shared convolutional trunk's maps and the U-Net's maps, so
+  the non-local features reach every local network.
 - The region weights scale the local features before fusion, so the gradient of the fused
   classifier reaches the local networks through them. The weighted local features and the
   global feature are concatenated and classified.
 
-``weights=False`` is the unguided twin's counterpart in this family: the same network with every
-region weight fixed at 1 (no weight head). How the paper feeds the weights back into the local
-part is not specified beyond this here: scaling the local features is our reading.
+The unguided twin is ``regions=grid``: the same network reading fixed regions, the crop cut in
+3 rows x 2 columns (six regions, as many as the landmark boxes), so it needs no landmarks.
+``weights=False`` (every region weight fixed at 1, no weight head) is an ablation of the
+weighting, not a twin: it still reads the landmark boxes.
+
+Departures: the paper's exact layers are not public here; the trunk, the U-Net's widths and the
+fusion are ours, and how the paper feeds the weights back into the local part is our reading
+(scaling the local features).
 """
 
 from __future__ import annotations
@@ -23,7 +29,18 @@ from torch.nn import functional as F
 from fer_models.models.feratt import AttentionUNet
 from fer_models.models.landmark_sampling import roi_align
 from fer_models.models.registry import ModelOutput, register_model
+from pipeline.errors import ConfigError
 from pipeline.stages.regions import REGIONS
+
+REGION_SOURCES = ("landmarks", "grid")
+
+
+def grid_regions(batch_size: int, image_size: int, device: torch.device) -> torch.Tensor:
+    """``(B, 6, 4)`` fixed boxes (left, top, right, bottom) in aligned pixels: the S x S crop cut in
+    3 rows x 2 columns, row by row."""
+    third, half = image_size / 3, image_size / 2
+    boxes = [(c * half, r * third, (c + 1) * half, (r + 1) * third) for r in range(3) for c in range(2)]
+    return torch.tensor(boxes, device=device).expand(batch_size, -1, -1)
 
 
 def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -48,11 +65,10 @@ class LocalNonLocalNet(nn.Module):
     """``image (B, C, S, S)``, ``regions (B, R, 4)`` -> ``logits (B, K)``, ``region_weights (B, R)``,
     ``local_features (B, R, D)``.
 
-    width: trunk channels. region_size: ROI-align grid side. dim: local feature size.
-    weights: the non-local region weights (False: all 1).
+    width: trunk and U-Net output channels. region_size: ROI-align grid side. dim: local feature
+    size. weights: the non-local region weights (False: all 1). regions: ``landmarks`` (the store's
+    boxes) or ``grid`` (fixed boxes: the unguided twin, which reads the image only).
     """
-
-    inputs = ("image", "regions")
 
     def __init__(
         self,
@@ -63,23 +79,35 @@ class LocalNonLocalNet(nn.Module):
         region_size: int = 6,
         dim: int = 64,
         weights: bool = True,
+        regions: str = "landmarks",
     ):
         super().__init__()
-        regions = len(REGIONS)
+        if regions not in REGION_SOURCES:
+            raise ConfigError(f"local-nonlocal regions must be one of {', '.join(REGION_SOURCES)}; got {regions!r}")
+        self.inputs = ("image", "regions") if regions == "landmarks" else ("image",)
+        count = len(REGIONS)
         self.region_size = region_size
         self.trunk = nn.Sequential(_conv(in_channels, width, stride=2), _conv(width, width))
-        self.local = nn.ModuleList(RegionNet(width, dim) for _ in range(regions))
+        self.local = nn.ModuleList(RegionNet(2 * width, dim) for _ in range(count))
         self.nonlocal_net = AttentionUNet(in_channels, width, width=16, sigmoid=False)  # U-Net over the whole face
         self.global_feature = nn.Linear(width, dim)
-        self.weight_head = nn.Linear(width, regions) if weights else None
-        self.classifier = nn.Sequential(nn.Dropout(0.3), nn.Linear((regions + 1) * dim, num_classes))
+        self.weight_head = nn.Linear(width, count) if weights else None
+        self.classifier = nn.Sequential(nn.Dropout(0.3), nn.Linear((count + 1) * dim, num_classes))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         image = batch["image"]
-        maps = self.trunk(image)
-        crops = roi_align(maps, batch["regions"], image.shape[-1], self.region_size)  # (B, R, C, r, r)
+        size = image.shape[-1]
+        boxes = batch["regions"] if "regions" in self.inputs else grid_regions(len(image), size, image.device)
+        nonlocal_maps = self.nonlocal_net(image)  # (B, width, S, S)
+        crops = torch.cat(
+            [
+                roi_align(self.trunk(image), boxes, size, self.region_size),
+                roi_align(nonlocal_maps, boxes, size, self.region_size),
+            ],
+            2,
+        )  # (B, R, 2 width, r, r)
         local = torch.stack([net(crops[:, i]) for i, net in enumerate(self.local)], 1)  # (B, R, D)
-        pooled = self.nonlocal_net(image).mean(dim=(2, 3))  # (B, width)
+        pooled = nonlocal_maps.mean(dim=(2, 3))  # (B, width)
         if self.weight_head is not None:
             weights = torch.sigmoid(self.weight_head(pooled))
         else:

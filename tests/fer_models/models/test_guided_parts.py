@@ -9,6 +9,7 @@ from fer_models.data.stream import StoreBatches
 from fer_models.models.feratt import gaussian_structure_loss
 from fer_models.models.keypoint import KeypointFeatureNet, keypoint_regularisation
 from fer_models.models.landmark_sampling import roi_align, sample_points
+from fer_models.models.local_nonlocal import grid_regions
 from fer_models.models.pal import explained_score, privileged_attribution_loss
 from fer_models.models.registry import create_model
 from fer_models.training.engine import prepare_batch
@@ -152,3 +153,16 @@ def test_keypoint_features_are_sampled_on_a_quarter_resolution_grid_by_default()
     assert fused.shape == (2, 32, 28, 28)  # stage 3's 4w channels on stage 1's grid (S / 4)
     own = KeypointFeatureNet(in_channels=3, image_size=112, width=8, fuse=False).feature_maps(image)
     assert own.shape == (2, 32, 7, 7)
+
+
+def test_local_nonlocal_twin_reads_no_landmarks_and_its_local_networks_see_the_unet():
+    twin = create_model("local-nonlocal", in_channels=1, image_size=48, regions="grid")
+    assert twin.inputs == ("image",)
+    image = torch.rand(2, 1, 48, 48, requires_grad=True)
+    output = twin({"image": image})
+    assert output["local_features"].shape[:2] == (2, 6)
+    boxes = grid_regions(1, 48, torch.device("cpu"))[0]
+    assert boxes[0].tolist() == [0.0, 0.0, 24.0, 16.0] and boxes[-1].tolist() == [24.0, 32.0, 48.0, 48.0]
+    # The U-Net's maps reach the local features (not only the pooled global vector).
+    gradient = torch.autograd.grad(output["local_features"].sum(), twin.nonlocal_net.out.weight)[0]
+    assert gradient.abs().sum() > 0

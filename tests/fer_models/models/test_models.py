@@ -17,6 +17,7 @@ VARIANTS = [(name, {}) for name in list_models()] + [
     ("guided-stn", {"guidance": "mask_binary"}),
     ("feratt", {"attention": False}),
     ("local-nonlocal", {"weights": False}),
+    ("local-nonlocal", {"regions": "grid"}),
     ("keypoint", {"attention": False}),
     ("pal", {"strategy": "half", "attribution": "gradient"}),
 ]
