@@ -5,7 +5,13 @@ A localisation network predicts one affine map per face (initialised to the iden
 sampler warps the image with it, and the baseline CNN (:mod:`fer_models.models.cnn`) classifies the
 warped face. In ``stn`` the localisation network sees the image (Deep-Emotion's design); in
 ``guided-stn`` it sees a guidance map from the store instead (a landmark mask or a saliency map,
-``guidance`` option), while the sampler still warps the image, as in the paper.
+``guidance`` option), while the sampler warps the image: the paper's "mask generator at the
+localisation network". Its second variant, at the localisation network and the sampler
+(``sampler_guidance=True``), also gives the sampler the image weighted by the same map (resized
+to S x S, bilinear), so the classifier sees the face with the guidance embedded in it.
+
+Departure: the paper's weighted image is our reading of its "image with embedded knowledge"
+(the image times the mask, as its landmark-based image weighing builds it).
 """
 
 from __future__ import annotations
@@ -91,7 +97,7 @@ GUIDED_STN_GUIDANCE = tuple(
 class GuidedSpatialTransformerCNN(_TransformerCNN):
     """Guided spatial transformer: the localisation network sees the store's ``guidance`` map
     ``(B, G, H, H)`` (``mask_soft`` by default; ``mask_binary``, ``mask_dilated``, ``saliency``...),
-    the sampler warps the image ``(B, C, S, S)``.
+    the sampler warps the image ``(B, C, S, S)`` (times the map with ``sampler_guidance``).
 
     Returns ``logits (B, K)``, ``theta (B, 2, 3)`` and the ``warped`` image.
     """
@@ -104,6 +110,7 @@ class GuidedSpatialTransformerCNN(_TransformerCNN):
         dropout: float = 0.5,
         guidance: str = "mask_soft",
         guidance_size: int = 0,
+        sampler_guidance: bool = False,
     ):
         if guidance not in GUIDED_STN_GUIDANCE:
             raise ConfigError(f"guided-stn guidance must be one of {', '.join(GUIDED_STN_GUIDANCE)}; got {guidance!r}")
@@ -111,8 +118,13 @@ class GuidedSpatialTransformerCNN(_TransformerCNN):
         super().__init__(
             in_channels, num_classes, image_size, dropout, Localisation(channels, guidance_size or image_size)
         )
-        self.guidance = guidance
+        self.guidance, self.sampler_guidance = guidance, sampler_guidance
         self.inputs = ("image", guidance)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
-        return self.classify(batch["image"], self.localisation(batch[self.guidance]))
+        image, guidance = batch["image"], batch[self.guidance]
+        theta = self.localisation(guidance)
+        if self.sampler_guidance:
+            weight = F.interpolate(guidance, size=image.shape[-2:], mode="bilinear", align_corners=False)
+            image = image * weight
+        return self.classify(image, theta)

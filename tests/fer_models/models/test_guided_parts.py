@@ -166,3 +166,14 @@ def test_local_nonlocal_twin_reads_no_landmarks_and_its_local_networks_see_the_u
     # The U-Net's maps reach the local features (not only the pooled global vector).
     gradient = torch.autograd.grad(output["local_features"].sum(), twin.nonlocal_net.out.weight)[0]
     assert gradient.abs().sum() > 0
+
+
+def test_guided_stn_with_guidance_at_the_sampler_warps_the_weighted_image():
+    torch.manual_seed(0)
+    image, mask = torch.rand(2, 1, 48, 48), torch.zeros(2, 1, 48, 48)
+    mask[:, :, 10:30, 10:30] = 1.0
+    plain = create_model("guided-stn", in_channels=1, image_size=48)
+    both = create_model("guided-stn", in_channels=1, image_size=48, sampler_guidance=True)
+    batch = {"image": image, "mask_soft": mask}
+    torch.testing.assert_close(plain(batch)["warped"], image, atol=1e-5, rtol=0)  # identity at the start
+    torch.testing.assert_close(both(batch)["warped"], image * mask, atol=1e-5, rtol=0)

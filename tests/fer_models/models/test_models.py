@@ -15,6 +15,7 @@ from pipeline.errors import ConfigError
 VARIANTS = [(name, {}) for name in list_models()] + [
     ("guided-stn", {"guidance": "saliency"}),
     ("guided-stn", {"guidance": "mask_binary"}),
+    ("guided-stn", {"sampler_guidance": True}),
     ("feratt", {"attention": False}),
     ("local-nonlocal", {"weights": False}),
     ("local-nonlocal", {"regions": "grid"}),
