@@ -26,7 +26,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fer_models.models.feratt import AttentionUNet
 from fer_models.models.landmark_sampling import roi_align
 from fer_models.models.registry import ModelOutput, register_model
 from pipeline.errors import ConfigError
@@ -47,6 +46,29 @@ def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()
     )
+
+
+class NonLocalUNet(nn.Module):
+    """``(B, C, S, S) -> (B, F, S, S)`` feature maps over the whole face: two poolings and two
+    upsamplings with skip connections."""
+
+    def __init__(self, in_channels: int, maps: int, width: int = 16):
+        super().__init__()
+        self.enc1, self.enc2, self.enc3 = (
+            _conv(in_channels, width),
+            _conv(width, 2 * width),
+            _conv(2 * width, 4 * width),
+        )
+        self.dec2, self.dec1 = _conv(6 * width, 2 * width), _conv(3 * width, width)
+        self.out = nn.Conv2d(width, maps, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.max_pool2d(e1, 2))
+        e3 = self.enc3(F.max_pool2d(e2, 2))
+        d2 = self.dec2(torch.cat([F.interpolate(e3, size=e2.shape[-2:]), e2], 1))
+        d1 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[-2:]), e1], 1))
+        return self.out(d1)
 
 
 class RegionNet(nn.Module):
@@ -89,7 +111,7 @@ class LocalNonLocalNet(nn.Module):
         self.region_size = region_size
         self.trunk = nn.Sequential(_conv(in_channels, width, stride=2), _conv(width, width))
         self.local = nn.ModuleList(RegionNet(2 * width, dim) for _ in range(count))
-        self.nonlocal_net = AttentionUNet(in_channels, width, width=16, sigmoid=False)  # U-Net over the whole face
+        self.nonlocal_net = NonLocalUNet(in_channels, width)  # U-Net over the whole face
         self.global_feature = nn.Linear(width, dim)
         self.weight_head = nn.Linear(width, count) if weights else None
         self.classifier = nn.Sequential(nn.Dropout(0.3), nn.Linear((count + 1) * dim, num_classes))

@@ -29,7 +29,7 @@ class ModelOutput(TypedDict, total=False):
     losses: dict[str, torch.Tensor]  # the model's own loss terms, weighted, scalar (training only)
     features: torch.Tensor  # resnet (and pal): (B, 8w) pooled features of the last stage
     embedding: torch.Tensor  # feratt: (B, D) before the head
-    attention: torch.Tensor  # feratt: (B, F, S, S) attention maps
+    attention: torch.Tensor  # feratt: (B, 1, S, S) the attention map, in (0, 1)
     attention_image: torch.Tensor  # feratt: (B, C, S, S) the face the classifier sees
     attribution: torch.Tensor  # pal: (B, C', h, w) attribution maps of the chosen stage (training only)
     theta: torch.Tensor  # stn, guided-stn: (B, 2, 3) affine transforms, normalised coordinates

@@ -1,12 +1,12 @@
-"""The parts the guided families share or own: point and box sampling, PAL's loss, FERAtt's
-structure loss."""
+"""The parts the guided families share or own: point and box sampling, and each family's own
+losses and inputs, pinned against the papers and the authors' code."""
 
 import torch
 
 from fer_models.data.augment import flip_batch
 from fer_models.data.selection import select_samples
 from fer_models.data.stream import StoreBatches
-from fer_models.models.feratt import gaussian_structure_loss
+from fer_models.models.feratt import gaussian_structure_loss, mix_embeddings, reconstruction_loss
 from fer_models.models.keypoint import KeypointFeatureNet, keypoint_regularisation
 from fer_models.models.landmark_sampling import roi_align, sample_points
 from fer_models.models.local_nonlocal import grid_regions
@@ -98,26 +98,50 @@ def test_gaussian_structure_loss_prefers_separated_classes():
     target = torch.tensor([0, 0, 1, 1, 2, 2])
     separated = torch.tensor([[0.0, 0], [0.1, 0], [5, 5], [5.1, 5], [-5, 5], [-5, 5.1]])
     mixed = torch.tensor([[0.0, 0], [5, 5], [5.1, 5], [-5, 5], [0.1, 0], [-5, 5.1]])
-    assert gaussian_structure_loss(separated, target, 7) < 0.01 < gaussian_structure_loss(mixed, target, 7)
+    assert gaussian_structure_loss(separated, target, 7) < 0.01 < 0.5 < gaussian_structure_loss(mixed, target, 7)
     assert gaussian_structure_loss(separated, torch.zeros(6, dtype=torch.long), 7).item() == 0.0
 
 
-def test_gaussian_structure_loss_equals_the_loss_over_the_classes_present():
-    """The masked all-class form (no host sync) against the direct one over the classes present."""
-    generator = torch.Generator().manual_seed(0)
-    for batch in range(2, 40, 7):
-        embedding = torch.randn(batch, 16, generator=generator, requires_grad=True)
-        target = torch.randint(0, 7, (batch,), generator=generator)
-        classes = torch.unique(target)
-        if len(classes) < 2:
+def authors_dgmm_loss(x: torch.Tensor, y: torch.Tensor, classes: int, sigma: float = 1.0) -> torch.Tensor:
+    """DGMMLoss of pedrodiamel/ferattention (torchlib/netlosses.py, no mixup), written out class by class."""
+    pi, one_hot = torch.zeros(len(x), classes), torch.zeros(len(x), classes)
+    for c in range(classes):
+        members = y == c
+        if members.sum() == 0:
             continue
-        means = torch.stack([embedding[target == c].mean(0) for c in classes])
-        logits = -torch.cdist(embedding, means).pow(2) / 2
-        direct = torch.nn.functional.cross_entropy(logits, torch.searchsorted(classes, target))
-        masked = gaussian_structure_loss(embedding, target, 7)
-        torch.testing.assert_close(masked, direct)
-        direct_gradient = torch.autograd.grad(direct, embedding)[0]
-        torch.testing.assert_close(torch.autograd.grad(masked, embedding)[0], direct_gradient)
+        pi[:, c] = torch.exp(-((x - x[members].mean(0)) ** 2).sum(1) / (2.0 * sigma**2))
+        one_hot[members, c] = 1
+    pi = (pi / (pi.sum(1, keepdim=True) + 1e-15)).clamp(0.0, 1.0)
+    return ((pi - one_hot) ** 2).sum(1).mean()
+
+
+def test_feratt_structure_loss_equals_the_authors_dgmm_loss_on_fixed_tensors():
+    generator = torch.Generator().manual_seed(0)
+    for batch, sigma in ((2, 1.0), (9, 1.0), (16, 2.0), (37, 3.0)):
+        embedding = torch.randn(batch, 5, generator=generator, requires_grad=True)
+        target = torch.randint(0, 7, (batch,), generator=generator)
+        expected = authors_dgmm_loss(embedding, target, 7, sigma)
+        ours = gaussian_structure_loss(embedding, target, 7, sigma)
+        torch.testing.assert_close(ours, expected)
+        torch.testing.assert_close(torch.autograd.grad(ours, embedding)[0], torch.autograd.grad(expected, embedding)[0])
+
+
+def test_feratt_reconstruction_loss_is_the_authors_attloss():
+    generator = torch.Generator().manual_seed(0)
+    face, attention_image = torch.rand(3, 1, 8, 8, generator=generator), torch.rand(3, 1, 8, 8, generator=generator)
+    torch.testing.assert_close(reconstruction_loss(attention_image, face), 10 * ((face - attention_image) ** 2).mean())
+    assert reconstruction_loss(attention_image * 100, face).item() == 300.0  # the mean error is clamped at 30
+
+
+def test_feratt_mixup_adds_mixed_embeddings_labelled_by_their_neighbours():
+    embedding = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [10.0, 10.0], [10.1, 10.0], [10.0, 10.1]])
+    target = torch.tensor([0, 0, 0, 1, 1, 1])
+    torch.manual_seed(0)  # the Beta(2, 2) weight
+    points, labels = mix_embeddings(embedding, target, torch.Generator().manual_seed(0))
+    assert points.shape == (12, 2) and labels.shape == (12,)
+    torch.testing.assert_close(points[:6], embedding)
+    nearest_cluster = (points[6:].mean(1) > 5).long()
+    assert torch.equal(labels[6:], nearest_cluster)
 
 
 def test_pal_constrains_the_attribution_of_the_label_score_so_its_loss_depends_on_the_label():

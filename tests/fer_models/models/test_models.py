@@ -17,12 +17,18 @@ VARIANTS = [(name, {}) for name in list_models()] + [
     ("guided-stn", {"guidance": "mask_binary"}),
     ("guided-stn", {"sampler_guidance": True}),
     ("feratt", {"attention": False}),
+    ("feratt", {"structure_mixup": True}),
     ("local-nonlocal", {"weights": False}),
     ("local-nonlocal", {"regions": "grid"}),
     ("keypoint", {"attention": False}),
     ("pal", {"strategy": "half", "attribution": "gradient"}),
 ]
-SMALL = {"resnet18": {"width": 16}, "pal": {"width": 16}, "keypoint": {"width": 16}, "feratt": {"width": 16}}
+SMALL = {
+    "resnet18": {"width": 16},
+    "pal": {"width": 16},
+    "keypoint": {"width": 16},
+    "feratt": {"width": 16, "attention_width": 16, "embedding": 64},
+}
 
 
 def store_batch(store, model, n=8):

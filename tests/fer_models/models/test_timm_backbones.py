@@ -65,7 +65,7 @@ def test_the_families_read_the_stages_the_model_names():
     assert not any(name.startswith("body.body.layer4") for name in keypoint.state_dict())  # stage 4 is not built
     pal = create_model("pal", in_channels=1, num_classes=7, image_size=64, backbone=BACKBONE, layer=2)
     pal.train()
-    batch = {"image": torch.rand(2, 1, 64, 64), "heatmap": torch.rand(2, 1, 16, 16)}
+    batch = {"image": torch.rand(2, 1, 64, 64), "heatmap": torch.rand(2, 1, 16, 16), "target": torch.tensor([0, 3])}
     assert pal(batch)["attribution"].shape == (2, 128, 8, 8)
 
 
