@@ -2,15 +2,18 @@
 ``resnet18`` family itself: a backbone with a linear head on its pooled last stage.
 
 ``backbone=builtin`` (the default) is the project's own ResNet-18 (:mod:`.resnet`), shaped by
-``width`` and ``stem``; any other value is a timm model name (:mod:`.timm_backbone`), optionally
-started from a local weights file (``backbone_weights``). Both give stages 1-4 of feature maps
-through ``stage_outputs`` and logits through ``classify``.
+``width`` and ``stem``; ``ir18``/``ir34``/``ir50``/``ir100`` are insightface's face-recognition
+networks (:mod:`.ir_backbone`); any other value is a timm model name (:mod:`.timm_backbone`).
+The last two may start from a local weights file (``backbone_weights``) and normalise their
+input as their weights expect. All give stages 1-4 of feature maps through ``stage_outputs`` and
+logits through ``classify``.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from fer_models.models.ir_backbone import IR_DEPTHS, IRStages
 from fer_models.models.registry import register_model
 from fer_models.models.resnet import ResNet18
 from fer_models.models.timm_backbone import TimmStages
@@ -34,13 +37,13 @@ def check_backbone_options(backbone: str, weights: str, **builtin_option_set: bo
     """
     if backbone == BUILTIN and weights:
         raise ConfigError(
-            f"backbone_weights is read by timm backbones; start the built-in network with --init {weights}"
+            f"backbone_weights is read by IR and timm backbones; start the built-in network with --init {weights}"
         )
     changed = [name for name, is_set in builtin_option_set.items() if is_set]
     if backbone != BUILTIN and changed:
         raise ConfigError(
-            f"{' and '.join(changed)} shape the built-in network (backbone={BUILTIN}); backbone={backbone} has timm's own: "
-            "drop them, or choose a timm model of the size you want"
+            f"{' and '.join(changed)} shape the built-in network (backbone={BUILTIN}); backbone={backbone} has its own: "
+            "drop them, or choose a backbone of the size you want"
         )
 
 
@@ -55,13 +58,13 @@ def backbone_network(
     stem: str = "auto",
     until: int = 4,
     head: bool = True,
-) -> ResNet18 | TimmStages:
-    """The built-in ResNet-18 (always whole, with its head) or a timm model as stages 1..``until``
-    (with a head on the last when ``head``).
+) -> ResNet18 | IRStages | TimmStages:
+    """The built-in ResNet-18 (always whole, with its head), or an IR or timm network as stages
+    1..``until`` (with a head on the last when ``head``).
 
     Args:
-        backbone: ``builtin`` or a timm model name.
-        weights: a local weights file for a timm backbone, or "".
+        backbone: ``builtin``, ``ir18``..``ir100``, or a timm model name.
+        weights: a local weights file for an IR or timm backbone, or "".
         in_channels, num_classes, image_size: the store's C, K and S.
         width, stem: the built-in network's (refused away from their defaults with timm).
         until: the deepest stage the caller reads; a timm backbone builds no later one.
@@ -74,6 +77,8 @@ def backbone_network(
     check_backbone_options(backbone, weights, width=width != 64, stem=stem != "auto")
     if backbone == BUILTIN:
         return ResNet18(in_channels, num_classes, image_size, width, stem)
+    if backbone in IR_DEPTHS:
+        return IRStages(backbone, in_channels, num_classes if head else 0, weights, until)
     return TimmStages(backbone, in_channels, num_classes if head else 0, image_size, weights, until)
 
 
@@ -91,8 +96,9 @@ def resnet18(
 
     width: channels of the built-in network's first stage (64 in the paper; stages w, 2w, 4w, 8w).
     stem: the built-in network's ``auto`` (small stem for S <= 64), ``small`` or ``imagenet``.
-    backbone: ``builtin`` or a timm model name (``resnet50``, ``convnext_nano``, ...).
-    backbone_weights: a local weights file for a timm backbone.
+    backbone: ``builtin``, ``ir50`` (insightface's face network; ``ir18``, ``ir34``, ``ir100``) or a
+        timm model name (``resnet50``, ``convnext_nano``, ...).
+    backbone_weights: a local weights file for an IR or timm backbone.
     """
     return backbone_network(
         backbone,

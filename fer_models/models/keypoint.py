@@ -34,8 +34,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from fer_models.models.backbone import BUILTIN, backbone_network
+from fer_models.models.ir_backbone import IRStages
 from fer_models.models.landmark_sampling import sample_points
 from fer_models.models.registry import ModelOutput, register_model
+from fer_models.models.resnet import ResNet18
 from fer_models.models.timm_backbone import TimmStages
 from pipeline.errors import ConfigError
 
@@ -111,8 +113,8 @@ class KeypointFeatureNet(nn.Module):
             until=stage,
             head=False,
         )
-        self.body: TimmStages | None = None
-        if isinstance(network, TimmStages):
+        self.body: IRStages | TimmStages | None = None
+        if not isinstance(network, ResNet18):
             self.body, channels = network, list(network.channels)
         else:  # the built-in network's stem and stages, under the names its checkpoints have
             self.stem, self.stages = network.stem, network.stages[:stage]

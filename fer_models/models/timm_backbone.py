@@ -13,6 +13,9 @@ the classifier. Nothing is downloaded. A file that lacks any of the model's tens
 (timm would load it partly, without a word). The file is read when a run starts,
 not when a checkpoint is evaluated or resumed (its weights are then the checkpoint's).
 
+Each backbone normalises its [0, 1] input as its pretrained weights expect (timm's
+``pretrained_cfg`` mean and std: :mod:`.input_normalisation`), whether or not weights are loaded.
+
 ImageNet backbones reduce a face 32 times: a 48 x 48 FER-2013 face ends as a 2 x 2 map. Build the
 store at a larger ``--size`` (112 or more) for them to see detail.
 """
@@ -27,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fer_models.models.input_normalisation import timm_normalisation
 from fer_models.models.registry import ModelOutput
 from fer_models.models.resnet import pooled_classification
 from fer_models.models.weight_files import check_inflation
@@ -160,6 +164,7 @@ class TimmStages(nn.Module):
         self, name: str, in_channels: int, num_classes: int, image_size: int, weights: str = "", until: int = STAGES
     ):
         super().__init__()
+        self.normalise = timm_normalisation(name, in_channels)
         self.body = create_timm_model(
             name, in_channels, weights, features_only=True, out_indices=tuple(range(-STAGES, until - STAGES))
         )
@@ -169,8 +174,9 @@ class TimmStages(nn.Module):
         check_face_size(self.body, name, in_channels, image_size)
 
     def stage_outputs(self, image: torch.Tensor, until: int = STAGES) -> list[torch.Tensor]:
-        """Outputs of stages 1..``until``: ``(B, channels[i-1], h_i, w_i)`` each."""
-        return self.body(image)[:until]
+        """Outputs of stages 1..``until`` for ``(B, C, S, S)`` images in [0, 1]:
+        ``(B, channels[i-1], h_i, w_i)`` each."""
+        return self.body(self.normalise(image))[:until]
 
     def classify(self, last_stage: torch.Tensor) -> ModelOutput:
         """Logits and pooled features from the last stage's output."""
@@ -183,13 +189,14 @@ class TimmStages(nn.Module):
 
 
 class TimmPooled(nn.Module):
-    """A timm model's pooled features: ``(B, C, S, S) float32 -> (B, num_features)``."""
+    """A timm model's pooled features: ``(B, C, S, S) float32`` in [0, 1] ``-> (B, num_features)``."""
 
     def __init__(self, name: str, in_channels: int, image_size: int, weights: str = ""):
         super().__init__()
+        self.normalise = timm_normalisation(name, in_channels)
         self.body = create_timm_model(name, in_channels, weights, num_classes=0)
         self.num_features = int(self.body.num_features)
         check_face_size(self.body, name, in_channels, image_size)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.body(image)
+        return self.body(self.normalise(image))

@@ -134,3 +134,14 @@ def test_a_run_from_a_weights_file_evaluates_and_resumes_without_it(synthetic_st
     assert resumed.epochs == 2 and resumed.initial_weights == digest  # kept from the checkpoint
     with pytest.raises(ConfigError, match="is not a file"):
         train(config, tmp_path / "fresh")  # a new run reads the file
+
+
+def test_a_timm_backbone_normalises_its_input_as_its_pretrained_weights_expect():
+    config = timm.models.get_pretrained_cfg(BACKBONE)
+    rgb = create_model("resnet18", in_channels=3, num_classes=7, image_size=64, backbone=BACKBONE).eval()
+    image = torch.rand(1, 3, 64, 64)
+    mean, std = torch.tensor(config.mean).view(1, 3, 1, 1), torch.tensor(config.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(rgb.stage_outputs(image)[-1], rgb.body((image - mean) / std)[-1])
+    grey = create_model("resnet18", in_channels=1, num_classes=7, image_size=64, backbone=BACKBONE)
+    assert grey.normalise.mean.item() == pytest.approx(sum(config.mean) / 3)
