@@ -51,6 +51,11 @@ def recipe_options(command):
             type=float,
             help="Validate, select and test an average of the weights; 0: none. [the recipe's]",
         ),
+        click.option(
+            "--backbone-lr-scale",
+            type=float,
+            help="The pretrained backbone's learning rate as a share of the head's. [the recipe's]",
+        ),
     ]
     for option in reversed(options):
         command = option(command)

@@ -47,6 +47,18 @@ def check_backbone_options(backbone: str, weights: str, **builtin_option_set: bo
         )
 
 
+def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of ``model``'s backbones, what fine-tuning starts from pretrained weights:
+    the submodules each module names in its ``backbone_parts`` attribute (the bodies of IR and
+    timm networks, the built-in ResNet-18's stem and stages), not the heads, attention,
+    projections or other parts a family adds."""
+    found: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        for name in getattr(module, "backbone_parts", ()):
+            found.update((id(parameter), parameter) for parameter in getattr(module, name).parameters())
+    return list(found.values())
+
+
 def backbone_network(
     backbone: str,
     weights: str,

@@ -110,6 +110,8 @@ class IRStages(nn.Module):
 
     inputs = ("image",)
 
+    backbone_parts = ("body",)  # fine-tuning starts here (backbone_parameters)
+
     def __init__(self, name: str, in_channels: int, num_classes: int, weights: str = "", until: int = 4):
         super().__init__()
         if name not in IR_DEPTHS:

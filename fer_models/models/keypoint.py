@@ -118,6 +118,7 @@ class KeypointFeatureNet(nn.Module):
             self.body, channels = network, list(network.channels)
         else:  # the built-in network's stem and stages, under the names its checkpoints have
             self.stem, self.stages = network.stem, network.stages[:stage]
+            self.backbone_parts = ("stem", "stages")  # fine-tuning starts here (backbone_parameters)
             channels = [width * 2**i for i in range(stage)]
         dim = channels[-1]
         self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in channels) if fuse else None

@@ -49,6 +49,8 @@ class ResNet18(nn.Module):
 
     inputs = ("image",)
 
+    backbone_parts = ("stem", "stages")  # fine-tuning starts here (backbone_parameters)
+
     def __init__(
         self, in_channels: int = 3, num_classes: int = 7, image_size: int = 112, width: int = 64, stem: str = "auto"
     ):

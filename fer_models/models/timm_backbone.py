@@ -160,6 +160,8 @@ class TimmStages(nn.Module):
 
     inputs = ("image",)
 
+    backbone_parts = ("body",)  # fine-tuning starts here (backbone_parameters)
+
     def __init__(
         self, name: str, in_channels: int, num_classes: int, image_size: int, weights: str = "", until: int = STAGES
     ):
@@ -190,6 +192,8 @@ class TimmStages(nn.Module):
 
 class TimmPooled(nn.Module):
     """A timm model's pooled features: ``(B, C, S, S) float32`` in [0, 1] ``-> (B, num_features)``."""
+
+    backbone_parts = ("body",)  # fine-tuning starts here (backbone_parameters)
 
     def __init__(self, name: str, in_channels: int, image_size: int, weights: str = ""):
         super().__init__()

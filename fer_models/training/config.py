@@ -57,6 +57,7 @@ class TrainConfig:
     label_smoothing: float | None = None
     clip_grad_norm: float | None = None
     ema_decay: float | None = None
+    backbone_lr_scale: float | None = None
 
     def __post_init__(self) -> None:
         if self.folds and not 0 <= self.fold < self.folds:
@@ -124,8 +125,9 @@ class TrainConfig:
 def recorded_config(stored: dict[str, Any]) -> dict[str, Any]:
     """A run's recorded configuration, those recorded before recipes existed completed with the
     ``legacy`` recipe they trained with (and, before the balance was the dataset's, with the
-    class-weighted loss they all trained with)."""
-    stored = {"balance": "weights", **stored}
+    class-weighted loss they all trained with; before the backbone had a rate of its own, with
+    the same rate everywhere)."""
+    stored = {"balance": "weights", "backbone_lr_scale": 1.0, **stored}
     if "recipe" in stored:
         return stored
     return {"recipe": "legacy", **RECIPES["legacy"].to_dict(), **stored}

@@ -25,6 +25,7 @@ from fer_models.data.augment import AugmentConfig, augment_batch
 from fer_models.data.device_batches import DeviceBatches, fits_on, selection_bytes
 from fer_models.data.selection import Selection
 from fer_models.data.stream import StoreBatches, make_loader
+from fer_models.models.backbone import backbone_parameters
 from fer_models.training.checkpoint import Checkpoint, initial_weight_digests, load_initial_weights, load_weights
 from fer_models.training.config import TrainConfig
 from fer_models.training.distributed import Ranks, gathered, start, sum_across
@@ -133,7 +134,7 @@ class Trainer:
         self.trained_model: torch.nn.Module = self.model
         if self.ranks.distributed:
             self.trained_model = DistributedDataParallel(self.model, device_ids=[self.device] if self.cuda else None)
-        self.optimizer = self.recipe.optimizer_for(self.model)
+        self.optimizer = self.recipe.optimizer_for(self.model, backbone_parameters(self.model))
         self.average = WeightAverage(self.model, self.recipe.ema_decay) if self.recipe.ema_decay else None
         self.epoch_timing: dict[str, float] = {}  # of the last train_epoch
         self.class_weight = None
@@ -274,7 +275,7 @@ class Trainer:
         """The recipe's learning rate at optimiser step ``step`` of the run (0-based)."""
         lr = self.recipe.lr * self.recipe.lr_factor(step, steps_per_epoch, self.schedule.epochs)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
     @property
     def evaluated_model(self) -> torch.nn.Module:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,9 @@ class Recipe:
     ``cosine``. label_smoothing: the share of each target spread over all classes.
     clip_grad_norm: the largest gradient norm (0: no clipping). ema_decay: the decay of an
     exponential moving average of the weights, which is then what is validated, selected,
-    checkpointed and tested (0: none).
+    checkpointed and tested (0: none). backbone_lr_scale: the backbone's learning rate as a share
+    of the rest's (:func:`~fer_models.models.backbone.backbone_parameters`: a pretrained body
+    learns slower than the new head when fine-tuned).
     """
 
     lr: float = 1e-3
@@ -50,6 +53,7 @@ class Recipe:
     label_smoothing: float = 0.0
     clip_grad_norm: float = 0.0
     ema_decay: float = 0.0
+    backbone_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -63,6 +67,7 @@ class Recipe:
             ("--weight-decay", self.weight_decay, 0, 1),
             ("--label-smoothing", self.label_smoothing, 0, 0.5),
             ("--ema-decay", self.ema_decay, 0, 0.99999),
+            ("--backbone-lr-scale", self.backbone_lr_scale, 0, 1),
         )
         for option, value, low, high in checks:
             if not low <= value <= high:
@@ -85,16 +90,28 @@ class Recipe:
             return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
         return 1.0
 
-    def optimizer_for(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+    def optimizer_for(
+        self, model: torch.nn.Module, backbone: Iterable[torch.nn.Parameter] = ()
+    ) -> torch.optim.Optimizer:
         """The optimiser over ``model``'s parameters, weight decay only on those of two or more
-        dimensions (weights; not biases or normalisation scales)."""
+        dimensions (weights; not biases or normalisation scales); the ``backbone`` parameters in
+        groups of their own at ``backbone_lr_scale`` (each group's ``lr_scale``) when it is not 1."""
         trained = [p for p in model.parameters() if p.requires_grad]
-        groups: list[dict[str, Any]] = [{"params": trained, "weight_decay": 0.0}]  # without decay: one group
-        if self.weight_decay > 0:
-            groups = [
-                {"params": [p for p in trained if p.ndim > 1], "weight_decay": self.weight_decay},
-                {"params": [p for p in trained if p.ndim <= 1], "weight_decay": 0.0},
-            ]
+        slow = {id(p) for p in backbone} if self.backbone_lr_scale != 1 else set()
+        groups: list[dict[str, Any]] = []
+        for scale, members in (
+            (1.0, [p for p in trained if id(p) not in slow]),
+            (self.backbone_lr_scale, [p for p in trained if id(p) in slow]),
+        ):
+            if not members:
+                continue
+            if self.weight_decay > 0:  # decay on weights only
+                groups.append(
+                    {"params": [p for p in members if p.ndim > 1], "weight_decay": self.weight_decay, "lr_scale": scale}
+                )
+                groups.append({"params": [p for p in members if p.ndim <= 1], "weight_decay": 0.0, "lr_scale": scale})
+            else:
+                groups.append({"params": members, "weight_decay": 0.0, "lr_scale": scale})
         if self.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=self.lr, momentum=self.momentum, nesterov=self.momentum > 0)
         if self.optimizer == "adamw":
@@ -125,6 +142,17 @@ RECIPES: dict[str, Recipe] = {
     ),
     "sgd-onecycle": Recipe(
         lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=5e-4, lr_schedule="onecycle", label_smoothing=0.1
+    ),
+    # Fine-tuning a pretrained backbone (--init, backbone_weights): a low peak rate after two epochs
+    # of warmup, cosine decay, and the backbone at a tenth of the head's rate.
+    "fine-tune": Recipe(
+        lr=3e-4,
+        optimizer="adamw",
+        weight_decay=0.05,
+        lr_schedule="cosine",
+        warmup_epochs=2,
+        label_smoothing=0.1,
+        backbone_lr_scale=0.1,
     ),
 }
 RECIPE_FIELDS = tuple(field.name for field in dataclasses.fields(Recipe))

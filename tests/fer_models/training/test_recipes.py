@@ -6,10 +6,11 @@ import json
 import pytest
 import torch
 
+from fer_models.models.backbone import backbone_parameters
 from fer_models.models.registry import create_model
 from fer_models.training.checkpoint import Checkpoint, load_checkpoint
 from fer_models.training.config import TrainConfig
-from fer_models.training.engine import classification_loss
+from fer_models.training.engine import Trainer, classification_loss
 from fer_models.training.recipe import RECIPES, Recipe, resolve_recipe
 from fer_models.training.run_directory import train
 from pipeline.errors import ConfigError
@@ -43,6 +44,23 @@ def test_weight_decay_skips_biases_and_norms_and_sgd_is_nesterov():
     assert len(decayed["params"]) + len(kept["params"]) == len(list(model.parameters()))
     legacy = RECIPES["legacy"].optimizer_for(model)  # one group, as runs before recipes saved it
     assert isinstance(legacy, torch.optim.Adam) and len(legacy.param_groups) == 1
+
+
+def test_the_fine_tune_recipe_trains_the_backbone_at_a_tenth_of_the_heads_rate(fer_store):
+    model = create_model("keypoint", in_channels=1, num_classes=7, image_size=48, width=8)
+    backbone = backbone_parameters(model)
+    assert {id(p) for p in backbone} == {id(p) for p in [*model.stem.parameters(), *model.stages.parameters()]}
+    optimizer = RECIPES["fine-tune"].optimizer_for(model, backbone)
+    scales = {group["lr_scale"] for group in optimizer.param_groups}
+    assert scales == {1.0, 0.1}
+    slow = {id(p) for group in optimizer.param_groups if group["lr_scale"] == 0.1 for p in group["params"]}
+    assert slow == {id(p) for p in backbone}
+    assert sum(len(group["params"]) for group in optimizer.param_groups) == len(list(model.parameters()))
+    config = TrainConfig(store=str(fer_store), model="resnet18", options={"width": 8}, recipe="fine-tune", epochs=4)
+    trainer = Trainer(config)
+    trainer._set_lr(25, steps_per_epoch=10)  # past the 2 epochs of warmup, on the cosine
+    rates = {group["lr_scale"]: group["lr"] for group in trainer.optimizer.param_groups}
+    assert rates[0.1] == pytest.approx(0.1 * rates[1.0]) and rates[1.0] > 0
 
 
 def test_label_smoothing_mixes_each_target_with_the_uniform_distribution():
