@@ -147,6 +147,18 @@ def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
     help="Flip, small affine, brightness/contrast; guidance moves with the image.",
 )
 @click.option(
+    "--resized-crop",
+    type=float,
+    default=DEFAULT["resized_crop"],
+    help="With --augment: a random resized crop keeping this share of the area or more (0.5 to 1 for faces). [1: none]",
+)
+@click.option(
+    "--random-erasing",
+    type=float,
+    default=DEFAULT["random_erasing"],
+    help="With --augment: the probability of erasing a rectangle of the image and its guidance maps. [0: none]",
+)
+@click.option(
     "--workers", type=int, default=DEFAULT["workers"], help="Loader processes when streaming a large store (spawn)."
 )
 @click.option(
@@ -194,6 +206,8 @@ def main(
     all_folds,
     balance,
     augment,
+    resized_crop,
+    random_erasing,
     workers,
     in_memory,
     device_data,
@@ -227,6 +241,8 @@ def main(
             device=device,
             balance=balance,
             augment=augment,
+            resized_crop=resized_crop,
+            random_erasing=random_erasing,
             workers=workers,
             in_memory={"auto": "auto", "yes": True, "no": False}[in_memory],
             device_data=device_data,

@@ -41,6 +41,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     balance: str | None = None  # weights: class-weighted loss; none; None: the dataset's protocol
     augment: bool = True
+    resized_crop: float = 1.0  # with augment: the smallest area share of a random resized crop (1: none)
+    random_erasing: float = 0.0  # with augment: the probability of erasing a rectangle (image and guidance)
     workers: int = 0  # DataLoader worker processes (spawn) when streaming from the store
     in_memory: bool | str = "auto"
     # auto: an in-memory selection that fits on the device is held there, batches gathered there
@@ -73,6 +75,10 @@ class TrainConfig:
             raise ConfigError(f"--threads must be 1 or more, got {self.threads}")
         if self.balance is not None and self.balance not in BALANCES:
             raise ConfigError(f"balance must be {' or '.join(BALANCES)}, got {self.balance!r}")
+        if not 0 < self.resized_crop <= 1:
+            raise ConfigError(f"--resized-crop must be above 0 and at most 1, got {self.resized_crop}")
+        if not 0 <= self.random_erasing <= 1:
+            raise ConfigError(f"--random-erasing must be between 0 and 1, got {self.random_erasing}")
         if self.workers < 0:
             raise ConfigError(f"--workers must be 0 or more, got {self.workers}")
         if self.device_data not in DEVICE_DATA:
@@ -125,9 +131,9 @@ class TrainConfig:
 def recorded_config(stored: dict[str, Any]) -> dict[str, Any]:
     """A run's recorded configuration, those recorded before recipes existed completed with the
     ``legacy`` recipe they trained with (and, before the balance was the dataset's, with the
-    class-weighted loss they all trained with; before the backbone had a rate of its own, with
-    the same rate everywhere)."""
-    stored = {"balance": "weights", "backbone_lr_scale": 1.0, **stored}
+    class-weighted loss they all trained with; before the backbone had a rate of its own and
+    before resized crops and erasing, with neither)."""
+    stored = {"balance": "weights", "backbone_lr_scale": 1.0, "resized_crop": 1.0, "random_erasing": 0.0, **stored}
     if "recipe" in stored:
         return stored
     return {"recipe": "legacy", **RECIPES["legacy"].to_dict(), **stored}

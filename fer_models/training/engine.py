@@ -205,7 +205,11 @@ class Trainer:
         torch.manual_seed(self.config.seed * 1_000_003 + epoch)  # dropout and friends
         augment_generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         draw_generator = torch.Generator(self.device).manual_seed(self.config.seed * 1_000_003 + epoch)
-        augment = AugmentConfig() if self.config.augment else None
+        augment = (
+            AugmentConfig(crop_area=self.config.resized_crop, erase=self.config.random_erasing)
+            if self.config.augment
+            else None
+        )
         self.train_batches.set_epoch(epoch)
         self.model.train()
         sums: dict[str, torch.Tensor] = {}

@@ -1,6 +1,7 @@
 """Augmentation moves the image and every guidance tensor together."""
 
 import numpy as np
+import pytest
 import torch
 from torch.nn import functional as F
 
@@ -57,7 +58,15 @@ def test_a_flipped_samples_landmarks_land_on_the_flipped_features(fer_store):
     torch.testing.assert_close(right_brows, batch["heatmap_regions"][:, 0].flip(-1))
 
 
-def test_warped_maps_keep_their_peaks_on_the_moved_landmarks_at_any_resolution():
+@pytest.mark.parametrize(
+    "config",
+    [
+        AugmentConfig(flip=0.0, degrees=15, scale=0.1, translate=0.08, brightness=0, contrast=0),
+        AugmentConfig(flip=0.0, degrees=10, scale=0.0, translate=0.0, brightness=0, contrast=0, crop_area=0.6),
+    ],
+    ids=["affine", "resized crop"],
+)
+def test_warped_maps_keep_their_peaks_on_the_moved_landmarks_at_any_resolution(config):
     rng = np.random.default_rng(0)
     size, guidance_size = 48, 64  # maps at another resolution than the image
     landmarks = rng.uniform(14, 34, (2, 68, 2)).astype(np.float32)
@@ -67,7 +76,6 @@ def test_warped_maps_keep_their_peaks_on_the_moved_landmarks_at_any_resolution()
         "landmarks": torch.from_numpy(landmarks),
         "heatmap_landmarks": torch.from_numpy(maps).float() / 255,
     }
-    config = AugmentConfig(flip=0.0, degrees=15, scale=0.1, translate=0.08, brightness=0, contrast=0)
     _, forward = random_transforms(2, config, torch.Generator().manual_seed(1))
     warped = warp_batch(batch, forward, size)
     centres = guidance_pixel_centres(size, guidance_size)
@@ -93,3 +101,40 @@ def test_augmentation_is_seeded_and_leaves_targets_alone(fer_store):
     off = augment_batch(batch, AugmentConfig.off(), view.permutations, torch.Generator().manual_seed(5))
     for key in batch:
         torch.testing.assert_close(off[key], batch[key], rtol=0, atol=1e-6)
+
+
+def test_a_resized_crop_maps_its_box_onto_the_whole_face():
+    config = AugmentConfig(flip=0.0, degrees=0, scale=0, translate=0, brightness=0, contrast=0, crop_area=0.3)
+    _, forward = random_transforms(500, config, torch.Generator().manual_seed(0))
+    linear = forward[:, :, :2]
+    assert torch.allclose(linear[:, 0, 1], torch.zeros(500)) and torch.allclose(linear[:, 1, 0], torch.zeros(500))
+    half = 1 / torch.stack([linear[:, 0, 0], linear[:, 1, 1]], 1)  # the box's half sides
+    area, ratio = half.prod(1), half[:, 0] / half[:, 1]
+    assert area.min() >= 0.3 - 1e-5 and area.max() <= 1 + 1e-5 and area.max() > 0.9 and area.min() < 0.4
+    assert ratio.min() >= 3 / 4 - 1e-4 and ratio.max() <= 4 / 3 + 1e-4
+    centre = -forward[:, :, 2] * half
+    assert ((centre.abs() + half) <= 1 + 1e-5).all()  # the box lies inside the face
+
+
+def test_random_erasing_clears_the_same_rectangle_of_the_image_and_every_map():
+    batch = {
+        "image": torch.ones(64, 1, 48, 48),
+        "mask_soft": torch.ones(64, 1, 96, 96),
+        "landmarks": torch.rand(64, 68, 2),
+    }
+    config = AugmentConfig(flip=0, degrees=0, scale=0, translate=0, brightness=0, contrast=0, erase=0.5)
+    out = augment_batch(batch, config, {}, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out["landmarks"], batch["landmarks"])
+    erased = [(out[k] == 0).flatten(1).any(1) for k in ("image", "mask_soft")]
+    assert torch.equal(erased[0], erased[1]) and 15 < int(erased[0].sum()) < 49
+    for b in torch.nonzero(erased[0])[:, 0].tolist():
+        bounds = []
+        for key, side in (("image", 48), ("mask_soft", 96)):
+            rows, cols = torch.nonzero(out[key][b, 0] == 0, as_tuple=True)
+            centres = lambda v: (v.float() + 0.5) * (2 / side) - 1  # noqa: E731
+            bounds.append(
+                torch.stack([centres(cols).min(), centres(rows).min(), centres(cols).max(), centres(rows).max()])
+            )
+            share = (out[key][b, 0] == 0).float().mean().item()
+            assert 0.005 < share < 0.4
+        assert (bounds[0] - bounds[1]).abs().max() <= 2 / 48  # within one image pixel
