@@ -15,7 +15,7 @@ from torch import nn
 
 from fer_models.models.ir_backbone import IR_DEPTHS, IRStages
 from fer_models.models.registry import register_model
-from fer_models.models.resnet import ResNet18
+from fer_models.models.resnet import STEMS, ResNet18
 from fer_models.models.timm_backbone import TimmStages
 from pipeline.errors import ConfigError
 
@@ -94,7 +94,7 @@ def backbone_network(
     return TimmStages(backbone, in_channels, num_classes if head else 0, image_size, weights, until)
 
 
-@register_model("resnet18", epochs=30, batch_size=64, lr=1e-3)
+@register_model("resnet18", returns=("features",), choices={"stem": STEMS}, epochs=30, batch_size=64, lr=1e-3)
 def resnet18(
     in_channels: int = 3,
     num_classes: int = 7,

@@ -37,11 +37,9 @@ def baseline_classifier(image_size: int, num_classes: int, dropout: float) -> nn
     )
 
 
-@register_model("cnn", epochs=30, batch_size=64, lr=1e-3)
+@register_model("cnn", ranges={"dropout": (0.0, 1.0)}, epochs=30, batch_size=64, lr=1e-3)
 class BaselineCNN(nn.Module):
     """Guided-STN paper's baseline CNN: 4 conv (10 filters), 2 max-pools, FC 50, classifier."""
-
-    inputs = ("image",)
 
     def __init__(self, in_channels: int = 1, num_classes: int = 7, image_size: int = 48, dropout: float = 0.5):
         super().__init__()

@@ -206,7 +206,14 @@ def gaussian_structure_loss(
     return (posterior - one_hot).pow(2).sum(1).mean()
 
 
-@register_model("feratt", epochs=30, batch_size=32, lr=1e-3)
+@register_model(
+    "feratt",
+    reads=lambda options: ("mask_hull",) if options["attention"] else (),
+    returns=("embedding", "attention", "attention_image"),
+    epochs=30,
+    batch_size=32,
+    lr=1e-3,
+)
 class FERAtt(nn.Module):
     """``image (B, C, S, S)`` (+ ``mask_hull (B, 1, H, H)`` in training) -> ``logits (B, K)``,
     ``embedding (B, E)``, and with attention ``attention (B, 1, S, S)`` (sigmoid(A)) and
@@ -240,7 +247,6 @@ class FERAtt(nn.Module):
         super().__init__()
         check_backbone_options(backbone, backbone_weights, width=width != 64)
         self.use_attention = attention
-        self.inputs = ("image", "mask_hull") if attention else ("image",)
         if attention:
             self.attention = AttentionNet(in_channels, attention_width)
             self.features = FeatureNet(in_channels, maps)

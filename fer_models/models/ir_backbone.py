@@ -108,8 +108,6 @@ class IRStages(nn.Module):
         until: the deepest stage built (1-4).
     """
 
-    inputs = ("image",)
-
     backbone_parts = ("body",)  # fine-tuning starts here (backbone_parameters)
 
     def __init__(self, name: str, in_channels: int, num_classes: int, weights: str = "", until: int = 4):

@@ -69,7 +69,15 @@ def keypoint_regularisation(
     return (there - here).pow(2).sum(-1).mean()
 
 
-@register_model("keypoint", epochs=30, batch_size=64, lr=1e-3)
+@register_model(
+    "keypoint",
+    reads=("landmarks",),
+    returns=("keypoint_features",),
+    ranges={"stage": (1, 4), "sigma": (0.0, 1.0)},
+    epochs=30,
+    batch_size=64,
+    lr=1e-3,
+)
 class KeypointFeatureNet(nn.Module):
     """``image (B, C, S, S)`` and ``landmarks (B, 68, 2)`` -> ``logits (B, K)``, the
     ``keypoint_features (B, 68, D)`` and, in training, ``losses["keypoint_regularisation"]``.
@@ -82,8 +90,6 @@ class KeypointFeatureNet(nn.Module):
     regularisation: weight of the regularisation term (0 turns it off).
     attention: the nasal-base attention (False: the mean keypoint feature is classified).
     """
-
-    inputs = ("image", "landmarks")
 
     def __init__(
         self,
@@ -101,8 +107,6 @@ class KeypointFeatureNet(nn.Module):
         backbone_weights: str = "",
     ):
         super().__init__()
-        if not 1 <= stage <= 4:
-            raise ConfigError(f"keypoint stage must be 1 to 4, got {stage}")
         network = backbone_network(
             backbone,
             backbone_weights,

@@ -28,7 +28,6 @@ from torch.nn import functional as F
 
 from fer_models.models.landmark_sampling import roi_align
 from fer_models.models.registry import ModelOutput, register_model
-from pipeline.errors import ConfigError
 from pipeline.stages.regions import REGIONS
 
 REGION_SOURCES = ("landmarks", "grid")
@@ -82,7 +81,15 @@ class RegionNet(nn.Module):
         return self.body(x).mean(dim=(2, 3))
 
 
-@register_model("local-nonlocal", epochs=30, batch_size=64, lr=1e-3)
+@register_model(
+    "local-nonlocal",
+    reads=lambda options: ("regions",) if options["regions"] == "landmarks" else (),
+    returns=("region_weights", "local_features"),
+    choices={"regions": REGION_SOURCES},
+    epochs=30,
+    batch_size=64,
+    lr=1e-3,
+)
 class LocalNonLocalNet(nn.Module):
     """``image (B, C, S, S)``, ``regions (B, R, 4)`` -> ``logits (B, K)``, ``region_weights (B, R)``,
     ``local_features (B, R, D)``.
@@ -104,9 +111,7 @@ class LocalNonLocalNet(nn.Module):
         regions: str = "landmarks",
     ):
         super().__init__()
-        if regions not in REGION_SOURCES:
-            raise ConfigError(f"local-nonlocal regions must be one of {', '.join(REGION_SOURCES)}; got {regions!r}")
-        self.inputs = ("image", "regions") if regions == "landmarks" else ("image",)
+        self.landmark_regions = regions == "landmarks"
         count = len(REGIONS)
         self.region_size = region_size
         self.trunk = nn.Sequential(_conv(in_channels, width, stride=2), _conv(width, width))
@@ -119,7 +124,7 @@ class LocalNonLocalNet(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         image = batch["image"]
         size = image.shape[-1]
-        boxes = batch["regions"] if "regions" in self.inputs else grid_regions(len(image), size, image.device)
+        boxes = batch["regions"] if self.landmark_regions else grid_regions(len(image), size, image.device)
         nonlocal_maps = self.nonlocal_net(image)  # (B, width, S, S)
         crops = torch.cat(
             [

@@ -87,7 +87,16 @@ def privileged_attribution_loss(
     return -correlation.mean()
 
 
-@register_model("pal", epochs=30, batch_size=64, lr=1e-3)
+@register_model(
+    "pal",
+    reads=("heatmap",),
+    returns=("features", "attribution"),
+    choices={"strategy": STRATEGIES, "attribution": ATTRIBUTIONS, "explained": EXPLAINED},
+    ranges={"layer": (1, 4)},
+    epochs=30,
+    batch_size=64,
+    lr=1e-3,
+)
 class PrivilegedAttributionResNet(nn.Module):
     """A backbone (ResNet-18, or a timm model with ``backbone=NAME``: :mod:`.backbone`) trained with
     the privileged attribution loss against ``heatmap`` ``(B, 1, H, H)``; ``layer`` is its stage 1-4.
@@ -96,8 +105,6 @@ class PrivilegedAttributionResNet(nn.Module):
     ``losses["privileged_attribution"]`` (lambda times the loss). Training batches carry
     ``target``: the label whose score is explained.
     """
-
-    inputs = ("image", "heatmap")
 
     def __init__(
         self,
@@ -114,14 +121,6 @@ class PrivilegedAttributionResNet(nn.Module):
         backbone_weights: str = "",
     ):
         super().__init__()
-        if not 1 <= layer <= 4:
-            raise ConfigError(f"pal layer must be 1 to 4, got {layer}")
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"pal strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
-        if attribution not in ATTRIBUTIONS:
-            raise ConfigError(f"pal attribution must be one of {', '.join(ATTRIBUTIONS)}; got {attribution!r}")
-        if explained not in EXPLAINED:
-            raise ConfigError(f"pal explained must be one of {', '.join(EXPLAINED)}; got {explained!r}")
         self.backbone = backbone_network(
             backbone,
             backbone_weights,

@@ -13,6 +13,8 @@ from torch import nn
 from fer_models.models.registry import ModelOutput
 from pipeline.errors import ConfigError
 
+STEMS = ("auto", "small", "imagenet")
+
 
 class BasicBlock(nn.Module):
     def __init__(self, in_channels: int, channels: int, stride: int):
@@ -47,16 +49,14 @@ class ResNet18(nn.Module):
     stem: ``auto`` (small stem for S <= 64), ``small`` or ``imagenet``.
     """
 
-    inputs = ("image",)
-
     backbone_parts = ("stem", "stages")  # fine-tuning starts here (backbone_parameters)
 
     def __init__(
         self, in_channels: int = 3, num_classes: int = 7, image_size: int = 112, width: int = 64, stem: str = "auto"
     ):
         super().__init__()
-        if stem not in ("auto", "small", "imagenet"):
-            raise ConfigError(f"resnet18 stem must be auto, small or imagenet; got {stem!r}")
+        if stem not in STEMS:
+            raise ConfigError(f"resnet18 stem must be one of {', '.join(STEMS)}; got {stem!r}")
         if stem == "small" or (stem == "auto" and image_size <= 64):
             self.stem = nn.Sequential(
                 nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()

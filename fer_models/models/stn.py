@@ -69,14 +69,12 @@ class _TransformerCNN(nn.Module):
         return {"logits": self.classifier(self.features(warped)), "theta": theta, "warped": warped}
 
 
-@register_model("stn", epochs=30, batch_size=64, lr=1e-3)
+@register_model("stn", returns=("theta", "warped"), epochs=30, batch_size=64, lr=1e-3)
 class SpatialTransformerCNN(_TransformerCNN):
     """Baseline CNN behind a spatial transformer whose localisation network sees the image.
 
     Returns ``logits (B, K)``, ``theta (B, 2, 3)`` and the ``warped`` image ``(B, C, S, S)``.
     """
-
-    inputs = ("image",)
 
     def __init__(self, in_channels: int = 1, num_classes: int = 7, image_size: int = 48, dropout: float = 0.5):
         super().__init__(in_channels, num_classes, image_size, dropout, Localisation(in_channels, image_size))
@@ -93,7 +91,15 @@ GUIDED_STN_GUIDANCE = tuple(
 )
 
 
-@register_model("guided-stn", epochs=30, batch_size=64, lr=1e-3)
+@register_model(
+    "guided-stn",
+    reads=lambda options: (options["guidance"],),
+    returns=("theta", "warped"),
+    choices={"guidance": GUIDED_STN_GUIDANCE},
+    epochs=30,
+    batch_size=64,
+    lr=1e-3,
+)
 class GuidedSpatialTransformerCNN(_TransformerCNN):
     """Guided spatial transformer: the localisation network sees the store's ``guidance`` map
     ``(B, G, H, H)`` (``mask_soft`` by default; ``mask_binary``, ``mask_dilated``, ``saliency``...),
@@ -112,14 +118,11 @@ class GuidedSpatialTransformerCNN(_TransformerCNN):
         guidance_size: int = 0,
         sampler_guidance: bool = False,
     ):
-        if guidance not in GUIDED_STN_GUIDANCE:
-            raise ConfigError(f"guided-stn guidance must be one of {', '.join(GUIDED_STN_GUIDANCE)}; got {guidance!r}")
         channels = len(GUIDANCE_TYPES[guidance].channels)
         super().__init__(
             in_channels, num_classes, image_size, dropout, Localisation(channels, guidance_size or image_size)
         )
         self.guidance, self.sampler_guidance = guidance, sampler_guidance
-        self.inputs = ("image", guidance)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         image, guidance = batch["image"], batch[self.guidance]

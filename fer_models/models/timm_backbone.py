@@ -158,8 +158,6 @@ class TimmStages(nn.Module):
         until: the deepest stage computed (1-4); later ones are not built.
     """
 
-    inputs = ("image",)
-
     backbone_parts = ("body",)  # fine-tuning starts here (backbone_parameters)
 
     def __init__(

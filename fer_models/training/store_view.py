@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fer_models.models.registry import WEIGHT_FILE_OPTIONS, create_model, get_model_entry, model_inputs
+from fer_models.models.registry import WEIGHT_FILE_OPTIONS, create_model, get_model_entry, model_inputs, model_reads
 from fer_models.training.config import TrainConfig
 from pipeline.errors import ConfigError
 from pipeline.guidance import GUIDANCE_TYPES
@@ -74,9 +74,8 @@ def build_model(
         kwargs = {key: value for key, value in kwargs.items() if key not in WEIGHT_FILE_OPTIONS}
     if "guidance_size" in get_model_entry(config.model).options():
         kwargs.setdefault("guidance_size", view.guidance_size)
-    model = create_model(config.model, in_channels=channels, num_classes=num_classes, image_size=size, **kwargs)
-    view.check_inputs(config.model, model_inputs(model))
-    return model
+    view.check_inputs(config.model, model_reads(config.model, config.options))  # before anything is built
+    return create_model(config.model, in_channels=channels, num_classes=num_classes, image_size=size, **kwargs)
 
 
 def model_fields(model: torch.nn.Module) -> tuple[str, ...]:

@@ -130,11 +130,8 @@ def test_random_erasing_clears_the_same_rectangle_of_the_image_and_every_map():
     for b in torch.nonzero(erased[0])[:, 0].tolist():
         bounds = []
         for key, side in (("image", 48), ("mask_soft", 96)):
-            rows, cols = torch.nonzero(out[key][b, 0] == 0, as_tuple=True)
-            centres = lambda v: (v.float() + 0.5) * (2 / side) - 1  # noqa: E731
-            bounds.append(
-                torch.stack([centres(cols).min(), centres(rows).min(), centres(cols).max(), centres(rows).max()])
-            )
+            rows, cols = ((v.float() + 0.5) * (2 / side) - 1 for v in torch.nonzero(out[key][b, 0] == 0, as_tuple=True))
+            bounds.append(torch.stack([cols.min(), rows.min(), cols.max(), rows.max()]))
             share = (out[key][b, 0] == 0).float().mean().item()
             assert 0.005 < share < 0.4
         assert (bounds[0] - bounds[1]).abs().max() <= 2 / 48  # within one image pixel

@@ -6,7 +6,7 @@ import torch
 
 from fer_models.data.selection import select_samples
 from fer_models.data.stream import StoreBatches
-from fer_models.models.registry import create_model, get_model_entry, list_models
+from fer_models.models.registry import create_model, get_model_entry, list_models, model_reads
 from fer_models.training.config import TrainConfig
 from fer_models.training.engine import classification_loss, prepare_batch
 from fer_models.training.store_view import StoreView, build_model
@@ -54,6 +54,9 @@ def test_each_model_runs_forward_and_backward_on_a_store_batch(synthetic_store, 
     assert torch.isfinite(loss)
     for parameter_name, parameter in model.named_parameters():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), parameter_name
+    entry = get_model_entry(name)
+    assert set(output) <= {"logits", "losses", *entry.returns}, "returns what it declares"
+    assert model.inputs == model_reads(name, options) and set(model.inputs) <= set(batch)
     if name in ("stn", "guided-stn"):
         assert output["theta"].shape == (8, 2, 3) and output["warped"].shape == batch["image"].shape
     model.eval()
