@@ -30,6 +30,9 @@ class InputNormalisation(nn.Module):
         in_channels: C; three-channel statistics are averaged for C = 1.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float], in_channels: int):
         super().__init__()
         if in_channels != len(mean):

@@ -147,6 +147,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         raise ConfigError(f"backbone_weights {path!r} is not a file")
     check_inflation(path, f"backbone_weights {path}")
     try:
+        state: object
         if path.endswith(".safetensors"):
             from safetensors.torch import load_file
 
@@ -162,7 +163,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ConfigError(f"backbone_weights {path}: not a state dict (a mapping of names to tensors)")
-    return state
+    return {str(key): value for key, value in state.items()}
 
 
 def load_insightface_weights(body: IResNetBody, path: str, name: str) -> None:

@@ -153,7 +153,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     entry = get_model_entry(name)
     inputs = model_reads(name, {key: value for key, value in kwargs.items() if key not in SIZES})
     model = entry.build(**kwargs)
-    model.inputs = inputs
+    model.inputs = inputs  # type: ignore[assignment]  # nn.Module types its attributes as tensors or modules
     return model
 
 
