@@ -27,6 +27,7 @@ from fer_models.training.config import TrainConfig
 from fer_models.training.cross_validation import finished_run
 from fer_models.training.metrics import Predictions, accuracy, confusion_matrix, macro_f1
 from fer_models.training.run_directory import strict_json, train
+from fer_models.training.run_summary import RunSummary
 from pipeline.errors import ConfigError
 from pipeline.progress import QUIET, Progress
 from pipeline.store import read_provenance
@@ -63,18 +64,38 @@ def compare_models(
                 f"{manifests[1][:12]}): compare two builds of the same dataset"
             )
     out = Path(out_dir)
-    runs: dict[str, list[Predictions]] = {"a": [], "b": []}
-    rows = []
-    labels: list[str] = []
+    run_dirs: dict[str, list[Path]] = {"a": [], "b": []}
     for seed in seeds:
-        row: dict[str, Any] = {"seed": seed}
         for side, config in (("a", a), ("b", b)):
             seeded = dataclasses.replace(config, seed=seed)
             run_dir = out / side / f"seed{seed}"
-            summary = finished_run(run_dir, seeded)
-            if summary is None:
+            if finished_run(run_dir, seeded) is None:
                 progress.line(f"{config.model} seed {seed} -> {run_dir}")
-                summary = train(seeded, run_dir, resume=(run_dir / "last.pt").exists(), progress=progress)
+                train(seeded, run_dir, resume=(run_dir / "last.pt").exists(), progress=progress)
+            run_dirs[side].append(run_dir)
+    table = comparison_table(a, b, seeds, run_dirs["a"], run_dirs["b"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.json").write_text(strict_json(table, indent=2))
+    (out / "comparison.md").write_text(comparison_markdown(table))
+    cv2.imwrite(str(out / "comparison.png"), cv2.cvtColor(render_comparison(table), cv2.COLOR_RGB2BGR))
+    return table
+
+
+def comparison_table(
+    a: TrainConfig, b: TrainConfig, seeds: list[int], a_runs: list[Path], b_runs: list[Path]
+) -> dict[str, Any]:
+    """The comparison of finished runs: ``a_runs[i]`` and ``b_runs[i]`` are the run directories
+    (``summary.json``, ``test_predictions.csv``) of seed ``seeds[i]``'s pair.
+
+    Raises:
+        ConfigError: a run without test samples, or a pair scored on different test samples.
+    """
+    runs: dict[str, list[Predictions]] = {"a": [], "b": []}
+    rows, labels = [], []
+    for seed, a_run, b_run in zip(seeds, a_runs, b_runs, strict=True):
+        row: dict[str, Any] = {"seed": seed}
+        for side, run_dir in (("a", a_run), ("b", b_run)):
+            summary = RunSummary.from_dict(json.loads((run_dir / "summary.json").read_text()), str(run_dir))
             if summary.test is None:
                 raise ConfigError(f"{run_dir}: the run has no test samples to compare on")
             runs[side].append(Predictions.read_csv(run_dir / "test_predictions.csv"))
@@ -84,8 +105,7 @@ def compare_models(
             raise ConfigError(f"seed {seed}: the two runs scored different test samples")
         row["difference"] = {m: row["a"][m] - row["b"][m] for m in METRICS}
         rows.append(row)
-    interval = paired_bootstrap(runs["a"], runs["b"], len(labels))
-    table = {
+    return {
         "a": _side(a, b),
         "b": _side(b, a),
         "store": a.store,
@@ -93,14 +113,9 @@ def compare_models(
         "seeds": rows,
         "mean": {side: {m: float(np.mean([r[side][m] for r in rows])) for m in METRICS} for side in ("a", "b")},
         "mean_difference": {m: float(np.mean([r["difference"][m] for r in rows])) for m in METRICS},
-        "interval_95": interval,
+        "interval_95": paired_bootstrap(runs["a"], runs["b"], len(labels)),
         "replicates": REPLICATES,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.json").write_text(strict_json(table, indent=2))
-    (out / "comparison.md").write_text(comparison_markdown(table))
-    cv2.imwrite(str(out / "comparison.png"), cv2.cvtColor(render_comparison(table), cv2.COLOR_RGB2BGR))
-    return table
 
 
 def _side(config: TrainConfig, other: TrainConfig) -> dict[str, Any]:
@@ -180,6 +195,27 @@ def comparison_markdown(table: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def guidance_table_markdown(tables: list[dict[str, Any]]) -> str:
+    """Several comparisons (each :func:`comparison_table`'s result, a guided model against its
+    twin) as one markdown table: per pair the seeds, both mean test accuracies, and the mean
+    differences of accuracy and macro-F1 (points) with their 95% paired intervals."""
+    lines = [
+        "| guided (a) | twin (b) | seeds | a acc | b acc | a - b acc [95%] | a - b macro-F1 [95%] | the guidance |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for table in tables:
+        low, high = (100 * v for v in table["interval_95"]["accuracy"])
+        f1_low, f1_high = (100 * v for v in table["interval_95"]["macro_f1"])
+        verdict = "helps" if low > 0 else "hurts" if high < 0 else "no difference shown"
+        lines.append(
+            f"| `{table['a']['name']}` | `{table['b']['name']}` | {len(table['seeds'])} | "
+            f"{100 * table['mean']['a']['accuracy']:.2f} | {100 * table['mean']['b']['accuracy']:.2f} | "
+            f"{100 * table['mean_difference']['accuracy']:+.2f} [{low:+.2f}, {high:+.2f}] | "
+            f"{100 * table['mean_difference']['macro_f1']:+.2f} [{f1_low:+.2f}, {f1_high:+.2f}] | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def render_comparison(table: dict[str, Any], width: int = 560, height: int = 320) -> np.ndarray:

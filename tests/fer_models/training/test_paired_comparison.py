@@ -12,7 +12,7 @@ from PIL import Image
 
 from fer_models.training.config import TrainConfig
 from fer_models.training.metrics import Predictions
-from fer_models.training.paired_comparison import compare_models, paired_bootstrap
+from fer_models.training.paired_comparison import compare_models, guidance_table_markdown, paired_bootstrap
 from fer_models.training.run_directory import train
 from pipeline.errors import ConfigError
 from tests.support.stores import build_fer_store
@@ -33,6 +33,10 @@ def test_the_comparison_equals_its_separate_runs_and_is_read_back(fer_store, tmp
         assert row["difference"]["accuracy"] == pytest.approx(row["a"]["accuracy"] - row["b"]["accuracy"])
     low, high = table["interval_95"]["accuracy"]
     assert low <= table["mean_difference"]["accuracy"] <= high
+    row = guidance_table_markdown([table, table]).splitlines()[2]
+    verdict = "helps" if low > 0 else "hurts" if high < 0 else "no difference shown"
+    assert row.startswith("| `guided-stn guidance=mask_soft` | `stn` | 2 |") and row.endswith(f"| {verdict} |")
+    assert f"[{100 * low:+.2f}, {100 * high:+.2f}]" in row
     assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["seeds"] == table["seeds"]
     assert "95% interval of the mean difference" in (tmp_path / "cmp" / "comparison.md").read_text()
     assert np.asarray(Image.open(tmp_path / "cmp" / "comparison.png")).std() > 0
