@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU campaign on the GPU machine: every family and its twin trained at once from the carried
+# The GPU campaign on the GPU machine: every guided family and its twin, three seeds each, trained at once from the carried
 # FER-2013 store (bench/gpu_campaign.py run), the table and the runs' logs written to $OUT.
 #
 # Prepare on the CPU machine (the project installed, ../shared/data beside it; build/gpu/wheels as
@@ -7,7 +7,7 @@
 #   .venv/bin/python bench/gpu_campaign.py prepare --wheels build/gpu/wheels
 # It prints the device calls to make, in order: each carries one part of build/campaign, all but the
 # last run `true`, back to back while the machine stays warm (30 s); the last runs this script.
-# Arguments go to `bench/gpu_campaign.py run` (--minutes 7, --recipe, --runs, --max-epochs...).
+# Arguments go to `bench/gpu_campaign.py run` (--minutes 7, --seeds 0,1,2, --recipe, --runs, --max-epochs...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
