@@ -185,7 +185,11 @@ def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
     help="CPU threads; recorded, since the same seed gives other weights at another thread count. [torch's default]",
 )
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory.")
-@click.option("--resume", is_flag=True, help="Continue the run in OUT from its last.pt.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in OUT from its last.pt, as it was configured (a larger --epochs trains it on).",
+)
 @click.option("--progress/--no-progress", default=True, help="A progress bar per epoch.")
 def main(
     store,

@@ -194,7 +194,18 @@ def options_differing(checkpoint: Checkpoint, config: TrainConfig) -> list[str]:
     free = ("epochs", "device_data")
     stored = {k: v for k, v in recorded_config(checkpoint.config).items() if k not in free}
     current = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k not in free}
+    if same_store(stored.get("store"), current.get("store")):  # one store, spelt two ways
+        current["store"] = stored.get("store")
     return differing_keys(stored, current)
+
+
+def same_store(recorded: object, given: object) -> bool:
+    """Whether two spellings name one store: equal, or local paths resolving to one folder."""
+    if recorded == given:
+        return True
+    if not isinstance(recorded, str) or not isinstance(given, str) or "://" in recorded or "://" in given:
+        return False
+    return Path(recorded).resolve() == Path(given).resolve()
 
 
 def initial_weight_digests(config: TrainConfig) -> dict[str, str]:

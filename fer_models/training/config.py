@@ -120,10 +120,10 @@ class TrainConfig:
 
     def continuing(self, stored: dict[str, Any]) -> TrainConfig:
         """This config, for resuming the run whose resolved configuration is ``stored``: the
-        threads and recipe settings it leaves None are the run's (a run recorded before recipes
-        existed trained with the ``legacy`` recipe)."""
+        epochs, batch size, threads, balance and recipe settings it leaves None are the run's (a
+        run recorded before recipes existed trained with the ``legacy`` recipe)."""
         stored = recorded_config(stored)
-        names = ("threads", "recipe", "balance", *RECIPE_FIELDS)
+        names = ("epochs", "batch_size", "threads", "recipe", "balance", *RECIPE_FIELDS)
         unset: dict[str, Any] = {name: stored.get(name) for name in names if getattr(self, name) is None}
         return dataclasses.replace(self, **unset)
 

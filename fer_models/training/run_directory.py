@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from fer_models.training.checkpoint import Checkpoint, load_checkpoint, options_differing, save_checkpoint
-from fer_models.training.config import TrainConfig
+from fer_models.training.config import TrainConfig, recorded_config
 from fer_models.training.confusion_png import write_confusion_png
 from fer_models.training.distributed import Ranks, barrier, finish
 from fer_models.training.engine import Trainer, reproducible_torch
@@ -85,6 +85,12 @@ def _train(config: TrainConfig, out: Path, checkpoint: Checkpoint | None, progre
         if differ:
             raise ConfigError(f"--resume needs the run's own options; these differ from {last}: {'; '.join(differ)}")
         trainer.restore(checkpoint, last)
+        if trainer.epoch >= trainer.schedule.epochs and (out / "summary.json").exists():
+            progress.line(
+                f"{out} finished its {trainer.epoch} epochs; nothing to do (--resume --epochs N, N > {trainer.epoch}, "
+                "trains it on)"
+            )
+            return RunSummary.from_dict(json.loads((out / "summary.json").read_text()), str(out / "summary.json"))
         progress.line(f"resuming {out} after epoch {trainer.epoch}")
     protocol = trainer.protocol
     if trainer.epoch == 0:
@@ -102,9 +108,14 @@ def _train(config: TrainConfig, out: Path, checkpoint: Checkpoint | None, progre
                 "training samples to choose the epoch on)"
             )
     writes = trainer.ranks.main
-    if writes:
+    # config.json is the run's configuration: written when it starts, and again only when a resume
+    # extends it (--epochs, the one setting a resume may change beside the device).
+    extended = checkpoint is not None and trainer.schedule.epochs != recorded_config(checkpoint.config)["epochs"]
+    if writes and (checkpoint is None or extended):
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(trainer.config), indent=2))
+        if extended:
+            progress.line(f"{out}: extended to {trainer.schedule.epochs} epochs (config.json says so)")
     began = time.perf_counter() - (trainer.history[-1]["seconds"] if trainer.history else 0.0)
     for epoch in range(trainer.epoch + 1, trainer.schedule.epochs + 1):
         train_losses = trainer.train_epoch(epoch)

@@ -1,5 +1,6 @@
 """Run directories, checkpoints, resume and evaluation on a small real store."""
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -245,3 +246,21 @@ def test_damaged_checkpoints_are_named_not_tracebacks(synthetic_store, tmp_path)
                 tmp_path / "run",
                 resume=True,
             )
+
+
+def test_a_resume_continues_the_run_as_configured_and_knows_its_store_by_path(fer_store, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(TrainConfig(store=str(fer_store), **{**QUICK, "epochs": 1}), out)
+    written = (out / "config.json").read_bytes()
+    monkeypatch.chdir(fer_store.parent)
+    relative = TrainConfig(store=fer_store.name, batch_size=16, lr=3e-3, seed=7)  # no --epochs: the run's own
+    said: list[str] = []
+    again = train(relative, out, resume=True, progress=Lines(said.append))
+    assert any("finished its 1 epochs; nothing to do" in line for line in said)
+    assert again.epochs == 1 and (out / "config.json").read_bytes() == written
+    assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == [1]
+    extended = train(dataclasses.replace(relative, epochs=2), out, resume=True, progress=Lines(said.append))
+    assert extended.epochs == 2 and json.loads((out / "config.json").read_text())["epochs"] == 2
+    assert any("extended to 2 epochs" in line for line in said)
+    with pytest.raises(ConfigError, match="these differ from .*lr: 0.003 != 0.01"):
+        train(dataclasses.replace(relative, lr=1e-2), out, resume=True)
