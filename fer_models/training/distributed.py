@@ -70,6 +70,11 @@ def start(ranks: Ranks, device: torch.device, batch_size: int) -> torch.device:
     return device
 
 
+def backend() -> str | None:
+    """The process group's backend (``nccl``, ``gloo``), None in a single process."""
+    return str(dist.get_backend()) if dist.is_available() and dist.is_initialized() else None
+
+
 def sum_across(values: torch.Tensor) -> torch.Tensor:
     """``values`` summed over the ranks (in place; unchanged in a single process)."""
     if dist.is_available() and dist.is_initialized():

@@ -34,6 +34,7 @@ from fer_models.training.checkpoint import Checkpoint, load_checkpoint, options_
 from fer_models.training.config import TrainConfig, recorded_config
 from fer_models.training.confusion_png import write_confusion_png
 from fer_models.training.distributed import Ranks, barrier, finish
+from fer_models.training.distributed import backend as process_backend
 from fer_models.training.engine import Trainer, reproducible_torch
 from fer_models.training.run_summary import RunSummary, TestFigures
 from pipeline.errors import ConfigError, TrainingDivergedError
@@ -113,7 +114,10 @@ def _train(config: TrainConfig, out: Path, checkpoint: Checkpoint | None, progre
     extended = checkpoint is not None and trainer.schedule.epochs != recorded_config(checkpoint.config)["epochs"]
     if writes and (checkpoint is None or extended):
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(trainer.config), indent=2))
+        processes = {"world_size": trainer.ranks.size, "backend": process_backend()}  # where it trains, beside what
+        (out / "config.json").write_text(
+            json.dumps({**dataclasses.asdict(trainer.config), "processes": processes}, indent=2)
+        )
         if extended:
             progress.line(f"{out}: extended to {trainer.schedule.epochs} epochs (config.json says so)")
     began = time.perf_counter() - (trainer.history[-1]["seconds"] if trainer.history else 0.0)
@@ -236,6 +240,8 @@ def _report(trainer: Trainer, out: Path) -> RunSummary:
         seconds=seconds,
         initial_weights=trainer.initial_weights,
         balance=str(trainer.config.balance),
+        world_size=trainer.ranks.size,
+        backend=process_backend(),
     )
     if trainer.ranks.main:
         (out / "summary.json").write_text(strict_json(summary.to_dict(), indent=2))

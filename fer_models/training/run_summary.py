@@ -32,7 +32,9 @@ class RunSummary:
     initial_weights: the sha256 of each file the weights started from, by path (``--init``,
     ``backbone_weights``); empty for a run from random weights (and in summaries written before it).
     balance: the class balance of its loss (``weights`` or ``none``; summaries written before it
-    was recorded: every run then weighted, ``weights``).
+    was recorded: every run then weighted, ``weights``). world_size, backend: the processes that
+    trained it (torchrun's world size, torch.distributed's backend; 1 and None for one process,
+    and in summaries written before they were recorded).
     """
 
     model: str
@@ -55,6 +57,8 @@ class RunSummary:
     seconds: float = 0.0
     initial_weights: dict[str, str] = dataclasses.field(default_factory=dict)
     balance: str = "weights"
+    world_size: int = 1
+    backend: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """``summary.json``'s object: the fields, the test figures as ``test_accuracy``,

@@ -75,6 +75,9 @@ def test_torchrun_with_two_processes_trains_as_one_process_does(fer_store, tmp_p
         assert shared["train_loss"] == pytest.approx(single["train_loss"], rel=0.05)
     first, second = (json.loads((tmp_path / run / "summary.json").read_text()) for run in ("one", "two"))
     assert second["test_samples"] == first["test_samples"] == 42
+    assert (first["world_size"], first["backend"], second["world_size"], second["backend"]) == (1, None, 2, "gloo")
+    recorded = json.loads((tmp_path / "two" / "config.json").read_text())["processes"]
+    assert recorded == {"world_size": 2, "backend": "gloo"}
     assert sum(map(sum, second["confusion"])) == 42  # every test sample scored once, across the ranks
     assert abs(second["test_accuracy"] - first["test_accuracy"]) <= 0.1
     predictions = (tmp_path / "two" / "test_predictions.csv").read_text().splitlines()[1:]
