@@ -219,8 +219,9 @@ def guidance_table_markdown(tables: list[dict[str, Any]]) -> str:
 
 
 def render_comparison(table: dict[str, Any], width: int = 560, height: int = 320) -> np.ndarray:
-    """Per seed, each model's test accuracy (a blue, b orange, joined per seed) and on the right
-    the mean difference with its 95% interval. Returns ``(height, width, 3) uint8`` RGB."""
+    """Per seed, each model's test accuracy (a blue, b orange, joined per seed; the left axis, %)
+    and on the right, on an axis of its own (points), the mean difference with its 95% interval.
+    Returns ``(height, width, 3) uint8`` RGB."""
     image = np.full((height, width, 3), 255, np.uint8)
     font, black = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
     rows = table["seeds"]
@@ -250,12 +251,19 @@ def render_comparison(table: dict[str, Any], width: int = 560, height: int = 320
     interval = [100 * v for v in table["interval_95"]["accuracy"]]
     mean = 100 * table["mean_difference"]["accuracy"]
     span = max(abs(interval[0]), abs(interval[1]), abs(mean), 0.5)
-    centre_x = width - 100
+    centre_x = width - 80
     d_of = lambda v: int((top + bottom) / 2 - v / span * (bottom - top) / 2)
-    cv2.line(image, (centre_x - 40, d_of(0)), (centre_x + 40, d_of(0)), (160, 160, 160), 1)
+    # The difference has an axis of its own (points of accuracy), apart from the accuracies'.
+    axis_x = centre_x - 60
+    cv2.line(image, (right + 10, top - 20), (right + 10, bottom + 8), (200, 200, 200), 1)
+    cv2.line(image, (axis_x, d_of(span)), (axis_x, d_of(-span)), black, 1)
+    for tick in (-span, -span / 2, 0.0, span / 2, span):
+        cv2.line(image, (axis_x - 3, d_of(tick)), (axis_x, d_of(tick)), black, 1)
+        cv2.putText(image, f"{tick:+.1f}", (axis_x - 42, d_of(tick) + 4), font, 0.33, black, 1, cv2.LINE_AA)
+    cv2.line(image, (axis_x, d_of(0)), (centre_x + 40, d_of(0)), (160, 160, 160), 1)
     cv2.line(image, (centre_x, d_of(interval[0])), (centre_x, d_of(interval[1])), black, 2)
     cv2.circle(image, (centre_x, d_of(mean)), 5, black, -1, cv2.LINE_AA)
-    cv2.putText(image, "a - b, 95%", (centre_x - 40, top - 8), font, 0.4, black, 1, cv2.LINE_AA)
+    cv2.putText(image, "a - b (points), 95%", (axis_x - 30, top - 8), font, 0.4, black, 1, cv2.LINE_AA)
     cv2.putText(
         image,
         f"{mean:+.2f} [{interval[0]:+.2f}, {interval[1]:+.2f}]",
