@@ -21,11 +21,12 @@ from fer_models.training.checkpoint import load_checkpoint, options_differing
 from fer_models.training.config import TrainConfig
 from fer_models.training.confusion_png import write_confusion_png
 from fer_models.training.distributed import Ranks
-from fer_models.training.metrics import Predictions, accuracy, confusion_matrix, macro_f1
+from fer_models.training.metrics import accuracy, confusion_matrix, macro_f1
 from fer_models.training.run_directory import strict_json, train
 from fer_models.training.run_summary import RunSummary
 from pipeline.errors import ConfigError
 from pipeline.progress import QUIET, Progress
+from pipeline.run_predictions import Predictions
 
 
 def train_all_folds(

@@ -29,12 +29,13 @@ from fer_models.models.backbone import backbone_parameters
 from fer_models.training.checkpoint import Checkpoint, initial_weight_digests, load_initial_weights, load_weights
 from fer_models.training.config import TrainConfig
 from fer_models.training.distributed import Ranks, gathered, start, sum_across
-from fer_models.training.metrics import Predictions, Scores, confusion_matrix
+from fer_models.training.metrics import Scores, confusion_matrix
 from fer_models.training.protocol import class_balance, resolve_protocol
 from fer_models.training.store_view import StoreView, build_model, model_fields
 from fer_models.training.weight_average import WeightAverage
 from pipeline.errors import ConfigError
 from pipeline.progress import QUIET, Progress
+from pipeline.run_predictions import Predictions
 from pipeline.store import open_store
 from pipeline.store.recorded_checksums import unvouched_note
 

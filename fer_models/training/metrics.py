@@ -1,12 +1,14 @@
-"""Classification metrics from a confusion matrix, and the records of a model's scores."""
+"""Classification metrics from a confusion matrix, and the record of a model's scores (its
+predictions are :class:`pipeline.run_predictions.Predictions`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.run_predictions import Predictions
 
 
 def confusion_matrix(target: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
@@ -25,35 +27,6 @@ def macro_f1(confusion: np.ndarray) -> float:
     present = (support + predicted) > 0
     f1 = 2 * true_positive[present] / (support[present] + predicted[present])
     return float(f1.mean()) if present.any() else 0.0
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """Per scored sample, in the order scored: ``index`` (store indices), ``target`` and
-    ``predicted`` (class indices; a soft target's most voted class), each ``(N,) int64``, and
-    ``confidence``, the softmax probability of the predicted class, ``(N,) float32`` (None when
-    read from a run written before it was recorded)."""
-
-    index: np.ndarray
-    target: np.ndarray
-    predicted: np.ndarray
-    confidence: np.ndarray | None = None
-
-    def write_csv(self, path: Path) -> None:
-        """``index,target,predicted,confidence``, one row per sample (``test_predictions.csv``)."""
-        confidence = self.confidence if self.confidence is not None else np.full(len(self.index), np.nan)
-        rows = zip(self.index.tolist(), self.target.tolist(), self.predicted.tolist(), confidence.tolist())
-        path.write_text(
-            "index,target,predicted,confidence\n" + "".join(f"{i},{t},{p},{c:.5f}\n" for i, t, p, c in rows)
-        )
-
-    @classmethod
-    def read_csv(cls, path: Path) -> Predictions:
-        """What :meth:`write_csv` wrote (also the three columns of runs written before confidences)."""
-        values = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
-        integers = values[:, :3].astype(np.int64)
-        confidence = values[:, 3].astype(np.float32) if values.shape[1] > 3 else None
-        return cls(integers[:, 0], integers[:, 1], integers[:, 2], confidence)
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from fer_models.training.config import TrainConfig
 from fer_models.training.cross_validation import finished_run
-from fer_models.training.metrics import Predictions, accuracy, confusion_matrix, macro_f1
+from fer_models.training.metrics import accuracy, confusion_matrix, macro_f1
 from fer_models.training.run_directory import strict_json, train
 from fer_models.training.run_summary import RunSummary
 from pipeline.errors import ConfigError
 from pipeline.progress import QUIET, Progress
+from pipeline.run_predictions import Predictions
 from pipeline.store import read_provenance
 
 REPLICATES = 2000
@@ -77,6 +77,8 @@ def compare_models(
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.json").write_text(strict_json(table, indent=2))
     (out / "comparison.md").write_text(comparison_markdown(table))
+    import cv2  # for the figure alone: training loads OpenCV only to draw (docs/architecture.md)
+
     cv2.imwrite(str(out / "comparison.png"), cv2.cvtColor(render_comparison(table), cv2.COLOR_RGB2BGR))
     return table
 
@@ -223,6 +225,8 @@ def render_comparison(table: dict[str, Any], width: int = 560, height: int = 320
     and on the right, on an axis of its own (points), the mean difference with its 95% interval.
     Returns ``(height, width, 3) uint8`` RGB."""
     image = np.full((height, width, 3), 255, np.uint8)
+    import cv2
+
     font, black = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
     rows = table["seeds"]
     values = [r[s]["accuracy"] for r in rows for s in ("a", "b")]

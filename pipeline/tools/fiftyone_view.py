@@ -44,7 +44,7 @@ from pipeline.tools.viewer_database import VIEWER_INSTALL_HINT, running_mongod
 from pipeline.tools.viewer_media import SampleView, store_digest, write_sample_views
 
 if TYPE_CHECKING:
-    from fer_models.training.metrics import Predictions
+    from pipeline.run_predictions import Predictions
 
 FACE_SLICE, SOURCE_SLICE = "face", "source"
 DEFAULT_LIMIT = 1000
@@ -160,7 +160,7 @@ class RunPredictions:
         Raises:
             ViewerError: the run has no test predictions (not a finished run, or no test split).
         """
-        from fer_models.training.metrics import Predictions  # a run's file format; the viewer needs no torch
+        from pipeline.run_predictions import Predictions  # a run's file format; the viewer needs no torch
 
         summary_path, predictions_path = run / "summary.json", run / "test_predictions.csv"
         for path in (summary_path, predictions_path):

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from fer_models.training.config import TrainConfig
-from fer_models.training.metrics import Predictions
 from fer_models.training.paired_comparison import compare_models, guidance_table_markdown, paired_bootstrap
 from fer_models.training.run_directory import train
 from pipeline.errors import ConfigError
+from pipeline.run_predictions import Predictions
 from tests.support.stores import build_fer_store
 
 FER_COMPARE = Path(sys.executable).parent / "fer-compare"

@@ -15,7 +15,6 @@ from fer_models.data.selection import read_subjects
 from fer_models.training.config import TrainConfig
 from fer_models.training.cross_validation import train_all_folds
 from fer_models.training.evaluation import evaluate_checkpoint
-from fer_models.training.metrics import Predictions
 from fer_models.training.protocol import class_balance, resolve_protocol
 from fer_models.training.run_directory import train
 from pipeline.compute.run import SYNCHRONOUS, preprocess
@@ -23,6 +22,7 @@ from pipeline.config import build_config
 from pipeline.datasets import get_dataset
 from pipeline.errors import ConfigError
 from pipeline.progress import Lines
+from pipeline.run_predictions import Predictions
 from tests.support import dataset_trees as trees
 
 QUICK = dict(epochs=2, batch_size=8, lr=3e-3, seed=3)

@@ -1,6 +1,7 @@
 """The store contract on a synthetic store: provenance round trip, the catalogue's derived lists,
 verification, and reading without dlib or OpenCV."""
 
+import ast
 import json
 import re
 import subprocess
@@ -97,3 +98,24 @@ def test_reading_a_store_imports_neither_dlib_nor_opencv(synthetic_store):
         [sys.executable, "-c", READ_WITHOUT_DLIB, str(synthetic_store)], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_the_training_commands_load_opencv_only_to_draw_and_the_pipeline_never_imports_training():
+    imported = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, cli.train, cli.compare; print('cv2' in sys.modules, 'dlib' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert imported.stdout.split() == ["False", "False"], imported.stderr
+    upward = []
+    for path in sorted((Path(__file__).parents[3] / "pipeline").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            upward += [f"{path.name}: {name}" for name in names if name.split(".")[0] in ("fer_models", "cli")]
+    assert upward == []
