@@ -279,6 +279,12 @@ def main(
         f"accuracy {summary.test.accuracy:.4f}, macro-F1 {summary.test.macro_f1:.4f} "
         f"(last epoch {summary.test.last_epoch_accuracy:.4f}) -> {out}"
     )
+    predicted = [name for name, column in zip(summary.labels, zip(*summary.test.confusion)) if sum(column) > 0]
+    if len(predicted) == 1:
+        click.echo(
+            f"note: every test sample was predicted {predicted[0]!r}: after {summary.epochs} epoch(s) the model "
+            "has not learnt to tell the classes apart yet (its accuracy is that class's share); train longer"
+        )
 
 
 def fold_commands(argv: list[str], out: str, folds: int) -> list[str]:

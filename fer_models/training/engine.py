@@ -112,6 +112,9 @@ class Trainer:
         self.protocol = resolve_protocol(self.config, self.config.store, list(self.view.provenance.splits))
         self.train_selection = self.protocol.train
         self.class_names = self.train_selection.class_names
+        label_set = self.train_selection.label_set
+        chosen = "--labels" if self.config.labels else "the store's first label set; --labels chooses another"
+        progress.line(f"labels: {label_set} ({chosen}): {len(self.class_names)} classes, {', '.join(self.class_names)}")
         torch.manual_seed(self.config.seed)
         self.model = build_model(self.config, self.view, len(self.class_names), initial_weights=not resuming)
         if self.config.init and not resuming:
@@ -122,6 +125,8 @@ class Trainer:
             progress.line(f"initial weights {path}: sha256 {digest}")
         self.model = self.model.to(self.device)
         self.fields = model_fields(self.model)
+        options = ", ".join(f"{k}={v}" for k, v in self.config.options.items()) or "its defaults"
+        progress.line(f"model {self.config.model} ({options}) reads {', '.join(self.fields)}")
         note = unvouched_note(self.config.store, open_store(self.config.store), self.fields)
         if note:
             progress.line(note)

@@ -108,6 +108,12 @@ def _train(config: TrainConfig, out: Path, checkpoint: Checkpoint | None, progre
                 "no validation data: the last epoch is reported (--val-fraction F holds out part of the "
                 "training samples to choose the epoch on)"
             )
+        elif len(protocol.validation) < FEW_VALIDATION_SAMPLES:
+            progress.line(
+                f"warning: {len(protocol.validation)} validation samples choose the epoch; one sample moves their "
+                f"accuracy by {100 / len(protocol.validation):.0f} points, so the choice is mostly chance "
+                "(a larger validation split, or --val-fraction, chooses better)"
+            )
     writes = trainer.ranks.main
     # config.json is the run's configuration: written when it starts, and again only when a resume
     # extends it (--epochs, the one setting a resume may change beside the device).
@@ -151,8 +157,25 @@ def _train(config: TrainConfig, out: Path, checkpoint: Checkpoint | None, progre
                 save_checkpoint(epoch_checkpoint, best)
             save_checkpoint(epoch_checkpoint, last)
             (out / "log.jsonl").write_text("".join(strict_json(r) + "\n" for r in trainer.history))
-        progress.line(strict_json(record))
+        progress.line(epoch_line(record, trainer.schedule.epochs))
     return _report(trainer, out)
+
+
+FEW_VALIDATION_SAMPLES = 100  # fewer choose an epoch mostly by chance: one sample is a point or more
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """One readable line of an epoch's ``log.jsonl`` record (which keeps every figure)."""
+    terms = [
+        f"{name.removeprefix('train_')} {value:.4f}"
+        for name, value in record.items()
+        if name.startswith("train_") and name != "train_loss"
+    ]
+    line = f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}"
+    line += f" ({', '.join(terms)})" if terms else ""
+    if "validation_accuracy" in record:
+        line += f"; validation accuracy {100 * record['validation_accuracy']:.2f}%, macro-F1 {100 * record['validation_macro_f1']:.2f}%"
+    return line + f"; {record['seconds']:.0f} s"
 
 
 def _stop_if_diverged(trainer: Trainer, epoch: int, train_losses: dict[str, float], out: Path) -> None:

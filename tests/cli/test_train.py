@@ -1,6 +1,7 @@
 """fer-train and fer-eval end to end on small real stores."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,12 @@ def test_fer_train_runs_one_epoch_from_the_store_and_fer_eval_scores_it(fer_stor
         and summary["options"] == {"guidance": "saliency"}
     )
     assert 0.0 <= summary["test_accuracy"] <= 1.0 and "no validation data: the last epoch is reported" in result.stdout
+    # The console says what it chose and gives one readable line per epoch (log.jsonl keeps the figures).
+    assert "labels: classes (the store's first label set; --labels chooses another): 7 classes, angry" in result.stdout
+    assert "model guided-stn (guidance=saliency) reads image, saliency" in result.stdout
+    assert re.search(r"^epoch 1/1: train loss \d+\.\d{4}; \d+ s$", result.stdout, re.MULTILINE), result.stdout
+    one_class = len([column for column in zip(*summary["confusion"]) if sum(column) > 0]) == 1
+    assert ("note: every test sample was predicted" in result.stdout) == one_class
     scored = subprocess.run(
         [
             BIN / "fer-eval",

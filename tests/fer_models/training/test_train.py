@@ -264,3 +264,12 @@ def test_a_resume_continues_the_run_as_configured_and_knows_its_store_by_path(fe
     assert any("extended to 2 epochs" in line for line in said)
     with pytest.raises(ConfigError, match="these differ from .*lr: 0.003 != 0.01"):
         train(dataclasses.replace(relative, lr=1e-2), out, resume=True)
+
+
+def test_a_handful_of_validation_samples_choosing_the_epoch_is_warned_of(fer_store, tmp_path):
+    said: list[str] = []
+    config = TrainConfig(store=str(fer_store), val_fraction=0.25, **{**QUICK, "epochs": 1})
+    summary = train(config, tmp_path / "run", progress=Lines(said.append))
+    assert 0 < summary.validation_samples < 100
+    assert any(f"warning: {summary.validation_samples} validation samples choose the epoch" in line for line in said)
+    assert any(line.startswith("epoch 1/1: train loss ") and "validation accuracy" in line for line in said)
