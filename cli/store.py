@@ -124,20 +124,21 @@ def diff(a, b):
 
 
 @main.command()
-@click.argument("store", type=click.Path(file_okay=False, exists=True))
+@click.argument("store", type=click.Path(exists=True))
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for the lab network)."
 )
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--log/--no-log", default=False, help="Log each request.")
 def serve(store, host, port, log):
-    """Serve the local STORE read-only over HTTP with Range requests, until interrupted."""
+    """Serve the local STORE (a directory or a .zarr.zip) read-only over HTTP with Range requests,
+    until interrupted; / shows a page describing it."""
     from pipeline.store import open_store
     from pipeline.tools.serve import make_server
 
     with user_errors():
         open_store(store)
-    server = make_server(store, host, port, quiet=not log)
+        server = make_server(store, host, port, quiet=not log)
     click.echo(f"serving {store} at http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)", err=True)
     try:
         server.serve_forever()

@@ -7,6 +7,7 @@ import struct
 import zipfile
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 from zarr.abc.store import ByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
@@ -20,6 +21,17 @@ from pipeline.store.metadata import MAX_CHUNK_BYTES
 ZIP_MEMBER_RATIO, ZIP_MEMBER_SLACK = 100, 64 * 1024
 ZIP_TOTAL_RATIO, ZIP_TOTAL_SLACK = 4, 16 * 2**20
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, then the name's and the extra field's lengths
+
+
+def member_data_offset(raw: BinaryIO, member: zipfile.ZipInfo) -> int:
+    """Where ``member``'s data begins in the archive open as ``raw``: after its local header,
+    whose name and extra field may differ from the central directory's."""
+    raw.seek(member.header_offset)
+    header = raw.read(_LOCAL_HEADER.size)
+    if len(header) < _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+        raise StoreError(f"the member {member.filename!r} has no local header where the directory says")
+    name_length, extra_length = _LOCAL_HEADER.unpack(header)[1:]
+    return int(member.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
 
 
 def check_zip_members(path: str) -> None:
@@ -37,14 +49,10 @@ def check_zip_members(path: str) -> None:
             ends = [member.header_offset for member in members[1:]] + [archive.start_dir]
             total = 0
             for member, end in zip(members, ends):
-                raw.seek(member.header_offset)
-                header = raw.read(_LOCAL_HEADER.size)
-                if len(header) < _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
-                    raise StoreError(
-                        f"{path}: the member {member.filename!r} has no local header where the directory says"
-                    )
-                name_length, extra_length = _LOCAL_HEADER.unpack(header)[1:]
-                occupies = end - (member.header_offset + _LOCAL_HEADER.size + name_length + extra_length)
+                try:
+                    occupies = end - member_data_offset(raw, member)
+                except StoreError as error:
+                    raise StoreError(f"{path}: {error}") from None
                 _check_zip_member(path, member, occupies)
                 total += member.file_size
     except (zipfile.BadZipFile, OSError) as error:

@@ -1,10 +1,14 @@
-"""``fer-store serve``: a read-only HTTP server for one store directory, with Range requests.
+"""``fer-store serve``: a read-only HTTP server for one store (a directory or a ``.zarr.zip``), with
+Range requests.
 
 Sharded Zarr stores are read with byte ranges, including suffix ranges (``bytes=-N``, a shard's
 index at its end), which Python's own ``http.server`` ignores. This server answers ``GET`` and
 ``HEAD`` for the store's own files only (:func:`is_store_file`: the nodes' ``zarr.json`` and the
 arrays' chunk files; nothing else a folder may hold, no hidden file, no directory listing, no
-path outside the root) and never writes. A connection gets :data:`REQUEST_DEADLINE` seconds in
+path outside the root) and never writes. A zipped store (``fer-store pack``) is served as the
+directory it packs: each member's bytes are sent from where they lie in the archive, so a reader
+sees the same URLs either way. ``/`` answers a browser with a page describing the store (its
+counts, arrays and provenance, and how to open it). A connection gets :data:`REQUEST_DEADLINE` seconds in
 all to send each request's line and headers, however slowly it drips them. It is for quick
 sharing on a lab network; for anything lasting, publish the directory on the lab's web server or
 a bucket (docs/sharing.md).
@@ -12,6 +16,8 @@ a bucket (docs/sharing.md).
 
 from __future__ import annotations
 
+import functools
+import html
 import os
 import re
 import resource
@@ -19,6 +25,9 @@ import socket
 import sys
 import threading
 import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,16 +43,17 @@ REQUEST_DEADLINE = 60.0
 IDLE, HEAD, ANSWERING = "idle", "head", "answering"
 
 
-def is_store_file(root: Path, relative: str) -> bool:
-    """Whether ``relative`` (a ``/``-separated path under the store directory ``root``) names one
-    of the store's own files: a node's ``zarr.json`` (in the root or in a folder that is itself a
-    node), or a chunk file ``<array>/c/<i>/<j>/...`` (decimal indices) of an array whose folder
-    holds a ``zarr.json``. Hidden names are never store files."""
+def is_store_file(has_file: Callable[[str], bool], relative: str) -> bool:
+    """Whether ``relative`` (a ``/``-separated path in the store) names one of the store's own
+    files: a node's ``zarr.json`` (in the root or in a folder that is itself a node), or a chunk
+    file ``<array>/c/<i>/<j>/...`` (decimal indices) of an array whose folder holds a
+    ``zarr.json``. Hidden names are never store files. ``has_file(path)`` says whether the store
+    holds a file at a ``/``-separated path."""
     parts = relative.split("/")
     if not parts or any(not part or part.startswith(".") for part in parts):
         return False
     if parts[-1] == "zarr.json":
-        return all((root.joinpath(*parts[:depth]) / "zarr.json").is_file() for depth in range(len(parts) - 1))
+        return all(has_file("/".join([*parts[:depth], "zarr.json"])) for depth in range(len(parts) - 1))
     if "c" not in parts:
         return False
     at = parts.index("c")
@@ -52,8 +62,72 @@ def is_store_file(root: Path, relative: str) -> bool:
         at > 0
         and bool(indices)
         and all(index.isdecimal() for index in indices)
-        and (root.joinpath(*parts[:at]) / "zarr.json").is_file()
+        and has_file("/".join([*parts[:at], "zarr.json"]))
     )
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a store file's bytes lie: ``size`` bytes of ``path`` from ``offset``."""
+
+    path: Path
+    offset: int
+    size: int
+
+
+class DirectoryFiles:
+    """The files of a store directory."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def has_file(self, relative: str) -> bool:
+        return (self.root / relative).is_file()
+
+    def locate(self, relative: str) -> Located | None:
+        """The store file at ``relative`` (a store file by :func:`is_store_file`), else None."""
+        if not is_store_file(self.has_file, relative):
+            return None
+        target = (self.root / relative).resolve()
+        if target != self.root and self.root not in target.parents:
+            return None
+        return Located(target, 0, target.stat().st_size) if target.is_file() else None
+
+
+class ZipFiles:
+    """The files of a zipped store, each a stored (uncompressed) member served from its bytes in
+    the archive (``fer-store pack`` writes them so).
+
+    Raises:
+        StoreError: a zip that is not a store's (:func:`~pipeline.store.zip_archive.check_zip_members`),
+            or that compresses its members.
+    """
+
+    def __init__(self, archive: Path):
+        from pipeline.errors import StoreError
+        from pipeline.store.zip_archive import check_zip_members, member_data_offset
+
+        check_zip_members(str(archive))
+        self.archive, self.members = archive, {}
+        with zipfile.ZipFile(archive) as opened, archive.open("rb") as raw:
+            for member in opened.infolist():
+                if member.is_dir():
+                    continue
+                if member.compress_type != zipfile.ZIP_STORED:
+                    raise StoreError(
+                        f"{archive}: {member.filename!r} is compressed; serve reads stored members, as "
+                        "`fer-store pack` writes them (or serve the unpacked directory)"
+                    )
+                self.members[member.filename] = (member_data_offset(raw, member), member.file_size)
+
+    def has_file(self, relative: str) -> bool:
+        return relative in self.members
+
+    def locate(self, relative: str) -> Located | None:
+        if not is_store_file(self.has_file, relative):
+            return None
+        offset, size = self.members[relative]
+        return Located(self.archive, offset, size)
 
 
 class StoreRequestHandler(BaseHTTPRequestHandler):
@@ -70,8 +144,10 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
     timeout = 30
     server: StoreServer
 
-    def __init__(self, *args, root: Path, quiet: bool = True, **kwargs):
-        self.root, self.quiet = root, quiet
+    def __init__(
+        self, *args, files: DirectoryFiles | ZipFiles, describe: Callable[[], str], quiet: bool = True, **kwargs
+    ):
+        self.files, self.describe, self.quiet = files, describe, quiet
         super().__init__(*args, **kwargs)
 
     def log_message(self, format: str, *args) -> None:
@@ -89,16 +165,11 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
         self.server.mark(self.request, ANSWERING)
         return parsed
 
-    def _file(self) -> Path | None:
+    def _relative(self) -> str:
         relative = unquote(urlparse(self.path).path).lstrip("/")
         if "\x00" in relative:
             raise ValueError("a NUL in the path")
-        if not is_store_file(self.root, relative):
-            return None
-        target = (self.root / relative).resolve()
-        if target != self.root and self.root not in target.parents:
-            return None
-        return target if target.is_file() else None
+        return relative
 
     def do_HEAD(self) -> None:
         self._respond_or_refuse(body=False)
@@ -119,11 +190,15 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
             self.server.mark(self.request, IDLE)
 
     def _respond(self, body: bool) -> None:
-        path = self._file()
-        if path is None:
+        relative = self._relative()
+        if relative in ("", "index.html"):
+            self._send_page(body)
+            return
+        located = self.files.locate(relative)
+        if located is None:
             self.send_error(HTTPStatus.NOT_FOUND)
             return
-        size = path.stat().st_size
+        size = located.size
         start, stop = 0, size  # [start, stop)
         header = self.headers.get("Range")
         status = HTTPStatus.OK
@@ -146,15 +221,26 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
                 return
             status = HTTPStatus.PARTIAL_CONTENT
         self.send_response(status)
-        self.send_header("Content-Type", "application/json" if path.name == "zarr.json" else "application/octet-stream")
+        json_file = relative.rsplit("/", 1)[-1] == "zarr.json"
+        self.send_header("Content-Type", "application/json" if json_file else "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(stop - start))
         if status == HTTPStatus.PARTIAL_CONTENT:
             self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
         self.end_headers()
         if body:
-            with path.open("rb") as handle:
-                self.connection.sendfile(handle, start, stop - start)  # the kernel copies the bytes
+            with located.path.open("rb") as handle:  # the kernel copies the bytes
+                self.connection.sendfile(handle, located.offset + start, stop - start)
+
+    def _send_page(self, body: bool) -> None:
+        host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+        page = index_page(self.describe(), f"http://{host}/")
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        if body:
+            self.wfile.write(page)
 
 
 class StoreServer(ThreadingHTTPServer):
@@ -246,8 +332,46 @@ def make_server(
     quiet: bool = True,
     request_deadline: float = REQUEST_DEADLINE,
 ) -> StoreServer:
-    """A server for the store directory ``store`` (not started; call ``serve_forever``).
-    ``port`` 0 picks a free port (``server.server_address[1]``)."""
+    """A server for the store ``store``, a directory or a ``.zarr.zip`` (not started; call
+    ``serve_forever``). ``port`` 0 picks a free port (``server.server_address[1]``).
+
+    Raises:
+        StoreError: a zip that cannot be served (see :class:`ZipFiles`), or a store that cannot be read.
+    """
     root = Path(store).resolve()
-    handler = partial(StoreRequestHandler, root=root, quiet=quiet)
+    files = ZipFiles(root) if root.is_file() else DirectoryFiles(root)
+    handler = partial(StoreRequestHandler, files=files, describe=functools.cache(partial(describe, root)), quiet=quiet)
     return StoreServer((host, port), handler, request_deadline=request_deadline)
+
+
+def describe(store: Path) -> str:
+    """The store described for the root page, or why it cannot be (the files are served anyway:
+    each reader judges the store itself)."""
+    from pipeline.errors import StoreError
+    from pipeline.tools.describe import describe_store
+
+    try:
+        return describe_store(str(store))
+    except StoreError as error:
+        return f"store     {store}\n\nthis store cannot be described: {error}"
+
+
+def index_page(description: str, address: str) -> bytes:
+    """The page ``/`` answers with: the commands that open the store at ``address``, and its
+    ``description`` (:func:`~pipeline.tools.describe.describe_store`: counts, arrays, provenance)."""
+    name = description.splitlines()[0].removeprefix("store").strip().rsplit("/", 1)[-1]
+    commands = "\n".join(
+        (
+            f"fer-store info {address}",
+            f"fer-store verify {address}",
+            f"fer-train --store {address} --model cnn --out runs/cnn",
+            f"python -c \"from pipeline.store import open_store; print(open_store('{address}'))\"",
+        )
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(name)}: a FER guidance store</title></head><body>"
+        f"<h1>{html.escape(name)}</h1><p>A FER guidance store, served read-only by <code>fer-store serve</code>. "
+        f"Open it with:</p><pre>{html.escape(commands)}</pre>"
+        f"<h2>What it holds</h2><pre>{html.escape(description)}</pre></body></html>"
+    ).encode()

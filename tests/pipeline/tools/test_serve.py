@@ -1,12 +1,18 @@
-"""``fer-store serve`` answers byte ranges over one kept-alive connection, and nothing outside the store."""
+"""``fer-store serve`` answers byte ranges over one kept-alive connection, and nothing outside the store;
+a page at the root; a zipped store as the directory it packs."""
 
 import http.client
 import socket
 import threading
 import time
+import zipfile
 
+import numpy as np
 import pytest
 
+from pipeline.errors import StoreError
+from pipeline.store import open_store, read_array
+from pipeline.tools.pack import pack_store
 from pipeline.tools.serve import make_server
 from tests.support.servers import store_server
 
@@ -99,3 +105,38 @@ def test_a_range_past_the_end_is_refused(connection, synthetic_store):
     size = (synthetic_store / SHARD).stat().st_size
     status, headers, _ = get(connection, SHARD, f"bytes={size}-")
     assert (status, headers["Content-Range"]) == (416, f"bytes */{size}")
+
+
+def test_a_browser_at_the_root_gets_a_page_describing_the_store_and_how_to_open_it(connection):
+    connection.request("GET", "/", headers={"Host": "lab-server:8000"})
+    response = connection.getresponse()
+    page = response.read().decode()
+    assert response.status == 200 and response.getheader("Content-Type").startswith("text/html")
+    assert "<h1>synthetic.zarr</h1>" in page and "samples 48" in page  # describe_store's counts
+    assert "fer-store info http://lab-server:8000/" in page and "fer-train --store http://lab-server:8000/" in page
+
+
+def test_a_zipped_store_is_served_as_the_directory_it_packs(synthetic_store, tmp_path):
+    packed = tmp_path / "synthetic.zarr.zip"
+    pack_store(synthetic_store, packed)
+    files = [p.relative_to(synthetic_store).as_posix() for p in sorted(synthetic_store.rglob("*")) if p.is_file()]
+    with store_server(packed) as url:
+        connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=10)
+        for relative in files:
+            assert get(connection, relative)[2] == (synthetic_store / relative).read_bytes(), relative
+        data = (synthetic_store / SHARD).read_bytes()
+        assert get(connection, SHARD, "bytes=-20")[2] == data[-20:]
+        assert get(connection, "notes.txt")[0] == 404
+        connection.close()
+        remote = read_array(open_store(url + "/"), "image")
+    np.testing.assert_array_equal(remote, read_array(open_store(synthetic_store), "image"))
+
+
+def test_a_zip_that_compresses_its_members_is_refused_saying_how_to_serve_it(synthetic_store, tmp_path):
+    squeezed = tmp_path / "squeezed.zarr.zip"
+    with zipfile.ZipFile(squeezed, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(synthetic_store.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(synthetic_store).as_posix())
+    with pytest.raises(StoreError, match="is compressed; serve reads stored members"):
+        make_server(squeezed, port=0)
