@@ -7,7 +7,7 @@ import click
 from cli.errors import user_errors
 from cli.progress import ConsoleProgress
 from cli.train import parse_options
-from fer_models.models.registry import list_models
+from fer_models.models.registry import get_model_entry, list_models
 from fer_models.training.config import BALANCES, TrainConfig
 from fer_models.training.paired_comparison import compare_models
 from fer_models.training.recipe import RECIPES
@@ -19,7 +19,11 @@ from fer_models.training.recipe import RECIPES
 @click.option("--option", "model_options", multiple=True, metavar="KEY=VALUE", help="An option of the model.")
 @click.option("--twin", type=click.Choice(list_models()), help="Its twin (b), e.g. stn for guided-stn. [--model]")
 @click.option(
-    "--twin-option", "twin_options", multiple=True, metavar="KEY=VALUE", help="An option of the twin. [--option's]"
+    "--twin-option",
+    "twin_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An option of the twin. [those of --option the twin has too, e.g. width]",
 )
 @click.option(
     "--twin-store",
@@ -67,7 +71,11 @@ def main(
     differs. Finished runs are read back, an interrupted one resumed."""
     with user_errors():
         twin = twin or model
-        twin_options = twin_options if twin_options or twin != model else model_options
+        if not twin_options:  # the twin shares the options it has (width=8 for pal's resnet18 twin)
+            takes = get_model_entry(twin).options()
+            twin_options = tuple(pair for pair in model_options if pair.split("=", 1)[0].strip() in takes)
+            if twin != model and twin_options:
+                click.echo(f"twin {twin} takes {', '.join(twin_options)} from --option (--twin-option overrides)")
         shared = dict(
             labels=labels,
             epochs=epochs,

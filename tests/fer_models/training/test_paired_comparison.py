@@ -22,32 +22,35 @@ QUICK = dict(epochs=2, batch_size=16)
 
 
 def test_the_comparison_equals_its_separate_runs_and_is_read_back(fer_store, tmp_path):
-    a = TrainConfig(store=str(fer_store), model="guided-stn", options={"guidance": "mask_soft"}, **QUICK)
-    b = TrainConfig(store=str(fer_store), model="stn", **QUICK)
+    a = TrainConfig(
+        store=str(fer_store), model="guided-stn", options={"guidance": "mask_soft", "dropout": 0.3}, **QUICK
+    )
+    b = TrainConfig(store=str(fer_store), model="stn", options={"dropout": 0.3}, **QUICK)
     table = compare_models(a, b, [0, 1], tmp_path / "cmp")
     for row in table["seeds"]:
-        alone = train(
-            TrainConfig(store=str(fer_store), model="stn", seed=row["seed"], **QUICK), tmp_path / f"b{row['seed']}"
-        )
+        alone = train(dataclasses.replace(b, seed=row["seed"]), tmp_path / f"b{row['seed']}")
         assert row["b"] == {"accuracy": alone.test.accuracy, "macro_f1": alone.test.macro_f1}
         assert row["difference"]["accuracy"] == pytest.approx(row["a"]["accuracy"] - row["b"]["accuracy"])
     low, high = table["interval_95"]["accuracy"]
     assert low <= table["mean_difference"]["accuracy"] <= high
     row = guidance_table_markdown([table, table]).splitlines()[2]
     verdict = "helps" if low > 0 else "hurts" if high < 0 else "no difference shown"
-    assert row.startswith("| `guided-stn guidance=mask_soft` | `stn` | 2 |") and row.endswith(f"| {verdict} |")
+    assert row.startswith("| `guided-stn guidance=mask_soft dropout=0.3` | `stn dropout=0.3` | 2 |") and row.endswith(
+        f"| {verdict} |"
+    )
     assert f"[{100 * low:+.2f}, {100 * high:+.2f}]" in row
     assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["seeds"] == table["seeds"]
     assert "95% interval of the mean difference" in (tmp_path / "cmp" / "comparison.md").read_text()
     assert np.asarray(Image.open(tmp_path / "cmp" / "comparison.png")).std() > 0
     again = subprocess.run(
         [FER_COMPARE, "--store", str(fer_store), "--model", "guided-stn", "--option", "guidance=mask_soft",
-         "--twin", "stn", "--seeds", "0,1", "--epochs", "2", "--batch-size", "16", "--no-progress",
-         "--out", str(tmp_path / "cmp")],
+         "--option", "dropout=0.3", "--twin", "stn", "--seeds", "0,1", "--epochs", "2", "--batch-size", "16",
+         "--no-progress", "--out", str(tmp_path / "cmp")],
         capture_output=True, text=True,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert "seed 0 ->" not in again.stdout and "accuracy" in again.stdout  # every run read back
+    assert "twin stn takes dropout=0.3 from --option" in again.stdout  # the options the twin has too
     with pytest.raises(ConfigError, match="at least two different seeds"):
         compare_models(a, b, [3], tmp_path / "one")
 
