@@ -25,6 +25,10 @@ from pipeline.stages.detect import clip_box, detect_face, full_frame_box
 from pipeline.stages.landmarks import predict_landmarks
 from pipeline.store.schema import Status, several_faces_message
 
+# Images no larger than this may be faces cropped to their frame (FER-2013 48, CK+ crops, RAF-DB
+# aligned 100): a detector miss there is advised --prior full-frame; larger ones are photos.
+PRE_CROPPED_SIDE = 128
+
 
 @dataclass
 class SampleResult:
@@ -174,8 +178,13 @@ def _from_detection(
         message = "no face found by the detector"
         if config.detect.prior == "dataset":
             message += " and the dataset has no usable box for this sample"
-        elif config.detect.prior == "none":
-            message += " (pre-cropped faces: use --prior full-frame)"
+        elif config.detect.prior == "none" and max(height, width) <= PRE_CROPPED_SIDE:
+            message += " (if the image is a face cropped to its frame, build with --prior full-frame)"
+        elif config.detect.prior == "none":  # dlib's HOG finds faces of about 80 / 2**upsample pixels
+            smallest, more = 80 >> config.detect.upsample, config.detect.upsample + 1
+            message += (
+                f" (a photo without a face needs nothing; a face under about {smallest} pixels needs --upsample {more})"
+            )
         return SampleResult(Status.NO_FACE, message, faces_detected=detection.faces)
     landmarks_src = predict_landmarks(models.predictor, pixels, box)
     timer.lap("landmarks")

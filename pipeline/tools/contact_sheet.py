@@ -3,7 +3,9 @@
 Each sample is a row of four tiles: the aligned face with its 68 landmarks (and region boxes), a
 landmark heatmap, a saliency map and a landmark mask (each map overlaid on the face and named),
 captioned with index, label, split and status. Samples that are not usable show their source image (when the dataset
-root recorded in the store is readable here) and the message saying why.
+root recorded in the store is readable here) and the message saying why. A band above them says
+what the sheet shows (the store, its dataset, how many samples, how many usable) and how to read
+a row.
 """
 
 from __future__ import annotations
@@ -141,8 +143,12 @@ def _sample_cell(group, provenance: Provenance, held: tuple[str, ...], index: in
     return cell
 
 
+HEADER = 64  # the title and legend band above the samples
+
+
 def render_contact_sheet(path: str | Path, indices: np.ndarray) -> np.ndarray:
-    """``(rows * (TILE + CAPTION), COLUMNS * 4 * TILE, 3) uint8 BGR`` sheet of the given samples."""
+    """``(HEADER + rows * (TILE + CAPTION), COLUMNS * 4 * TILE, 3) uint8 BGR`` sheet of the given
+    samples, under a title (the store, its dataset, what is shown) and a legend."""
     group = open_store(path)
     provenance = provenance_of(group)
     held = stored_guidance(group)
@@ -152,7 +158,32 @@ def render_contact_sheet(path: str | Path, indices: np.ndarray) -> np.ndarray:
     rows = [np.hstack(cells[i : i + COLUMNS]) for i in range(0, len(cells), COLUMNS)]
     sheet = np.vstack(rows)
     sheet[:, 4 * TILE :: 4 * TILE] = 0  # thin black line between samples
-    return sheet
+    status = read_array(group, STATUS)
+    usable = int(np.isin(status[np.asarray(indices, dtype=np.int64)], [int(s) for s in USABLE_STATUSES]).sum())
+    return np.vstack([_header(Path(str(path)).name, provenance, len(indices), usable, sheet.shape[1]), sheet])
+
+
+def _header(name: str, provenance: Provenance, shown: int, usable: int, width: int) -> np.ndarray:
+    """The band above the samples: what the sheet shows, and how to read a row."""
+    band = np.full((HEADER, width, 3), 255, np.uint8)
+    title = f"{name}: {provenance.dataset}, {shown} samples shown ({usable} usable, {shown - usable} not)"
+    lines = [
+        (title, 0.5, (0, 0, 0)),
+        (
+            "usable (green caption): the aligned face with its landmarks (green) and regions, then its guidance maps",
+            0.38,
+            (0, 110, 0),
+        ),
+        (
+            "not usable (red caption): the source image and why no face was kept; a photo without a face is no fault",
+            0.38,
+            (0, 0, 170),
+        ),
+    ]
+    for row, (text, scale, colour) in enumerate(lines):
+        cv2.putText(band, text, (8, 20 + 19 * row), _FONT, scale, colour, 1, cv2.LINE_AA)
+    band[-1] = 0
+    return band
 
 
 def chosen_samples(

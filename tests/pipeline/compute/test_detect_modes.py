@@ -175,3 +175,14 @@ def test_detect_never_runs_no_detector_and_auto_records_its_mapping(tmp_path, dl
         assert np.all(read_array(group, "status") == expected)
         if prior == "none":
             assert "--detect never runs the detector" in str(read_array(group, "message")[0])
+
+
+def test_a_detector_miss_advises_what_fits_the_image(models):
+    """A small image may be a face cropped to its frame (--prior full-frame); a photo without a
+    face needs nothing, or more upsampling for a small face; never the cropped-face advice."""
+    config = build_config({"guidance": {"types": "heatmap"}})
+    small = process_image(np.full((48, 48), 128, np.uint8), None, config, models)
+    photo = process_image(np.full((400, 600, 3), 128, np.uint8), None, config, models)
+    assert small.status == photo.status == Status.NO_FACE
+    assert "build with --prior full-frame" in small.message
+    assert "full-frame" not in photo.message and "--upsample 2" in photo.message and "about 40 pixels" in photo.message
