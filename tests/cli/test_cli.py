@@ -13,6 +13,7 @@ from PIL import Image
 
 from pipeline.landmark_scheme import FLIP_PERMUTATION
 from pipeline.store import open_store, stored_guidance
+from pipeline.tools.contact_sheet import HEADER
 from tests.support.stores import fer2013_build_options
 
 BIN = Path(sys.executable).parent
@@ -46,10 +47,10 @@ def test_show_writes_a_readable_png_including_failed_samples(sample_store, tmp_p
     result = cli("fer-store", "show", sample_store, "--n", "6", "--out", out)
     assert "6 samples" in result.stdout
     sheet = np.asarray(Image.open(out))
-    assert sheet.shape == (2 * (112 + 30), 3 * 4 * 112, 3)
+    assert sheet.shape == (HEADER + 2 * (112 + 30), 3 * 4 * 112, 3)
     failed = tmp_path / "failed.png"
     cli("fer-store", "show", sample_store, "--status", "no_face", "--n", "3", "--out", failed)
-    assert np.asarray(Image.open(failed)).shape == (112 + 30, 3 * 4 * 112, 3)
+    assert np.asarray(Image.open(failed)).shape == (HEADER + 112 + 30, 3 * 4 * 112, 3)
 
 
 def test_preprocess_errors_name_what_to_change(tmp_path):
@@ -111,7 +112,7 @@ def test_a_store_holds_exactly_the_guidance_asked_for(tmp_path):
     assert np.all(boxes[..., 2] > boxes[..., 0]) and boxes.max() <= 64  # sample dataset: S = 64
     sheet = tmp_path / "sheet.png"
     cli("fer-store", "show", store, "--n", "3", "--out", sheet)
-    assert np.asarray(Image.open(sheet)).shape == (112 + 30, 3 * 4 * 112, 3)
+    assert np.asarray(Image.open(sheet)).shape == (HEADER + 112 + 30, 3 * 4 * 112, 3)
     bad = cli("fer-preprocess", tmp_path / "x.zarr", "--dataset", "sample", "--guidance", "heatmaps", check=False)
     assert bad.returncode == 1 and "unknown guidance type 'heatmaps'; choose from" in bad.stderr
 
