@@ -83,7 +83,7 @@ class RunSummary:
             ConfigError: a field missing (``where`` names the file).
         """
         names = [field.name for field in dataclasses.fields(cls) if field.name != "test"]
-        later = {"initial_weights", "balance"}  # absent from summaries written before they were recorded
+        later = {"initial_weights", "balance", "world_size", "backend"}  # absent from summaries written before them
         missing = [name for name in names if name not in data and name not in later]
         if missing:
             raise ConfigError(f"{where} lacks {', '.join(missing)}: it was not written by this fer-train")

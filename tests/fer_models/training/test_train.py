@@ -15,6 +15,7 @@ from fer_models.training.config import TrainConfig
 from fer_models.training.engine import Trainer
 from fer_models.training.evaluation import evaluate_checkpoint
 from fer_models.training.run_directory import train
+from fer_models.training.run_summary import RunSummary
 from pipeline.errors import CheckpointSaveError, ConfigError, TrainingDivergedError
 from pipeline.progress import Lines
 
@@ -273,3 +274,16 @@ def test_a_handful_of_validation_samples_choosing_the_epoch_is_warned_of(fer_sto
     assert 0 < summary.validation_samples < 100
     assert any(f"warning: {summary.validation_samples} validation samples choose the epoch" in line for line in said)
     assert any(line.startswith("epoch 1/1: train loss ") and "validation accuracy" in line for line in said)
+
+
+def test_a_summary_written_before_the_processes_were_recorded_reads_as_one_process():
+    summary = RunSummary(
+        model="cnn", options={}, labels=["a", "b"], label_set="7", device="cpu", threads=1, epochs=1,
+        train_split="train", train_samples=4, validation_split=None, validation_samples=0, selected_by="last epoch",
+        selected_epoch=1, selected_validation_accuracy=None, test_split=None, test_samples=0,
+        world_size=2, backend="gloo",
+    )  # fmt: skip
+    old = {k: v for k, v in summary.to_dict().items() if k not in ("world_size", "backend", "balance")}
+    read = RunSummary.from_dict(old)
+    assert (read.world_size, read.backend, read.balance) == (1, None, "weights")
+    assert RunSummary.from_dict(summary.to_dict()) == summary
