@@ -29,8 +29,7 @@ import torch
 from torch import nn
 
 from fer_models.models.input_normalisation import INSIGHTFACE_MEAN, INSIGHTFACE_STD, InputNormalisation
-from fer_models.models.registry import ModelOutput
-from fer_models.models.resnet import pooled_classification
+from fer_models.models.resnet import PretrainedStages
 from fer_models.models.weight_files import check_inflation
 from pipeline.errors import ConfigError
 
@@ -95,7 +94,7 @@ class IResNetBody(nn.Module):
         return outputs
 
 
-class IRStages(nn.Module):
+class IRStages(PretrainedStages):
     """An IR network as stages 1..``until``, with a linear head on the pooled last stage: the
     interface of :class:`~fer_models.models.timm_backbone.TimmStages`.
 
@@ -108,8 +107,6 @@ class IRStages(nn.Module):
         until: the deepest stage built (1-4).
     """
 
-    backbone_parts = ("body",)  # fine-tuning starts here (backbone_parameters)
-
     def __init__(self, name: str, in_channels: int, num_classes: int, weights: str = "", until: int = 4):
         super().__init__()
         if name not in IR_DEPTHS:
@@ -121,19 +118,6 @@ class IRStages(nn.Module):
         self.head = nn.Linear(self.channels[-1], num_classes) if num_classes else None
         if weights:
             load_insightface_weights(self.body, weights, name)
-
-    def stage_outputs(self, image: torch.Tensor, until: int = 4) -> list[torch.Tensor]:
-        """Outputs of stages 1..``until``: ``(B, channels[i-1], S / reductions[i-1], ...)`` each."""
-        return self.body(self.normalise(image))[:until]
-
-    def classify(self, last_stage: torch.Tensor) -> ModelOutput:
-        """Logits and pooled features from the last stage's output."""
-        if self.head is None:
-            raise TypeError("this backbone was built without a head (num_classes=0)")
-        return pooled_classification(self.head, last_stage)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
-        return self.classify(self.stage_outputs(batch["image"])[-1])
 
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:

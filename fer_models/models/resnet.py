@@ -7,6 +7,8 @@ faces get the ImageNet stem (7x7 stride-2 convolution and max pooling).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -39,6 +41,30 @@ def pooled_classification(head: nn.Linear, last_stage: torch.Tensor) -> ModelOut
     then ``head``."""
     features = last_stage.mean(dim=(2, 3))
     return {"logits": head(features), "features": features}
+
+
+class PretrainedStages(nn.Module):
+    """What the IR and timm backbones share: a ``body`` giving stage maps of the ``normalise``-d
+    image, and an optional linear ``head`` on the pooled last stage (set by the subclass)."""
+
+    backbone_parts = ("body",)  # fine-tuning starts here (backbone_parameters)
+    body: Any  # an IResNetBody, or timm's features_only model (typed Any for its attributes)
+    normalise: nn.Module
+    head: nn.Linear | None
+
+    def stage_outputs(self, image: torch.Tensor, until: int = 4) -> list[torch.Tensor]:
+        """Outputs of stages 1..``until`` for ``(B, C, S, S)`` images in [0, 1]:
+        ``(B, channels[i-1], h_i, w_i)`` each."""
+        return list(self.body(self.normalise(image)))[:until]
+
+    def classify(self, last_stage: torch.Tensor) -> ModelOutput:
+        """Logits and pooled features from the last stage's output."""
+        if self.head is None:
+            raise TypeError("this backbone was built without a head (num_classes=0)")
+        return pooled_classification(self.head, last_stage)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        return self.classify(self.stage_outputs(batch["image"])[-1])
 
 
 class ResNet18(nn.Module):

@@ -31,8 +31,7 @@ import torch
 from torch import nn
 
 from fer_models.models.input_normalisation import timm_normalisation
-from fer_models.models.registry import ModelOutput
-from fer_models.models.resnet import pooled_classification
+from fer_models.models.resnet import PretrainedStages
 from fer_models.models.weight_files import check_inflation
 from pipeline.errors import ConfigError
 
@@ -144,7 +143,7 @@ def check_face_size(module: nn.Module, name: str, in_channels: int, image_size: 
         module.train(was_training)
 
 
-class TimmStages(nn.Module):
+class TimmStages(PretrainedStages):
     """A timm model's last ``until`` of its last four feature levels as stages 1..``until``, with a
     linear head on the pooled last stage: the interface of :class:`~fer_models.models.resnet.ResNet18`.
 
@@ -158,8 +157,6 @@ class TimmStages(nn.Module):
         until: the deepest stage computed (1-4); later ones are not built.
     """
 
-    backbone_parts = ("body",)  # fine-tuning starts here (backbone_parameters)
-
     def __init__(
         self, name: str, in_channels: int, num_classes: int, image_size: int, weights: str = "", until: int = STAGES
     ):
@@ -172,20 +169,6 @@ class TimmStages(nn.Module):
         self.reductions: tuple[int, ...] = tuple(self.body.feature_info.reduction())
         self.head = nn.Linear(self.channels[-1], num_classes) if num_classes else None
         check_face_size(self.body, name, in_channels, image_size)
-
-    def stage_outputs(self, image: torch.Tensor, until: int = STAGES) -> list[torch.Tensor]:
-        """Outputs of stages 1..``until`` for ``(B, C, S, S)`` images in [0, 1]:
-        ``(B, channels[i-1], h_i, w_i)`` each."""
-        return self.body(self.normalise(image))[:until]
-
-    def classify(self, last_stage: torch.Tensor) -> ModelOutput:
-        """Logits and pooled features from the last stage's output."""
-        if self.head is None:
-            raise TypeError("this backbone was built without a head (num_classes=0)")
-        return pooled_classification(self.head, last_stage)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
-        return self.classify(self.stage_outputs(batch["image"])[-1])
 
 
 class TimmPooled(nn.Module):
