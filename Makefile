@@ -58,7 +58,7 @@ preprocess: install
 test: install viewer
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# ruff: lint rules and formatting; mypy: types (strict for pipeline/store); both as configured in
+# ruff: lint rules and formatting; mypy: types (--strict on pipeline, fer_models, cli); both as configured in
 # pyproject.toml (CI runs them before the tests).
 lint: install
 	$(BIN)/ruff check .

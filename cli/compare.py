@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from cli.errors import user_errors
@@ -46,24 +48,24 @@ from fer_models.training.recipe import RECIPES
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Comparison directory.")
 @click.option("--progress/--no-progress", default=True, help="A progress bar per epoch.")
 def main(
-    store,
-    model,
-    model_options,
-    twin,
-    twin_options,
-    twin_store,
-    balance,
-    twin_balance,
-    seeds,
-    labels,
-    epochs,
-    batch_size,
-    recipe,
-    device,
-    threads,
-    out,
-    progress,
-):
+    store: str,
+    model: str,
+    model_options: tuple[str, ...],
+    twin: str | None,
+    twin_options: tuple[str, ...],
+    twin_store: str | None,
+    balance: str | None,
+    twin_balance: str | None,
+    seeds: str,
+    labels: str | None,
+    epochs: int | None,
+    batch_size: int | None,
+    recipe: str | None,
+    device: str,
+    threads: int | None,
+    out: str,
+    progress: bool,
+) -> None:
     """Train MODEL and TWIN for each seed on the same data order and augmentation, score both on
     the same test samples, and write OUT/comparison.{json,md,png}: the per-seed figures, the mean
     difference (MODEL - TWIN) and its 95% paired-bootstrap interval. The twin is MODEL itself
@@ -76,7 +78,11 @@ def main(
             twin_options = tuple(pair for pair in model_options if pair.split("=", 1)[0].strip() in takes)
             if twin != model and twin_options:
                 click.echo(f"twin {twin} takes {', '.join(twin_options)} from --option (--twin-option overrides)")
-        shared = dict(
+        a = TrainConfig(
+            model=model,
+            options=parse_options(model, model_options),
+            store=store,
+            balance=balance,
             labels=labels,
             epochs=epochs,
             batch_size=batch_size,
@@ -84,15 +90,12 @@ def main(
             device=device,
             threads=threads,
         )
-        a = TrainConfig(
-            model=model, options=parse_options(model, model_options), store=store, balance=balance, **shared
-        )
-        b = TrainConfig(
+        b = dataclasses.replace(
+            a,
             model=twin,
             options=parse_options(twin, twin_options),
             store=twin_store or store,
             balance=twin_balance or balance,
-            **shared,
         )
         try:
             seed_list = [int(seed) for seed in seeds.split(",")]

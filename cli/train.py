@@ -7,7 +7,9 @@ import inspect
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -27,7 +29,12 @@ DEFAULT = {field.name: field.default for field in dataclasses.fields(TrainConfig
 EVAL_DEFAULT = {name: p.default for name, p in inspect.signature(evaluate_checkpoint).parameters.items()}
 
 
-def recipe_options(command):
+Command = TypeVar("Command", bound=Callable[..., object])
+# --in-memory's words as TrainConfig.in_memory takes them.
+IN_MEMORY: dict[str, bool | str] = {"auto": "auto", "yes": True, "no": False}
+
+
+def recipe_options(command: Command) -> Command:
     """The recipe preset and the options overriding single settings of it (None: the recipe's)."""
     presets = "; ".join(
         f"{name}: {recipe.optimizer} lr {recipe.lr:g}, {recipe.lr_schedule}"
@@ -62,11 +69,11 @@ def recipe_options(command):
     return command
 
 
-def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
+def parse_options(model: str, pairs: tuple[str, ...]) -> dict[str, Any]:
     """``("guidance=saliency", "dropout=0.3")`` -> typed keyword arguments of ``model``, each
     converted to the type of the option's default."""
     defaults = get_model_entry(model).options()
-    options = {}
+    options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip().replace("-", "_")
@@ -192,36 +199,36 @@ def parse_options(model: str, pairs: tuple[str, ...]) -> dict:
 )
 @click.option("--progress/--no-progress", default=True, help="A progress bar per epoch.")
 def main(
-    store,
-    model,
-    model_options,
-    labels,
-    epochs,
-    batch_size,
-    lr,
-    seed,
-    device,
-    train_split,
-    eval_split,
-    test_split,
-    val_fraction,
-    folds,
-    fold,
-    all_folds,
-    balance,
-    augment,
-    resized_crop,
-    random_erasing,
-    workers,
-    in_memory,
-    device_data,
-    init,
-    threads,
-    out,
-    resume,
-    progress,
-    **recipe_settings,
-):
+    store: str,
+    model: str,
+    model_options: tuple[str, ...],
+    labels: str | None,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    seed: int,
+    device: str,
+    train_split: str | None,
+    eval_split: str | None,
+    test_split: str | None,
+    val_fraction: float,
+    folds: int,
+    fold: int,
+    all_folds: bool,
+    balance: str | None,
+    augment: bool,
+    resized_crop: float,
+    random_erasing: float,
+    workers: int,
+    in_memory: str,
+    device_data: str,
+    init: str | None,
+    threads: int | None,
+    out: str,
+    resume: bool,
+    progress: bool,
+    **recipe_settings: Any,
+) -> None:
     """Train MODEL on the store's usable samples (status ok / ok_prior, known label) without
     recomputing any guidance. The epoch is chosen on validation samples and the test samples are
     scored once, at the end (docs/training.md). OUT gets config.json, log.jsonl, last.pt, best.pt,
@@ -248,7 +255,7 @@ def main(
             resized_crop=resized_crop,
             random_erasing=random_erasing,
             workers=workers,
-            in_memory={"auto": "auto", "yes": True, "no": False}[in_memory],
+            in_memory=IN_MEMORY[in_memory],
             device_data=device_data,
             init=init,
             threads=threads,
@@ -312,7 +319,16 @@ def fold_commands(argv: list[str], out: str, folds: int) -> list[str]:
 @click.option("--device", default=DEFAULT["device"])
 @click.option("--batch-size", type=int, default=EVAL_DEFAULT["batch_size"])
 @click.option("--out", type=click.Path(file_okay=False), help="Directory for metrics.json and confusion.png.")
-def evaluate(checkpoint, store, split, fold, allow_seen, device, batch_size, out):
+def evaluate(
+    checkpoint: str,
+    store: str,
+    split: str | None,
+    fold: int | None,
+    allow_seen: bool,
+    device: str,
+    batch_size: int,
+    out: str | None,
+) -> None:
     """Score a checkpoint with its own label set on the samples its run held out for the test (or
     on --split / --fold): accuracy, macro-F1, confusion matrix (JSON on stdout). Samples the
     checkpoint trained on are refused unless --allow-seen."""

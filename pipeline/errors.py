@@ -55,7 +55,7 @@ class StoreRefusedError(StoreError):
         )
         super().__init__(f"refusing the store at {location}: its metadata is damaged or hostile:\n  - {shown}")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type["StoreRefusedError"], tuple[str, list[str]]]:
         return type(self), (self.location, list(self.problems))
 
 

@@ -225,7 +225,8 @@ def photometric(image: torch.Tensor, config: AugmentConfig, generator: torch.Gen
     drawn = torch.stack([_uniform(n, config.brightness, generator), 1 + _uniform(n, config.contrast, generator)])
     brightness, contrast = to_device(drawn.to(image.dtype), image.device).view(2, n, 1, 1, 1)
     mean = image.mean(dim=(1, 2, 3), keepdim=True)
-    return ((image - mean) * contrast + mean + brightness).clamp(0, 1)
+    adjusted: torch.Tensor = ((image - mean) * contrast + mean + brightness).clamp(0, 1)
+    return adjusted
 
 
 def augment_batch(

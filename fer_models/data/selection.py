@@ -147,4 +147,5 @@ def read_subjects(store: str | Path, index: np.ndarray) -> np.ndarray | None:
         subjects = read_checked(group, SUBJECT, RecordedChecksums.of(group, (SUBJECT,)))
     except StoreError as error:
         raise damaged_store_error(str(store), error) from error
-    return np.asarray([str(s) for s in subjects])[index]
+    names: np.ndarray = np.asarray([str(s) for s in subjects])[index]
+    return names

@@ -22,6 +22,7 @@ their own share of the shards; nothing zarr-related is pickled. Under data-paral
 from __future__ import annotations
 
 from collections.abc import Iterator
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def rank_share(rows: Any, rank: int, size: int) -> Any:
     return np.array_split(rows, size)[rank]
 
 
-class StoreBatches(torch.utils.data.IterableDataset):
+class StoreBatches(torch.utils.data.IterableDataset[dict[str, torch.Tensor]]):
     """Batches of selected samples, read a shard at a time.
 
     Each item is a dict of ``B`` samples: ``index`` ``(B,) int64`` (store indices), ``target``
@@ -126,7 +127,7 @@ class StoreBatches(torch.utils.data.IterableDataset):
         self._buffers: WindowBuffers | None = None  # this process's, when streaming
         self._streamed_epoch: int | None = None  # the epoch of the last pass this process streamed to its end
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.update(_arrays=None, _handles=None, _checksums=None, _buffers=None)  # workers read their own share
         return state
@@ -142,7 +143,7 @@ class StoreBatches(torch.utils.data.IterableDataset):
     def epoch(self) -> int:
         return self._epoch if self._shared_epoch is None else self._shared_epoch.value
 
-    def share_epoch(self, context) -> None:
+    def share_epoch(self, context: BaseContext) -> None:
         """Keep the epoch in shared memory of ``context`` (a multiprocessing context), so loader
         workers that outlive an epoch (``persistent_workers``) take each new epoch's order."""
         if self._shared_epoch is None:
@@ -213,7 +214,7 @@ class StoreBatches(torch.utils.data.IterableDataset):
             return np.arange(len(self.selection))
         return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.selection))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         worker = torch.utils.data.get_worker_info()
         worker_id, workers = (0, 1) if worker is None else (worker.id, worker.num_workers)
         epoch = self.epoch
@@ -318,7 +319,7 @@ class StoreBatches(torch.utils.data.IterableDataset):
 
 def make_loader(
     batches: StoreBatches, num_workers: int = 0, pin_memory: bool = False, persistent: bool = False
-) -> torch.utils.data.DataLoader:
+) -> torch.utils.data.DataLoader[dict[str, torch.Tensor]]:
     """A DataLoader over ready-made batches; workers are started with ``spawn`` (zarr's event
     loop and the HTTP store's sessions do not survive ``fork``). ``persistent``: the workers are started once
     and serve every epoch (each takes the epoch set by :meth:`StoreBatches.set_epoch` before the
@@ -328,7 +329,7 @@ def make_loader(
     one: starting a pass leaves the training's random stream (dropout) as it was, so a run is the
     same whether its batches come from a loader or are made on the device."""
     context = torch.multiprocessing.get_context("spawn") if num_workers > 0 else None
-    if persistent and num_workers > 0:
+    if persistent and context is not None:
         batches.share_epoch(context)
     return torch.utils.data.DataLoader(
         batches,

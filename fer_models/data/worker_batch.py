@@ -12,17 +12,21 @@ the same names, dtypes, shapes and values.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 ALIGNMENT = 64  # bytes: each field starts at a multiple, so any dtype can view its bytes
+# One field of the packed tensor: name, dtype, shape, first byte, bytes.
+Field = tuple[str, torch.dtype, tuple[int, ...], int, int]
 
 
-class WorkerBatch(dict):
+class WorkerBatch(dict[str, torch.Tensor]):
     """``{name: tensor}``, every tensor a view of one shared-memory tensor (see :meth:`gathered`)."""
 
     _packed: torch.Tensor
-    _layout: list[tuple]
+    _layout: list[Field]
     _views: dict[str, torch.Tensor]  # the fields as gathered
 
     @classmethod
@@ -30,7 +34,8 @@ class WorkerBatch(dict):
         """``{name: values[rows]}`` for each ``name: (values, rows)`` of ``sources`` (``values``
         ``(N, ...)`` of a numeric dtype, ``rows`` ``(B,)`` indices into it), each gathered straight
         into its place in the shared tensor."""
-        layout, size = [], 0
+        layout: list[Field] = []
+        size = 0
         for name, (values, rows) in sources.items():
             shape = (len(rows), *values.shape[1:])
             nbytes = int(np.prod(shape)) * values.dtype.itemsize
@@ -48,13 +53,13 @@ class WorkerBatch(dict):
         copy._packed, copy._layout, copy._views = self._packed, self._layout, self._views
         return copy
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., dict[str, torch.Tensor]], tuple[object, ...]]:
         if self.keys() != self._views.keys() or any(self[name] is not view for name, view in self._views.items()):
             return dict, (dict(self),)  # changed since it was gathered: each tensor crosses on its own
         return unpack, (self._packed, self._layout)
 
 
-def unpack(packed: torch.Tensor, layout: list[tuple]) -> dict[str, torch.Tensor]:
+def unpack(packed: torch.Tensor, layout: list[Field]) -> dict[str, torch.Tensor]:
     """The fields of a :class:`WorkerBatch`: views of ``packed`` ``(bytes,) uint8`` laid out as
     ``(name, dtype, shape, first byte, bytes)`` rows."""
     return {

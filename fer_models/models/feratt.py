@@ -84,7 +84,8 @@ class AttentionNet(nn.Module):
         x = self.center(F.max_pool2d(skip2, 2))
         x = self.up2(torch.cat([skip2, F.interpolate(x, size=skip2.shape[-2:], mode="bilinear")], 1))
         x = self.up1(torch.cat([skip1, F.interpolate(x, size=skip1.shape[-2:], mode="bilinear")], 1))
-        return self.final(x)
+        attention: torch.Tensor = self.final(x)
+        return attention
 
 
 class ResidualBlock(nn.Module):
@@ -95,7 +96,8 @@ class ResidualBlock(nn.Module):
         self.conv1, self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1), nn.Conv2d(channels, channels, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.leaky_relu(self.conv1(x), 0.2))
+        residual: torch.Tensor = self.conv2(F.leaky_relu(self.conv1(x), 0.2))
+        return x + residual
 
 
 class FeatureNet(nn.Module):
@@ -108,8 +110,9 @@ class FeatureNet(nn.Module):
         self.conv_mid = nn.Conv2d(maps, maps, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = self.conv_input(x)
-        return self.conv_mid(self.blocks(residual)) + residual
+        residual: torch.Tensor = self.conv_input(x)
+        features: torch.Tensor = self.conv_mid(self.blocks(residual))
+        return features + residual
 
 
 class PreActBlock(nn.Module):
@@ -122,10 +125,11 @@ class PreActBlock(nn.Module):
             self.shortcut = nn.Conv2d(in_channels, channels, 1, stride, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(x))
-        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        out: torch.Tensor = F.relu(self.bn1(x))
+        shortcut: torch.Tensor = self.shortcut(out) if self.shortcut is not None else x
         out = self.conv1(out)
-        return self.conv2(F.relu(self.bn2(out))) + shortcut
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + shortcut
 
 
 class PreActResNet18(nn.Module):
@@ -143,7 +147,8 @@ class PreActResNet18(nn.Module):
         self.num_features = previous
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(self.stem(x)).mean(dim=(2, 3))
+        maps: torch.Tensor = self.layers(self.stem(x))
+        return maps.mean(dim=(2, 3))
 
 
 def reconstruction_loss(attention_image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

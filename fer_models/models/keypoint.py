@@ -47,7 +47,8 @@ RIGHT_EYE, LEFT_EYE = slice(36, 42), slice(42, 48)
 
 def inter_ocular_distance(landmarks: torch.Tensor) -> torch.Tensor:
     """``(B, 68, 2)`` aligned landmarks -> ``(B,)`` distance between the two eye centres, pixels."""
-    return (landmarks[:, RIGHT_EYE].mean(1) - landmarks[:, LEFT_EYE].mean(1)).norm(dim=-1)
+    distance: torch.Tensor = (landmarks[:, RIGHT_EYE].mean(1) - landmarks[:, LEFT_EYE].mean(1)).norm(dim=-1)
+    return distance
 
 
 def keypoint_regularisation(
@@ -146,7 +147,7 @@ class KeypointFeatureNet(nn.Module):
         if self.lateral is None:
             return stages[-1]
         grid = stages[0].shape[-2:]
-        fused = self.lateral[0](stages[0])
+        fused: torch.Tensor = self.lateral[0](stages[0])
         for lateral, maps in zip(self.lateral[1:], stages[1:], strict=True):
             fused = fused + F.interpolate(lateral(maps), size=grid, mode="bilinear", align_corners=False)
         return fused

@@ -67,7 +67,8 @@ class NonLocalUNet(nn.Module):
         e3 = self.enc3(F.max_pool2d(e2, 2))
         d2 = self.dec2(torch.cat([F.interpolate(e3, size=e2.shape[-2:]), e2], 1))
         d1 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[-2:]), e1], 1))
-        return self.out(d1)
+        maps: torch.Tensor = self.out(d1)
+        return maps
 
 
 class RegionNet(nn.Module):
@@ -78,7 +79,8 @@ class RegionNet(nn.Module):
         self.body = nn.Sequential(_conv(in_channels, dim), _conv(dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x).mean(dim=(2, 3))
+        maps: torch.Tensor = self.body(x)
+        return maps.mean(dim=(2, 3))
 
 
 @register_model(

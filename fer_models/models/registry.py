@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Required, TypedDict
+from typing import Any, Required, TypedDict, TypeVar
 
 import torch
 from torch import nn
@@ -109,6 +109,8 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+# A model constructor: a module class or a function building one.
+Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
 
 def register_model(
@@ -119,11 +121,11 @@ def register_model(
     choices: dict[str, tuple[Any, ...]] | None = None,
     ranges: dict[str, tuple[float, float]] | None = None,
     **defaults: Any,
-):
+) -> Callable[[Builder], Builder]:
     """Class or function decorator adding a model constructor under ``name`` with its declaration
     (:class:`ModelEntry`); ``defaults`` override :data:`TRAINING_DEFAULTS` for it."""
 
-    def decorate(build):
+    def decorate(build: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         entry = ModelEntry(name, build, {**TRAINING_DEFAULTS, **defaults}, reads, returns, choices or {}, ranges or {})

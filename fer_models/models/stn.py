@@ -50,7 +50,8 @@ class Localisation(nn.Module):
         self.regress = nn.Sequential(nn.Flatten(), nn.Linear(10 * side * side, 32), nn.ReLU(), to_theta)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.regress(self.features(x)).view(-1, 2, 3)
+        theta: torch.Tensor = self.regress(self.features(x))
+        return theta.view(-1, 2, 3)
 
 
 class _TransformerCNN(nn.Module):

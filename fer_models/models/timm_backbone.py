@@ -184,4 +184,5 @@ class TimmPooled(nn.Module):
         check_face_size(self.body, name, in_channels, image_size)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.body(self.normalise(image))
+        features: torch.Tensor = self.body(self.normalise(image))
+        return features

@@ -51,7 +51,9 @@ def render_confusion(confusion: np.ndarray, class_names: tuple[str, ...] | list[
     return image
 
 
-def write_confusion_png(confusion: np.ndarray, class_names, path: str | Path, title: str = "") -> Path:
+def write_confusion_png(
+    confusion: np.ndarray, class_names: tuple[str, ...] | list[str], path: str | Path, title: str = ""
+) -> Path:
     """Write :func:`render_confusion` to ``path``; returns the path."""
     import cv2
 

@@ -12,7 +12,7 @@ import dataclasses
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 @contextlib.contextmanager
-def reproducible_torch(threads: int):
+def reproducible_torch(threads: int) -> Iterator[None]:
     """Run with ``threads`` intra-op CPU threads and torch's deterministic algorithms (warning
     where an op has none), restoring the previous settings afterwards."""
     previous = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
@@ -192,7 +192,7 @@ class Trainer:
             self._loaders[id(batches)] = make_loader(batches, workers, pin_memory=self.cuda, persistent=True)
         return self._loaders[id(batches)]
 
-    def _autocast(self):
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.cuda else contextlib.nullcontext()
 
     def _input(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -244,7 +244,8 @@ class SaliencyNetwork:
                 f"the saliency network {self.path} gives a {output.shape[0]}x{output.shape[1]} map for a "
                 f"{batch.shape[2]}x{batch.shape[3]} input, more than {MAX_OUTPUT_SCALE} times its side"
             )
-        return output.astype(np.float32)
+        saliency: np.ndarray = output.astype(np.float32)
+        return saliency
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline.errors import ConfigError
 from pipeline.guidance import GUIDANCE_TYPES
 from pipeline.landmark_scheme import N_LANDMARKS
 from pipeline.stages.align import inter_ocular_distance
@@ -58,7 +59,11 @@ def _saliency(render: Callable[[np.ndarray, int], np.ndarray]) -> Renderer:
     return lambda image, landmarks, s, g, m: render(image, g.size)[None]
 
 
-def _network_saliency(image, landmarks, s, g, models) -> np.ndarray:
+def _network_saliency(
+    image: np.ndarray, landmarks: np.ndarray, s: int, g: GuidanceConfig, models: LoadedModels
+) -> np.ndarray:
+    if models.saliency_network is None:
+        raise ConfigError("the saliency_network guidance type needs --saliency-model NET.onnx")
     return network_saliency(models.saliency_network, image, g.size)[None]
 
 

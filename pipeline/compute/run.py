@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard, TypeVar
 
 import numpy as np
 import zarr
@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 
 SYNCHRONOUS = "synchronous"
 TASK_RETRIES = 2
+# The work a run hands out: shards to build, or shards to add guidance to.
+Task = TypeVar("Task", ShardTask, GrowTask)
 
 
 @dataclass
@@ -83,7 +85,7 @@ class RunSummary:
     def images_per_second(self) -> float:
         return self.processed / self.seconds if self.seconds > 0 else 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "store": self.store_path,
             "counts": self.counts,
@@ -184,11 +186,11 @@ def dask_client(scheduler: str | SlurmOptions | None, workers: int | None) -> It
 
 
 def _run_tasks(
-    function: Callable[[ShardTask | GrowTask], ShardSummary],
-    tasks: list[ShardTask] | list[GrowTask],
+    function: Callable[[Task], ShardSummary],
+    tasks: list[Task],
     scheduler: str | SlurmOptions | None,
     workers: int | None,
-) -> Iterator[ShardSummary | tuple[ShardTask | GrowTask, BaseException]]:
+) -> Iterator[ShardSummary | tuple[Task, BaseException]]:
     """Run ``function`` on every task; yield each summary (or the task and its error) as it
     finishes."""
     if not tasks:
@@ -204,7 +206,7 @@ def _run_tasks(
 
     with dask_client(scheduler, workers) as client:
         futures = client.map(function, tasks, pure=False, retries=TASK_RETRIES)
-        task_of: dict[object, ShardTask | GrowTask] = dict(zip((future.key for future in futures), tasks))
+        task_of: dict[object, Task] = dict(zip((future.key for future in futures), tasks))
         for future in as_completed(futures):
             try:
                 yield future.result()
@@ -382,7 +384,7 @@ def _types_to_add(store_path: str, group: zarr.Group, requested: tuple[str, ...]
 def _summary(
     store_path: str,
     began: float,
-    outcome: tuple[int, list[tuple[ShardTask | GrowTask, BaseException]], dict[str, float]],
+    outcome: tuple[int, list[tuple[Task, BaseException]], dict[str, float]],
     skipped_shards: int,
     counts: dict[str, int],
     complete: bool,
@@ -456,7 +458,7 @@ def _probe_face(config: PreprocessConfig) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
 
 
-def _first_usable_face(group, config: PreprocessConfig) -> np.ndarray:
+def _first_usable_face(group: zarr.Group, config: PreprocessConfig) -> np.ndarray:
     """The store's first usable aligned face, ``(S, S)`` or ``(S, S, 3) uint8`` (noise if none)."""
     usable = np.flatnonzero(np.isin(read_array(group, STATUS), [int(code) for code in USABLE_STATUSES]))
     if len(usable) == 0:
@@ -466,18 +468,18 @@ def _first_usable_face(group, config: PreprocessConfig) -> np.ndarray:
 
 
 def _run_with_progress(
-    function: Callable,
-    tasks: list,
+    function: Callable[[Task], ShardSummary],
+    tasks: list[Task],
     scheduler: str | SlurmOptions | None,
     workers: int | None,
     progress: Progress,
     label: str,
-) -> tuple[int, list[tuple[ShardTask | GrowTask, BaseException]], dict[str, float]]:
+) -> tuple[int, list[tuple[Task, BaseException]], dict[str, float]]:
     """Run the tasks with a progress bar; return (samples processed, (task, error) of each task
     that kept failing, stage seconds)."""
     processed, failures, stage_seconds = (
         0,
-        list[tuple[ShardTask | GrowTask, BaseException]](),
+        list[tuple[Task, BaseException]](),
         defaultdict[str, float](float),
     )
     store_path = tasks[0].store_path if tasks else ""

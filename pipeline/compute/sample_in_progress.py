@@ -18,6 +18,7 @@ import os
 import shutil
 from collections import Counter
 from pathlib import Path
+from types import TracebackType
 
 WRITING = -1  # the samples are done and the shard is being written: a death here is no sample's
 DEATHS_TO_SKIP = 2  # Dask gives a task 3 attempts whose worker died (distributed's allowed-failures)
@@ -55,7 +56,9 @@ class SampleInProgress:
         """Record that sample ``index`` (shard-relative, or :data:`WRITING`) is being processed."""
         os.pwrite(self._descriptor, f"{index:>{_WIDTH}}".encode(), 0)
 
-    def __exit__(self, kind, error, traceback) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         if kind is not None:  # an error, not a death: no sample is to blame
             self.mark(WRITING)
         os.close(self._descriptor)

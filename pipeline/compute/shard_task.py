@@ -22,11 +22,11 @@ from pipeline.compute.image_chain import (
     reduction_allowed,
     render_guidance,
 )
-from pipeline.compute.model_files import ModelFiles, thread_models
+from pipeline.compute.model_files import LoadedModels, ModelFiles, thread_models
 from pipeline.compute.sample_in_progress import DIED_ON_MESSAGE, WRITING, SampleInProgress
 from pipeline.compute.stage_check import ENVIRONMENT_ERRORS, environment_fault, systematic_failure
 from pipeline.config import PreprocessConfig
-from pipeline.datasets import get_dataset
+from pipeline.datasets import DatasetAdapter, get_dataset
 from pipeline.errors import DatasetError, UnreadableImageError
 from pipeline.guidance import GUIDANCE_TYPES
 from pipeline.stages.box_mapping import BoxMapping
@@ -126,9 +126,9 @@ def process_shard(task: ShardTask) -> ShardSummary:
 
 def _process_sample(
     task: ShardTask,
-    adapter,
+    adapter: DatasetAdapter,
     root: Path | None,
-    models,
+    models: LoadedModels,
     timer: StageTimer,
     arrays: dict[str, np.ndarray],
     status: np.ndarray,

@@ -15,8 +15,12 @@ import re
 import shutil
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dask_jobqueue.slurm import SLURMCluster
 
 _SLURM_TIME = re.compile(r"^(?:(?P<days>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
 
@@ -95,7 +99,7 @@ class SlurmOptions:
             return parse_slurm_time(self.walltime) - 15 * 60
         return parse_duration(self.lifetime, "--slurm-lifetime")
 
-    def cluster_arguments(self) -> dict:
+    def cluster_arguments(self) -> dict[str, Any]:
         """Keyword arguments of ``dask_jobqueue.SLURMCluster``."""
         return {
             "cores": self.cores,
@@ -118,10 +122,11 @@ class SlurmOptions:
 
     def job_script(self) -> str:
         """The batch script each worker job is submitted with (nothing is submitted)."""
-        from dask_jobqueue import SLURMCluster
+        from dask_jobqueue.slurm import SLURMCluster
 
         with SLURMCluster(**self.cluster_arguments()) as cluster:
-            return cluster.job_script()
+            script: str = cluster.job_script()
+            return script
 
     @staticmethod
     def check_submit_host() -> None:
@@ -129,14 +134,14 @@ class SlurmOptions:
         if shutil.which("sbatch") is None:
             raise ConfigError("--cluster slurm needs SLURM's sbatch on PATH: run fer-preprocess on a SLURM login node")
 
-    def start(self):
+    def start(self) -> SLURMCluster:
         """A ``SLURMCluster`` keeping :attr:`jobs` jobs submitted (a retired job is replaced).
 
         Raises:
             ConfigError: ``sbatch`` is not on this machine's PATH.
         """
         self.check_submit_host()
-        from dask_jobqueue import SLURMCluster
+        from dask_jobqueue.slurm import SLURMCluster
 
         cluster = SLURMCluster(**self.cluster_arguments())
         cluster.adapt(minimum_jobs=self.jobs, maximum_jobs=self.jobs)

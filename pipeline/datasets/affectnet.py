@@ -72,7 +72,7 @@ def _landmarks(text: str) -> np.ndarray:
     return values.astype(np.float32).reshape(68, 2) + 0.5
 
 
-def scan_split_file(path: Path) -> dict[str, list]:
+def scan_split_file(path: Path) -> dict[str, list[Any]]:
     """Rows of one AffectNet list file, validated row by row.
 
     Returns:
@@ -86,7 +86,9 @@ def scan_split_file(path: Path) -> dict[str, list]:
     Raises:
         DatasetError: an empty file or a wrong header.
     """
-    columns: dict[str, list] = {k: [] for k in ("source", "label", "valence", "arousal", "box", "landmarks", "skip")}
+    columns: dict[str, list[Any]] = {
+        k: [] for k in ("source", "label", "valence", "arousal", "box", "landmarks", "skip")
+    }
     for line, row in csv_rows(path, HEADER, header_optional=True, check_columns=False):
         relative = row[0].strip()
         try:
@@ -106,7 +108,7 @@ def scan_split_file(path: Path) -> dict[str, list]:
     return columns
 
 
-def _parse_row(path: Path, line: int, row: list[str]) -> dict:
+def _parse_row(path: Path, line: int, row: list[str]) -> dict[str, Any]:
     if len(row) != len(HEADER):
         raise malformed(path, line, f"expected {len(HEADER)} columns ({','.join(HEADER)}), got {len(row)}")
     fields = dict(zip(HEADER, (cell.strip() for cell in row)))
@@ -161,7 +163,7 @@ class AffectNetDataset(FilesUnderRoot):
         }
         if not (root / IMAGES_DIR).is_dir():
             raise DatasetError(f"{root / IMAGES_DIR} not found: the AffectNet images folder, beside {LISTS_DIR}/")
-        columns: dict[str, list] = {}
+        columns: dict[str, list[Any]] = {}
         split: list[int] = []
         for split_id, path in enumerate(files.values()):
             for key, values in scan_split_file(path).items():

@@ -27,7 +27,8 @@ N_LFW = 100  # lfw_subset(): the first 100 are faces, the next 100 non-faces
 def _lfw_subset() -> np.ndarray:
     import skimage.data
 
-    return skimage.data.lfw_subset()
+    faces: np.ndarray = skimage.data.lfw_subset()
+    return faces
 
 
 class SampleDataset:
@@ -55,8 +56,10 @@ class SampleDataset:
 
         parts = source.split("/")
         if parts[0] == "skimage" and len(parts) == 2 and parts[1] in PHOTOS:
-            return np.ascontiguousarray(getattr(skimage.data, parts[1])())
+            photo: np.ndarray = np.ascontiguousarray(getattr(skimage.data, parts[1])())
+            return photo
         if parts[0] == "lfw_subset" and len(parts) == 3 and parts[1] in ("face", "non-face"):
             index = int(parts[2]) + (0 if parts[1] == "face" else N_LFW)
-            return np.round(_lfw_subset()[index] * 255.0).astype(np.uint8)
+            face: np.ndarray = np.round(_lfw_subset()[index] * 255.0).astype(np.uint8)
+            return face
         raise DatasetError(f"unknown sample row {source!r}")

@@ -3,6 +3,7 @@ file, the line and the column of what is wrong."""
 
 from __future__ import annotations
 
+import _csv
 import csv
 import itertools
 from collections.abc import Callable, Iterator
@@ -77,14 +78,14 @@ class _checked:
     """A csv reader whose failures name the file and line: a field over the csv module's limit
     (128 KiB), or bytes that are not UTF-8."""
 
-    def __init__(self, reader, path: Path):
+    def __init__(self, reader: _csv.Reader, path: Path) -> None:
         self.reader, self.path = reader, path
 
     @property
     def line_num(self) -> int:
         return self.reader.line_num
 
-    def __iter__(self):
+    def __iter__(self) -> _checked:
         return self
 
     def __next__(self) -> list[str]:

@@ -142,7 +142,8 @@ def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Map ``(K, 2)`` points through a ``(2, 3)`` affine; returns ``(K, 2) float32``."""
     points = np.asarray(points, dtype=np.float64)
     matrix = np.asarray(matrix, dtype=np.float64)
-    return (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+    mapped: np.ndarray = (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+    return mapped
 
 
 def invert_affine(matrix: np.ndarray) -> np.ndarray:

@@ -85,5 +85,8 @@ def fit_box_mapping(dataset_boxes: np.ndarray, detector_boxes: np.ndarray, tried
     shift_y = ((theirs[:, 1] + theirs[:, 3]) - (ours[:, 1] + ours[:, 3])) / 2 / height
     scale_x = (theirs[:, 2] - theirs[:, 0]) / width
     scale_y = (theirs[:, 3] - theirs[:, 1]) / height
-    median = lambda ratio: round(float(np.median(ratio)), 4)
+
+    def median(ratio: np.ndarray) -> float:
+        return round(float(np.median(ratio)), 4)
+
     return BoxMapping(median(scale_x), median(scale_y), median(shift_x), median(shift_y), fitted_on=n, tried=tried)

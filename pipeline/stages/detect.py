@@ -84,7 +84,10 @@ def detect_face(
         if overlaps[best] < MIN_PRIOR_IOU:
             return FaceDetection(None, faces=len(boxes))
         return FaceDetection(boxes[best], faces=len(boxes), score=scores[best])
-    area = lambda box: float((box[2] - box[0]) * (box[3] - box[1]))
+
+    def area(box: np.ndarray) -> float:
+        return float((box[2] - box[0]) * (box[3] - box[1]))
+
     best = max(range(len(boxes)), key=lambda i: (area(boxes[i]), scores[i]))
     return FaceDetection(boxes[best], faces=len(boxes), score=scores[best], undecided=len(boxes) > 1)
 
@@ -120,7 +123,7 @@ def detection_scale(upsample: int, min_face: int) -> float:
     ``min_face`` 0)."""
     if min_face <= 0:
         return 1.0
-    return min(1.0, MIN_FACE_MARGIN * DETECTOR_WINDOW / 2**upsample / min_face)
+    return min(1.0, MIN_FACE_MARGIN * DETECTOR_WINDOW / float(2**upsample) / min_face)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:

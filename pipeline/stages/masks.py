@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import cv2
 import numpy as np
 
@@ -37,7 +39,12 @@ def _to_opencv_points(points: np.ndarray) -> np.ndarray:
     return np.round((points - 0.5) * (1 << _SUBPIXEL_BITS)).astype(np.int32)
 
 
-def _filled_regions(landmarks: np.ndarray, aligned_size: int, guidance_size: int, groups=None) -> np.ndarray:
+def _filled_regions(
+    landmarks: np.ndarray,
+    aligned_size: int,
+    guidance_size: int,
+    groups: Iterable[tuple[int, ...]] | None = None,
+) -> np.ndarray:
     """``(H, H) uint8`` {0, 255}: the convex hull of each group of landmark indices (by default
     every :data:`FILLED_REGIONS` entry), filled."""
     groups = FILLED_REGIONS.values() if groups is None else groups
@@ -112,4 +119,4 @@ def render_face_hull_mask(landmarks: np.ndarray, aligned_size: int, guidance_siz
     Returns:
         ``(H, H) uint8`` with values {0, 255}.
     """
-    return _filled_regions(landmarks, aligned_size, guidance_size, groups=[range(len(landmarks))])
+    return _filled_regions(landmarks, aligned_size, guidance_size, groups=[tuple(range(len(landmarks)))])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,7 +31,7 @@ def fine_grained_saliency(image: np.ndarray, guidance_size: int) -> np.ndarray:
     return _opencv_static_saliency(image, guidance_size, cv2.saliency.StaticSaliencyFineGrained.create)
 
 
-def _opencv_static_saliency(image: np.ndarray, guidance_size: int, create: Callable) -> np.ndarray:
+def _opencv_static_saliency(image: np.ndarray, guidance_size: int, create: Callable[[], Any]) -> np.ndarray:
     # The OpenCV object is cheap to create (tens of microseconds) and cannot be pickled or
     # shared between threads, so one is made per call.
     gray = to_gray(image)

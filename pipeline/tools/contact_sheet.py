@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import zarr
 
 from pipeline.errors import StoreError
 from pipeline.guidance import FAMILIES, family_members
@@ -70,7 +71,8 @@ def select_samples(
     candidates = np.flatnonzero(keep)
     if len(candidates) <= count:
         return candidates
-    return candidates[np.linspace(0, len(candidates) - 1, count).round().astype(int)]
+    spread: np.ndarray = candidates[np.linspace(0, len(candidates) - 1, count).round().astype(int)]
+    return spread
 
 
 def _face_tile(image_chw: np.ndarray) -> np.ndarray:
@@ -104,7 +106,7 @@ def _wrap(text: str, width_chars: int) -> list[str]:
     return lines + [line] if line else lines
 
 
-def _sample_cell(group, provenance: Provenance, held: tuple[str, ...], index: int) -> np.ndarray:
+def _sample_cell(group: zarr.Group, provenance: Provenance, held: tuple[str, ...], index: int) -> np.ndarray:
     """One sample's tiles and caption; ``held`` is the guidance the store holds."""
     size = array_in(group, IMAGE).shape[-1]
     status = Status(int(read_array(group, STATUS, index)))
@@ -127,7 +129,7 @@ def _sample_cell(group, provenance: Provenance, held: tuple[str, ...], index: in
                 tile = np.full((TILE, TILE, 3), 200, np.uint8)
                 cv2.putText(tile, f"no {family[0]}", (6, TILE // 2), _FONT, 0.4, (60, 60, 60), 1, cv2.LINE_AA)
             else:
-                tile = _overlay(face, group[name][index].max(axis=0))
+                tile = _overlay(face, read_array(group, name, index).max(axis=0))
                 cv2.putText(tile, name, (3, 11), _FONT, 0.33, (255, 255, 255), 1, cv2.LINE_AA)
             tiles.append(tile)
         cell[:TILE] = np.hstack(tiles)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import zarr
 
 from pipeline.config import differing_keys
 from pipeline.store import (
@@ -89,7 +90,7 @@ def describe_store(path: str | Path) -> str:
     return "\n".join(lines)
 
 
-def face_lines(group, status: np.ndarray) -> list[str]:
+def face_lines(group: zarr.Group, status: np.ndarray) -> list[str]:
     """How many faces the detector found per sample, and how many ok samples kept the largest of
     several for lack of a dataset box."""
     undecided = undecided_faces(group)
@@ -112,7 +113,7 @@ def face_lines(group, status: np.ndarray) -> list[str]:
     return lines
 
 
-def array_table(group, location: str | Path) -> list[str]:
+def array_table(group: zarr.Group, location: str | Path) -> list[str]:
     """One row per array: shape, dtype, chunk, shard, dimension names, and for a local store the
     bytes on disk (total and per sample)."""
     local = StoreLocation.parse(location)
@@ -127,7 +128,7 @@ def array_table(group, location: str | Path) -> list[str]:
                 str(array.dtype),
                 str(tuple(array.chunks)),
                 str(tuple(array.shards)) if array.shards else "-",
-                ",".join(array.metadata.dimension_names or ()),
+                ",".join(str(name) for name in getattr(array.metadata, "dimension_names", None) or ()),
                 "-" if on_disk is None else f"{on_disk / 1e6:.2f} MB",
                 "-" if on_disk is None else f"{on_disk / max(n, 1):.0f} B",
             ]
@@ -147,7 +148,7 @@ def diff_stores(a: str | Path, b: str | Path) -> str:
     pa, pb = provenance_of(group_a), provenance_of(group_b)
     ga, gb = stored_guidance(group_a), stored_guidance(group_b)
 
-    def row(name: str, va, vb) -> list[str]:
+    def row(name: str, va: object, vb: object) -> list[str]:
         return ["*" if va != vb else " ", name, str(va), str(vb)]
 
     rows = [[" ", "", str(a), str(b)]]

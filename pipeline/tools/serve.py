@@ -32,6 +32,7 @@ from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 # A byte position has at most 19 digits (2**63); longer numbers are refused, not parsed.
@@ -145,12 +146,17 @@ class StoreRequestHandler(BaseHTTPRequestHandler):
     server: StoreServer
 
     def __init__(
-        self, *args, files: DirectoryFiles | ZipFiles, describe: Callable[[], str], quiet: bool = True, **kwargs
-    ):
+        self,
+        *args: Any,
+        files: DirectoryFiles | ZipFiles,
+        describe: Callable[[], str],
+        quiet: bool = True,
+        **kwargs: Any,
+    ) -> None:
         self.files, self.describe, self.quiet = files, describe, quiet
         super().__init__(*args, **kwargs)
 
-    def log_message(self, format: str, *args) -> None:
+    def log_message(self, format: str, *args: Any) -> None:
         if not self.quiet:
             super().log_message(format, *args)
 
@@ -259,7 +265,13 @@ class StoreServer(ThreadingHTTPServer):
     request_queue_size = 128
     daemon_threads = True
 
-    def __init__(self, *args, max_connections: int | None = None, request_deadline: float = REQUEST_DEADLINE, **kwargs):
+    def __init__(
+        self,
+        *args: Any,
+        max_connections: int | None = None,
+        request_deadline: float = REQUEST_DEADLINE,
+        **kwargs: Any,
+    ) -> None:
         descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.max_connections = max_connections or max(8, min(512, (descriptors - 64) // 2))
         self.request_deadline = request_deadline
@@ -295,7 +307,8 @@ class StoreServer(ThreadingHTTPServer):
         self._closing.set()
         super().server_close()
 
-    def process_request(self, request, client_address) -> None:
+    def process_request(self, request: socket.socket | tuple[bytes, socket.socket], client_address: object) -> None:
+        request = _tcp_socket(request)
         refused = False
         with self._connections_lock:  # decided under the lock; answered after it is released
             if len(self._connections) >= self.max_connections:
@@ -319,14 +332,19 @@ class StoreServer(ThreadingHTTPServer):
             return
         super().process_request(request, client_address)
 
-    def shutdown_request(self, request) -> None:
+    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
         with self._connections_lock:
-            self._connections.pop(request, None)
+            self._connections.pop(_tcp_socket(request), None)
         super().shutdown_request(request)
 
 
+def _tcp_socket(request: socket.socket | tuple[bytes, socket.socket]) -> socket.socket:
+    """The connection of a request (socketserver's type also covers UDP's (data, socket))."""
+    return request if isinstance(request, socket.socket) else request[1]
+
+
 def make_server(
-    store: str | os.PathLike,
+    store: str | os.PathLike[str],
     host: str = "127.0.0.1",
     port: int = 8000,
     quiet: bool = True,

@@ -170,17 +170,17 @@ def _array_faults(
     return values_read
 
 
-def shard_key(array, shard: int) -> str:
+def shard_key(array: zarr.Array[Any], shard: int) -> str:
     """The store key of ``array``'s shard file ``shard``, by zarr's own chunk-key encoding."""
     return f"{array.path}/{array.metadata.encode_chunk_key((shard,) + (0,) * (array.ndim - 1))}"
 
 
-def _unread_zip_members(path: str, group) -> list[Fault]:
+def _unread_zip_members(path: str, group: zarr.Group) -> list[Fault]:
     """A fault naming the members of the zip at ``path`` that no array of ``group`` reads (files
     that are neither metadata nor one of an array's chunks): verify checks what it reads only."""
     read = {"zarr.json"}
     for name in group.array_keys():
-        metadata = group[name].metadata
+        metadata = array_in(group, name).metadata
         read.add(f"{name}/zarr.json")
         read.update(
             f"{name}/{metadata.encode_chunk_key(coords)}"
@@ -195,15 +195,18 @@ def _unread_zip_members(path: str, group) -> list[Fault]:
     return [Fault("zip", f"{members} that no array reads, so nothing checks them: {shown}")]
 
 
-def _recorded_checksums(group, faults: list[Fault], progress: Progress) -> dict[str, dict[int, np.ndarray]] | None:
+def _recorded_checksums(
+    group: zarr.Group, faults: list[Fault], progress: Progress
+) -> dict[str, dict[int, np.ndarray]] | None:
     """``{array: {shard start: (n,) uint32 checksums}}`` as recorded when the samples were written;
     None for a store without them. A checksum chunk that cannot be read, or that holds none for an
     array, is a fault and leaves that shard unchecked."""
     if CHECKSUM not in group:
         return None
     progress.line(f"checking {CHECKSUM}")
-    array = group[CHECKSUM]
-    columns = list(array.attrs.get(CHANNELS_ATTR, []))
+    array = array_in(group, CHECKSUM)
+    named = array.attrs.get(CHANNELS_ATTR, [])
+    columns = [str(name) for name in named] if isinstance(named, list) else []
     if len(columns) != array.shape[1] or len(set(columns)) != len(columns):
         faults.append(Fault(CHECKSUM, f"its 'channels' attribute does not name its {array.shape[1]} columns"))
         return {}
@@ -212,7 +215,7 @@ def _recorded_checksums(group, faults: list[Fault], progress: Progress) -> dict[
     for start in range(0, array.shape[0], block):
         stop = min(start + block, array.shape[0])
         try:
-            values = array[start:stop]
+            values = np.asarray(array[start:stop])
         except Exception as error:  # noqa: BLE001 - as for any other chunk
             faults.append(
                 Fault(
