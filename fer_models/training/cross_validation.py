@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
@@ -29,9 +30,56 @@ from pipeline.progress import QUIET, Progress
 from pipeline.run_predictions import Predictions
 
 
+class FoldRow(TypedDict):
+    """One fold's run in :class:`FoldTable`: its sample counts, selected epoch and test figures
+    (fractions)."""
+
+    fold: int
+    train_samples: int
+    validation_split: str | None  # None: no validation data, the last epoch reported
+    validation_samples: int
+    test_samples: int
+    selected_epoch: int
+    accuracy: float
+    macro_f1: float
+    last_epoch_accuracy: float
+
+
+class FoldFigures(TypedDict):
+    """The mean (or the standard deviation) over folds of each figure, fractions."""
+
+    accuracy: float
+    macro_f1: float
+    last_epoch_accuracy: float
+
+
+class PooledFigures(TypedDict):
+    """Every fold's test predictions scored as one set."""
+
+    samples: int
+    accuracy: float
+    macro_f1: float
+    confusion: list[list[int]]  # (K, K), rows true classes
+
+
+class FoldTable(TypedDict):
+    """Every fold of a subject-independent split (``folds.json``; ``folds.md`` shows it)."""
+
+    model: str
+    options: dict[str, Any]
+    labels: list[str]
+    epochs: int
+    selected_by: list[str]  # per fold: what chose its epoch
+    folds: list[FoldRow]
+    mean: FoldFigures
+    std: FoldFigures  # sample standard deviation over folds (ddof 1); 0 for one fold
+    pooled: PooledFigures
+    commands: NotRequired[list[str]]  # the whole run's command line, then each fold's alone
+
+
 def train_all_folds(
     config: TrainConfig, out_dir: str | Path, *, commands: list[str] | None = None, progress: Progress = QUIET
-) -> dict[str, Any]:
+) -> FoldTable:
     """Train fold 0 to K-1 of ``config.folds`` into ``out_dir/fold<I>`` and write the table.
 
     Args:
@@ -99,7 +147,7 @@ def finished_run(run_dir: Path, config: TrainConfig) -> RunSummary | None:
     return RunSummary.from_dict(json.loads(summary.read_text()), str(summary))
 
 
-def fold_table(summaries: list[RunSummary], predictions: list[Predictions]) -> dict[str, Any]:
+def fold_table(summaries: list[RunSummary], predictions: list[Predictions]) -> FoldTable:
     """Per-fold and pooled test figures of fold runs.
 
     Args:
@@ -107,11 +155,10 @@ def fold_table(summaries: list[RunSummary], predictions: list[Predictions]) -> d
         predictions: each fold's test predictions (``test_predictions.csv``).
 
     Returns:
-        ``{"labels", "selected_by", "folds": [per-fold rows], "mean", "std", "pooled"}``; accuracy
-        and macro-F1 are fractions; ``std`` is the sample standard deviation over folds (ddof 1).
+        The table, without ``commands``.
     """
     labels = summaries[0].labels
-    rows: list[dict[str, Any]] = []
+    rows: list[FoldRow] = []
     for i, s in enumerate(summaries):
         if s.test is None:
             raise ConfigError(f"fold {i}'s run has no test samples; its run directory is not a fold run's")
@@ -131,7 +178,6 @@ def fold_table(summaries: list[RunSummary], predictions: list[Predictions]) -> d
     target = np.concatenate([p.target for p in predictions])
     predicted = np.concatenate([p.predicted for p in predictions])
     confusion = confusion_matrix(target, predicted, len(labels))
-    metrics = ("accuracy", "macro_f1", "last_epoch_accuracy")
     return {
         "model": summaries[0].model,
         "options": summaries[0].options,
@@ -139,8 +185,8 @@ def fold_table(summaries: list[RunSummary], predictions: list[Predictions]) -> d
         "epochs": summaries[0].epochs,
         "selected_by": [s.selected_by for s in summaries],
         "folds": rows,
-        "mean": {m: float(np.mean([r[m] for r in rows])) for m in metrics},
-        "std": {m: float(np.std([r[m] for r in rows], ddof=1)) if len(rows) > 1 else 0.0 for m in metrics},
+        "mean": _over_folds(rows, np.mean),
+        "std": _over_folds(rows, lambda values: np.std(values, ddof=1) if len(values) > 1 else 0.0),
         "pooled": {
             "samples": int(len(target)),
             "accuracy": accuracy(confusion),
@@ -150,9 +196,21 @@ def fold_table(summaries: list[RunSummary], predictions: list[Predictions]) -> d
     }
 
 
-def fold_table_markdown(table: dict[str, Any]) -> str:
+def _over_folds(rows: list[FoldRow], statistic: Callable[[list[float]], Any]) -> FoldFigures:
+    """``statistic`` of each figure over the folds' rows."""
+    return {
+        "accuracy": float(statistic([row["accuracy"] for row in rows])),
+        "macro_f1": float(statistic([row["macro_f1"] for row in rows])),
+        "last_epoch_accuracy": float(statistic([row["last_epoch_accuracy"] for row in rows])),
+    }
+
+
+def fold_table_markdown(table: FoldTable) -> str:
     """The table of :func:`fold_table` as Markdown (percentages, two decimals)."""
-    pct = lambda value: f"{100 * value:.2f}"
+
+    def pct(value: float) -> str:
+        return f"{100 * value:.2f}"
+
     lines = [
         f"# {table['model']}{' ' + json.dumps(table['options']) if table['options'] else ''}, {len(table['folds'])} "
         f"subject folds, {table['epochs']} epochs",
@@ -187,6 +245,6 @@ def fold_table_markdown(table: dict[str, Any]) -> str:
         + ".",
         "Pooled confusion matrix: confusion.png.",
     ]
-    if table["commands"]:
-        lines += ["", "Commands:", "", "```sh", *table["commands"], "```"]
+    if table.get("commands"):
+        lines += ["", "Commands:", "", "```sh", *table.get("commands", []), "```"]
     return "\n".join(lines) + "\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -13,10 +12,27 @@ from fer_models.training.checkpoint import Checkpoint, load_checkpoint, load_wei
 from fer_models.training.config import TrainConfig
 from fer_models.training.confusion_png import write_confusion_png
 from fer_models.training.engine import evaluate_model, resolve_device
+from fer_models.training.metrics import ScoreFigures
 from fer_models.training.protocol import Protocol, resolve_protocol, train_split_name
 from fer_models.training.run_directory import strict_json
 from fer_models.training.store_view import StoreView, build_model, model_fields
 from pipeline.errors import ConfigError
+
+
+class Evaluation(ScoreFigures):
+    """What :func:`evaluate_checkpoint` scored and found (``metrics.json``; fer-eval prints it)."""
+
+    checkpoint: str  # the checkpoint's path as given
+    store: str
+    scored: str  # the split or fold scored
+    samples: int
+    model: str
+    label_set: str
+    epoch: int  # the checkpoint's epoch
+    same_preprocessing: bool  # the store's config hash is the checkpoint's store's
+    same_rows: bool  # the store's manifest is the checkpoint's store's
+    trained_samples_scored: int | None  # None: another store's rows, so unknown
+    validation_samples_scored: int | None
 
 
 def evaluate_checkpoint(
@@ -29,7 +45,7 @@ def evaluate_checkpoint(
     batch_size: int = 256,
     allow_seen: bool = False,
     out: str | Path | None = None,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Score a checkpoint with its own label set on the samples its run reported (the default), on
     ``split`` of ``store``, or on subject fold ``fold`` of its fold run; write ``confusion.png``
     and ``metrics.json`` to ``out`` when given.
@@ -76,7 +92,7 @@ def evaluate_checkpoint(
     scores = evaluate_model(
         model, make_loader(batches, pin_memory=torch_device.type == "cuda"), torch_device, len(selection.class_names)
     )
-    result = {
+    result: Evaluation = {
         "checkpoint": where,
         "store": store,
         "scored": scored,

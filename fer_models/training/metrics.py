@@ -4,11 +4,21 @@ predictions are :class:`pipeline.run_predictions.Predictions`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
 from pipeline.run_predictions import Predictions
+
+
+class ScoreFigures(TypedDict):
+    """An evaluation's figures as JSON holds them: the mean loss, accuracy and macro-F1 as
+    fractions, and the ``(K, K)`` confusion matrix (rows true classes, columns predicted)."""
+
+    loss: float
+    accuracy: float
+    macro_f1: float
+    confusion: list[list[int]]
 
 
 def confusion_matrix(target: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
@@ -62,7 +72,7 @@ class Scores:
     def macro_f1(self) -> float:
         return macro_f1(self.confusion)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ScoreFigures:
         """``loss``, ``accuracy``, ``macro_f1`` and ``confusion`` (nested lists), as JSON holds them."""
         return {
             "loss": self.loss,

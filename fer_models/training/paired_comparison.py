@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -36,9 +36,59 @@ REPLICATES = 2000
 METRICS = ("accuracy", "macro_f1")
 
 
+class Figures(TypedDict):
+    """Test accuracy and macro-F1 (fractions), or their differences a - b."""
+
+    accuracy: float
+    macro_f1: float
+
+
+class Intervals(TypedDict):
+    """The 95% interval ``[low, high]`` of each mean difference a - b (fractions)."""
+
+    accuracy: list[float]
+    macro_f1: list[float]
+
+
+class SeedRow(TypedDict):
+    seed: int
+    a: Figures
+    b: Figures
+    difference: Figures
+
+
+class Side(TypedDict):
+    """One side: its model and options, the settings where it differs from the other side
+    (``store``, ``balance``, ...), and ``name``, all that in short."""
+
+    model: str
+    options: dict[str, Any]
+    settings: dict[str, Any]
+    name: str
+
+
+class Means(TypedDict):
+    a: Figures
+    b: Figures
+
+
+class Comparison(TypedDict):
+    """A model against its twin over seeds (``comparison.json``; ``comparison.md`` shows it)."""
+
+    a: Side
+    b: Side
+    store: str  # a's store (and b's, unless b's settings name another)
+    labels: str | None
+    seeds: list[SeedRow]
+    mean: Means
+    mean_difference: Figures
+    interval_95: Intervals
+    replicates: int
+
+
 def compare_models(
     a: TrainConfig, b: TrainConfig, seeds: list[int], out_dir: str | Path, *, progress: Progress = QUIET
-) -> dict[str, Any]:
+) -> Comparison:
     """Train ``a`` and ``b`` for each of ``seeds`` into ``out_dir/{a,b}/seed<S>`` and write the
     comparison (see the module docstring).
 
@@ -85,42 +135,59 @@ def compare_models(
 
 def comparison_table(
     a: TrainConfig, b: TrainConfig, seeds: list[int], a_runs: list[Path], b_runs: list[Path]
-) -> dict[str, Any]:
+) -> Comparison:
     """The comparison of finished runs: ``a_runs[i]`` and ``b_runs[i]`` are the run directories
     (``summary.json``, ``test_predictions.csv``) of seed ``seeds[i]``'s pair.
 
     Raises:
         ConfigError: a run without test samples, or a pair scored on different test samples.
     """
-    runs: dict[str, list[Predictions]] = {"a": [], "b": []}
-    rows, labels = [], []
+    a_predictions: list[Predictions] = []
+    b_predictions: list[Predictions] = []
+    rows: list[SeedRow] = []
+    labels: list[str] = []
     for seed, a_run, b_run in zip(seeds, a_runs, b_runs, strict=True):
-        row: dict[str, Any] = {"seed": seed}
-        for side, run_dir in (("a", a_run), ("b", b_run)):
-            summary = RunSummary.from_dict(json.loads((run_dir / "summary.json").read_text()), str(run_dir))
-            if summary.test is None:
-                raise ConfigError(f"{run_dir}: the run has no test samples to compare on")
-            runs[side].append(Predictions.read_csv(run_dir / "test_predictions.csv"))
-            labels = summary.labels
-            row[side] = {"accuracy": summary.test.accuracy, "macro_f1": summary.test.macro_f1}
-        if not np.array_equal(np.sort(runs["a"][-1].index), np.sort(runs["b"][-1].index)):
+        (a_figures, a_scored, labels), (b_figures, b_scored, _) = _scored_run(a_run), _scored_run(b_run)
+        if not np.array_equal(np.sort(a_scored.index), np.sort(b_scored.index)):
             raise ConfigError(f"seed {seed}: the two runs scored different test samples")
-        row["difference"] = {m: row["a"][m] - row["b"][m] for m in METRICS}
-        rows.append(row)
+        a_predictions.append(a_scored)
+        b_predictions.append(b_scored)
+        rows.append({"seed": seed, "a": a_figures, "b": b_figures, "difference": _difference(a_figures, b_figures)})
+    means: Means = {"a": _mean([row["a"] for row in rows]), "b": _mean([row["b"] for row in rows])}
     return {
         "a": _side(a, b),
         "b": _side(b, a),
         "store": a.store,
         "labels": a.labels,
         "seeds": rows,
-        "mean": {side: {m: float(np.mean([r[side][m] for r in rows])) for m in METRICS} for side in ("a", "b")},
-        "mean_difference": {m: float(np.mean([r["difference"][m] for r in rows])) for m in METRICS},
-        "interval_95": paired_bootstrap(runs["a"], runs["b"], len(labels)),
+        "mean": means,
+        "mean_difference": _mean([row["difference"] for row in rows]),
+        "interval_95": paired_bootstrap(a_predictions, b_predictions, len(labels)),
         "replicates": REPLICATES,
     }
 
 
-def _side(config: TrainConfig, other: TrainConfig) -> dict[str, Any]:
+def _scored_run(run_dir: Path) -> tuple[Figures, Predictions, list[str]]:
+    """A finished run's test figures, test predictions and class names."""
+    summary = RunSummary.from_dict(json.loads((run_dir / "summary.json").read_text()), str(run_dir))
+    if summary.test is None:
+        raise ConfigError(f"{run_dir}: the run has no test samples to compare on")
+    figures: Figures = {"accuracy": summary.test.accuracy, "macro_f1": summary.test.macro_f1}
+    return figures, Predictions.read_csv(run_dir / "test_predictions.csv"), summary.labels
+
+
+def _difference(a: Figures, b: Figures) -> Figures:
+    return {"accuracy": a["accuracy"] - b["accuracy"], "macro_f1": a["macro_f1"] - b["macro_f1"]}
+
+
+def _mean(figures: list[Figures]) -> Figures:
+    return {
+        "accuracy": float(np.mean([f["accuracy"] for f in figures])),
+        "macro_f1": float(np.mean([f["macro_f1"] for f in figures])),
+    }
+
+
+def _side(config: TrainConfig, other: TrainConfig) -> Side:
     """One side of the comparison: its model and options, and where it differs from the other
     side in anything else (``store``, ``balance``, ...), those settings; ``name`` says it in short."""
     differing = {
@@ -135,7 +202,7 @@ def _side(config: TrainConfig, other: TrainConfig) -> dict[str, Any]:
 
 def paired_bootstrap(
     a: list[Predictions], b: list[Predictions], num_classes: int, replicates: int = REPLICATES, seed: int = 0
-) -> dict[str, list[float]]:
+) -> Intervals:
     """The 95% interval (2.5th and 97.5th percentiles) of the mean over seeds of each metric's
     difference a - b, over ``replicates`` resamplings of the seeds and, within each drawn seed,
     of its test samples (the same draw for both models). ``a[i]`` and ``b[i]`` are one seed's
@@ -160,10 +227,20 @@ def paired_bootstrap(
             per_seed["macro_f1"].append(macro_f1(confusions[0]) - macro_f1(confusions[1]))
         for m in METRICS:
             differences[m].append(float(np.mean(per_seed[m])))
-    return {m: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for m, v in differences.items()}
+    low, high = 2.5, 97.5
+    return {
+        "accuracy": [
+            float(np.percentile(differences["accuracy"], low)),
+            float(np.percentile(differences["accuracy"], high)),
+        ],
+        "macro_f1": [
+            float(np.percentile(differences["macro_f1"], low)),
+            float(np.percentile(differences["macro_f1"], high)),
+        ],
+    }
 
 
-def comparison_markdown(table: dict[str, Any]) -> str:
+def comparison_markdown(table: Comparison) -> str:
     """The comparison as a markdown table (percent)."""
     a, b = table["a"]["name"], table["b"]["name"]
     lines = [
@@ -199,7 +276,7 @@ def comparison_markdown(table: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def guidance_table_markdown(tables: list[dict[str, Any]]) -> str:
+def guidance_table_markdown(tables: list[Comparison]) -> str:
     """Several comparisons (each :func:`comparison_table`'s result, a guided model against its
     twin) as one markdown table: per pair the seeds, both mean test accuracies, and the mean
     differences of accuracy and macro-F1 (points) with their 95% paired intervals."""
@@ -220,7 +297,7 @@ def guidance_table_markdown(tables: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_comparison(table: dict[str, Any], width: int = 560, height: int = 320) -> np.ndarray:
+def render_comparison(table: Comparison, width: int = 560, height: int = 320) -> np.ndarray:
     """Per seed, each model's test accuracy (a blue, b orange, joined per seed; the left axis, %)
     and on the right, on an axis of its own (points), the mean difference with its 95% interval.
     Returns ``(height, width, 3) uint8`` RGB."""
@@ -232,7 +309,10 @@ def render_comparison(table: dict[str, Any], width: int = 560, height: int = 320
     values = [r[s]["accuracy"] for r in rows for s in ("a", "b")]
     low, high = min(values) - 0.01, max(values) + 0.01
     top, bottom, left, right = 40, height - 40, 60, width - 200
-    y_of = lambda v: int(bottom - (v - low) / (high - low) * (bottom - top))
+
+    def y_of(v: float) -> int:
+        return int(bottom - (v - low) / (high - low) * (bottom - top))
+
     cv2.putText(
         image,
         f"test accuracy: {table['a']['name']} (blue) vs {table['b']['name']} (orange)",
@@ -256,7 +336,10 @@ def render_comparison(table: dict[str, Any], width: int = 560, height: int = 320
     mean = 100 * table["mean_difference"]["accuracy"]
     span = max(abs(interval[0]), abs(interval[1]), abs(mean), 0.5)
     centre_x = width - 80
-    d_of = lambda v: int((top + bottom) / 2 - v / span * (bottom - top) / 2)
+
+    def d_of(v: float) -> int:
+        return int((top + bottom) / 2 - v / span * (bottom - top) / 2)
+
     # The difference has an axis of its own (points of accuracy), apart from the accuracies'.
     axis_x = centre_x - 60
     cv2.line(image, (right + 10, top - 20), (right + 10, bottom + 8), (200, 200, 200), 1)
