@@ -189,7 +189,7 @@ class GuidanceConfig:
 
     types: tuple[str, ...] = field(
         default=DEFAULT_GUIDANCE,
-        metadata=knob("--guidance", "Guidance types to compute, comma-separated, or 'all' (see the README)."),
+        metadata=knob("--guidance", "Guidance types to compute, comma-separated, or 'all' (see docs/preprocessing.md)."),
     )
     size: int = field(
         default=0, metadata=knob("--guidance-size", "Side H of heatmaps, saliency and masks; 0: the same as --size.")
@@ -259,7 +259,8 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict, as JSON holds it (tuples become lists)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        plain: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(self)))
+        return plain
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:

@@ -9,8 +9,9 @@ face and its 68 aligned landmarks only (never the source image), and is one of:
 
 This module is the one list of types: the store schema (array shapes, channel names, flip
 permutations), the contact sheet (one tile per family), the guided spatial transformer (which
-maps it accepts) and the README's table derive from it. How each type is rendered lives apart, in
-:mod:`pipeline.compute.renderers`, so reading a store needs neither dlib nor OpenCV.
+maps it accepts) and the guidance table of docs/preprocessing.md derive from it. How each type
+is rendered lives apart, in :mod:`pipeline.compute.renderers`, so reading a store needs neither
+dlib nor OpenCV.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class GuidanceType:
     """One kind of guidance tensor.
 
     name: the ``--guidance`` value and the store array's name.
-    description: one line for people (``--help``, the README's table).
+    description: one line for people (``--help``, the guidance table of docs/preprocessing.md).
     family: ``heatmap``, ``saliency``, ``mask`` or ``regions`` (:data:`FAMILIES`).
     channels: names of the C channels of a map, or of the R boxes.
     inputs: the stored arrays it renders from (``image`` and/or ``landmarks``), so a store can
@@ -56,7 +57,7 @@ class GuidanceType:
         return not self.boxes and len(self.channels) == 1
 
     def array_shape(self) -> str:
-        """The store array's shape, in the README's notation."""
+        """The store array's shape, in the notation of docs/preprocessing.md."""
         return f"(N, {len(self.channels)}, 4) float32" if self.boxes else f"(N, {len(self.channels)}, H, H) uint8"
 
 
@@ -163,5 +164,5 @@ def resolve_guidance(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...
 
 
 def markdown_table_rows() -> list[str]:
-    """The first three columns of the README's guidance table: type, array, what."""
+    """The first three columns of the guidance table in docs/preprocessing.md: type, array, what."""
     return [f"| `{kind.name}` | `{kind.array_shape()}` | {kind.description} |" for kind in GUIDANCE_TYPES.values()]

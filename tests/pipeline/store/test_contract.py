@@ -19,7 +19,7 @@ from pipeline.store import ATTRS_KEY, Provenance, read_provenance
 from pipeline.tools.contact_sheet import TILE_FAMILIES
 from pipeline.tools.verify import verify_store
 
-README = Path(__file__).parents[3] / "README.md"
+GUIDANCE_TABLE = Path(__file__).parents[3] / "docs" / "preprocessing.md"
 
 
 def test_provenance_round_trips_the_stored_attributes(synthetic_store):
@@ -59,11 +59,11 @@ def test_the_synthetic_store_verifies(synthetic_store):
     assert verify_store(str(synthetic_store)) == []
 
 
-def test_every_catalogued_type_has_a_renderer_and_the_readme_table_follows_the_catalogue():
+def test_every_catalogued_type_has_a_renderer_and_the_docs_table_follows_the_catalogue():
     assert RENDERERS.keys() == GUIDANCE_TYPES.keys()
     readme_rows = [
         re.match(r"(\|[^|]*){3}\|", line).group(0)
-        for line in README.read_text().splitlines()
+        for line in GUIDANCE_TABLE.read_text().splitlines()
         if line.startswith("| `") and ("uint8` |" in line or "float32` |" in line)
     ]
     assert readme_rows == markdown_table_rows()
