@@ -7,7 +7,7 @@ name (a link fails where the name exists, so of two runs one gets it). A second 
 store refuses with who holds it. A lock whose process is gone (a run killed with ``kill -9``, a
 machine that rebooted) is recognised as stale on the same host and taken over: under an
 exclusive ``flock`` of the folder, the taker removes the lock only if it is still the stale file
-it read (same inode), then competes for the name like any run. On another host liveness cannot
+it read (same inode and record), then competes for the name like any run. On another host liveness cannot
 be checked, so the message says which file to delete once that run is known to be dead. The file
 lies beside the store, not in it, so it never travels with a copied or packed store.
 """
@@ -85,15 +85,17 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, int | None]:
     return (record if isinstance(record, dict) else None), inode
 
 
-def _remove_if_still(path: Path, inode: int) -> None:
-    """Remove the lock at ``path`` if it is still the file ``inode``, under an exclusive flock of
-    its folder, so that two runs taking over one stale lock cannot remove each other's new one."""
+def _remove_if_still(path: Path, inode: int, record: dict[str, Any]) -> None:
+    """Remove the lock at ``path`` if it is still the file ``inode`` holding ``record``, under an
+    exclusive flock of its folder, so that two runs taking over one stale lock cannot remove each
+    other's new one. The inode alone is not enough: a file system reuses a freed inode at once, so
+    the lock the other run has just made may have the stale one's number (two runs then both held
+    the store, once in 300 races on ext4)."""
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         fcntl.flock(folder, fcntl.LOCK_EX)
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(path).st_ino == inode:
-                path.unlink()
+        if _read(path) == (record, inode):
+            path.unlink(missing_ok=True)
     finally:
         os.close(folder)  # releases the flock
 
@@ -133,13 +135,13 @@ def store_lock(store: str | Path, progress: Progress = QUIET) -> Iterator[None]:
                 f"{store}; wait for it to finish or stop it, then run again"
             )
         progress.line(f"taking over the stale lock {path} (pid {holder['pid']} is gone)")
-        _remove_if_still(path, inode)
+        _remove_if_still(path, inode, holder)
     try:
         yield
     finally:
         holder, inode = _read(path)
         if holder == me and inode is not None:
-            _remove_if_still(path, inode)
+            _remove_if_still(path, inode, me)
 
 
 _Params = ParamSpec("_Params")
