@@ -228,10 +228,12 @@ def view(
         if no_launch:
             return
         session = launch_view(dataset, port=port)
-        click.echo(f"FiftyOne App at http://127.0.0.1:{port}/datasets/{dataset.name} (Ctrl-C to stop)", err=True)
         try:
+            click.echo(f"FiftyOne App at http://127.0.0.1:{port}/datasets/{dataset.name} (Ctrl-C to stop)", err=True)
             session.wait(-1)
         except KeyboardInterrupt:
-            pass
+            # Ctrl-C reaches the App's and the database's processes too; a second interrupt while
+            # they are stopped would abort the teardown half done (exit 1, "Aborted!").
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         finally:
             session.close()
