@@ -189,7 +189,9 @@ class GuidanceConfig:
 
     types: tuple[str, ...] = field(
         default=DEFAULT_GUIDANCE,
-        metadata=knob("--guidance", "Guidance types to compute, comma-separated, or 'all' (see docs/preprocessing.md)."),
+        metadata=knob(
+            "--guidance", "Guidance types to compute, comma-separated, or 'all' (see docs/preprocessing.md)."
+        ),
     )
     size: int = field(
         default=0, metadata=knob("--guidance-size", "Side H of heatmaps, saliency and masks; 0: the same as --size.")

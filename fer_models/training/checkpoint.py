@@ -33,7 +33,10 @@ class Checkpoint:
     history: one record per epoch (``log.jsonl``'s lines). best: the selected epoch and its
     validation accuracy. config: the run's resolved :class:`TrainConfig` as a dict. class_names,
     label_set: what the classes are. store: the store's location and provenance hashes
-    (``dataset``, ``config_sha256``, ``manifest_sha256``). average: the weight average's tensors
+    (``dataset``, ``config_sha256``, ``manifest_sha256``) and, in checkpoints written since
+    prediction existed, what rebuilds its chain: ``preprocessing`` (the store's config),
+    ``models`` (its model files' names and sha256), ``versions``, ``image_shape`` ``[C, S, S]``
+    and ``guidance_size`` H. average: the weight average's tensors
     by name, where the recipe keeps one (``ema_decay``; it is what was validated and is tested),
     else None. initial_weights: the sha256 of each file the run's weights started from, by path
     (``--init``, ``backbone_weights``; :func:`initial_weight_digests`); None in checkpoints written
@@ -160,6 +163,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint.from_dict(data, path)
 
 
+def finite_checkpoint(path: str | Path) -> Checkpoint:
+    """The checkpoint at ``path``, refused when its weights are not all finite."""
+    checkpoint = load_checkpoint(path)
+    broken = checkpoint.non_finite_weights
+    if broken:
+        raise ConfigError(
+            f"{broken:,} of the weights in {path} are NaN or infinite: the run that wrote it diverged, "
+            "so its predictions mean nothing; score an earlier checkpoint of the run, or train again with a lower --lr"
+        )
+    return checkpoint
+
+
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
     """Load a checkpoint's model tensors into ``model``, all of them, shapes matching.
 
@@ -187,13 +202,18 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: s
     model.load_state_dict(state)
 
 
+# The settings a resumed run may change: ``epochs`` (to train on) and ``device_data`` (where the
+# batches are made, not what they hold).
+RESUME_MAY_CHANGE = ("epochs", "device_data")
+
+
 def options_differing(checkpoint: Checkpoint, config: TrainConfig) -> list[str]:
     """``["lr: 0.003 != 0.01", ...]``: where ``config`` differs from the checkpoint's run, apart
-    from ``epochs`` (which a resumed run may raise) and ``device_data`` (which changes where the
-    batches are made, not what they hold)."""
-    free = ("epochs", "device_data")
-    stored = {k: v for k, v in recorded_config(checkpoint.config).items() if k not in free}
-    current = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k not in free}
+    from :data:`RESUME_MAY_CHANGE`."""
+    stored = {k: v for k, v in recorded_config(checkpoint.config).items() if k not in RESUME_MAY_CHANGE}
+    current = {
+        k: v for k, v in json.loads(json.dumps(dataclasses.asdict(config))).items() if k not in RESUME_MAY_CHANGE
+    }
     if same_store(stored.get("store"), current.get("store")):  # one store, spelt two ways
         current["store"] = stored.get("store")
     return differing_keys(stored, current)

@@ -315,6 +315,12 @@ class Trainer:
             store={
                 "location": self.config.store,
                 **{key: getattr(self.view.provenance, key) for key in ("dataset", "config_sha256", "manifest_sha256")},
+                # What prediction rebuilds the store's chain from (fer-predict), without the store.
+                "preprocessing": self.view.provenance.config,
+                "models": self.view.provenance.models,
+                "versions": self.view.provenance.versions,
+                "image_shape": list(self.view.image_shape),
+                "guidance_size": self.view.guidance_size,
             },
             initial_weights=self.initial_weights,
         )

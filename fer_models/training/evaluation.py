@@ -8,7 +8,7 @@ import numpy as np
 
 from fer_models.data.selection import Selection, SubjectFolds, select_samples
 from fer_models.data.stream import StoreBatches, make_loader
-from fer_models.training.checkpoint import Checkpoint, load_checkpoint, load_weights
+from fer_models.training.checkpoint import Checkpoint, finite_checkpoint, load_weights
 from fer_models.training.config import TrainConfig
 from fer_models.training.confusion_png import write_confusion_png
 from fer_models.training.engine import evaluate_model, resolve_device
@@ -62,7 +62,7 @@ def evaluate_checkpoint(
         ConfigError: not a checkpoint, weights that are not finite, no such split or fold, trained-on samples without
             ``allow_seen``, or the store lacks what the model reads or the checkpoint's label set.
     """
-    checkpoint = _finite_checkpoint(checkpoint_path)
+    checkpoint = finite_checkpoint(checkpoint_path)
     config = TrainConfig(**{**checkpoint.config, "store": store, "device": device})
     view = StoreView.open(store)
     same_rows = view.provenance.manifest_sha256 == checkpoint.store["manifest_sha256"]
@@ -113,18 +113,6 @@ def evaluate_checkpoint(
         write_confusion_png(scores.confusion, selection.class_names, out / "confusion.png", title=title)
         (out / "metrics.json").write_text(strict_json(result, indent=2))
     return result
-
-
-def _finite_checkpoint(path: str | Path) -> Checkpoint:
-    """The checkpoint at ``path``, refused when its weights are not all finite."""
-    checkpoint = load_checkpoint(path)
-    broken = checkpoint.non_finite_weights
-    if broken:
-        raise ConfigError(
-            f"{broken:,} of the weights in {path} are NaN or infinite: the run that wrote it diverged, "
-            "so its predictions mean nothing; score an earlier checkpoint of the run, or train again with a lower --lr"
-        )
-    return checkpoint
 
 
 def _fold(checkpoint: Checkpoint, config: TrainConfig, view: StoreView, fold: int, where: str) -> tuple[Selection, str]:

@@ -30,7 +30,13 @@ from typing import Any
 
 import torch
 
-from fer_models.training.checkpoint import Checkpoint, load_checkpoint, options_differing, save_checkpoint
+from fer_models.training.checkpoint import (
+    RESUME_MAY_CHANGE,
+    Checkpoint,
+    load_checkpoint,
+    options_differing,
+    save_checkpoint,
+)
 from fer_models.training.config import TrainConfig, recorded_config
 from fer_models.training.confusion_png import write_confusion_png
 from fer_models.training.distributed import Ranks, barrier, finish
@@ -84,7 +90,11 @@ def _train(config: TrainConfig, out: Path, checkpoint: Checkpoint | None, progre
     if checkpoint is not None:
         differ = options_differing(checkpoint, trainer.config)
         if differ:
-            raise ConfigError(f"--resume needs the run's own options; these differ from {last}: {'; '.join(differ)}")
+            may_change = " and ".join(f"--{name.replace('_', '-')}" for name in RESUME_MAY_CHANGE)
+            raise ConfigError(
+                f"--resume needs the run's own options; these differ from {last}: {'; '.join(differ)} "
+                f"(a resume may change only {may_change}; leave the others out to keep the run's)"
+            )
         trainer.restore(checkpoint, last)
         if trainer.epoch >= trainer.schedule.epochs and (out / "summary.json").exists():
             progress.line(

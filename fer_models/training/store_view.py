@@ -68,13 +68,26 @@ def build_model(
     a file of initial weights (``WEIGHT_FILE_OPTIONS``) are then left at their defaults, so the
     file need not exist any more.
     """
-    channels, size, _ = view.image_shape
+    view.check_inputs(config.model, model_reads(config.model, config.options))  # before anything is built
+    return build_model_for(config, view.image_shape, view.guidance_size, num_classes, initial_weights=initial_weights)
+
+
+def build_model_for(
+    config: TrainConfig,
+    image_shape: tuple[int, int, int],
+    guidance_size: int,
+    num_classes: int,
+    *,
+    initial_weights: bool = True,
+) -> torch.nn.Module:
+    """The configured model for ``(C, S, S)`` images and ``(H, H)`` guidance maps (as
+    :func:`build_model`, without a store: prediction builds a run's model from its checkpoint)."""
+    channels, size, _ = image_shape
     kwargs = dict(config.options)
     if not initial_weights:
         kwargs = {key: value for key, value in kwargs.items() if key not in WEIGHT_FILE_OPTIONS}
     if "guidance_size" in get_model_entry(config.model).options():
-        kwargs.setdefault("guidance_size", view.guidance_size)
-    view.check_inputs(config.model, model_reads(config.model, config.options))  # before anything is built
+        kwargs.setdefault("guidance_size", guidance_size)
     return create_model(config.model, in_channels=channels, num_classes=num_classes, image_size=size, **kwargs)
 
 

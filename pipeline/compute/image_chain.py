@@ -21,7 +21,7 @@ from pipeline.stages.align import aligned_from_src_for, apply_affine, resample_t
 from pipeline.stages.box_mapping import BoxMapping
 from pipeline.stages.dataset_geometry import dataset_box_problem, dataset_landmarks_problem
 from pipeline.stages.decode import to_gray, to_rgb
-from pipeline.stages.detect import clip_box, detect_face, full_frame_box
+from pipeline.stages.detect import clip_box, detect_boxes, detect_face, full_frame_box
 from pipeline.stages.landmarks import predict_landmarks
 from pipeline.store.schema import Status, several_faces_message
 
@@ -193,6 +193,55 @@ def _from_detection(
     if detection.undecided:
         result.message = several_faces_message(detection.faces, detection.score)
     return result
+
+
+def process_faces(
+    pixels: np.ndarray,
+    config: PreprocessConfig,
+    models: LoadedModels,
+    timer: StageTimer | None = None,
+    *,
+    largest: bool = False,
+) -> list[SampleResult]:
+    """Every face the detector finds in a decoded photo through the detector path of the chain
+    (no dataset box or landmarks): landmarks inside each box, alignment and guidance, as
+    :func:`process_image` treats the face it keeps.
+
+    Args:
+        pixels: ``(H, W) uint8`` or ``(H, W, 3) uint8 RGB`` image.
+        config: the chain's configuration (``detect.mode`` and ``landmarks.source`` are not read:
+            the detector runs and dlib places the landmarks).
+        largest: only the face :func:`process_image` would keep.
+
+    Returns:
+        One :class:`SampleResult` per face in source pixels, largest first (area, then score: the
+        first is the face a store keeps), each ``ok`` with ``faces_detected`` the number found;
+        where none is found, one ``ok_prior`` result inside the full frame with ``--prior
+        full-frame``, else one ``no_face`` result.
+    """
+    timer = timer or StageTimer()
+    height, width = pixels.shape[:2]
+    boxes, scores = detect_boxes(models.detector, pixels, config.detect.upsample, config.detect.min_face)
+    timer.lap("detect")
+    if not boxes:
+        if config.detect.prior != "full-frame":
+            return [SampleResult(Status.NO_FACE, "no face found by the detector")]
+        found = [(full_frame_box(height, width), Status.OK_PRIOR, float("nan"))]
+    else:
+        order = sorted(range(len(boxes)), key=lambda i: (_area(boxes[i]), scores[i]), reverse=True)
+        found = [(boxes[i], Status.OK, scores[i]) for i in order[: 1 if largest else None]]
+    results = []
+    for box, status, score in found:
+        landmarks_src = predict_landmarks(models.predictor, pixels, box)
+        timer.lap("landmarks")
+        result = _align_and_render(pixels, box, landmarks_src, status, config, models, timer)
+        result.faces_detected, result.face_score = len(boxes), score
+        results.append(result)
+    return results
+
+
+def _area(box: np.ndarray) -> float:
+    return float((box[2] - box[0]) * (box[3] - box[1]))
 
 
 def _from_prior(

@@ -67,3 +67,17 @@ def usable_face_means(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def files_of(path: Path) -> dict[str, bytes]:
     return {str(file.relative_to(path)): file.read_bytes() for file in sorted(path.rglob("*")) if file.is_file()}
+
+
+# Every family with its options, small enough to train an epoch on the test store's 42 training
+# faces in seconds (the prediction and export tests).
+SMALL_FAMILIES = {
+    "cnn": {},
+    "stn": {},
+    "guided-stn": {"guidance": "mask_soft"},
+    "resnet18": {"width": 8},
+    "pal": {"width": 8},
+    "keypoint": {"width": 8},
+    "feratt": {"width": 8, "maps": 8, "attention_width": 8},
+    "local-nonlocal": {"width": 8},
+}

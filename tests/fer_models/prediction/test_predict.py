@@ -1,0 +1,134 @@
+"""fer-predict on real faces: the store's chain rebuilt from a checkpoint gives the run's own test
+predictions back; several faces, none, unreadable inputs and videos become rows."""
+
+import csv
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from fer_models.prediction.chain import PredictionChain
+from fer_models.prediction.predictor import RunPredictor, chain_outcome, predict
+from fer_models.prediction.sources import Picture
+from fer_models.training.checkpoint import load_checkpoint
+from pipeline.compute.image_chain import process_image
+from pipeline.compute.model_files import ModelFiles, thread_models
+from pipeline.config import PreprocessConfig
+from pipeline.errors import ConfigError
+from pipeline.run_predictions import Predictions
+from pipeline.stages.decode import decode_image
+from pipeline.store import open_store, provenance_of, read_array
+from pipeline.store.schema import SOURCE
+from tests.support.shared_data import DLIB_FACES
+from tests.support.stores import SMALL_FAMILIES as FAMILIES
+
+BIN = Path(sys.executable).parent
+
+
+def source_files(store: Path, indices: np.ndarray) -> list[str]:
+    """The source files of samples ``indices`` of ``store``."""
+    group = open_store(store)
+    root = Path(provenance_of(group).root)
+    return [str(root / str(read_array(group, SOURCE, int(i)))) for i in indices]
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_predicting_the_test_files_gives_the_run_s_own_test_predictions(runs, fer_store, model):
+    written = Predictions.read_csv(runs / model / "test_predictions.csv")
+    files = source_files(fer_store, written.index)
+    predictor = RunPredictor(runs / model / "best.pt", device="cpu")
+    rows = list(predict(predictor, files, largest=True, batch_size=10))
+    assert [row.source for row in rows] == files and {row.status for row in rows} <= {"ok", "ok_prior"}
+    assert [predictor.class_names.index(row.predicted) for row in rows] == list(written.predicted)
+    confidence = [max(row.probabilities) for row in rows]
+    assert np.allclose(confidence, written.confidence, atol=1e-4)
+
+
+def test_every_face_of_a_group_photo_largest_first_the_first_the_one_a_store_keeps(fer_store):
+    recorded = PreprocessConfig.from_dict(provenance_of(open_store(fer_store)).config)
+    config = dataclasses.replace(recorded, detect=dataclasses.replace(recorded.detect, prior="none"))
+    files = ModelFiles.locate()
+    photo = str(DLIB_FACES / "bald_guys.jpg")
+    _, faces = chain_outcome(Picture(photo), config=config, files=files, largest=False)
+    assert isinstance(faces, list) and len(faces) >= 3
+    areas = [(f.box_src[2] - f.box_src[0]) * (f.box_src[3] - f.box_src[1]) for f in faces]
+    assert areas == sorted(areas, reverse=True) and {f.faces_detected for f in faces} == {len(faces)}
+    kept = process_image(decode_image(Path(photo).read_bytes(), max_pixels=10**8), None, config, thread_models(files))
+    assert np.array_equal(kept.image, faces[0].image) and np.array_equal(kept.box_src, faces[0].box_src)
+    _, largest = chain_outcome(Picture(photo), config=config, files=files, largest=True)
+    assert len(largest) == 1 and np.array_equal(largest[0].image, faces[0].image)
+    _, none = chain_outcome(Picture(str(DLIB_FACES / "dogs.jpg")), config=config, files=files, largest=False)
+    assert none.status == "no_face" and "no face found" in none.message
+
+
+def test_fer_predict_writes_a_row_per_face_and_per_failure(runs, tmp_path):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    shutil.copy(DLIB_FACES / "bald_guys.jpg", folder / "group.jpg")
+    (folder / "broken.jpg").write_bytes(b"this is not a JPEG")
+    (folder / "notes.txt").write_text("not an input")
+    video = tmp_path / "clip.avi"
+    face = cv2.imread(str(DLIB_FACES / "Tom_Cruise_avp_2014_4.jpg"))
+    face = cv2.resize(face, (face.shape[1] // 4 * 2, face.shape[0] // 4 * 2))  # even sides, half size
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (face.shape[1], face.shape[0]))
+    for _ in range(5):
+        writer.write(face)
+    writer.release()
+    out, as_json = tmp_path / "preds.csv", tmp_path / "preds.json"
+    command = [BIN / "fer-predict", "--run", runs / "cnn", folder, video, tmp_path / "missing.png"]
+    done = subprocess.run(
+        [*map(str, command), "--out", str(out), "--json", str(as_json), "--every", "2", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(out.open()))
+    classes = load_checkpoint(runs / "cnn" / "best.pt").class_names
+    assert list(rows[0])[-len(classes) :] == classes and list(rows[0])[:3] == ["source", "frame", "face"]
+    by_source = {}
+    for row in rows:
+        by_source.setdefault(Path(row["source"]).name, []).append(row)
+    assert [r["status"] for r in by_source["broken.jpg"]] == ["unreadable"]
+    assert [r["status"] for r in by_source["missing.png"]] == ["unreadable"] and "no such file" in by_source[
+        "missing.png"
+    ][0]["message"]
+    group = by_source["group.jpg"]
+    assert len(group) >= 3 and [r["face"] for r in group] == [str(i) for i in range(len(group))]
+    assert all(r["predicted"] in classes and abs(sum(float(r[c]) for c in classes) - 1) < 1e-4 for r in group)
+    assert [r["frame"] for r in by_source["clip.avi"]] == ["0", "2", "4"]
+    assert "notes.txt" not in by_source and "1 files under the folders given are neither" in done.stderr
+    assert json.loads(as_json.read_text())[0]["source"] == rows[0]["source"]
+    assert f"faces predicted; unreadable 2 -> {out}" in done.stdout
+
+
+def test_a_landmark_model_of_another_hash_is_refused_naming_it(runs, tmp_path):
+    other = tmp_path / "shape_predictor_68_face_landmarks.dat"
+    other.write_bytes(b"another model")
+    with pytest.raises(
+        ConfigError,
+        match="placed its landmarks with shape_predictor_68_face_landmarks.dat of sha256 .* pass --landmark-model",
+    ):
+        RunPredictor(runs / "cnn" / "best.pt", device="cpu", landmark_model=str(other))
+
+
+def test_a_checkpoint_without_the_chain_reads_it_from_its_store_or_says_what_to_do(runs, tmp_path):
+    data = torch.load(runs / "cnn" / "best.pt", weights_only=True)
+    recorded = data["store"]
+    old = {key: recorded[key] for key in ("location", "dataset", "config_sha256", "manifest_sha256")}
+    torch.save({**data, "store": old}, tmp_path / "old.pt")
+    fresh = PredictionChain.of_checkpoint(load_checkpoint(runs / "cnn" / "best.pt"), "best.pt")
+    assert PredictionChain.of_checkpoint(load_checkpoint(tmp_path / "old.pt"), "old.pt") == fresh
+    torch.save({**data, "store": {**old, "location": str(tmp_path / "gone.zarr")}}, tmp_path / "moved.pt")
+    with pytest.raises(
+        ConfigError,
+        match="before checkpoints recorded their store's preprocessing, and its store .*gone.zarr cannot be opened",
+    ):
+        PredictionChain.of_checkpoint(load_checkpoint(tmp_path / "moved.pt"), "moved.pt")
