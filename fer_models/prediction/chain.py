@@ -6,7 +6,9 @@ runs the same chain on new photos (:func:`pipeline.compute.image_chain.process_f
 only the guidance the model reads. What only a dataset gives cannot be had for a new photo: where
 the store took the dataset's boxes (``--detect auto|never``, ``--prior dataset``) or landmarks
 (``--landmarks dataset``), prediction takes the detector path and says so in :attr:`notes`.
-Where this installation cannot reproduce the chain (another landmark model, a saliency network
+A store that keeps its dataset's crops (``--align crop``) resizes a whole picture to S: each input
+is then taken as one face crop, as the dataset distributes them (one row per picture), and a note
+says so. Where this installation cannot reproduce the chain (another landmark model, a saliency network
 not given or of another hash), it refuses, naming what differs.
 """
 
@@ -34,7 +36,7 @@ class PredictionChain:
         model reads. files: this installation's model files, checked against the store's.
     reads: the arrays the model reads (``image`` first; ``landmarks``, guidance types).
     image_shape: ``(C, S, S)`` of the aligned face. guidance_size: H.
-    notes: where the chain differs from the store's, one line each.
+    notes: where the chain differs from the store's, or what it takes its inputs for, one line each.
     """
 
     config: PreprocessConfig
@@ -43,6 +45,11 @@ class PredictionChain:
     image_shape: tuple[int, int, int]
     guidance_size: int
     notes: tuple[str, ...]
+
+    @property
+    def one_face_per_picture(self) -> bool:
+        """The chain resizes a whole picture (``--align crop``): a picture is one face crop."""
+        return self.config.align.mode == "crop"
 
     @classmethod
     def of_checkpoint(
@@ -157,6 +164,12 @@ def _detector_path(config: PreprocessConfig) -> tuple[PreprocessConfig, tuple[st
             "so such a photo gets no prediction"
         )
         detect = dataclasses.replace(detect, prior="none")
+    if config.align.mode == "crop":
+        notes.append(
+            "the store keeps its dataset's face crops (--align crop): each input is taken as one face crop and "
+            "resized whole, one row per picture; for photos, crop the faces first or use a run on a store aligned "
+            "by similarity"
+        )
     if landmarks.source != "dlib":
         notes.append("the store took the dataset's landmarks (--landmarks dataset); prediction places dlib's")
         landmarks = dataclasses.replace(landmarks, source="dlib")

@@ -130,7 +130,8 @@ def predict(
     Args:
         inputs: image files, folders (their image and video files, recursively) and videos.
         every: a video's every N-th frame (frames 0, N, 2N, ...).
-        largest: only the largest face of each picture (the one a store keeps).
+        largest: only the largest face of each picture (the one a store keeps); always so for a
+            chain that resizes whole pictures (:attr:`PredictionChain.one_face_per_picture`).
         batch_size: faces per forward pass.
         workers: processes running the chain on image files (spawned; each loads dlib's models
             once); 0: in this process.
@@ -144,7 +145,10 @@ def predict(
     for note in predictor.chain.notes:
         progress.line(f"note: {note}")
     faces_of = functools.partial(
-        chain_outcome, config=predictor.chain.config, files=predictor.chain.files, largest=largest
+        chain_outcome,
+        config=predictor.chain.config,
+        files=predictor.chain.files,
+        largest=largest or predictor.chain.one_face_per_picture,
     )
     pending: list[Outcome] = []
     with progress.bar("predicting", len(files)) as advance, _runner(workers) as run:

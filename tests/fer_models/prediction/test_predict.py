@@ -18,16 +18,20 @@ from fer_models.prediction.chain import PredictionChain
 from fer_models.prediction.predictor import RunPredictor, chain_outcome, predict
 from fer_models.prediction.sources import Picture
 from fer_models.training.checkpoint import load_checkpoint
+from fer_models.training.config import TrainConfig
+from fer_models.training.run_directory import train
 from pipeline.compute.image_chain import process_image
 from pipeline.compute.model_files import ModelFiles, thread_models
 from pipeline.config import PreprocessConfig
 from pipeline.errors import ConfigError
+from pipeline.progress import Lines
 from pipeline.run_predictions import Predictions
 from pipeline.stages.decode import decode_image
 from pipeline.store import open_store, provenance_of, read_array
 from pipeline.store.schema import SOURCE
 from tests.support.shared_data import DLIB_FACES
 from tests.support.stores import SMALL_FAMILIES as FAMILIES
+from tests.support.stores import build_fer_store
 
 BIN = Path(sys.executable).parent
 
@@ -132,3 +136,15 @@ def test_a_checkpoint_without_the_chain_reads_it_from_its_store_or_says_what_to_
         match="before checkpoints recorded their store's preprocessing, and its store .*gone.zarr cannot be opened",
     ):
         PredictionChain.of_checkpoint(load_checkpoint(tmp_path / "moved.pt"), "moved.pt")
+
+
+def test_a_run_on_kept_crops_takes_each_picture_as_one_crop_and_gives_its_test_predictions(fer2013_small, tmp_path):
+    store = build_fer_store(tmp_path / "crops.zarr", fer2013_small, align="crop")
+    train(TrainConfig(store=str(store), model="cnn", epochs=1, batch_size=16, seed=3), tmp_path / "run")
+    predictor = RunPredictor(tmp_path / "run" / "best.pt", device="cpu")
+    said: list[str] = []
+    rows = list(predict(predictor, [str(DLIB_FACES / "bald_guys.jpg")], progress=Lines(said.append)))
+    assert [row.face for row in rows] == [0] and any("taken as one face crop" in line for line in said)
+    written = Predictions.read_csv(tmp_path / "run" / "test_predictions.csv")
+    rows = list(predict(predictor, source_files(store, written.index)))
+    assert [predictor.class_names.index(row.predicted) for row in rows] == list(written.predicted)
