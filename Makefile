@@ -70,6 +70,7 @@ bench: install
 	$(BIN)/python bench/datasets.py
 	$(BIN)/python bench/guidance.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/predict.py
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test,engines]"
 	$(BIN)/python bench/read_engines.py
 	$(BIN)/python bench/zstd_level.py
