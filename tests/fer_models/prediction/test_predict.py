@@ -148,3 +148,16 @@ def test_a_run_on_kept_crops_takes_each_picture_as_one_crop_and_gives_its_test_p
     written = Predictions.read_csv(tmp_path / "run" / "test_predictions.csv")
     rows = list(predict(predictor, source_files(store, written.index)))
     assert [predictor.class_names.index(row.predicted) for row in rows] == list(written.predicted)
+
+
+def test_a_model_reading_a_saliency_network_needs_the_store_s_own(runs, saliency_onnx, tmp_path):
+    data = torch.load(runs / "guided-stn" / "best.pt", weights_only=True)
+    config = {**data["config"], "options": {**data["config"]["options"], "guidance": "saliency_network"}}
+    network = {"file": "msinet.onnx", "sha256": "0" * 64}
+    store = {**data["store"], "models": {**data["store"]["models"], "saliency_network": network}}
+    torch.save({**data, "config": config, "store": store}, tmp_path / "saliency.pt")
+    checkpoint = load_checkpoint(tmp_path / "saliency.pt")
+    with pytest.raises(ConfigError, match=r"reads saliency_network maps: pass --saliency-model .* \(msinet.onnx\)"):
+        PredictionChain.of_checkpoint(checkpoint, "saliency.pt")
+    with pytest.raises(ConfigError, match=r"msinet.onnx has sha256 000000000000; .*saliency.onnx hashes to"):
+        PredictionChain.of_checkpoint(checkpoint, "saliency.pt", saliency_model=str(saliency_onnx))
