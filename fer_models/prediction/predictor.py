@@ -6,7 +6,7 @@ recipe kept one, as fer-eval scores) and its store's chain (:class:`PredictionCh
 per face, in input order: all the faces of a picture, largest first (``largest``: only the one a
 store keeps), each batched through the model on the CPU or CUDA in float32 (a run trained on
 CUDA scored its own test samples with mixed precision, so there a near-tie may go the other way;
-not measured: no GPU has been lent to the project). A picture without a face, an unreadable
+not measured on a GPU). A picture without a face, an unreadable
 input and a picture the chain failed on are rows with a status and a message; a fault of the
 environment (:data:`pipeline.compute.stage_check.ENVIRONMENT_ERRORS`) stops the run.
 """
