@@ -23,6 +23,12 @@ from cli.progress import ConsoleProgress
 )
 @click.option("--every", type=click.IntRange(min=1), default=1, help="A video's every N-th frame.")
 @click.option("--largest", is_flag=True, help="Only the largest face of each picture (the one a store keeps).")
+@click.option(
+    "--crop-faces",
+    is_flag=True,
+    help="For a run on a store of kept crops (FER-2013, CK+48, ...): cut each face of a photo out as the "
+    "dataset frames its crops (measured on the store) before its chain; without it each input is one crop.",
+)
 @click.option("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Faces per forward pass.")
 @click.option(
@@ -47,6 +53,7 @@ def main(
     checkpoint: str,
     every: int,
     largest: bool,
+    crop_faces: bool,
     device: str,
     batch_size: int,
     workers: int,
@@ -76,6 +83,7 @@ def main(
             list(inputs),
             every=every,
             largest=largest,
+            crop_faces=crop_faces,
             batch_size=batch_size,
             workers=workers,
             progress=console,

@@ -8,7 +8,8 @@ the store took the dataset's boxes (``--detect auto|never``, ``--prior dataset``
 (``--landmarks dataset``), prediction takes the detector path and says so in :attr:`notes`.
 A store that keeps its dataset's crops (``--align crop``) resizes a whole picture to S: each input
 is then taken as one face crop, as the dataset distributes them (one row per picture), and a note
-says so. Where this installation cannot reproduce the chain (another landmark model, a saliency network
+says so; with ``crop_faces`` (``fer-predict --crop-faces``) each face a photo holds is first cut
+out as the dataset frames its crops, measured on the store (:class:`CropFraming`). Where this installation cannot reproduce the chain (another landmark model, a saliency network
 not given or of another hash), it refuses, naming what differs.
 """
 
@@ -20,10 +21,12 @@ from typing import Any
 
 from fer_models.models.registry import model_reads
 from fer_models.training.checkpoint import Checkpoint
+from fer_models.training.store_view import store_crop_framing
 from pipeline.compute.model_files import ModelFiles
 from pipeline.config import PreprocessConfig, config_sha256, file_sha256
 from pipeline.errors import ConfigError, FerStoreError
 from pipeline.guidance import GUIDANCE_TYPES
+from pipeline.stages.crop_framing import CropFraming
 from pipeline.store import array_in, open_store, provenance_of
 from pipeline.store.schema import IMAGE
 
@@ -45,6 +48,7 @@ class PredictionChain:
     image_shape: tuple[int, int, int]
     guidance_size: int
     notes: tuple[str, ...]
+    crop_framing: CropFraming | None = None
 
     @property
     def one_face_per_picture(self) -> bool:
@@ -77,7 +81,16 @@ class PredictionChain:
         config, notes = _detector_path(stored)
         config = dataclasses.replace(config, guidance=dataclasses.replace(config.guidance, types=guidance))
         channels, size, _ = record["image_shape"]
-        return cls(config, files, reads, (channels, size, size), int(record["guidance_size"]), notes)
+        framing = record.get("crop_framing")
+        return cls(
+            config,
+            files,
+            reads,
+            (channels, size, size),
+            int(record["guidance_size"]),
+            notes,
+            None if framing is None else CropFraming.from_dict(framing),
+        )
 
     def describe(self) -> dict[str, Any]:
         """The chain as the JSON sidecar of an exported model records it."""
@@ -88,6 +101,7 @@ class PredictionChain:
             "image_shape": list(self.image_shape),
             "guidance_size": self.guidance_size,
             "notes": list(self.notes),
+            "crop_framing": None if self.crop_framing is None else self.crop_framing.to_dict(),
         }
 
 
@@ -112,12 +126,14 @@ def _store_record(checkpoint: Checkpoint, where: str) -> dict[str, Any]:
             "train the run again with this version of fer-train"
         )
     channels, size, _ = array_in(group, IMAGE).shape[1:]
+    framing = store_crop_framing(group) if provenance.preprocess_config.align.mode == "crop" else None
     return {
         **record,
         "preprocessing": provenance.config,
         "models": provenance.models,
         "image_shape": [channels, size, size],
         "guidance_size": provenance.preprocess_config.guidance.size,
+        "crop_framing": None if framing is None else framing.to_dict(),
     }
 
 
@@ -167,8 +183,8 @@ def _detector_path(config: PreprocessConfig) -> tuple[PreprocessConfig, tuple[st
     if config.align.mode == "crop":
         notes.append(
             "the store keeps its dataset's face crops (--align crop): each input is taken as one face crop and "
-            "resized whole, one row per picture; for photos, crop the faces first or use a run on a store aligned "
-            "by similarity"
+            "resized whole, one row per picture; for photos, --crop-faces cuts each face out as the dataset frames "
+            "its crops"
         )
     if landmarks.source != "dlib":
         notes.append("the store took the dataset's landmarks (--landmarks dataset); prediction places dlib's")

@@ -14,6 +14,7 @@ environment (:data:`pipeline.compute.stage_check.ENVIRONMENT_ERRORS`) stops the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
@@ -30,12 +31,15 @@ from fer_models.training.checkpoint import finite_checkpoint, load_weights
 from fer_models.training.config import TrainConfig
 from fer_models.training.engine import prepare_batch, resolve_device
 from fer_models.training.store_view import build_model_for
-from pipeline.compute.image_chain import SampleResult, StageTimer, process_faces
-from pipeline.compute.model_files import ModelFiles, thread_models
+from pipeline.compute.image_chain import SampleResult, StageTimer, largest_first, process_faces
+from pipeline.compute.model_files import LoadedModels, ModelFiles, thread_models
 from pipeline.compute.stage_check import ENVIRONMENT_ERRORS, environment_fault
 from pipeline.config import PreprocessConfig
-from pipeline.errors import UnreadableImageError
+from pipeline.errors import ConfigError, UnreadableImageError
 from pipeline.progress import QUIET, Progress
+from pipeline.stages.crop_framing import MIN_FRAMING_FACES, CropFraming
+from pipeline.stages.detect import detect_boxes
+from pipeline.stages.landmarks import predict_landmarks
 from pipeline.store.schema import LANDMARKS, Status
 
 
@@ -122,6 +126,7 @@ def predict(
     *,
     every: int = 1,
     largest: bool = False,
+    crop_faces: bool = False,
     batch_size: int = 64,
     workers: int = 0,
     progress: Progress = QUIET,
@@ -132,24 +137,42 @@ def predict(
         inputs: image files, folders (their image and video files, recursively) and videos.
         every: a video's every N-th frame (frames 0, N, 2N, ...).
         largest: only the largest face of each picture (the one a store keeps); always so for a
-            chain that resizes whole pictures (:attr:`PredictionChain.one_face_per_picture`).
+            chain that resizes whole pictures (:attr:`PredictionChain.one_face_per_picture`),
+            unless ``crop_faces``.
+        crop_faces: for a run on a store of kept crops, cut each face a picture holds out as the
+            dataset frames its crops (:class:`~pipeline.stages.crop_framing.CropFraming`), then
+            run the store's chain on each cut.
         batch_size: faces per forward pass.
         workers: processes running the chain on image files (spawned; each loads dlib's models
             once); 0: in this process.
 
     Raises:
+        ConfigError: ``crop_faces`` for a run whose store does not keep crops.
         EnvironmentFaultError: a stage cannot run in this environment (not a picture's fault).
     """
+    chain = predictor.chain
+    if crop_faces and chain.crop_framing is None:
+        raise ConfigError(
+            "--crop-faces cuts faces out as a dataset frames its crops: it needs a run on a store that keeps them "
+            f"(--align crop, with at least {MIN_FRAMING_FACES} faces the detector found); this run's store aligns by "
+            f"{chain.config.align.mode}, so it finds the faces in photos itself"
+        )
     files, skipped = expand_inputs(inputs)
     if skipped:
         progress.line(f"{skipped} files under the folders given are neither images nor videos: left out")
-    for note in predictor.chain.notes:
-        progress.line(f"note: {note}")
+    if crop_faces and chain.crop_framing is not None:
+        progress.line(
+            f"note: each face found is cut out as the store's crops frame theirs: {chain.crop_framing.summary()}"
+        )
+    else:
+        for note in chain.notes:
+            progress.line(f"note: {note}")
     faces_of = functools.partial(
         chain_outcome,
-        config=predictor.chain.config,
-        files=predictor.chain.files,
-        largest=largest or predictor.chain.one_face_per_picture,
+        config=chain.config,
+        files=chain.files,
+        largest=largest or (chain.one_face_per_picture and not crop_faces),
+        framing=chain.crop_framing if crop_faces else None,
     )
     pending: list[Outcome] = []
     with progress.bar("predicting", len(files)) as advance, _runner(workers) as run:
@@ -162,17 +185,27 @@ def predict(
 
 
 def chain_outcome(
-    picture: Picture | Unreadable, *, config: PreprocessConfig, files: ModelFiles, largest: bool
+    picture: Picture | Unreadable,
+    *,
+    config: PreprocessConfig,
+    files: ModelFiles,
+    largest: bool,
+    framing: CropFraming | None = None,
 ) -> Outcome:
     """The chain on one picture (an image file is read here, in the worker): its faces, or the
-    row saying why it has none."""
+    row saying why it has none. ``framing``: each face is first cut out so framed
+    (:func:`cropped_faces`)."""
     if isinstance(picture, Unreadable):
         return Picture(picture.source, picture.frame), FacePrediction(
             picture.source, picture.frame, None, Status.UNREADABLE.label, picture.message
         )
     try:
         pixels = picture.pixels if picture.pixels is not None else read_image(picture.source, config.decode.max_pixels)
-        faces = process_faces(pixels, config, thread_models(files), StageTimer(), largest=largest)
+        models = thread_models(files)
+        if framing is None:
+            faces = process_faces(pixels, config, models, StageTimer(), largest=largest)
+        else:
+            faces = cropped_faces(pixels, config, models, framing, largest=largest)
     except UnreadableImageError as error:
         return picture, FacePrediction(picture.source, picture.frame, None, Status.UNREADABLE.label, str(error))
     except ENVIRONMENT_ERRORS as error:
@@ -183,6 +216,25 @@ def chain_outcome(
     if faces[0].status == Status.NO_FACE:
         return picture, FacePrediction(picture.source, picture.frame, None, Status.NO_FACE.label, faces[0].message)
     return Picture(picture.source, picture.frame), faces  # the pixels stay where they were read
+
+
+def cropped_faces(
+    pixels: np.ndarray, config: PreprocessConfig, models: LoadedModels, framing: CropFraming, *, largest: bool
+) -> list[SampleResult]:
+    """Every face the detector finds in a photo (largest first), each cut out where ``framing``
+    puts its 68 landmarks and put through the chain of a store of crops; a face's box is the one
+    found in the photo.
+    One ``no_face`` result where the detector finds none."""
+    boxes, scores = detect_boxes(models.detector, pixels, config.detect.upsample, config.detect.min_face)
+    if not boxes:
+        return [SampleResult(Status.NO_FACE, "no face found by the detector in the picture (--crop-faces)")]
+    results = []
+    for i in largest_first(boxes, scores)[: 1 if largest else None]:
+        landmarks = predict_landmarks(models.predictor, pixels, boxes[i])
+        face = process_faces(framing.cut(pixels, landmarks), config, models, largest=True)[0]
+        if face.image is not None:
+            results.append(dataclasses.replace(face, box_src=boxes[i], faces_detected=len(boxes), face_score=scores[i]))
+    return results or [SampleResult(Status.NO_FACE, "no face left in the cut-out crops (--crop-faces)")]
 
 
 def _pictures(files: list[str], every: int, advance: Callable[[int], None]) -> Iterator[Picture | Unreadable]:

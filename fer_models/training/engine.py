@@ -321,6 +321,7 @@ class Trainer:
                 "versions": self.view.provenance.versions,
                 "image_shape": list(self.view.image_shape),
                 "guidance_size": self.view.guidance_size,
+                "crop_framing": None if self.view.crop_framing is None else self.view.crop_framing.to_dict(),
             },
             initial_weights=self.initial_weights,
         )

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import zarr
 
 from fer_models.models.registry import WEIGHT_FILE_OPTIONS, create_model, get_model_entry, model_inputs, model_reads
 from fer_models.training.config import TrainConfig
 from pipeline.errors import ConfigError
 from pipeline.guidance import GUIDANCE_TYPES
-from pipeline.store import Provenance, array_in, open_store, provenance_of, stored_guidance
-from pipeline.store.schema import FLIP_PERMUTATION_ATTR, IMAGE, LANDMARKS
+from pipeline.stages.crop_framing import CropFraming
+from pipeline.store import Provenance, array_in, open_store, provenance_of, read_array, stored_guidance
+from pipeline.store.schema import (
+    ALIGNED_FROM_SRC,
+    FLIP_PERMUTATION_ATTR,
+    IMAGE,
+    LANDMARKS,
+    LANDMARKS_SRC,
+    STATUS,
+    Status,
+)
 
 
 @dataclass
@@ -23,6 +34,7 @@ class StoreView:
     image_shape: tuple[int, int, int]  # (C, S, S)
     guidance_size: int
     permutations: dict[str, torch.Tensor | None]
+    crop_framing: CropFraming | None = None  # a store of kept crops: where they put the face
 
     @classmethod
     def open(cls, path: str) -> StoreView:
@@ -39,6 +51,7 @@ class StoreView:
             (channels, height, width),
             provenance.preprocess_config.guidance.size,
             permutations,
+            store_crop_framing(group) if provenance.preprocess_config.align.mode == "crop" else None,
         )
 
     def check_inputs(self, model_name: str, inputs: tuple[str, ...]) -> None:
@@ -57,6 +70,17 @@ class StoreView:
             raise ConfigError(
                 f"model {model_name!r} reads {', '.join(missing)}, which the store {self.path} lacks{hint}"
             )
+
+
+def store_crop_framing(group: zarr.Group) -> CropFraming | None:
+    """The framing of a store of kept crops, fitted on its samples whose face the detector found:
+    their landmarks in crop pixels (``landmarks_src``) and the crops' sides (from
+    ``aligned_from_src``, the crop mode's scaling S / side)."""
+    found = np.flatnonzero(read_array(group, STATUS) == int(Status.OK))
+    landmarks = read_array(group, LANDMARKS_SRC)[found]
+    scaling = read_array(group, ALIGNED_FROM_SRC)[found]
+    sizes = array_in(group, IMAGE).shape[-1] / scaling[:, 0, 0]
+    return CropFraming.fit(landmarks, sizes)
 
 
 def build_model(

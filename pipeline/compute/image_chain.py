@@ -228,7 +228,7 @@ def process_faces(
             return [SampleResult(Status.NO_FACE, "no face found by the detector")]
         found = [(full_frame_box(height, width), Status.OK_PRIOR, float("nan"))]
     else:
-        order = sorted(range(len(boxes)), key=lambda i: (_area(boxes[i]), scores[i]), reverse=True)
+        order = largest_first(boxes, scores)
         found = [(boxes[i], Status.OK, scores[i]) for i in order[: 1 if largest else None]]
     results = []
     for box, status, score in found:
@@ -238,6 +238,12 @@ def process_faces(
         result.faces_detected, result.face_score = len(boxes), score
         results.append(result)
     return results
+
+
+def largest_first(boxes: list[np.ndarray], scores: list[float]) -> list[int]:
+    """The indices of detected ``(4,)`` boxes, largest area first, then higher score (the first
+    is the face :func:`~pipeline.stages.detect.detect_face` keeps)."""
+    return sorted(range(len(boxes)), key=lambda i: (_area(boxes[i]), scores[i]), reverse=True)
 
 
 def _area(box: np.ndarray) -> float:

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from fer_models.prediction.chain import PredictionChain
-from fer_models.prediction.predictor import RunPredictor, chain_outcome, predict
+from fer_models.prediction.predictor import RunPredictor, chain_outcome, cropped_faces, predict
 from fer_models.prediction.sources import Picture
 from fer_models.training.checkpoint import load_checkpoint
 from fer_models.training.config import TrainConfig
@@ -27,8 +27,9 @@ from pipeline.errors import ConfigError
 from pipeline.progress import Lines
 from pipeline.run_predictions import Predictions
 from pipeline.stages.decode import decode_image
+from pipeline.stages.landmarks import predict_landmarks
 from pipeline.store import open_store, provenance_of, read_array
-from pipeline.store.schema import SOURCE
+from pipeline.store.schema import SOURCE, STATUS, Status
 from tests.support.shared_data import DLIB_FACES
 from tests.support.stores import SMALL_FAMILIES as FAMILIES
 from tests.support.stores import build_fer_store
@@ -148,6 +149,36 @@ def test_a_run_on_kept_crops_takes_each_picture_as_one_crop_and_gives_its_test_p
     written = Predictions.read_csv(tmp_path / "run" / "test_predictions.csv")
     rows = list(predict(predictor, source_files(store, written.index)))
     assert [predictor.class_names.index(row.predicted) for row in rows] == list(written.predicted)
+
+    # --crop-faces: a crop four times enlarged inside a larger photo is cut out again where the
+    # store's crops put their faces (the framing fitted on the store's detected faces' landmarks).
+    framing = predictor.chain.crop_framing
+    assert framing is not None and framing.source_size == 48 and framing.faces >= 20
+    group = open_store(store)
+    detected = np.flatnonzero(read_array(group, STATUS) == int(Status.OK))[:16]
+    models = thread_models(predictor.chain.files)
+    sides, overlaps = [], []
+    for source in source_files(store, detected):
+        crop = decode_image(Path(source).read_bytes(), max_pixels=10**8)
+        photo = np.full((400, 500), 128, np.uint8)
+        photo[50:242, 150:342] = cv2.resize(crop, (192, 192), interpolation=cv2.INTER_CUBIC)
+        faces = cropped_faces(photo, predictor.chain.config, models, framing, largest=True)
+        if faces[0].image is None:
+            continue  # the detector misses this face at the larger size
+        assert faces[0].image.shape == (1, 48, 48) and 130 < faces[0].box_src[0] < faces[0].box_src[2] < 362
+        left, top, right, bottom = framing.crop_box(predict_landmarks(models.predictor, photo, faces[0].box_src))
+        inter = max(0, min(right, 342) - max(left, 150)) * max(0, min(bottom, 242) - max(top, 50))
+        overlaps.append(inter / ((right - left) * (bottom - top) + 192**2 - inter))
+        sides.append((right - left) / 192)
+    assert len(sides) >= 10 and 0.9 < np.median(sides) < 1.1 and np.median(overlaps) > 0.75, (sides, overlaps)
+
+
+def test_crop_faces_is_refused_for_a_run_that_finds_faces_itself(runs):
+    predictor = RunPredictor(runs / "cnn" / "best.pt", device="cpu")
+    with pytest.raises(
+        ConfigError, match="--crop-faces .* needs a run on a store that keeps them .* aligns by similarity"
+    ):
+        list(predict(predictor, [str(DLIB_FACES / "bald_guys.jpg")], crop_faces=True))
 
 
 def test_a_model_reading_a_saliency_network_needs_the_store_s_own(runs, saliency_onnx, tmp_path):
