@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,6 @@ class StoreView:
     image_shape: tuple[int, int, int]  # (C, S, S)
     guidance_size: int
     permutations: dict[str, torch.Tensor | None]
-    crop_framing: CropFraming | None = None  # a store of kept crops: where they put the face
 
     @classmethod
     def open(cls, path: str) -> StoreView:
@@ -51,8 +51,15 @@ class StoreView:
             (channels, height, width),
             provenance.preprocess_config.guidance.size,
             permutations,
-            store_crop_framing(group) if provenance.preprocess_config.align.mode == "crop" else None,
         )
+
+    @functools.cached_property
+    def crop_framing(self) -> CropFraming | None:
+        """Where a store of kept crops puts the face (:func:`store_crop_framing`, read once, when
+        a checkpoint first records it: it reads every sample's landmarks); None for other stores."""
+        if self.provenance.preprocess_config.align.mode != "crop":
+            return None
+        return store_crop_framing(open_store(self.path))
 
     def check_inputs(self, model_name: str, inputs: tuple[str, ...]) -> None:
         """Raises ConfigError naming each array the model reads that the store lacks, and the
