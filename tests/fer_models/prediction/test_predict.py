@@ -30,7 +30,6 @@ from pipeline.stages.decode import decode_image
 from pipeline.stages.landmarks import predict_landmarks
 from pipeline.store import open_store, provenance_of, read_array
 from pipeline.store.schema import SOURCE, STATUS, Status
-from tests.support.shared_data import DLIB_FACES
 from tests.support.stores import SMALL_FAMILIES as FAMILIES
 from tests.support.stores import build_fer_store
 
@@ -56,11 +55,11 @@ def test_predicting_the_test_files_gives_the_run_s_own_test_predictions(runs, fe
     assert np.allclose(confidence, written.confidence, atol=1e-4)
 
 
-def test_every_face_of_a_group_photo_largest_first_the_first_the_one_a_store_keeps(fer_store):
+def test_every_face_of_a_group_photo_largest_first_the_first_the_one_a_store_keeps(dlib_faces, fer_store):
     recorded = PreprocessConfig.from_dict(provenance_of(open_store(fer_store)).config)
     config = dataclasses.replace(recorded, detect=dataclasses.replace(recorded.detect, prior="none"))
     files = ModelFiles.locate()
-    photo = str(DLIB_FACES / "bald_guys.jpg")
+    photo = str(dlib_faces / "bald_guys.jpg")
     _, faces = chain_outcome(Picture(photo), config=config, files=files, largest=False)
     assert isinstance(faces, list) and len(faces) >= 3
     areas = [(f.box_src[2] - f.box_src[0]) * (f.box_src[3] - f.box_src[1]) for f in faces]
@@ -69,18 +68,18 @@ def test_every_face_of_a_group_photo_largest_first_the_first_the_one_a_store_kee
     assert np.array_equal(kept.image, faces[0].image) and np.array_equal(kept.box_src, faces[0].box_src)
     _, largest = chain_outcome(Picture(photo), config=config, files=files, largest=True)
     assert len(largest) == 1 and np.array_equal(largest[0].image, faces[0].image)
-    _, none = chain_outcome(Picture(str(DLIB_FACES / "dogs.jpg")), config=config, files=files, largest=False)
+    _, none = chain_outcome(Picture(str(dlib_faces / "dogs.jpg")), config=config, files=files, largest=False)
     assert none.status == "no_face" and "no face found" in none.message
 
 
-def test_fer_predict_writes_a_row_per_face_and_per_failure(runs, tmp_path):
+def test_fer_predict_writes_a_row_per_face_and_per_failure(dlib_faces, runs, tmp_path):
     folder = tmp_path / "inputs"
     folder.mkdir()
-    shutil.copy(DLIB_FACES / "bald_guys.jpg", folder / "group.jpg")
+    shutil.copy(dlib_faces / "bald_guys.jpg", folder / "group.jpg")
     (folder / "broken.jpg").write_bytes(b"this is not a JPEG")
     (folder / "notes.txt").write_text("not an input")
     video = tmp_path / "clip.avi"
-    face = cv2.imread(str(DLIB_FACES / "Tom_Cruise_avp_2014_4.jpg"))
+    face = cv2.imread(str(dlib_faces / "Tom_Cruise_avp_2014_4.jpg"))
     face = cv2.resize(face, (face.shape[1] // 4 * 2, face.shape[0] // 4 * 2))  # even sides, half size
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (face.shape[1], face.shape[0]))
     for _ in range(5):
@@ -139,12 +138,14 @@ def test_a_checkpoint_without_the_chain_reads_it_from_its_store_or_says_what_to_
         PredictionChain.of_checkpoint(load_checkpoint(tmp_path / "moved.pt"), "moved.pt")
 
 
-def test_a_run_on_kept_crops_takes_each_picture_as_one_crop_and_gives_its_test_predictions(fer2013_small, tmp_path):
+def test_a_run_on_kept_crops_takes_each_picture_as_one_crop_and_gives_its_test_predictions(
+    dlib_faces, fer2013_small, tmp_path
+):
     store = build_fer_store(tmp_path / "crops.zarr", fer2013_small, align="crop")
     train(TrainConfig(store=str(store), model="cnn", epochs=1, batch_size=16, seed=3), tmp_path / "run")
     predictor = RunPredictor(tmp_path / "run" / "best.pt", device="cpu")
     said: list[str] = []
-    rows = list(predict(predictor, [str(DLIB_FACES / "bald_guys.jpg")], progress=Lines(said.append)))
+    rows = list(predict(predictor, [str(dlib_faces / "bald_guys.jpg")], progress=Lines(said.append)))
     assert [row.face for row in rows] == [0] and any("taken as one face crop" in line for line in said)
     written = Predictions.read_csv(tmp_path / "run" / "test_predictions.csv")
     rows = list(predict(predictor, source_files(store, written.index)))
@@ -173,12 +174,12 @@ def test_a_run_on_kept_crops_takes_each_picture_as_one_crop_and_gives_its_test_p
     assert len(sides) >= 10 and 0.9 < np.median(sides) < 1.1 and np.median(overlaps) > 0.75, (sides, overlaps)
 
 
-def test_crop_faces_is_refused_for_a_run_that_finds_faces_itself(runs):
+def test_crop_faces_is_refused_for_a_run_that_finds_faces_itself(dlib_faces, runs):
     predictor = RunPredictor(runs / "cnn" / "best.pt", device="cpu")
     with pytest.raises(
         ConfigError, match="--crop-faces .* needs a run on a store that keeps them .* aligns by similarity"
     ):
-        list(predict(predictor, [str(DLIB_FACES / "bald_guys.jpg")], crop_faces=True))
+        list(predict(predictor, [str(dlib_faces / "bald_guys.jpg")], crop_faces=True))
 
 
 def test_a_model_reading_a_saliency_network_needs_the_store_s_own(runs, saliency_onnx, tmp_path):
