@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,6 @@ def write_predictions(
     if json_path is not None:
         Path(json_path).write_text(json.dumps(objects, indent=1) + "\n", encoding="utf-8")
     return counts
-
-
-def read_predictions(path: str | Path) -> Iterator[dict[str, str]]:
-    """The rows of a predictions CSV, as column -> text."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        yield from csv.DictReader(handle)
 
 
 def _csv_cells(row: FacePrediction, classes: int) -> list[str]:

@@ -195,10 +195,9 @@ def chain_outcome(
     """The chain on one picture (an image file is read here, in the worker): its faces, or the
     row saying why it has none. ``framing``: each face is first cut out so framed
     (:func:`cropped_faces`)."""
+    where = Picture(picture.source, picture.frame)  # what the outcome carries: not the pixels
     if isinstance(picture, Unreadable):
-        return Picture(picture.source, picture.frame), FacePrediction(
-            picture.source, picture.frame, None, Status.UNREADABLE.label, picture.message
-        )
+        return where, FacePrediction(picture.source, picture.frame, None, Status.UNREADABLE.label, picture.message)
     try:
         pixels = picture.pixels if picture.pixels is not None else read_image(picture.source, config.decode.max_pixels)
         models = thread_models(files)
@@ -207,15 +206,15 @@ def chain_outcome(
         else:
             faces = cropped_faces(pixels, config, models, framing, largest=largest)
     except UnreadableImageError as error:
-        return picture, FacePrediction(picture.source, picture.frame, None, Status.UNREADABLE.label, str(error))
+        return where, FacePrediction(picture.source, picture.frame, None, Status.UNREADABLE.label, str(error))
     except ENVIRONMENT_ERRORS as error:
         raise environment_fault(error, picture.source) from error
     except Exception as error:  # noqa: BLE001 - a bad picture never stops the run
         message = f"{type(error).__name__}: {error}"
-        return picture, FacePrediction(picture.source, picture.frame, None, Status.FAILED.label, message)
+        return where, FacePrediction(picture.source, picture.frame, None, Status.FAILED.label, message)
     if faces[0].status == Status.NO_FACE:
-        return picture, FacePrediction(picture.source, picture.frame, None, Status.NO_FACE.label, faces[0].message)
-    return Picture(picture.source, picture.frame), faces  # the pixels stay where they were read
+        return where, FacePrediction(picture.source, picture.frame, None, Status.NO_FACE.label, faces[0].message)
+    return where, faces
 
 
 def cropped_faces(
