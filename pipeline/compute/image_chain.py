@@ -21,7 +21,7 @@ from pipeline.stages.align import aligned_from_src_for, apply_affine, resample_t
 from pipeline.stages.box_mapping import BoxMapping
 from pipeline.stages.dataset_geometry import dataset_box_problem, dataset_landmarks_problem
 from pipeline.stages.decode import to_gray, to_rgb
-from pipeline.stages.detect import clip_box, detect_boxes, detect_face, full_frame_box
+from pipeline.stages.detect import clip_box, detect_boxes, detect_face, full_frame_box, largest_first
 from pipeline.stages.landmarks import predict_landmarks
 from pipeline.store.schema import Status, several_faces_message
 
@@ -238,16 +238,6 @@ def process_faces(
         result.faces_detected, result.face_score = len(boxes), score
         results.append(result)
     return results
-
-
-def largest_first(boxes: list[np.ndarray], scores: list[float]) -> list[int]:
-    """The indices of detected ``(4,)`` boxes, largest area first, then higher score (the first
-    is the face :func:`~pipeline.stages.detect.detect_face` keeps)."""
-    return sorted(range(len(boxes)), key=lambda i: (_area(boxes[i]), scores[i]), reverse=True)
-
-
-def _area(box: np.ndarray) -> float:
-    return float((box[2] - box[0]) * (box[3] - box[1]))
 
 
 def _from_prior(

@@ -84,12 +84,18 @@ def detect_face(
         if overlaps[best] < MIN_PRIOR_IOU:
             return FaceDetection(None, faces=len(boxes))
         return FaceDetection(boxes[best], faces=len(boxes), score=scores[best])
+    best = largest_first(boxes, scores)[0]
+    return FaceDetection(boxes[best], faces=len(boxes), score=scores[best], undecided=len(boxes) > 1)
+
+
+def largest_first(boxes: list[np.ndarray], scores: list[float]) -> list[int]:
+    """The indices of detected ``(4,)`` boxes, largest area first, then higher score (the first
+    is the face :func:`detect_face` keeps without a dataset box)."""
 
     def area(box: np.ndarray) -> float:
         return float((box[2] - box[0]) * (box[3] - box[1]))
 
-    best = max(range(len(boxes)), key=lambda i: (area(boxes[i]), scores[i]))
-    return FaceDetection(boxes[best], faces=len(boxes), score=scores[best], undecided=len(boxes) > 1)
+    return sorted(range(len(boxes)), key=lambda i: (area(boxes[i]), scores[i]), reverse=True)
 
 
 def detect_boxes(
